@@ -1,0 +1,249 @@
+//! Events: the envelope `{id, type, version, created_at, data}` as JSON and as Avro.
+//!
+//! The event schema is the catalogue: each branch of its `data` union lists the event
+//! types it carries (`hookline.event_types`) and where its partition key lies
+//! (`hookline.key`). A new event type is a schema change, not a code change.
+
+use apache_avro::schema::{RecordSchema, Schema};
+use apache_avro::types::Value;
+use serde_json::{Map, Value as Json};
+
+use crate::error::WireError;
+use crate::json::{self, Names};
+use crate::registry::Registry;
+
+/// The payload version every delivery carries (as `version` and `api_version`).
+pub const DEFAULT_VERSION: &str = "2023-10-15";
+
+pub(crate) const EVENT: &str = "hookline.events.Event";
+const ENVELOPE_FIELDS: [&str; 6] = ["id", "type", "version", "api_version", "created_at", "data"];
+
+/// A decoded, valid event with its `data` in the JSON shape receivers see.
+#[derive(Clone, PartialEq)]
+pub struct Event {
+    /// Unique id.
+    pub id: String,
+    /// Event type, e.g. `transfer.error`.
+    pub event_type: String,
+    /// Payload version.
+    pub version: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The type's data, as JSON.
+    pub data: Json,
+    /// The kafka key: transfer id, resource id… (from the schema's `hookline.key`).
+    pub key: String,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `data` may hold trace text or logs: never printed.
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("type", &self.event_type)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The event schema's catalogue, computed once per registry.
+pub(crate) struct Catalogue {
+    names: Names,
+    /// event type -> index of its branch in the `data` union
+    branches: std::collections::HashMap<String, usize>,
+}
+
+impl Catalogue {
+    pub(crate) fn new(event_schema: &Schema) -> Result<Self, WireError> {
+        let mut names = Names::new();
+        json::collect_names(event_schema, &mut names);
+        let mut branches = std::collections::HashMap::new();
+        let data = data_union(event_schema)?;
+        for (i, branch) in data.iter().enumerate() {
+            let Schema::Record(r) = json::deref(branch, &names) else { continue };
+            if let Some(Json::Array(types)) = r.attributes.get("hookline.event_types") {
+                for t in types.iter().filter_map(Json::as_str) {
+                    branches.insert(t.to_owned(), i);
+                }
+            }
+        }
+        Ok(Catalogue { names, branches })
+    }
+
+    pub(crate) fn empty() -> Self {
+        Catalogue { names: Names::new(), branches: std::collections::HashMap::new() }
+    }
+
+    /// Every event type the schema carries, sorted.
+    pub(crate) fn types(&self) -> Vec<&str> {
+        let mut t: Vec<_> = self.branches.keys().map(String::as_str).collect();
+        t.sort_unstable();
+        t
+    }
+
+    pub(crate) fn knows(&self, event_type: &str) -> bool {
+        self.branches.contains_key(event_type)
+    }
+}
+
+fn envelope(schema: &Schema) -> Result<&RecordSchema, WireError> {
+    match schema {
+        Schema::Record(r) => Ok(r),
+        _ => Err(WireError::Schema { file: EVENT.to_owned(), reason: "must be a record".to_owned() }),
+    }
+}
+
+fn data_union(schema: &Schema) -> Result<&[Schema], WireError> {
+    let env = envelope(schema)?;
+    match env.lookup.get("data").map(|i| &env.fields[*i].schema) {
+        Some(Schema::Union(u)) => Ok(u.variants()),
+        _ => Err(WireError::Schema { file: EVENT.to_owned(), reason: "data must be a union".to_owned() }),
+    }
+}
+
+impl Registry {
+    /// Every event type the current event schema carries, sorted.
+    pub fn event_types(&self) -> Vec<&str> {
+        self.catalogue().types()
+    }
+
+    /// True when the current event schema carries `event_type`.
+    pub fn knows_event_type(&self, event_type: &str) -> bool {
+        self.catalogue().knows(event_type)
+    }
+
+    /// Validates a JSON event (`id` and `created_at` optional; `api_version` accepted for
+    /// `version`) and returns it with its single-object encoding.
+    pub fn event_from_json(&self, json: &Json) -> Result<(Event, Vec<u8>), WireError> {
+        let schema = self.current(EVENT)?;
+        let catalogue = self.catalogue();
+        let Json::Object(obj) = json else {
+            return Err(WireError::invalid("", "event must be a JSON object"));
+        };
+        if let Some(unknown) = obj.keys().find(|k| !ENVELOPE_FIELDS.contains(&k.as_str())) {
+            return Err(WireError::invalid(unknown.as_str(), "is not an envelope field"));
+        }
+        let event_type = match obj.get("type") {
+            Some(Json::String(t)) => t.clone(),
+            Some(_) => return Err(WireError::invalid("type", "must be a string")),
+            None => return Err(WireError::invalid("type", "missing required field")),
+        };
+        let branch = *catalogue
+            .branches
+            .get(&event_type)
+            .ok_or_else(|| WireError::invalid("type", "unknown event type (not in schemas/event)"))?;
+        let id = optional_string(obj, "id")?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        if id.is_empty() {
+            return Err(WireError::invalid("id", "must not be empty"));
+        }
+        let created_at = optional_string(obj, "created_at")?.unwrap_or_else(crate::now_rfc3339);
+        if !crate::is_rfc3339(&created_at) {
+            return Err(WireError::invalid("created_at", "must be an RFC 3339 timestamp"));
+        }
+        let version = match (optional_string(obj, "version")?, optional_string(obj, "api_version")?) {
+            (Some(v), Some(a)) if v != a => {
+                return Err(WireError::invalid("api_version", "differs from version"));
+            }
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => DEFAULT_VERSION.to_owned(),
+        };
+        let data_json = obj.get("data").ok_or_else(|| WireError::invalid("data", "missing required field"))?;
+        let branches = data_union(schema)?;
+        let Schema::Record(record) = json::deref(&branches[branch], &catalogue.names) else {
+            return Err(WireError::invalid("data", "event type has no record schema"));
+        };
+        let data_value = json::record_from_json(record, data_json, "data", &catalogue.names)?;
+        // Normalise through Avro so the JSON we hand back is exactly what readers will see.
+        let data = json::record_to_json(record, &data_value, "data", &catalogue.names)?;
+        let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
+        let value = Value::Record(vec![
+            ("id".to_owned(), Value::String(id.clone())),
+            ("type".to_owned(), Value::String(event_type.clone())),
+            ("version".to_owned(), Value::String(version.clone())),
+            ("created_at".to_owned(), Value::String(created_at.clone())),
+            ("data".to_owned(), Value::Union(branch as u32, Box::new(data_value))),
+        ]);
+        let bytes = self.encode_value(EVENT, value)?;
+        Ok((Event { id, event_type, version, created_at, data, key }, bytes))
+    }
+
+    /// Reads an event written with any known version of the event schema, and checks
+    /// that its type matches its data.
+    pub fn decode_event(&self, bytes: &[u8]) -> Result<Event, WireError> {
+        let value = self.decode_value(EVENT, bytes)?;
+        let schema = self.current(EVENT)?;
+        let catalogue = self.catalogue();
+        let Value::Record(fields) = value else {
+            return Err(WireError::Datum("event is not a record".to_owned()));
+        };
+        let mut id = None;
+        let mut event_type = None;
+        let mut version = None;
+        let mut created_at = None;
+        let mut data = None;
+        for (name, v) in fields {
+            match (name.as_str(), v) {
+                ("id", Value::String(s)) => id = Some(s),
+                ("type", Value::String(s)) => event_type = Some(s),
+                ("version", Value::String(s)) => version = Some(s),
+                ("created_at", Value::String(s)) => created_at = Some(s),
+                ("data", Value::Union(i, inner)) => data = Some((i as usize, *inner)),
+                _ => {}
+            }
+        }
+        let (Some(id), Some(event_type), Some(version), Some(created_at), Some((branch, data_value))) =
+            (id, event_type, version, created_at, data)
+        else {
+            return Err(WireError::Datum("event envelope is incomplete".to_owned()));
+        };
+        match catalogue.branches.get(&event_type) {
+            Some(b) if *b == branch => {}
+            Some(_) => return Err(WireError::invalid("type", "does not match the data record")),
+            None => return Err(WireError::invalid("type", "unknown event type (not in schemas/event)")),
+        }
+        if !crate::is_rfc3339(&created_at) {
+            return Err(WireError::invalid("created_at", "must be an RFC 3339 timestamp"));
+        }
+        let Schema::Record(record) = json::deref(&data_union(schema)?[branch], &catalogue.names) else {
+            return Err(WireError::invalid("data", "event type has no record schema"));
+        };
+        let data = json::record_to_json(record, &data_value, "data", &catalogue.names)?;
+        let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
+        Ok(Event { id, event_type, version, created_at, data, key })
+    }
+}
+
+impl Event {
+    /// The JSON body receivers get: `{type, version, api_version, created_at, data}`.
+    /// The id travels in the delivery id header instead.
+    pub fn envelope_json(&self) -> Json {
+        let mut obj = Map::with_capacity(5);
+        obj.insert("type".to_owned(), Json::String(self.event_type.clone()));
+        obj.insert("version".to_owned(), Json::String(self.version.clone()));
+        obj.insert("api_version".to_owned(), Json::String(self.version.clone()));
+        obj.insert("created_at".to_owned(), Json::String(self.created_at.clone()));
+        obj.insert("data".to_owned(), self.data.clone());
+        Json::Object(obj)
+    }
+}
+
+fn optional_string(obj: &Map<String, Json>, name: &str) -> Result<Option<String>, WireError> {
+    match obj.get(name) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(WireError::invalid(name, "must be a string")),
+    }
+}
+
+/// The first non-empty value among the record's `hookline.key` paths.
+fn partition_key(record: &RecordSchema, data: &Json) -> Option<String> {
+    let Some(Json::Array(paths)) = record.attributes.get("hookline.key") else { return None };
+    paths.iter().filter_map(Json::as_str).find_map(|path| {
+        let found = path.split('.').try_fold(data, |v, part| v.get(part))?;
+        match found {
+            Json::String(s) if !s.is_empty() => Some(s.clone()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    })
+}

@@ -1,0 +1,36 @@
+//! hookline's Avro contract: the schemas in `schemas/`, single-object encoding with
+//! writer-schema lookup by fingerprint, and the typed records the services exchange.
+//!
+//! Architecture invariant: only this crate knows Avro. Services hand it typed records
+//! or JSON events and get bytes back, and the other way round.
+
+mod error;
+mod event;
+mod json;
+mod records;
+mod registry;
+
+pub use error::WireError;
+pub use event::{Event, DEFAULT_VERSION};
+pub use records::{Attempt, DeadLetter, Endpoint, Header, Record, RenderedDelivery};
+pub use registry::{Fingerprint, Registry, BUNDLED_SCHEMAS};
+
+/// The current time as an RFC 3339 string in UTC, the format of every timestamp field.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// Formats a time as RFC 3339 in UTC with `+00:00`, as the seeds' examples do.
+pub fn format_rfc3339(t: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+00:00"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000+00:00"))
+}
+
+/// True when `s` is an RFC 3339 timestamp.
+pub fn is_rfc3339(s: &str) -> bool {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+}

@@ -1,0 +1,189 @@
+//! The internal records the services exchange through Kafka, as typed Rust values.
+//! Each mirrors one schema in `schemas/`; a test round-trips each through the registry.
+
+use serde::{Deserialize, Serialize};
+
+/// A Rust type written with one record schema of the registry.
+pub trait Record {
+    /// The schema's full name, e.g. `hookline.internal.Endpoint`.
+    const FULL_NAME: &'static str;
+}
+
+/// An endpoint's configuration: the value of the compacted `endpoints` topic.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Endpoint id (UUID), also the record key.
+    pub id: String,
+    /// What kind of endpoint: `webhook` for now.
+    pub kind: String,
+    /// Human name.
+    pub name: String,
+    /// Delivery vendor, e.g. `generic_post`.
+    pub vendor: String,
+    /// Target URL.
+    pub url: String,
+    /// Subscribed event types.
+    pub events: Vec<String>,
+    /// API key sent to the receiver. Sensitive.
+    pub api_key: Option<String>,
+    /// Inactive endpoints get nothing.
+    pub active: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl Record for Endpoint {
+    const FULL_NAME: &'static str = "hookline.internal.Endpoint";
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("vendor", &self.vendor)
+            .field("events", &self.events)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One HTTP header.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+impl Header {
+    /// A header from name and value.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Header { name: name.into(), value: value.into() }
+    }
+}
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.value)
+    }
+}
+
+/// One HTTP request to make: the value of `rendered-deliveries`, keyed by endpoint id.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderedDelivery {
+    /// Stable id from (event id, endpoint id): the same on every attempt and replay.
+    pub delivery_id: String,
+    /// The event it was rendered from.
+    pub event_id: String,
+    /// That event's type.
+    pub event_type: String,
+    /// The endpoint it goes to.
+    pub endpoint_id: String,
+    /// RFC 3339.
+    pub rendered_at: String,
+    /// HTTP method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers safe to log.
+    pub headers: Vec<Header>,
+    /// Headers that carry secrets: never logged.
+    pub sensitive_headers: Vec<Header>,
+    /// Request body.
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub body: Vec<u8>,
+}
+
+impl Record for RenderedDelivery {
+    const FULL_NAME: &'static str = "hookline.internal.RenderedDelivery";
+}
+
+impl std::fmt::Debug for RenderedDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderedDelivery")
+            .field("delivery_id", &self.delivery_id)
+            .field("event_id", &self.event_id)
+            .field("event_type", &self.event_type)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("method", &self.method)
+            .field("headers", &self.headers)
+            .field("sensitive_headers", &"[redacted]")
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One delivery attempt, as kept in a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// HTTP status, when there was a response.
+    pub status: Option<i32>,
+    /// `HL-…` code, when there was no response.
+    pub error_code: Option<String>,
+}
+
+/// What could not be delivered or read: the value of `dead-letter`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Unique id of this dead letter.
+    pub id: String,
+    /// Stable `HL-…` code.
+    pub reason_code: String,
+    /// Readable reason; never holds secrets or trace text.
+    pub reason: String,
+    /// RFC 3339.
+    pub failed_at: String,
+    /// `renderer` or `dispatcher`.
+    pub stage: String,
+    /// Where the failed record was read.
+    pub source_topic: String,
+    /// Its partition.
+    pub source_partition: i32,
+    /// Its offset.
+    pub source_offset: i64,
+    /// The event, when known.
+    pub event_id: Option<String>,
+    /// The endpoint, when known.
+    pub endpoint_id: Option<String>,
+    /// The delivery id, when known.
+    pub delivery_id: Option<String>,
+    /// The request that could not be delivered.
+    pub delivery: Option<RenderedDelivery>,
+    /// The raw record value when it could not be decoded. Sensitive.
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub payload: Option<Vec<u8>>,
+    /// Every attempt made.
+    pub attempts: Vec<Attempt>,
+}
+
+impl Record for DeadLetter {
+    const FULL_NAME: &'static str = "hookline.internal.DeadLetter";
+}
+
+impl std::fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("id", &self.id)
+            .field("reason_code", &self.reason_code)
+            .field("reason", &self.reason)
+            .field("stage", &self.stage)
+            .field("event_id", &self.event_id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("delivery", &self.delivery)
+            .field("payload", &self.payload.as_ref().map(|p| format!("[redacted; {} bytes]", p.len())))
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}

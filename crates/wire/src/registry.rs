@@ -1,0 +1,266 @@
+//! The schema registry kept in `schemas/`: every version of every record, found by its
+//! CRC-64-AVRO fingerprint, and Avro single-object encoding on top of it.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::WireError;
+use crate::event::{Catalogue, EVENT};
+use crate::records::Record;
+
+/// The schema files compiled into every binary: `(file name, text)`.
+///
+/// A file is named `<record>.v<N>.avsc`; the highest `N` of a record is the version
+/// writers use, and every version stays readable. A test checks this list matches
+/// the `schemas/` folder.
+pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
+    ("event.v1.avsc", include_str!("../../../schemas/event.v1.avsc")),
+    ("endpoint.v1.avsc", include_str!("../../../schemas/endpoint.v1.avsc")),
+    ("rendered-delivery.v1.avsc", include_str!("../../../schemas/rendered-delivery.v1.avsc")),
+    ("dead-letter.v1.avsc", include_str!("../../../schemas/dead-letter.v1.avsc")),
+];
+
+/// Single-object encoding marker (Avro specification).
+const MARKER: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// A CRC-64-AVRO (Rabin) schema fingerprint, little-endian as on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 8]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint of a parsed schema.
+    pub fn of(schema: &Schema) -> Self {
+        let bytes = schema.fingerprint::<Rabin>().bytes;
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&bytes[..8]);
+        Fingerprint(out)
+    }
+}
+
+struct Version {
+    number: u32,
+    schema: Schema,
+}
+
+struct Family {
+    /// Index into `versions` of the newest version.
+    current: usize,
+    versions: Vec<Version>,
+    fingerprints: Vec<Fingerprint>,
+}
+
+/// Every known schema version, by record full name and by fingerprint.
+pub struct Registry {
+    families: HashMap<String, Family>,
+    by_fingerprint: HashMap<Fingerprint, (String, usize)>,
+    catalogue: Catalogue,
+}
+
+impl Registry {
+    /// The registry of the schemas compiled into this binary.
+    pub fn bundled() -> Result<Self, WireError> {
+        Self::from_sources(BUNDLED_SCHEMAS.iter().copied())
+    }
+
+    /// Builds a registry from `(file name, schema text)` pairs named `<record>.v<N>.avsc`.
+    pub fn from_sources<'a>(
+        sources: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, WireError> {
+        let mut families: HashMap<String, Family> = HashMap::new();
+        let mut by_fingerprint = HashMap::new();
+        for (file, text) in sources {
+            let schema_err = |reason: String| WireError::Schema { file: file.to_owned(), reason };
+            let number = version_of(file).ok_or_else(|| {
+                schema_err("file name must be <record>.v<N>.avsc".to_owned())
+            })?;
+            let schema = Schema::parse_str(text).map_err(|e| schema_err(e.to_string()))?;
+            let Schema::Record(record) = &schema else {
+                return Err(schema_err("top-level schema must be a record".to_owned()));
+            };
+            let name = record.name.fullname(None);
+            let fingerprint = Fingerprint::of(&schema);
+            let family = families.entry(name.clone()).or_insert_with(|| Family {
+                current: 0,
+                versions: Vec::new(),
+                fingerprints: Vec::new(),
+            });
+            if family.versions.iter().any(|v| v.number == number) {
+                return Err(schema_err(format!("{name} version {number} is defined twice")));
+            }
+            if by_fingerprint.insert(fingerprint, (name.clone(), family.versions.len())).is_some() {
+                return Err(schema_err(format!("fingerprint {fingerprint} is not unique")));
+            }
+            family.versions.push(Version { number, schema });
+            family.fingerprints.push(fingerprint);
+            let newest = family.versions.iter().enumerate().max_by_key(|(_, v)| v.number);
+            family.current = newest.map(|(i, _)| i).unwrap_or(0);
+        }
+        let catalogue = match families.get(EVENT) {
+            Some(f) => Catalogue::new(&f.versions[f.current].schema)?,
+            None => Catalogue::empty(),
+        };
+        Ok(Registry { families, by_fingerprint, catalogue })
+    }
+
+    /// The schema writers use for a record.
+    pub fn current(&self, full_name: &str) -> Result<&Schema, WireError> {
+        let family = self.family(full_name)?;
+        Ok(&family.versions[family.current].schema)
+    }
+
+    /// Writes a typed record as single-object encoding with its current schema.
+    pub fn encode<T: Record + Serialize>(&self, record: &T) -> Result<Vec<u8>, WireError> {
+        let (schema, fingerprint) = self.current_with_fingerprint(T::FULL_NAME)?;
+        let mut out = header(fingerprint);
+        let datum = GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|w| w.write_ser_to_vec(record))
+            .map_err(|e| encode_err(T::FULL_NAME, &e))?;
+        out.extend_from_slice(&datum);
+        Ok(out)
+    }
+
+    /// Writes a generic value as single-object encoding with the record's current schema.
+    pub fn encode_value(&self, full_name: &str, value: Value) -> Result<Vec<u8>, WireError> {
+        let (schema, fingerprint) = self.current_with_fingerprint(full_name)?;
+        let mut out = header(fingerprint);
+        let datum = GenericDatumWriter::builder(schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .map_err(|e| encode_err(full_name, &e))?;
+        out.extend_from_slice(&datum);
+        Ok(out)
+    }
+
+    /// Reads a typed record written with any known version of its schema.
+    pub fn decode<T: Record + DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, WireError> {
+        let value = self.decode_value(T::FULL_NAME, bytes)?;
+        apache_avro::from_value::<T>(&value)
+            .map_err(|_| WireError::Datum(format!("datum does not fit {}", T::FULL_NAME)))
+    }
+
+    /// Reads a single-object encoded record, resolving the writer's schema (found by
+    /// fingerprint) to the current version of `full_name`.
+    pub fn decode_value(&self, full_name: &str, bytes: &[u8]) -> Result<Value, WireError> {
+        if bytes.len() < HEADER_LEN || bytes[..2] != MARKER {
+            return Err(WireError::NotSingleObject);
+        }
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&bytes[2..HEADER_LEN]);
+        let fingerprint = Fingerprint(fp);
+        let (family_name, index) = self
+            .by_fingerprint
+            .get(&fingerprint)
+            .ok_or(WireError::UnknownFingerprint(fingerprint))?;
+        if family_name != full_name {
+            return Err(WireError::WrongRecord {
+                expected: full_name.to_owned(),
+                found: family_name.clone(),
+            });
+        }
+        let family = self.family(full_name)?;
+        let writer = &family.versions[*index].schema;
+        let reader = &family.versions[family.current].schema;
+        let mut datum = &bytes[HEADER_LEN..];
+        let value = GenericDatumReader::builder(writer)
+            .reader_schema(reader)
+            .build()
+            .and_then(|r| r.read_value(&mut datum))
+            // The library's message may quote the datum: keep only what we can say safely.
+            .map_err(|_| WireError::Datum(format!("datum does not match {full_name} schema")))?;
+        if !datum.is_empty() {
+            return Err(WireError::Datum(format!("trailing bytes after {full_name} datum")));
+        }
+        Ok(value)
+    }
+
+    /// The fingerprints of every known version of a record, oldest first.
+    pub fn fingerprints(&self, full_name: &str) -> Result<Vec<(u32, Fingerprint)>, WireError> {
+        let family = self.family(full_name)?;
+        let mut out: Vec<_> =
+            family.versions.iter().map(|v| v.number).zip(family.fingerprints.iter().copied()).collect();
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    /// Every version of a record as `(version, schema)`, oldest first.
+    pub fn versions(&self, full_name: &str) -> Result<Vec<(u32, &Schema)>, WireError> {
+        let family = self.family(full_name)?;
+        let mut out: Vec<_> = family.versions.iter().map(|v| (v.number, &v.schema)).collect();
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    pub(crate) fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    fn family(&self, full_name: &str) -> Result<&Family, WireError> {
+        self.families.get(full_name).ok_or_else(|| WireError::Schema {
+            file: full_name.to_owned(),
+            reason: "no such record in schemas/".to_owned(),
+        })
+    }
+
+    fn current_with_fingerprint(&self, full_name: &str) -> Result<(&Schema, Fingerprint), WireError> {
+        let family = self.family(full_name)?;
+        Ok((&family.versions[family.current].schema, family.fingerprints[family.current]))
+    }
+}
+
+fn header(fingerprint: Fingerprint) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&MARKER);
+    out.extend_from_slice(&fingerprint.0);
+    out
+}
+
+fn encode_err(full_name: &str, err: &apache_avro::Error) -> WireError {
+    // Only the error's kind: its text can quote the offending value.
+    let kind = format!("{err:?}");
+    let kind = kind.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("Error").to_owned();
+    WireError::Encode { schema: full_name.to_owned(), reason: kind }
+}
+
+fn version_of(file: &str) -> Option<u32> {
+    let stem = file.strip_suffix(".avsc")?;
+    let (_, v) = stem.rsplit_once(".v")?;
+    v.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_is_read_from_the_file_name() {
+        assert_eq!(version_of("event.v1.avsc"), Some(1));
+        assert_eq!(version_of("rendered-delivery.v12.avsc"), Some(12));
+        assert_eq!(version_of("event.avsc"), None);
+        assert_eq!(version_of("event.vx.avsc"), None);
+    }
+}
