@@ -1,0 +1,159 @@
+//! Client settings shared by every service, and the consumer that commits on revoke.
+//!
+//! Latency and durability settings are deliberate, not librdkafka's defaults:
+//! - producers are idempotent with `acks=all` (no duplicates or reordering from
+//!   internal retries) and `linger.ms` from config (default 1 ms: a few records per
+//!   batch at low rates, full batches under load as sends pile up behind in-flight
+//!   requests);
+//! - consumers never auto-store offsets (`enable.auto.offset.store=false`): the service
+//!   stores an offset once the record's effects are durable, and librdkafka's auto
+//!   commit sends what was stored every second; they read only committed data.
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
+
+use crate::offsets::OffsetTracker;
+
+/// Where Kafka is and how topics are laid out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers (`HOOKLINE_KAFKA_BROKERS`).
+    pub kafka_brokers: String,
+    /// Prefix of every topic name (`HOOKLINE_TOPIC_PREFIX`).
+    pub topic_prefix: String,
+    /// Partitions of topics created at start-up (`HOOKLINE_TOPIC_PARTITIONS`).
+    pub topic_partitions: i32,
+    /// Replication factor of topics created at start-up (`HOOKLINE_TOPIC_REPLICATION`).
+    pub topic_replication: i32,
+    /// Producer `linger.ms` (`HOOKLINE_KAFKA_LINGER_MS`).
+    pub kafka_linger_ms: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            kafka_brokers: "127.0.0.1:9092".to_owned(),
+            topic_prefix: String::new(),
+            topic_partitions: 6,
+            topic_replication: 1,
+            kafka_linger_ms: 1,
+        }
+    }
+}
+
+fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.kafka_brokers)
+        .set("client.id", client_id)
+        // Kafka on loopback or in one data centre: fail over quickly.
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.max.ms", "2000")
+        .set("log_level", "4");
+    config
+}
+
+/// Settings of an idempotent producer.
+pub fn producer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = base_config(settings, client_id);
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", settings.kafka_linger_ms.to_string())
+        .set("compression.type", "lz4")
+        // Delivery is retried inside librdkafka for this long, then handed back to us.
+        .set("message.timeout.ms", "120000");
+    config
+}
+
+/// An idempotent producer.
+pub fn producer(settings: &KafkaSettings, client_id: &str) -> rdkafka::error::KafkaResult<FutureProducer> {
+    producer_config(settings, client_id).create()
+}
+
+/// Settings of a group consumer that stores offsets itself and reads committed data.
+pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -> ClientConfig {
+    let mut config = base_config(settings, client_id);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "100")
+        .set("enable.partition.eof", "false");
+    config
+}
+
+/// A consumer context that commits stored offsets before partitions are revoked and
+/// forgets the revoked partitions' in-flight work.
+#[derive(Clone)]
+pub struct CommitOnRevoke {
+    tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+impl CommitOnRevoke {
+    /// The tracker shared with the consume loop.
+    pub fn tracker(&self) -> &Arc<Mutex<OffsetTracker>> {
+        &self.tracker
+    }
+}
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Whatever was stored is durable: commit it before another member takes over.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "no offsets to commit on revoke");
+            }
+            let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+            for p in partitions.elements() {
+                tracker.revoke(p.partition());
+            }
+            tracing::info!(partitions = partitions.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => tracing::info!(partitions = partitions.count(), "partitions assigned"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// A group consumer whose offsets follow effects.
+pub type GroupConsumer = StreamConsumer<CommitOnRevoke>;
+
+/// Creates a group consumer subscribed to `topic`.
+pub fn group_consumer(
+    settings: &KafkaSettings,
+    client_id: &str,
+    group: &str,
+    topic: &str,
+) -> rdkafka::error::KafkaResult<(GroupConsumer, Arc<Mutex<OffsetTracker>>)> {
+    let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+    let context = CommitOnRevoke { tracker: tracker.clone() };
+    let consumer: GroupConsumer = consumer_config(settings, client_id, group).create_with_context(context)?;
+    consumer.subscribe(&[topic])?;
+    Ok((consumer, tracker))
+}
+
+/// Commits what was stored, synchronously (used at shutdown).
+pub fn commit_stored(consumer: &GroupConsumer) {
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "nothing to commit");
+    }
+}

@@ -1,0 +1,140 @@
+//! Which offset may be stored when records of a partition finish out of order.
+//!
+//! Work on a partition runs concurrently (deliveries to different endpoints), so records
+//! finish in any order. The committed position may only move to the lowest unfinished
+//! offset: everything before it is done. Partitions revoked and assigned again start a
+//! new generation, so a late finish from before the revoke cannot move the new position.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// Proof that a record was begun; hand it back to [`OffsetTracker::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// Partition of the record.
+    pub partition: i32,
+    /// Offset of the record.
+    pub offset: i64,
+    generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    generation: u64,
+    pending: BTreeSet<i64>,
+    /// Next offset after the highest begun one.
+    next: i64,
+    /// Last position reported by `finish`.
+    stored: i64,
+}
+
+/// Per-partition bookkeeping of in-flight records.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<i32, PartitionState>,
+    generations: u64,
+}
+
+impl OffsetTracker {
+    /// Records that work on `(partition, offset)` started.
+    pub fn begin(&mut self, partition: i32, offset: i64) -> Ticket {
+        let generations = &mut self.generations;
+        let state = self.partitions.entry(partition).or_insert_with(|| {
+            *generations += 1;
+            PartitionState { generation: *generations, next: offset, stored: offset, ..Default::default() }
+        });
+        state.pending.insert(offset);
+        state.next = state.next.max(offset + 1);
+        Ticket { partition, offset, generation: state.generation }
+    }
+
+    /// Records that the ticket's work is durable. Returns the partition's new position
+    /// (the next offset to consume) when it moved forward.
+    pub fn finish(&mut self, ticket: Ticket) -> Option<i64> {
+        let state = self.partitions.get_mut(&ticket.partition)?;
+        if state.generation != ticket.generation || !state.pending.remove(&ticket.offset) {
+            return None;
+        }
+        let position = state.pending.first().copied().unwrap_or(state.next);
+        if position > state.stored {
+            state.stored = position;
+            Some(position)
+        } else {
+            None
+        }
+    }
+
+    /// Forgets a revoked partition; tickets issued for it finish as no-ops.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// Records still unfinished, across partitions.
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_finishes_advance_one_by_one() {
+        let mut t = OffsetTracker::default();
+        let a = t.begin(0, 10);
+        let b = t.begin(0, 11);
+        assert_eq!(t.finish(a), Some(11));
+        assert_eq!(t.finish(b), Some(12));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn position_waits_for_the_lowest_unfinished() {
+        // (begun offsets, finish order, expected position after each finish)
+        let table: &[(&[i64], &[usize], &[Option<i64>])] = &[
+            (&[5, 6, 7], &[2, 1, 0], &[None, None, Some(8)]),
+            (&[5, 6, 7], &[1, 0, 2], &[None, Some(7), Some(8)]),
+            (&[5, 9, 12], &[0, 2, 1], &[Some(9), None, Some(13)]),
+            (&[0], &[0], &[Some(1)]),
+        ];
+        for (begun, order, expected) in table {
+            let mut t = OffsetTracker::default();
+            let tickets: Vec<_> = begun.iter().map(|o| t.begin(3, *o)).collect();
+            let got: Vec<_> = order.iter().map(|i| t.finish(tickets[*i])).collect();
+            assert_eq!(&got, expected, "begun {begun:?} finished in {order:?}");
+        }
+    }
+
+    #[test]
+    fn partitions_are_independent() {
+        let mut t = OffsetTracker::default();
+        let a0 = t.begin(0, 1);
+        let b0 = t.begin(1, 100);
+        let _a1 = t.begin(0, 2);
+        assert_eq!(t.finish(b0), Some(101));
+        assert_eq!(t.finish(a0), Some(2));
+    }
+
+    #[test]
+    fn a_late_finish_after_revoke_is_ignored() {
+        let mut t = OffsetTracker::default();
+        let old = t.begin(0, 7);
+        t.revoke(0);
+        // Reassigned: consumption restarts at the committed offset 7.
+        let new7 = t.begin(0, 7);
+        let new8 = t.begin(0, 8);
+        assert_eq!(t.finish(old), None, "a stale ticket must not finish the new 7");
+        assert_eq!(t.finish(new8), None);
+        assert_eq!(t.finish(new7), Some(9));
+    }
+
+    #[test]
+    fn finishing_twice_is_harmless() {
+        let mut t = OffsetTracker::default();
+        let a = t.begin(0, 1);
+        let b = t.begin(0, 2);
+        assert_eq!(t.finish(a), Some(2));
+        assert_eq!(t.finish(a), None);
+        assert_eq!(t.finish(b), Some(3));
+    }
+}

@@ -1,0 +1,86 @@
+//! Topic names under the configured prefix, and their creation at start-up.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::client::KafkaSettings;
+
+/// The topics of the pipeline, with the prefix applied.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Events from transfer engines and the producer API.
+    pub events: String,
+    /// Endpoint configuration (compacted), keyed by endpoint id.
+    pub endpoints: String,
+    /// Rendered HTTP requests, keyed by endpoint id.
+    pub rendered_deliveries: String,
+    /// What could not be delivered or read.
+    pub dead_letter: String,
+}
+
+impl Topics {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Topics {
+            events: format!("{prefix}events"),
+            endpoints: format!("{prefix}endpoints"),
+            rendered_deliveries: format!("{prefix}rendered-deliveries"),
+            dead_letter: format!("{prefix}dead-letter"),
+        }
+    }
+
+    /// Every topic with the cleanup policy it needs.
+    pub fn specs(&self) -> Vec<TopicSpec> {
+        vec![
+            TopicSpec { name: self.events.clone(), compacted: false },
+            TopicSpec { name: self.endpoints.clone(), compacted: true },
+            TopicSpec { name: self.rendered_deliveries.clone(), compacted: false },
+            TopicSpec { name: self.dead_letter.clone(), compacted: false },
+        ]
+    }
+}
+
+/// A topic to create.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    /// Full name.
+    pub name: String,
+    /// `cleanup.policy=compact` when true.
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet; existing topics are left as they are.
+pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        crate::client::producer_config(settings, "hookline-admin").create()?;
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|s| {
+            let topic = NewTopic::new(&s.name, settings.topic_partitions, TopicReplication::Fixed(settings.topic_replication));
+            if s.compacted { topic.set("cleanup.policy", "compact") } else { topic }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, partitions = settings.topic_partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(TopicError::Topic(name, code)),
+        }
+    }
+    Ok(())
+}
+
+/// Why topics could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The admin client failed.
+    #[error("kafka admin: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// A topic was refused.
+    #[error("cannot create topic {0}: {1}")]
+    Topic(String, RDKafkaErrorCode),
+}
