@@ -29,20 +29,23 @@ impl SendError {
     }
 }
 
-/// Produces one record and waits for Kafka's acknowledgement, retrying transient
+/// Produces one record (a tombstone when `payload` is `None`) and waits for Kafka's acknowledgement, retrying transient
 /// failures (full queue, broker down past librdkafka's own retries) until it lands or
 /// shutdown is asked for. Errors that no retry can fix are returned.
 pub async fn send_durably(
     producer: &FutureProducer,
     topic: &str,
     key: &[u8],
-    payload: &[u8],
+    payload: Option<&[u8]>,
     headers: Option<&OwnedHeaders>,
     shutdown: &CancellationToken,
 ) -> Result<Delivery, SendError> {
     let mut backoff = Duration::from_millis(5);
     loop {
-        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
         if let Some(h) = headers {
             record = record.headers(h.clone());
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,9 @@ struct Shared<V> {
 pub struct Table<V> {
     shared: Arc<Shared<V>>,
     consumer: Arc<StreamConsumer>,
+    /// Asks for watermarks on its own connection: the reading consumer's connection
+    /// is often parked in a fetch long-poll, which would delay every sync.
+    queries: Arc<BaseConsumer>,
     topic: String,
     partitions: Vec<i32>,
 }
@@ -52,6 +55,7 @@ impl<V> Clone for Table<V> {
         Table {
             shared: self.shared.clone(),
             consumer: self.consumer.clone(),
+            queries: self.queries.clone(),
             topic: self.topic.clone(),
             partitions: self.partitions.clone(),
         }
@@ -71,6 +75,7 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         let mut config = crate::client::consumer_config(settings, "hookline-table", "hookline-table-unused");
         config.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
         let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
+        let queries: Arc<BaseConsumer> = Arc::new(config.create()?);
         let partitions = {
             let c = consumer.clone();
             let topic = topic.to_owned();
@@ -90,7 +95,7 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
             synced_at_ms: AtomicI64::new(0),
             sync_lock: tokio::sync::Mutex::new(()),
         });
-        let table = Table { shared: shared.clone(), consumer: consumer.clone(), topic: topic.to_owned(), partitions };
+        let table = Table { shared: shared.clone(), consumer: consumer.clone(), queries, topic: topic.to_owned(), partitions };
         let decode: Arc<Decode<V>> = Arc::new(decode);
         tokio::spawn(follow(consumer, shared, decode, topic.to_owned(), shutdown));
         table.sync().await?;
@@ -114,7 +119,7 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
     pub async fn sync(&self) -> rdkafka::error::KafkaResult<()> {
         let started_ms = now_ms();
         let high = {
-            let consumer = self.consumer.clone();
+            let consumer = self.queries.clone();
             let topic = self.topic.clone();
             let partitions = self.partitions.clone();
             tokio::task::spawn_blocking(move || {
@@ -126,7 +131,13 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
             .await
             .map_err(|_| rdkafka::error::KafkaError::Canceled)??
         };
+        let mut waited = 0u32;
         loop {
+            waited += 1;
+            if waited % 1000 == 0 {
+                let applied = self.shared.applied.read().unwrap_or_else(|p| p.into_inner()).clone();
+                tracing::warn!(topic = %self.topic, ?high, ?applied, "table sync is slow");
+            }
             if high.iter().all(|(p, (low, high))| self.caught_up(*p, *low, *high)) {
                 self.shared.synced_at_ms.fetch_max(started_ms, Ordering::AcqRel);
                 return Ok(());

@@ -71,7 +71,30 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
             Err((name, code)) => return Err(TopicError::Topic(name, code)),
         }
     }
-    Ok(())
+    // A topic just created has no partition leaders for a moment: wait until every
+    // partition has one, so the first read or write does not fail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = {
+            // Blocking, but only at start-up and answered locally by the broker.
+            let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+            specs.iter().all(|spec| {
+                metadata.topics().iter().any(|t| {
+                    t.name() == spec.name
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            })
+        };
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(TopicError::NotReady);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Why topics could not be created.
@@ -80,6 +103,9 @@ pub enum TopicError {
     /// The admin client failed.
     #[error("kafka admin: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// Topics exist but their partitions got no leader in time.
+    #[error("topics have no partition leaders after 30 s")]
+    NotReady,
     /// A topic was refused.
     #[error("cannot create topic {0}: {1}")]
     Topic(String, RDKafkaErrorCode),

@@ -1,1 +1,279 @@
-//! placeholder
+//! Test helpers shared by the integration and end-to-end tests: the real local broker
+//! (started through `ops/kafka/broker` when none answers), a random topic prefix per
+//! test, a capturing HTTP receiver whose answers a test scripts, and topic readers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use kafka_io::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// Bootstrap address of the test broker: `HOOKLINE_KAFKA_BROKERS`, or 127.0.0.1 on
+/// `HOOKLINE_KAFKA_PORT` (default 9092).
+pub fn brokers() -> String {
+    std::env::var("HOOKLINE_KAFKA_BROKERS").unwrap_or_else(|_| {
+        let port = std::env::var("HOOKLINE_KAFKA_PORT").unwrap_or_else(|_| "9092".to_owned());
+        format!("127.0.0.1:{port}")
+    })
+}
+
+/// Makes sure a broker answers, starting the local one through `ops/kafka/broker` if not.
+pub fn ensure_broker() -> String {
+    let brokers = brokers();
+    let first = brokers.split(',').next().unwrap_or_default().to_owned();
+    if std::net::TcpStream::connect_timeout(&first.parse().expect("host:port"), Duration::from_secs(1)).is_err() {
+        let status = std::process::Command::new(repo_root().join("ops/kafka/broker"))
+            .arg("start")
+            .status()
+            .expect("run ops/kafka/broker");
+        assert!(status.success(), "ops/kafka/broker start failed");
+    }
+    brokers
+}
+
+/// A topic prefix no other test uses.
+pub fn unique_prefix(test: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("test-{test}-{}-", &id[..8])
+}
+
+/// Kafka settings for a test: the real broker, a fresh prefix, 3 partitions.
+pub fn kafka_settings(test: &str) -> KafkaSettings {
+    KafkaSettings {
+        kafka_brokers: ensure_broker(),
+        topic_prefix: unique_prefix(test),
+        topic_partitions: 3,
+        topic_replication: 1,
+        kafka_linger_ms: 1,
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers, names lower-case.
+    pub headers: HashMap<String, String>,
+    /// Raw body.
+    pub body: Vec<u8>,
+}
+
+impl Captured {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// `Retry-After` header to send.
+    pub retry_after: Option<String>,
+}
+
+impl Answer {
+    /// Answer `status` at once.
+    pub fn status(status: u16) -> Self {
+        Answer { status, delay: Duration::ZERO, retry_after: None }
+    }
+}
+
+type Script = dyn Fn(&Captured, usize) -> Answer + Send + Sync;
+
+struct ReceiverState {
+    captured: Mutex<Vec<Captured>>,
+    /// Requests seen per path, to script "fail twice then succeed".
+    per_path: Mutex<HashMap<String, usize>>,
+    script: Box<Script>,
+}
+
+/// A real HTTP server on 127.0.0.1 that records every request and answers as scripted.
+pub struct Receiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// A receiver answering 200 to everything.
+    pub async fn ok() -> Self {
+        Self::scripted(|_, _| Answer::status(200)).await
+    }
+
+    /// A receiver answering with `script(request, n)`, `n` counting requests to that
+    /// path from 0 (requests are recorded before the answer is chosen).
+    pub async fn scripted(script: impl Fn(&Captured, usize) -> Answer + Send + Sync + 'static) -> Self {
+        let state = Arc::new(ReceiverState {
+            captured: Mutex::new(Vec::new()),
+            per_path: Mutex::new(HashMap::new()),
+            script: Box::new(script),
+        });
+        let app = axum::Router::new().fallback(capture).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, state }
+    }
+
+    /// `http://127.0.0.1:port` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn captured(&self) -> Vec<Captured> {
+        self.state.captured.lock().expect("lock").clone()
+    }
+
+    /// Waits until `pred` holds for what was received, or `timeout` passes; returns it.
+    pub async fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Captured]) -> bool) -> Vec<Captured> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.captured();
+            if pred(&got) || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn capture(State(state): State<Arc<ReceiverState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let captured = Captured {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let n = {
+        let mut per_path = state.per_path.lock().expect("lock");
+        let n = per_path.entry(uri.path().to_owned()).or_insert(0);
+        *n += 1;
+        *n - 1
+    };
+    state.captured.lock().expect("lock").push(captured.clone());
+    let answer = (state.script)(&captured, n);
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    let mut response = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK).into_response();
+    if let Some(after) = answer.retry_after {
+        if let Ok(v) = after.parse() {
+            response.headers_mut().insert("retry-after", v);
+        }
+    }
+    response
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// Key as text.
+    pub key: Option<String>,
+    /// Raw value.
+    pub value: Option<Vec<u8>>,
+    /// Partition.
+    pub partition: i32,
+}
+
+/// Reads `topic` from the beginning (committed data only) until `want(records)` holds
+/// or `timeout` passes, and returns what it read. Runs on the blocking pool, so the
+/// code under test keeps running meanwhile.
+pub async fn read_topic(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+    want: impl Fn(&[ReadRecord]) -> bool + Send + 'static,
+) -> Vec<ReadRecord> {
+    let settings = settings.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_topic_blocking(&settings, &topic, timeout, want)).await.expect("reader")
+}
+
+fn read_topic_blocking(settings: &KafkaSettings, topic: &str, timeout: Duration, want: impl Fn(&[ReadRecord]) -> bool) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka_brokers)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && !want(&out) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(ReadRecord {
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: m.payload().map(<[u8]>::to_vec),
+                partition: m.partition(),
+            });
+        }
+    }
+    out
+}
+
+/// Produces raw records (`(key, value)`) to `topic` and waits for each acknowledgement.
+pub async fn produce(settings: &KafkaSettings, topic: &str, records: &[(&str, Vec<u8>)]) {
+    let producer = kafka_io::producer(settings, "test").expect("producer");
+    let never = kafka_io::CancellationToken::new();
+    for (key, value) in records {
+        kafka_io::send_durably(&producer, topic, key.as_bytes(), Some(value), None, &never).await.expect("produce");
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Decodes the dead letters of `topic`.
+pub fn dead_letters(records: &[ReadRecord]) -> Vec<wire::DeadLetter> {
+    let registry = wire::Registry::bundled().expect("schemas");
+    records.iter().filter_map(|r| r.value.as_ref()).map(|v| registry.decode::<wire::DeadLetter>(v).expect("dead letter")).collect()
+}
+
+
+/// Sends the code under test's logs to the test output (`RUST_LOG` filters; default warn).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}

@@ -1,1 +1,266 @@
-//! placeholder
+//! hookline-dispatcher: consumes `rendered-deliveries`, sends each request with a
+//! timeout, retries transient failures with jittered backoff, and writes what is
+//! exhausted or final to `dead-letter` with every attempt.
+//!
+//! Deliveries run concurrently (up to a bound), so one slow endpoint does not hold
+//! up the others; a record's offset is stored once its outcome is final (delivered or
+//! dead-lettered), and never past a record still in flight.
+//!
+//! Retries here are in memory and short (seconds). Durable multi-day retry tiers are
+//! a later step: they replace [`Dispatcher::deliver`]'s backoff with a re-queue.
+
+pub mod deliver;
+pub mod retry;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable, Sleeper};
+use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, Topics};
+use rdkafka::producer::FutureProducer;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use wire::{Attempt, DeadLetter, Registry, RenderedDelivery};
+
+use crate::retry::Decision;
+
+/// The dispatcher's configuration (`HOOKLINE_*` variables, see the README).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Kafka connection and topic layout.
+    #[serde(flatten)]
+    pub kafka: KafkaSettings,
+    /// Consumer group of the dispatchers (`HOOKLINE_DISPATCHER_GROUP`).
+    pub dispatcher_group: String,
+    /// Deliveries in flight at once (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT`).
+    pub dispatcher_max_in_flight: usize,
+    /// Timeout of one HTTP attempt (`HOOKLINE_DELIVERY_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Attempts per delivery, the first included (`HOOKLINE_DELIVERY_ATTEMPTS`).
+    pub delivery_attempts: usize,
+    /// First retry delay; later ones double, with jitter (`HOOKLINE_RETRY_MIN_DELAY`).
+    #[serde(with = "humantime_serde")]
+    pub retry_min_delay: Duration,
+    /// Longest retry delay, `Retry-After` included (`HOOKLINE_RETRY_MAX_DELAY`).
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaSettings::default(),
+            dispatcher_group: "hookline-dispatcher".to_owned(),
+            dispatcher_max_in_flight: 1000,
+            delivery_timeout: Duration::from_secs(15),
+            delivery_attempts: 4,
+            retry_min_delay: Duration::from_millis(500),
+            retry_max_delay: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+struct Dispatcher {
+    config: Config,
+    registry: Registry,
+    topics: Topics,
+    client: reqwest::Client,
+    producer: FutureProducer,
+    shutdown: CancellationToken,
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    anyhow::ensure!(config.delivery_attempts >= 1, "HOOKLINE_DELIVERY_ATTEMPTS must be at least 1");
+    let registry = Registry::bundled().context("loading schemas")?;
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .connect_timeout(config.delivery_timeout)
+        .build()
+        .context("creating the HTTP client")?;
+    let producer = kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
+    let (consumer, tracker) = kafka_io::group_consumer(
+        &config.kafka,
+        "hookline-dispatcher",
+        &config.dispatcher_group,
+        &topics.rendered_deliveries,
+    )
+    .context("creating consumer")?;
+    tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, "dispatcher started");
+    let options =
+        ConsumeOptions { max_in_flight: config.dispatcher_max_in_flight, drain_timeout: config.shutdown_timeout };
+    let dispatcher = Arc::new(Dispatcher { config, registry, topics, client, producer, shutdown: shutdown.clone() });
+    kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
+        let dispatcher = dispatcher.clone();
+        async move { dispatcher.handle(record).await }
+    })
+    .await;
+    Ok(())
+}
+
+/// Why a delivery stopped retrying.
+#[derive(Debug)]
+enum Stop {
+    /// Retryable failure (kept for backon's `when`).
+    Transient(Option<Duration>),
+    /// Final: the reason code.
+    Final(&'static str),
+    /// Shutdown between attempts.
+    Shutdown,
+}
+
+impl Dispatcher {
+    async fn handle(&self, record: Record) -> Outcome {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let delivery = match self.registry.decode::<RenderedDelivery>(payload) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(partition = record.partition, offset = record.offset, code = e.code(), "unreadable delivery; dead-lettered");
+                let mut letter = self.dead_letter(&record, e.code(), &e.to_string(), None, Vec::new());
+                letter.payload = record.payload.clone();
+                return self.write_dead_letter(letter).await;
+            }
+        };
+        let (result, attempts) = self.deliver(&delivery).await;
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(Stop::Shutdown) => Outcome::Abandoned,
+            Err(stop) => {
+                let (code, reason) = match stop {
+                    Stop::Final(code) => (code, summary("final outcome", &attempts)),
+                    _ => ("HL-DELIVERY-EXHAUSTED", summary("retries exhausted", &attempts)),
+                };
+                tracing::warn!(delivery_id = %delivery.delivery_id, endpoint_id = %delivery.endpoint_id, code, attempts = attempts.len(), "delivery failed; dead-lettered");
+                let letter = self.dead_letter(&record, code, &reason, Some(delivery), attempts);
+                self.write_dead_letter(letter).await
+            }
+        }
+    }
+
+    /// Attempts the delivery until it is delivered, final, exhausted or shut down.
+    async fn deliver(&self, delivery: &RenderedDelivery) -> (Result<(), Stop>, Vec<Attempt>) {
+        let attempts = Mutex::new(Vec::new());
+        let backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.config.retry_min_delay)
+            .with_max_delay(self.config.retry_max_delay)
+            .with_max_times(self.config.delivery_attempts - 1);
+        let max_delay = self.config.retry_max_delay;
+        let once = || async {
+            if self.shutdown.is_cancelled() {
+                return Err(Stop::Shutdown);
+            }
+            let number = i32::try_from(lock(&attempts).len() + 1).unwrap_or(i32::MAX);
+            let (outcome, record) = deliver::attempt(&self.client, delivery, number, self.config.delivery_timeout).await;
+            lock(&attempts).push(record);
+            match retry::decide(&outcome) {
+                Decision::Delivered => Ok(()),
+                Decision::Retry { not_before } => Err(Stop::Transient(not_before)),
+                Decision::Final(code) => Err(Stop::Final(code)),
+            }
+        };
+        let result = once
+            .retry(backoff)
+            .sleep(ShutdownSleeper(self.shutdown.clone()))
+            .when(|stop| matches!(stop, Stop::Transient(_)))
+            .adjust(move |stop, delay| match (stop, delay) {
+                // Honour Retry-After within bounds: never sooner than asked, never past the cap.
+                (Stop::Transient(Some(after)), Some(delay)) => Some(delay.max(*after).min(max_delay)),
+                (_, delay) => delay,
+            })
+            .await;
+        let result = match result {
+            Err(Stop::Transient(_)) if self.shutdown.is_cancelled() => Err(Stop::Shutdown),
+            other => other,
+        };
+        (result, attempts.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn write_dead_letter(&self, letter: DeadLetter) -> Outcome {
+        let bytes = match self.registry.encode(&letter) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(code = e.code(), "cannot encode a dead letter; delivery lost, operator action needed");
+                return Outcome::Done;
+            }
+        };
+        let key = letter.endpoint_id.as_deref().unwrap_or(&letter.id).as_bytes().to_vec();
+        match kafka_io::send_durably(&self.producer, &self.topics.dead_letter, &key, Some(&bytes), None, &self.shutdown).await {
+            Ok(_) => Outcome::Done,
+            Err(kafka_io::SendError::Cancelled) => Outcome::Abandoned,
+            Err(e) => {
+                tracing::error!(code = e.code(), "dead letter refused by kafka; delivery lost, operator action needed");
+                Outcome::Done
+            }
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        record: &Record,
+        code: &str,
+        reason: &str,
+        delivery: Option<RenderedDelivery>,
+        attempts: Vec<Attempt>,
+    ) -> DeadLetter {
+        DeadLetter {
+            id: uuid::Uuid::now_v7().to_string(),
+            reason_code: code.to_owned(),
+            reason: reason.to_owned(),
+            failed_at: wire::now_rfc3339(),
+            stage: "dispatcher".to_owned(),
+            source_topic: record.topic.clone(),
+            source_partition: record.partition,
+            source_offset: record.offset,
+            event_id: delivery.as_ref().map(|d| d.event_id.clone()),
+            endpoint_id: delivery.as_ref().map(|d| d.endpoint_id.clone()),
+            delivery_id: delivery.as_ref().map(|d| d.delivery_id.clone()),
+            delivery,
+            payload: None,
+            attempts,
+        }
+    }
+}
+
+/// "retries exhausted after 4 attempts; last: HTTP 503"
+fn summary(what: &str, attempts: &[Attempt]) -> String {
+    let last = attempts.last().map(|a| match (&a.status, &a.error_code) {
+        (Some(s), _) => format!("HTTP {s}"),
+        (None, Some(code)) => code.clone(),
+        (None, None) => "no outcome".to_owned(),
+    });
+    format!("{what} after {} attempt(s); last: {}", attempts.len(), last.unwrap_or_else(|| "none".to_owned()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sleeps between attempts, cut short by shutdown.
+struct ShutdownSleeper(CancellationToken);
+
+impl Sleeper for ShutdownSleeper {
+    type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn sleep(&self, dur: Duration) -> Self::Sleep {
+        let token = self.0.clone();
+        Box::pin(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(dur) => {}
+                _ = token.cancelled() => {}
+            }
+        })
+    }
+}

@@ -1,1 +1,110 @@
-//! placeholder
+//! hookline-producer: the way into the pipeline for everything that does not write
+//! Kafka itself. HTTP ingest of events (validated against the Avro schemas) and the
+//! management API for webhooks, whose system of record is the compacted `endpoints`
+//! topic.
+//!
+//! Architecture invariant: the API answers a write only after Kafka acknowledged it.
+
+mod api;
+mod error;
+mod events;
+mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kafka_io::{KafkaSettings, Table, Topics};
+use serde::{Deserialize, Serialize};
+use service_kit::Secret;
+use tokio_util::sync::CancellationToken;
+use wire::{Endpoint, Registry};
+
+pub use api::router;
+
+/// The producer's configuration (`HOOKLINE_*` variables, see the README).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Kafka connection and topic layout.
+    #[serde(flatten)]
+    pub kafka: KafkaSettings,
+    /// Listen address (`HOOKLINE_API_ADDR`).
+    pub api_addr: String,
+    /// Bearer token every route but `/health` requires (`HOOKLINE_API_TOKEN`).
+    pub api_token: Secret,
+    /// Serve without a token; must be asked for explicitly (`HOOKLINE_API_INSECURE_NO_AUTH=1`).
+    pub api_insecure_no_auth: bool,
+    /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaSettings::default(),
+            api_addr: "127.0.0.1:8080".to_owned(),
+            api_token: Secret::default(),
+            api_insecure_no_auth: false,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct AppState {
+    registry: Registry,
+    topics: Topics,
+    producer: rdkafka::producer::FutureProducer,
+    endpoints: Table<Endpoint>,
+    token: Option<Secret>,
+    shutdown: CancellationToken,
+}
+
+/// Runs the producer until `shutdown` is cancelled. The listener is bound first, so
+/// a caller (a test) can pass port 0 and read the address from `on_listen`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let addr: SocketAddr = config.api_addr.parse().with_context(|| format!("HOOKLINE_API_ADDR `{}` is not host:port", config.api_addr))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    serve(config, listener, shutdown).await
+}
+
+/// Like [`run`], on a listener the caller bound.
+pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let token = match (config.api_token.is_empty(), config.api_insecure_no_auth) {
+        (false, _) => Some(config.api_token.clone()),
+        (true, true) => {
+            tracing::warn!("HOOKLINE_API_INSECURE_NO_AUTH is set: the API accepts requests without a token");
+            None
+        }
+        (true, false) => anyhow::bail!(
+            "HOOKLINE_API_TOKEN is not set: refusing to serve an open API (set HOOKLINE_API_INSECURE_NO_AUTH=1 to allow it)"
+        ),
+    };
+    let registry = Registry::bundled().context("loading schemas")?;
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
+    let producer = kafka_io::producer(&config.kafka, "hookline-producer").context("creating producer")?;
+    let decoder = Arc::new(Registry::bundled().context("loading schemas")?);
+    let endpoints = Table::start(
+        &config.kafka,
+        &topics.endpoints,
+        move |bytes| decoder.decode::<Endpoint>(bytes).ok(),
+        shutdown.child_token(),
+    )
+    .await
+    .context("reading endpoints")?;
+    let state = Arc::new(AppState { registry, topics, producer, endpoints, token, shutdown: shutdown.clone() });
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "producer API listening");
+    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::select! {
+        result = std::future::IntoFuture::into_future(server) => result.context("serving the API")?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(config.shutdown_timeout).await } => {
+            tracing::warn!("requests still open after the shutdown timeout; exiting");
+        }
+    }
+    Ok(())
+}

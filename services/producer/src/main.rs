@@ -1,1 +1,5 @@
-fn main() {}
+//! hookline-producer: HTTP ingest and the management API. See the `producer` library.
+
+fn main() -> std::process::ExitCode {
+    service_kit::main("hookline-producer", producer::run)
+}

@@ -102,7 +102,10 @@ impl Renderer {
             }
         }
         let rendered_at = wire::now_rfc3339();
-        let sends = self.endpoints.values().into_iter().filter(|ep| render::subscribed(ep, &event)).map(|endpoint| {
+        let subscribers: Vec<Endpoint> =
+            self.endpoints.values().into_iter().filter(|ep| render::subscribed(ep, &event)).collect();
+        tracing::debug!(event_id = %event.id, event_type = %event.event_type, endpoints = subscribers.len(), "rendering");
+        let sends = subscribers.into_iter().map(|endpoint| {
             let event = &event;
             let rendered_at = &rendered_at;
             let record = &record;
@@ -138,7 +141,7 @@ impl Renderer {
 
     /// Sends one record; `Err` only when Kafka refuses it for good.
     async fn send(&self, topic: &str, key: &str, bytes: &[u8]) -> Result<Outcome, kafka_io::SendError> {
-        match kafka_io::send_durably(&self.producer, topic, key.as_bytes(), bytes, None, &self.shutdown).await {
+        match kafka_io::send_durably(&self.producer, topic, key.as_bytes(), Some(bytes), None, &self.shutdown).await {
             Ok(_) => Ok(Outcome::Done),
             Err(kafka_io::SendError::Cancelled) => Ok(Outcome::Abandoned),
             Err(e) => Err(e),

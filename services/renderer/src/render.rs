@@ -3,7 +3,7 @@
 use uuid::Uuid;
 use wire::{Endpoint, Event, Header, RenderedDelivery};
 
-/// Namespace of delivery ids: UUID v5 of `event id \n endpoint id`.
+/// Namespace of delivery ids: UUID v5 of `<len(event id)>:<event id><endpoint id>`.
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4c2e_9a3d_4e57_8c10_d2a4_f0b3_7e91);
 
 /// The vendors the renderer can shape requests for.
@@ -33,7 +33,8 @@ impl RenderError {
 /// The stable id of the delivery of `event_id` to `endpoint_id`: the same on every
 /// render of the same event (a renderer restart re-renders it), every attempt, every replay.
 pub fn delivery_id(event_id: &str, endpoint_id: &str) -> String {
-    let name = format!("{event_id}\n{endpoint_id}");
+    // Length-prefixed so no two (event, endpoint) pairs give the same name.
+    let name = format!("{}:{event_id}{endpoint_id}", event_id.len());
     Uuid::new_v5(&DELIVERY_NAMESPACE, name.as_bytes()).to_string()
 }
 

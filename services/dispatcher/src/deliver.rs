@@ -1,0 +1,91 @@
+//! One HTTP attempt: the rendered request as it goes on the wire, and what came back.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use wire::{Attempt, RenderedDelivery};
+
+use crate::retry::{parse_retry_after, AttemptOutcome};
+
+/// The header that carries the delivery id on every attempt and replay, so receivers
+/// can drop duplicates.
+pub const DELIVERY_ID_HEADER: &str = "hookline-delivery-id";
+
+/// Bytes of a response body read before the connection is returned to the pool.
+const RESPONSE_READ_LIMIT: usize = 4096;
+
+/// Makes one attempt and reports its outcome and its record for the dead letter.
+pub async fn attempt(
+    client: &reqwest::Client,
+    delivery: &RenderedDelivery,
+    number: i32,
+    timeout: Duration,
+) -> (AttemptOutcome, Attempt) {
+    let started_at = wire::now_rfc3339();
+    let clock = Instant::now();
+    let outcome = send(client, delivery, timeout).await;
+    let (status, error_code) = match &outcome {
+        AttemptOutcome::Status { code, .. } => (Some(i32::from(*code)), None),
+        AttemptOutcome::Timeout => (None, Some("HL-HTTP-TIMEOUT".to_owned())),
+        AttemptOutcome::Connect => (None, Some("HL-HTTP-CONNECT".to_owned())),
+        AttemptOutcome::Invalid => (None, Some("HL-HTTP-INVALID-REQUEST".to_owned())),
+    };
+    let record = Attempt {
+        attempt: number,
+        started_at,
+        duration_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
+        status,
+        error_code,
+    };
+    (outcome, record)
+}
+
+async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, timeout: Duration) -> AttemptOutcome {
+    let Ok(method) = reqwest::Method::from_bytes(delivery.method.as_bytes()) else {
+        return AttemptOutcome::Invalid;
+    };
+    let Some(headers) = headers(delivery) else {
+        return AttemptOutcome::Invalid;
+    };
+    let mut request = client.request(method, &delivery.url).headers(headers).timeout(timeout);
+    if !delivery.body.is_empty() {
+        request = request.body(delivery.body.clone());
+    }
+    match request.send().await {
+        Ok(mut response) => {
+            let code = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            // Read a little of the body so the connection can be reused; the rest is dropped.
+            let mut read = 0;
+            while read < RESPONSE_READ_LIMIT {
+                match tokio::time::timeout(timeout, response.chunk()).await {
+                    Ok(Ok(Some(chunk))) => read += chunk.len(),
+                    _ => break,
+                }
+            }
+            AttemptOutcome::Status { code, retry_after }
+        }
+        Err(e) if e.is_timeout() => AttemptOutcome::Timeout,
+        Err(e) if e.is_builder() => AttemptOutcome::Invalid,
+        Err(_) => AttemptOutcome::Connect,
+    }
+}
+
+fn headers(delivery: &RenderedDelivery) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(delivery.headers.len() + delivery.sensitive_headers.len() + 2);
+    for h in delivery.headers.iter().chain(&delivery.sensitive_headers) {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let mut value = HeaderValue::from_str(&h.value).ok()?;
+        if delivery.sensitive_headers.iter().any(|s| s.name == h.name) {
+            value.set_sensitive(true);
+        }
+        map.append(name, value);
+    }
+    map.insert(HeaderName::from_static(DELIVERY_ID_HEADER), HeaderValue::from_str(&delivery.delivery_id).ok()?);
+    map.insert(reqwest::header::USER_AGENT, HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION"))));
+    Some(map)
+}

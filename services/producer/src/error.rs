@@ -1,0 +1,77 @@
+//! API errors: a JSON body `{"error": {"code", "message", "field"?}}` with a stable
+//! `HL-API-…` code. Messages name fields, never values.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error the API answers with.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    /// 400 for a field of the request.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, code: "HL-API-INVALID", message: message.into(), field: Some(field.into()) }
+    }
+
+    /// 400 for a body that is not JSON at all.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, code: "HL-API-MALFORMED", message: message.into(), field: None }
+    }
+
+    /// 401.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "HL-API-UNAUTHORIZED",
+            message: "missing or wrong bearer token".to_owned(),
+            field: None,
+        }
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, code: "HL-API-NOT-FOUND", message: format!("{what} not found"), field: None }
+    }
+
+    /// 405.
+    pub fn method_not_allowed() -> Self {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "HL-API-METHOD",
+            message: "method not allowed on this route".to_owned(),
+            field: None,
+        }
+    }
+
+    /// 503: Kafka did not take the write (shutting down or refusing).
+    pub fn unavailable(code: &'static str) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: "the write was not acknowledged by Kafka; retry".to_owned(),
+            field: None,
+        }
+    }
+
+    /// 500 for our own failure (never the caller's mistake).
+    pub fn internal(code: &'static str) -> Self {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code, message: "internal error".to_owned(), field: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        (self.status, axum::Json(json!({ "error": error }))).into_response()
+    }
+}

@@ -1,0 +1,32 @@
+//! `POST /events`: one event in the envelope receivers see, validated against its Avro
+//! schema, produced to `events` keyed by its transfer or resource id, answered 202 once
+//! Kafka acknowledged it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use crate::api::{json_response, parse_json};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Accepts one event.
+pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let input = parse_json(&body)?;
+    let (event, bytes) = state.registry.event_from_json(&input).map_err(|e| match e {
+        wire::WireError::Invalid { field, reason } => ApiError::invalid(field, reason),
+        other => {
+            tracing::error!(code = other.code(), "cannot encode a valid event");
+            ApiError::internal(other.code())
+        }
+    })?;
+    kafka_io::send_durably(&state.producer, &state.topics.events, event.key.as_bytes(), Some(&bytes), None, &state.shutdown)
+        .await
+        .map_err(|e| ApiError::unavailable(e.code()))?;
+    tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event accepted");
+    Ok(json_response(StatusCode::ACCEPTED, json!({"id": event.id})))
+}

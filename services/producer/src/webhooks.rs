@@ -1,0 +1,268 @@
+//! `/webhooks`: create, list, show, update and delete webhook endpoints, with the
+//! seeds' `{"webhook": {...}}` wrapper. Each write goes to the compacted `endpoints`
+//! topic and is answered once Kafka acknowledged it; `api_key` is never returned.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use wire::Endpoint;
+
+use crate::api::{json_response, parse_json};
+use crate::error::ApiError;
+use crate::AppState;
+
+/// What a masked secret looks like in responses; sent back in a PATCH it means "unchanged".
+const MASK: &str = "******";
+/// Vendors the renderer can shape today.
+const AVAILABLE_VENDORS: &[&str] = &["generic_post"];
+/// Vendors of the seeds that later versions add.
+const PLANNED_VENDORS: &[&str] = &["generic_get", "slack", "pagerduty", "datadog"];
+const FIELDS: &[&str] = &["name", "vendor", "url", "events", "api_key", "active"];
+
+/// `POST /webhooks`.
+pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let input = wrapped(&parse_json(&body)?)?;
+    let now = wire::now_rfc3339();
+    let mut endpoint = Endpoint {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: "webhook".to_owned(),
+        name: String::new(),
+        vendor: String::new(),
+        url: String::new(),
+        events: Vec::new(),
+        api_key: None,
+        active: true,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    for required in ["name", "vendor", "url", "events"] {
+        if !input.contains_key(required) {
+            return Err(ApiError::invalid(format!("webhook.{required}"), "missing required field"));
+        }
+    }
+    apply_fields(&state, &mut endpoint, &input)?;
+    write(&state, &endpoint).await?;
+    Ok(json_response(StatusCode::CREATED, json!({"webhook": public(&endpoint)})))
+}
+
+/// `GET /webhooks`.
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    sync(&state).await?;
+    let mut all: Vec<Endpoint> = state.endpoints.values().into_iter().filter(|e| e.kind == "webhook").collect();
+    all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    let webhooks: Vec<Value> = all.iter().map(public).collect();
+    Ok(json_response(StatusCode::OK, json!({ "webhooks": webhooks })))
+}
+
+/// `GET /webhooks/{id}`.
+pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let endpoint = find(&state, &id).await?;
+    Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint)})))
+}
+
+/// `PATCH /webhooks/{id}`: only the fields given change.
+pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let input = wrapped(&parse_json(&body)?)?;
+    let mut endpoint = find(&state, &id).await?;
+    apply_fields(&state, &mut endpoint, &input)?;
+    endpoint.updated_at = wire::now_rfc3339();
+    write(&state, &endpoint).await?;
+    Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint)})))
+}
+
+/// `DELETE /webhooks/{id}`: writes a tombstone.
+pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let endpoint = find(&state, &id).await?;
+    let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), None, None, &state.shutdown)
+        .await
+        .map_err(|e| ApiError::unavailable(e.code()))?;
+    state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, None);
+    tracing::info!(endpoint_id = %endpoint.id, "webhook deleted");
+    Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint), "deleted": true})))
+}
+
+async fn sync(state: &AppState) -> Result<(), ApiError> {
+    state.endpoints.sync().await.map_err(|_| ApiError::unavailable("HL-KAFKA-UNAVAILABLE"))
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
+    sync(state).await?;
+    state.endpoints.get(id).filter(|e| e.kind == "webhook").ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+async fn write(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
+    let bytes = state.registry.encode(endpoint).map_err(|e| {
+        tracing::error!(code = e.code(), "cannot encode an endpoint");
+        ApiError::internal(e.code())
+    })?;
+    let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), Some(&bytes), None, &state.shutdown)
+        .await
+        .map_err(|e| ApiError::unavailable(e.code()))?;
+    state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, Some(endpoint.clone()));
+    tracing::info!(endpoint_id = %endpoint.id, vendor = %endpoint.vendor, "webhook written");
+    Ok(())
+}
+
+/// The `webhook` object of the body.
+fn wrapped(body: &Value) -> Result<Map<String, Value>, ApiError> {
+    let Value::Object(outer) = body else {
+        return Err(ApiError::invalid("webhook", "the body must be a JSON object {\"webhook\": {...}}"));
+    };
+    if let Some(other) = outer.keys().find(|k| *k != "webhook") {
+        return Err(ApiError::invalid(other.as_str(), "unknown field; the body is {\"webhook\": {...}}"));
+    }
+    match outer.get("webhook") {
+        Some(Value::Object(inner)) => {
+            if let Some(unknown) = inner.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+                return Err(ApiError::invalid(format!("webhook.{unknown}"), format!("unknown field; known fields: {}", FIELDS.join(", "))));
+            }
+            Ok(inner.clone())
+        }
+        Some(_) => Err(ApiError::invalid("webhook", "must be a JSON object")),
+        None => Err(ApiError::invalid("webhook", "missing required field")),
+    }
+}
+
+/// Validates the given fields and sets them on `endpoint`.
+fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(v) = input.get("name") {
+        let name = string(v, "name")?;
+        if name.trim().is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::invalid("webhook.name", "must be 1 to 200 characters"));
+        }
+        endpoint.name = name.to_owned();
+    }
+    if let Some(v) = input.get("vendor") {
+        let vendor = string(v, "vendor")?;
+        if PLANNED_VENDORS.contains(&vendor) {
+            return Err(ApiError::invalid("webhook.vendor", format!("vendor `{vendor}` is not available yet; available: {}", AVAILABLE_VENDORS.join(", "))));
+        }
+        if !AVAILABLE_VENDORS.contains(&vendor) {
+            return Err(ApiError::invalid("webhook.vendor", format!("unknown vendor; available: {}", AVAILABLE_VENDORS.join(", "))));
+        }
+        endpoint.vendor = vendor.to_owned();
+    }
+    if let Some(v) = input.get("url") {
+        endpoint.url = valid_url(string(v, "url")?)?;
+    }
+    if let Some(v) = input.get("events") {
+        let Value::Array(items) = v else {
+            return Err(ApiError::invalid("webhook.events", "must be an array of event types"));
+        };
+        if items.is_empty() {
+            return Err(ApiError::invalid("webhook.events", "must name at least one event type"));
+        }
+        let mut events: Vec<String> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("webhook.events[{i}]");
+            let Some(t) = item.as_str() else { return Err(ApiError::invalid(field, "must be a string")) };
+            if !state.registry.knows_event_type(t) {
+                return Err(ApiError::invalid(field, format!("unknown event type `{}`", printable(t))));
+            }
+            if !events.iter().any(|e| e == t) {
+                events.push(t.to_owned());
+            }
+        }
+        endpoint.events = events;
+    }
+    if let Some(v) = input.get("api_key") {
+        match v {
+            Value::Null => endpoint.api_key = None,
+            Value::String(s) if s == MASK => {} // the masked value sent back: unchanged
+            Value::String(s) if s.is_empty() => endpoint.api_key = None,
+            Value::String(s) if s.chars().any(char::is_control) => {
+                return Err(ApiError::invalid("webhook.api_key", "must not contain control characters"));
+            }
+            Value::String(s) => endpoint.api_key = Some(s.clone()),
+            _ => return Err(ApiError::invalid("webhook.api_key", "must be a string or null")),
+        }
+    }
+    if let Some(v) = input.get("active") {
+        endpoint.active = v.as_bool().ok_or_else(|| ApiError::invalid("webhook.active", "must be a boolean"))?;
+    }
+    Ok(())
+}
+
+fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, ApiError> {
+    v.as_str().ok_or_else(|| ApiError::invalid(format!("webhook.{field}"), "must be a string"))
+}
+
+/// An absolute http(s) URL with a host, without credentials in it.
+fn valid_url(raw: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::invalid("webhook.url", why.to_owned());
+    let url = url::Url::parse(raw).map_err(|e| bad(&format!("not an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must use http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("must name a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry credentials; use api_key"));
+    }
+    Ok(url.to_string())
+}
+
+/// The webhook as the API shows it: the API key masked.
+fn public(endpoint: &Endpoint) -> Value {
+    json!({
+        "id": endpoint.id,
+        "name": endpoint.name,
+        "vendor": endpoint.vendor,
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "api_key": endpoint.api_key.as_ref().map(|_| MASK),
+        "active": endpoint.active,
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+    })
+}
+
+/// Echoes a caller's value only when short and printable.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_table() {
+        let table = [
+            ("https://example.com/hook", true),
+            ("http://127.0.0.1:9000/x?y=1", true),
+            ("ftp://example.com", false),
+            ("example.com/hook", false),
+            ("https://user:pw@example.com/", false),
+            ("https://", false),
+            ("", false),
+        ];
+        for (raw, ok) in table {
+            assert_eq!(valid_url(raw).is_ok(), ok, "{raw}");
+        }
+    }
+
+    #[test]
+    fn the_api_key_is_masked() {
+        let e = Endpoint {
+            id: "1".into(),
+            kind: "webhook".into(),
+            name: "n".into(),
+            vendor: "generic_post".into(),
+            url: "https://x".into(),
+            events: vec![],
+            api_key: Some("secret-key".into()),
+            active: true,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let shown = public(&e).to_string();
+        assert!(!shown.contains("secret-key"));
+        assert!(shown.contains(MASK));
+    }
+}

@@ -1,0 +1,226 @@
+//! The producer API against the real broker: auth, webhooks CRUD through the compacted
+//! endpoints topic, event ingest, and clear 4xx answers for bad input.
+
+use std::time::Duration;
+
+use producer::Config;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use service_kit::Secret;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "test-token-123";
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+    config: Config,
+    shutdown: CancellationToken,
+}
+
+impl Api {
+    async fn start(test: &str) -> Api {
+        let config = Config { kafka: test_kit::kafka_settings(test), api_token: Secret::new(TOKEN), ..Config::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(producer::serve(config.clone(), listener, shutdown.clone()));
+        let api = Api { base, client: reqwest::Client::new(), config, shutdown };
+        for _ in 0..600 {
+            if task.is_finished() {
+                panic!("producer stopped: {:?}", task.await);
+            }
+            if api.client.get(format!("{}/health", api.base)).send().await.is_ok() {
+                return api;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("producer did not start");
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn webhook(url: &str) -> Value {
+    json!({"webhook": {"name": "ops alerts", "vendor": "generic_post", "url": url, "events": ["transfer.error"], "api_key": "sk-live-secret"}})
+}
+
+fn transfer_error(transfer_id: &str) -> Value {
+    json!({"type": "transfer.error", "data": {"error": {
+        "destination_id": "d-1", "destination_name": "Foo Bar", "id_in_provider_system": "acme",
+        "models": ["users"], "is_full_refresh": true, "transfer_id": transfer_id,
+        "transfer_status": "ERROR", "transfer_error_type": "third_party",
+        "transfer_log": "secret stack trace", "transfer_log_pretty": "",
+        "transfer_started_at": "2023-10-15T16:19:08+00:00", "transfer_ended_at": null, "in_app_url": ""
+    }}})
+}
+
+#[tokio::test]
+async fn refuses_to_start_without_a_token() {
+    let config = Config { kafka: test_kit::kafka_settings("notoken"), ..Config::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = producer::serve(config, listener, CancellationToken::new()).await.unwrap_err();
+    assert!(err.to_string().contains("HOOKLINE_API_TOKEN"), "{err}");
+}
+
+#[tokio::test]
+async fn every_route_but_health_needs_the_token() {
+    let api = Api::start("auth").await;
+    let health = api.client.get(format!("{}/health", api.base)).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    for (method, path, token) in [
+        (reqwest::Method::GET, "/webhooks", None),
+        (reqwest::Method::GET, "/webhooks", Some("wrong")),
+        (reqwest::Method::POST, "/events", Some("")),
+        (reqwest::Method::POST, "/webhooks", Some("test-token-12")),
+    ] {
+        let mut req = api.client.request(method, format!("{}{path}", api.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path} {token:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "HL-API-UNAUTHORIZED");
+    }
+}
+
+#[tokio::test]
+async fn webhooks_crud_reads_its_own_writes_and_masks_the_key() {
+    let api = Api::start("crud").await;
+    let (status, created) = api.call(reqwest::Method::POST, "/webhooks", Some(webhook("https://example.com/hook"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["webhook"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["webhook"]["api_key"], "******");
+    assert!(!created.to_string().contains("sk-live-secret"));
+
+    let (status, got) = api.call(reqwest::Method::GET, &format!("/webhooks/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["webhook"]["url"], "https://example.com/hook");
+    assert_eq!(got["webhook"]["events"], json!(["transfer.error"]));
+
+    let (_, list) = api.call(reqwest::Method::GET, "/webhooks", None).await;
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1);
+
+    // PATCH: the masked key sent back leaves the key unchanged.
+    let patch = json!({"webhook": {"url": "https://example.com/v2", "api_key": "******", "active": false}});
+    let (status, patched) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["webhook"]["url"], "https://example.com/v2");
+    assert_eq!(patched["webhook"]["active"], false);
+    assert_eq!(patched["webhook"]["api_key"], "******");
+
+    // The topic is the system of record: read it back and check the stored key.
+    let registry = wire::Registry::bundled().unwrap();
+    let topic = format!("{}endpoints", api.config.kafka.topic_prefix);
+    let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| r.len() >= 2).await;
+    assert_eq!(records.len(), 2);
+    let last: wire::Endpoint = registry.decode(records[1].value.as_ref().unwrap()).unwrap();
+    assert_eq!(records[1].key.as_deref(), Some(id.as_str()));
+    assert_eq!(last.api_key.as_deref(), Some("sk-live-secret"));
+    assert_eq!(last.url, "https://example.com/v2");
+
+    let (status, _) = api.call(reqwest::Method::DELETE, &format!("/webhooks/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, missing) = api.call(reqwest::Method::GET, &format!("/webhooks/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"]["code"], "HL-API-NOT-FOUND");
+    let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| r.len() >= 3).await;
+    assert_eq!(records.len(), 3);
+    assert!(records[2].value.is_none(), "DELETE writes a tombstone");
+
+    // A second producer (another instance) sees what the first wrote.
+    let (_, created) = api.call(reqwest::Method::POST, "/webhooks", Some(webhook("https://example.com/other"))).await;
+    let other_id = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(producer::serve(api.config.clone(), listener, api.shutdown.clone()));
+    let mut seen = None;
+    for _ in 0..600 {
+        if let Ok(resp) = api.client.get(format!("{other}/webhooks/{other_id}")).bearer_auth(TOKEN).send().await {
+            seen = Some(resp.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Some(StatusCode::OK));
+}
+
+#[tokio::test]
+async fn invalid_webhooks_get_400_naming_the_field() {
+    let api = Api::start("badhook").await;
+    let cases = [
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "not a url", "events": ["transfer.error"]}}), "webhook.url"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "ftp://h/x", "events": ["transfer.error"]}}), "webhook.url"),
+        (json!({"webhook": {"name": "x", "vendor": "carrier_pigeon", "url": "https://h/x", "events": ["transfer.error"]}}), "webhook.vendor"),
+        (json!({"webhook": {"name": "x", "vendor": "slack", "url": "https://h/x", "events": ["transfer.error"]}}), "webhook.vendor"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.exploded"]}}), "webhook.events[0]"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": []}}), "webhook.events"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x"}}), "webhook.events"),
+        (json!({"webhook": {"vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"]}}), "webhook.name"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "colour": 1}}), "webhook.colour"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "active": "yes"}}), "webhook.active"),
+        (json!({"name": "x"}), "name"),
+        (json!([1, 2]), "webhook"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = api.call(reqwest::Method::POST, "/webhooks", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body} -> {answer}");
+        assert_eq!(answer["error"]["code"], "HL-API-INVALID");
+    }
+    let resp = api.client.post(format!("{}/webhooks", api.base)).bearer_auth(TOKEN).body("{not json").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "HL-API-MALFORMED");
+    let (status, _) = api.call(reqwest::Method::PATCH, "/webhooks/does-not-exist", Some(json!({"webhook": {"name": "y"}}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn events_are_validated_and_produced_keyed_by_transfer() {
+    let api = Api::start("events").await;
+    let (status, accepted) = api.call(reqwest::Method::POST, "/events", Some(transfer_error("tr-42"))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+
+    let topic = format!("{}events", api.config.kafka.topic_prefix);
+    let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| !r.is_empty()).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key.as_deref(), Some("tr-42"));
+    let event = wire::Registry::bundled().unwrap().decode_event(records[0].value.as_ref().unwrap()).unwrap();
+    assert_eq!(event.id, id);
+    assert_eq!(event.data["error"]["transfer_log"], "secret stack trace");
+
+    let mut missing = transfer_error("tr-1");
+    missing["data"]["error"].as_object_mut().unwrap().remove("destination_id");
+    let mut wrong = transfer_error("tr-1");
+    wrong["data"]["error"]["models"] = json!("users");
+    let cases = [
+        (missing, "data.error.destination_id"),
+        (wrong, "data.error.models"),
+        (json!({"type": "nope.nope", "data": {}}), "type"),
+        (json!({"data": {}}), "type"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = api.call(reqwest::Method::POST, "/events", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        assert!(!answer.to_string().contains("secret stack trace"), "{answer}");
+    }
+}
