@@ -34,7 +34,8 @@ pub struct Config {
     /// Kafka connection and topic layout.
     #[serde(flatten)]
     pub kafka: KafkaSettings,
-    /// Consumer group of the dispatchers (`HOOKLINE_DISPATCHER_GROUP`).
+    /// Consumer group of the dispatchers (`HOOKLINE_DISPATCHER_GROUP`); empty means
+    /// `<topic prefix>hookline-dispatcher`, so each pipeline on a cluster has its own group.
     pub dispatcher_group: String,
     /// Deliveries in flight at once (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT`).
     pub dispatcher_max_in_flight: usize,
@@ -58,7 +59,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             kafka: KafkaSettings::default(),
-            dispatcher_group: "hookline-dispatcher".to_owned(),
+            dispatcher_group: String::new(),
             dispatcher_max_in_flight: 1000,
             delivery_timeout: Duration::from_secs(15),
             delivery_attempts: 4,
@@ -79,7 +80,10 @@ struct Dispatcher {
 }
 
 /// Runs the dispatcher until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if config.dispatcher_group.is_empty() {
+        config.dispatcher_group = format!("{}hookline-dispatcher", config.kafka.topic_prefix);
+    }
     anyhow::ensure!(config.delivery_attempts >= 1, "HOOKLINE_DELIVERY_ATTEMPTS must be at least 1");
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);

@@ -24,7 +24,8 @@ pub struct Config {
     /// Kafka connection and topic layout.
     #[serde(flatten)]
     pub kafka: KafkaSettings,
-    /// Consumer group of the renderers (`HOOKLINE_RENDERER_GROUP`).
+    /// Consumer group of the renderers (`HOOKLINE_RENDERER_GROUP`); empty means
+    /// `<topic prefix>hookline-renderer`, so each pipeline on a cluster has its own group.
     pub renderer_group: String,
     /// Events rendered at once (`HOOKLINE_RENDERER_MAX_IN_FLIGHT`).
     pub renderer_max_in_flight: usize,
@@ -37,7 +38,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             kafka: KafkaSettings::default(),
-            renderer_group: "hookline-renderer".to_owned(),
+            renderer_group: String::new(),
             renderer_max_in_flight: 10_000,
             shutdown_timeout: Duration::from_secs(30),
         }
@@ -53,7 +54,10 @@ struct Renderer {
 }
 
 /// Runs the renderer until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if config.renderer_group.is_empty() {
+        config.renderer_group = format!("{}hookline-renderer", config.kafka.topic_prefix);
+    }
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;

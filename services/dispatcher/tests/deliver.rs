@@ -1,0 +1,155 @@
+//! The dispatcher against the real broker and a real HTTP receiver: deliveries arrive
+//! with their id header, transient failures are retried, final and exhausted ones are
+//! dead-lettered with every attempt, and a slow endpoint does not hold up a healthy one.
+
+use std::time::{Duration, Instant};
+
+use kafka_io::Topics;
+use test_kit::{Answer, Receiver};
+use tokio_util::sync::CancellationToken;
+use wire::{Header, Registry, RenderedDelivery};
+
+fn delivery(id: &str, endpoint: &str, url: String) -> RenderedDelivery {
+    RenderedDelivery {
+        delivery_id: id.into(),
+        event_id: format!("ev-{id}"),
+        event_type: "transfer.error".into(),
+        endpoint_id: endpoint.into(),
+        rendered_at: wire::now_rfc3339(),
+        method: "POST".into(),
+        url,
+        headers: vec![Header::new("Content-Type", "application/json")],
+        sensitive_headers: vec![Header::new("Authorization", "Bearer sk-test")],
+        body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+    }
+}
+
+fn config(kafka: kafka_io::KafkaSettings) -> dispatcher::Config {
+    dispatcher::Config {
+        kafka,
+        delivery_attempts: 3,
+        retry_min_delay: Duration::from_millis(50),
+        retry_max_delay: Duration::from_millis(400),
+        delivery_timeout: Duration::from_secs(2),
+        ..dispatcher::Config::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_retries_and_dead_letters() {
+    test_kit::init_logs();
+    let kafka = test_kit::kafka_settings("dispatcher");
+    let topics = Topics::new(&kafka.topic_prefix);
+    kafka_io::ensure_topics(&kafka, &topics.specs()).await.unwrap();
+    let registry = Registry::bundled().unwrap();
+
+    // /ok answers 200; /flaky 503 twice (with Retry-After) then 200; /gone 410; /down always 500.
+    let receiver = Receiver::scripted(|req, n| match req.uri.as_str() {
+        "/flaky" if n < 2 => Answer { retry_after: Some("0".into()), ..Answer::status(503) },
+        "/gone" => Answer::status(410),
+        "/down" => Answer::status(500),
+        _ => Answer::status(200),
+    })
+    .await;
+    let closed = format!("http://127.0.0.1:{}/nothing", test_kit::free_port());
+    let deliveries = [
+        delivery("d-ok", "ep-ok", receiver.url("/ok")),
+        delivery("d-flaky", "ep-flaky", receiver.url("/flaky")),
+        delivery("d-gone", "ep-gone", receiver.url("/gone")),
+        delivery("d-down", "ep-down", receiver.url("/down")),
+        delivery("d-closed", "ep-closed", closed),
+    ];
+    let records: Vec<(&str, Vec<u8>)> =
+        deliveries.iter().map(|d| (d.endpoint_id.as_str(), registry.encode(d).unwrap())).collect();
+    test_kit::produce(&kafka, &topics.rendered_deliveries, &records).await;
+    test_kit::produce(&kafka, &topics.rendered_deliveries, &[("ep-x", b"garbage".to_vec())]).await;
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dispatcher::run(config(kafka.clone()), shutdown.clone()));
+
+    let dead = test_kit::dead_letters(
+        &test_kit::read_topic(&kafka, &topics.dead_letter, Duration::from_secs(60), |r| r.len() >= 4).await,
+    );
+    let got = receiver.captured();
+    let count = |path: &str| got.iter().filter(|c| c.uri == path).count();
+    assert_eq!(count("/ok"), 1);
+    assert_eq!(count("/flaky"), 3, "two 503s then a 200");
+    assert_eq!(count("/gone"), 1, "410 is final");
+    assert_eq!(count("/down"), 3, "every attempt used");
+
+    // Every attempt carries the delivery id and the secret header, and the body as rendered.
+    for c in &got {
+        let path = c.uri.trim_start_matches('/');
+        assert_eq!(c.header("hookline-delivery-id"), Some(format!("d-{path}").as_str()), "{c:?}");
+        assert_eq!(c.header("authorization"), Some("Bearer sk-test"));
+        assert_eq!(c.header("content-type"), Some("application/json"));
+        assert_eq!(c.body, format!("{{\"id\":\"d-{path}\"}}").into_bytes());
+    }
+
+    let by_delivery = |id: &str| dead.iter().find(|d| d.delivery_id.as_deref() == Some(id)).cloned();
+    let gone = by_delivery("d-gone").expect("410 dead-lettered");
+    assert_eq!(gone.reason_code, "HL-DELIVERY-REJECTED");
+    assert_eq!(gone.attempts.iter().map(|a| a.status).collect::<Vec<_>>(), vec![Some(410)]);
+    assert_eq!(gone.delivery.as_ref().unwrap().url, receiver.url("/gone"));
+
+    let down = by_delivery("d-down").expect("exhausted dead-lettered");
+    assert_eq!(down.reason_code, "HL-DELIVERY-EXHAUSTED");
+    assert_eq!(down.attempts.iter().map(|a| a.status).collect::<Vec<_>>(), vec![Some(500); 3]);
+    assert!(!down.reason.contains("sk-test"));
+
+    let closed = by_delivery("d-closed").expect("connection refused dead-lettered");
+    assert_eq!(closed.reason_code, "HL-DELIVERY-EXHAUSTED");
+    assert!(closed.attempts.iter().all(|a| a.status.is_none() && a.error_code.as_deref() == Some("HL-HTTP-CONNECT")));
+
+    let garbage = dead.iter().find(|d| d.delivery.is_none()).expect("undecodable record dead-lettered");
+    assert_eq!(garbage.reason_code, "HL-WIRE-UNKNOWN-FORMAT");
+    assert_eq!(garbage.payload.as_deref(), Some(&b"garbage"[..]));
+    assert!(by_delivery("d-ok").is_none() && by_delivery("d-flaky").is_none());
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops within its bound").unwrap().unwrap();
+}
+
+/// How long the hanging endpoint takes to answer.
+const HANG: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
+    test_kit::init_logs();
+    let kafka = test_kit::kafka_settings("isolation");
+    let topics = Topics::new(&kafka.topic_prefix);
+    kafka_io::ensure_topics(&kafka, &topics.specs()).await.unwrap();
+    let registry = Registry::bundled().unwrap();
+    let receiver = Receiver::scripted(|req, _| match req.uri.as_str() {
+        "/hang" => Answer { delay: HANG, ..Answer::status(200) },
+        _ => Answer::status(200),
+    })
+    .await;
+    // All on one partition (one key): the hanging deliveries come first.
+    let mut records = Vec::new();
+    for i in 0..5 {
+        records.push(("same", registry.encode(&delivery(&format!("h{i}"), "ep-hang", receiver.url("/hang"))).unwrap()));
+    }
+    for i in 0..20 {
+        records.push(("same", registry.encode(&delivery(&format!("k{i}"), "ep-ok", receiver.url("/ok"))).unwrap()));
+    }
+    test_kit::produce(&kafka, &topics.rendered_deliveries, &records).await;
+    let shutdown = CancellationToken::new();
+    let config = dispatcher::Config {
+        delivery_timeout: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(1),
+        ..config(kafka.clone())
+    };
+    let started = Instant::now();
+    let task = tokio::spawn(dispatcher::run(config, shutdown.clone()));
+    let got = receiver
+        .wait_until(HANG, |c| c.iter().filter(|c| c.uri == "/ok").count() == 20)
+        .await;
+    // Causal, not a speed check: the healthy deliveries all arrived while the hanging
+    // ones were still unanswered.
+    assert_eq!(got.iter().filter(|c| c.uri == "/ok").count(), 20);
+    assert_eq!(got.iter().filter(|c| c.uri == "/hang").count(), 5, "the hanging deliveries were sent concurrently");
+    assert!(started.elapsed() < HANG, "healthy deliveries waited for the hanging ones");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
+}
