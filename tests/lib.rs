@@ -1,1 +1,176 @@
-//! placeholder
+//! Running the pipeline's binaries as child processes, so end-to-end tests can
+//! `kill -9` them, restart them and stop them with SIGTERM.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+
+/// The API token the tests' producers use.
+pub const TOKEN: &str = "e2e-token";
+
+/// Where cargo put the binaries (`target/debug` next to this test's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} is missing: build the binaries first (`cargo build --bins`; ./ops/test does)", path.display());
+    path
+}
+
+/// One service process.
+pub struct Service {
+    name: &'static str,
+    env: HashMap<String, String>,
+    child: Option<Child>,
+    log_dir: PathBuf,
+    starts: u32,
+}
+
+impl Service {
+    /// Starts `name` (a binary) with `env`; its output goes to `log_dir/<name>.<n>.log`.
+    pub fn start(name: &'static str, env: &HashMap<String, String>, log_dir: &PathBuf) -> Service {
+        let mut service = Service { name, env: env.clone(), child: None, log_dir: log_dir.clone(), starts: 0 };
+        service.spawn();
+        service
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.log_dir).expect("log dir");
+        self.starts += 1;
+        let log = File::create(self.log_dir.join(format!("{}.{}.log", self.name, self.starts))).expect("log file");
+        let child = Command::new(bin(self.name))
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn service");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`, then start again.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, and the exit status once it exited, or `None` if it is still running
+    /// after `bound` (then it is killed).
+    pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The environment of one pipeline: its broker, topic prefix and API address.
+pub fn pipeline_env(kafka: &kafka_io::KafkaSettings, api_port: u16) -> HashMap<String, String> {
+    let mut env = HashMap::new();
+    env.insert("HOOKLINE_KAFKA_BROKERS".into(), kafka.kafka_brokers.clone());
+    env.insert("HOOKLINE_TOPIC_PREFIX".into(), kafka.topic_prefix.clone());
+    env.insert("HOOKLINE_TOPIC_PARTITIONS".into(), kafka.topic_partitions.to_string());
+    env.insert("HOOKLINE_API_ADDR".into(), format!("127.0.0.1:{api_port}"));
+    env.insert("HOOKLINE_API_TOKEN".into(), TOKEN.into());
+    env.insert("HOOKLINE_DELIVERY_TIMEOUT".into(), "5s".into());
+    env.insert("HOOKLINE_SHUTDOWN_TIMEOUT".into(), "20s".into());
+    env.insert("RUST_LOG".into(), "info".into());
+    env
+}
+
+/// Waits until the producer API answers `/health`.
+pub async fn wait_healthy(client: &reqwest::Client, base: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the producer API at {base} did not come up within {within:?}");
+}
+
+/// Creates a generic_post webhook for `events` and returns its id.
+pub async fn create_webhook(client: &reqwest::Client, base: &str, url: &str, events: &[&str]) -> String {
+    let body = json!({"webhook": {"name": "e2e", "vendor": "generic_post", "url": url, "events": events}});
+    let resp = client.post(format!("{base}/webhooks")).bearer_auth(TOKEN).json(&body).send().await.expect("create webhook");
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+    let created: Value = resp.json().await.expect("json");
+    created["webhook"]["id"].as_str().expect("id").to_owned()
+}
+
+/// A `transfer.started` event for transfer `n`.
+pub fn event(n: usize) -> Value {
+    json!({"type": "transfer.started", "data": {"transfer_id": format!("tr-{n}"), "destination_id": "d-1",
+        "source_ids": ["s-1"], "model_ids": ["m-1"], "is_full_refresh": false, "started_at": "2023-10-15T16:19:08+00:00"}})
+}
+
+/// Posts events `range` through the API, `concurrency` at a time, retrying an event
+/// until it is accepted (a 202 means Kafka has it). Calls `progress(accepted)` as it goes.
+/// Returns `(transfer number, event id)` pairs.
+pub async fn send_events(
+    client: &reqwest::Client,
+    base: &str,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    progress: impl Fn(usize) + Sync,
+) -> Vec<(usize, String)> {
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    stream::iter(range)
+        .map(|n| {
+            let accepted = &accepted;
+            let progress = &progress;
+            async move {
+                loop {
+                    let sent = client.post(format!("{base}/events")).bearer_auth(TOKEN).json(&event(n)).send().await;
+                    if let Ok(resp) = sent {
+                        if resp.status() == reqwest::StatusCode::ACCEPTED {
+                            let body: Value = resp.json().await.expect("json");
+                            let done = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            progress(done);
+                            return (n, body["id"].as_str().expect("id").to_owned());
+                        }
+                        assert!(resp.status().is_server_error(), "event {n} refused: {}", resp.status());
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}

@@ -1,0 +1,76 @@
+//! Guarantee 1 across a broker restart: a broker of its own (on a free port, with its
+//! own data folder) is restarted while events stream through the pipeline; every event
+//! must still arrive.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::{create_webhook, pipeline_env, send_events, wait_healthy, Service};
+
+const EVENTS: usize = 1000;
+
+struct Broker {
+    port: u16,
+    data: std::path::PathBuf,
+}
+
+impl Broker {
+    fn run(&self, command: &str) {
+        let status = Command::new(test_kit::repo_root().join("ops/kafka/broker"))
+            .arg(command)
+            .env("HOOKLINE_KAFKA_PORT", self.port.to_string())
+            .env("HOOKLINE_KAFKA_CONTROLLER_PORT", test_kit::free_port().to_string())
+            .env("HOOKLINE_KAFKA_DATA_DIR", &self.data)
+            .status()
+            .expect("ops/kafka/broker");
+        assert!(status.success(), "broker {command} failed");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_delivered_across_a_broker_restart() {
+    let port = test_kit::free_port();
+    let broker = Broker { port, data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")) };
+    broker.run("start");
+    let mut kafka = test_kit::kafka_settings("e2e-broker");
+    kafka.kafka_brokers = format!("127.0.0.1:{port}");
+
+    let receiver = test_kit::Receiver::ok().await;
+    let api_port = test_kit::free_port();
+    let env = pipeline_env(&kafka, api_port);
+    let logs = test_kit::repo_root().join("target/e2e-logs").join(kafka.topic_prefix.trim_end_matches('-'));
+    let base = format!("http://127.0.0.1:{api_port}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let _producer = Service::start("hookline-producer", &env, &logs);
+    let _renderer = Service::start("hookline-renderer", &env, &logs);
+    let _dispatcher = Service::start("hookline-dispatcher", &env, &logs);
+    wait_healthy(&client, &base, Duration::from_secs(60)).await;
+    create_webhook(&client, &base, &receiver.url("/hook"), &["transfer.started"]).await;
+
+    let restarts = std::sync::atomic::AtomicUsize::new(0);
+    let sent = send_events(&client, &base, 0..EVENTS, 16, |accepted| {
+        if accepted == EVENTS / 2 {
+            broker.run("restart");
+            restarts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+    .await;
+    assert_eq!(sent.len(), EVENTS);
+    assert_eq!(restarts.into_inner(), 1);
+
+    let transfers = |c: &[test_kit::Captured]| -> HashSet<String> {
+        c.iter().map(|r| r.json()["data"]["transfer_id"].as_str().unwrap_or_default().to_owned()).collect()
+    };
+    let got = receiver.wait_until(Duration::from_secs(240), |c| transfers(c).len() >= EVENTS).await;
+    let distinct = transfers(&got);
+    println!("broker restart: {EVENTS} events, {} requests, {} duplicates, {} missing", got.len(), got.len() - distinct.len(), EVENTS - distinct.len());
+    assert_eq!(distinct.len(), EVENTS, "events lost across the broker restart");
+}
