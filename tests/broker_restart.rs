@@ -12,6 +12,7 @@ const EVENTS: usize = 1000;
 
 struct Broker {
     port: u16,
+    controller_port: u16,
     data: std::path::PathBuf,
 }
 
@@ -20,7 +21,7 @@ impl Broker {
         let status = Command::new(test_kit::repo_root().join("ops/kafka/broker"))
             .arg(command)
             .env("HOOKLINE_KAFKA_PORT", self.port.to_string())
-            .env("HOOKLINE_KAFKA_CONTROLLER_PORT", test_kit::free_port().to_string())
+            .env("HOOKLINE_KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
             .env("HOOKLINE_KAFKA_DATA_DIR", &self.data)
             .status()
             .expect("ops/kafka/broker");
@@ -38,7 +39,7 @@ impl Drop for Broker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_delivered_across_a_broker_restart() {
     let port = test_kit::free_port();
-    let broker = Broker { port, data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")) };
+    let broker = Broker { port, controller_port: test_kit::free_port(), data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")) };
     broker.run("start");
     let mut kafka = test_kit::kafka_settings("e2e-broker");
     kafka.kafka_brokers = format!("127.0.0.1:{port}");

@@ -1,0 +1,113 @@
+"""Fixtures: the real broker (ops/test starts it), a pipeline of the three hookline
+binaries under a fresh topic prefix, and a capturing HTTP receiver."""
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = ROOT / "target" / "debug"
+TOKEN = "py-token"
+
+
+def brokers() -> str:
+    return os.environ.get("HOOKLINE_KAFKA_BROKERS") or f"127.0.0.1:{os.environ.get('HOOKLINE_KAFKA_PORT', '9092')}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    outer.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, n: int, timeout: float = 60.0) -> list[dict]:
+        deadline = time.time() + timeout
+        while time.time() < deadline and len(self.requests) < n:
+            time.sleep(0.05)
+        return list(self.requests)
+
+
+class Pipeline:
+    def __init__(self, tmp: Path) -> None:
+        self.prefix = f"py-{uuid.uuid4().hex[:8]}-"
+        self.api = f"http://127.0.0.1:{free_port()}"
+        env = dict(os.environ)
+        env.update({
+            "HOOKLINE_KAFKA_BROKERS": brokers(),
+            "HOOKLINE_TOPIC_PREFIX": self.prefix,
+            "HOOKLINE_TOPIC_PARTITIONS": "3",
+            "HOOKLINE_API_ADDR": self.api.removeprefix("http://"),
+            "HOOKLINE_API_TOKEN": TOKEN,
+            "RUST_LOG": "info",
+        })
+        self.procs = []
+        for name in ("hookline-producer", "hookline-renderer", "hookline-dispatcher"):
+            log = open(tmp / f"{name}.log", "wb")
+            self.procs.append(subprocess.Popen([str(BIN / name)], env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.api}/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"producer did not start; logs in {tmp}")
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        req = urllib.request.Request(f"{self.api}{path}", method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    p = Pipeline(tmp_path)
+    yield p
+    p.stop()
