@@ -81,6 +81,8 @@ pub async fn consume_concurrently<F, Fut>(
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(error = %e, "kafka consume error");
+                        // Errors come in bursts while a broker is away: don't spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 };
