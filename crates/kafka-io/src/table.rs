@@ -77,11 +77,17 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
         let queries: Arc<BaseConsumer> = Arc::new(config.create()?);
         let partitions = {
-            let c = consumer.clone();
+            let c = queries.clone();
             let topic = topic.to_owned();
-            tokio::task::spawn_blocking(move || partitions_of(&c, &topic))
-                .await
-                .map_err(|_| rdkafka::error::KafkaError::Canceled)??
+            retry_for(START_PATIENCE, "reading partitions", move || {
+                let (c, topic) = (c.clone(), topic.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || partitions_of(&c, &topic))
+                        .await
+                        .map_err(|_| rdkafka::error::KafkaError::Canceled)?
+                }
+            })
+            .await?
         };
         let mut assignment = TopicPartitionList::new();
         for p in &partitions {
@@ -98,7 +104,9 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         let table = Table { shared: shared.clone(), consumer: consumer.clone(), queries, topic: topic.to_owned(), partitions };
         let decode: Arc<Decode<V>> = Arc::new(decode);
         tokio::spawn(follow(consumer, shared, decode, topic.to_owned(), shutdown));
-        table.sync().await?;
+        // Right after topics are created, a client's metadata can still lag (NotLeader):
+        // such errors pass within seconds.
+        retry_for(START_PATIENCE, "loading the table", || table.sync()).await?;
         Ok(table)
     }
 
@@ -244,7 +252,7 @@ async fn follow<V>(
     }
 }
 
-fn partitions_of(consumer: &StreamConsumer, topic: &str) -> rdkafka::error::KafkaResult<Vec<i32>> {
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaResult<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -264,4 +272,25 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// How long start-up keeps retrying transient Kafka errors.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+async fn retry_for<T, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> rdkafka::error::KafkaResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = rdkafka::error::KafkaResult<T>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %e, "{what}: retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
