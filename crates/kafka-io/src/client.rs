@@ -68,7 +68,8 @@ pub fn producer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("linger.ms", settings.kafka_linger_ms.to_string())
         .set("compression.type", "lz4")
         // Delivery is retried inside librdkafka for this long, then handed back to us.
-        .set("message.timeout.ms", "120000");
+        .set("message.timeout.ms", "120000")
+        .set("message.max.bytes", (crate::MAX_RECORD_BYTES + 64 * 1024).to_string());
     config
 }
 

@@ -32,6 +32,8 @@ pub struct Record {
     pub timestamp_ms: Option<i64>,
     /// Kafka headers as (name, value).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// When this process received it (its own clock, unlike `timestamp_ms`).
+    pub received_at: std::time::Instant,
 }
 
 /// What became of a record.
@@ -97,12 +99,14 @@ pub async fn consume_concurrently<F, Fut>(
                         .headers()
                         .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
                         .unwrap_or_default(),
+                    received_at: std::time::Instant::now(),
                 };
                 drop(message);
                 let ticket = lock(tracker).begin(record.partition, record.offset);
                 let topic: String = record.topic.clone();
-                let work = handle(record);
-                in_flight.push(Box::pin(async move { (ticket, topic, work.await) }));
+                // Spawned, so handlers run on every worker thread, not only this loop's.
+                let work = tokio::spawn(handle(record));
+                in_flight.push(Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) }));
             }
         }
     }

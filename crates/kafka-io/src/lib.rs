@@ -4,6 +4,9 @@
 //! Architecture invariant: offsets follow effects. A consumer stores an offset only once
 //! every effect of the records before it is durable, via [`OffsetTracker`].
 
+/// The largest record hookline writes (topics are created to accept it): 8 MiB.
+pub const MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
+
 mod client;
 mod consume;
 mod offsets;

@@ -2,16 +2,19 @@
 //! followed as the topic changes (the `endpoints` topic is hookline's configuration store).
 //!
 //! [`Table::sync`] waits until everything written to the topic before the call has been
-//! applied, so a reader can see every write acknowledged before it asked.
+//! applied, so a reader sees every write acknowledged before it asked. It compares the
+//! topic's high watermarks with what was applied, never with record timestamps, so a
+//! writer's clock cannot make a reader skip a write.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::KafkaSettings;
@@ -29,35 +32,42 @@ pub struct TableEntry<V> {
 
 type Decode<V> = dyn Fn(&[u8]) -> Option<V> + Send + Sync;
 
+/// How long start-up keeps retrying transient Kafka errors.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+/// A read that waits this long with nothing to read means "caught up for now".
+const IDLE_READ: Duration = Duration::from_millis(50);
+
 struct Shared<V> {
     entries: RwLock<HashMap<String, TableEntry<V>>>,
-    /// Next offset to apply, per partition.
-    applied: RwLock<HashMap<i32, i64>>,
-    last_applied_at: RwLock<Instant>,
-    /// Wall-clock ms at which the latest completed sync started.
-    synced_at_ms: AtomicI64,
+    /// Per partition, the position up to which every record is applied: the next
+    /// offset after an applied record, or the consumer's position read while idle
+    /// (which also steps over compaction gaps and control records).
+    applied: Mutex<HashMap<i32, i64>>,
+    progress: Notify,
+    /// When the latest completed sync started.
+    synced_from: Mutex<Option<Instant>>,
     sync_lock: tokio::sync::Mutex<()>,
 }
 
 /// A materialised compacted topic.
 pub struct Table<V> {
     shared: Arc<Shared<V>>,
-    consumer: Arc<StreamConsumer>,
     /// Asks for watermarks on its own connection: the reading consumer's connection
     /// is often parked in a fetch long-poll, which would delay every sync.
     queries: Arc<BaseConsumer>,
     topic: String,
     partitions: Vec<i32>,
+    shutdown: CancellationToken,
 }
 
 impl<V> Clone for Table<V> {
     fn clone(&self) -> Self {
         Table {
             shared: self.shared.clone(),
-            consumer: self.consumer.clone(),
             queries: self.queries.clone(),
             topic: self.topic.clone(),
             partitions: self.partitions.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
@@ -65,27 +75,22 @@ impl<V> Clone for Table<V> {
 impl<V: Clone + Send + Sync + 'static> Table<V> {
     /// Starts reading `topic` from the beginning, and returns once every record that
     /// existed at start has been applied. `decode` returns `None` for a value it cannot
-    /// read (the record is skipped with a warning).
+    /// read (the record is skipped with a warning and the key keeps its previous value).
     pub async fn start(
         settings: &KafkaSettings,
         topic: &str,
         decode: impl Fn(&[u8]) -> Option<V> + Send + Sync + 'static,
         shutdown: CancellationToken,
-    ) -> rdkafka::error::KafkaResult<Self> {
+    ) -> KafkaResult<Self> {
         let mut config = crate::client::consumer_config(settings, "hookline-table", "hookline-table-unused");
-        config.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+        config.set("enable.auto.commit", "false");
         let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
         let queries: Arc<BaseConsumer> = Arc::new(config.create()?);
         let partitions = {
-            let c = queries.clone();
-            let topic = topic.to_owned();
-            retry_for(START_PATIENCE, "reading partitions", move || {
+            let (c, topic) = (queries.clone(), topic.to_owned());
+            retry_for(START_PATIENCE, "reading partitions", &shutdown, move || {
                 let (c, topic) = (c.clone(), topic.clone());
-                async move {
-                    tokio::task::spawn_blocking(move || partitions_of(&c, &topic))
-                        .await
-                        .map_err(|_| rdkafka::error::KafkaError::Canceled)?
-                }
+                async move { blocking(move || partitions_of(&c, &topic)).await }
             })
             .await?
         };
@@ -96,85 +101,79 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         consumer.assign(&assignment)?;
         let shared = Arc::new(Shared {
             entries: RwLock::new(HashMap::new()),
-            applied: RwLock::new(HashMap::new()),
-            last_applied_at: RwLock::new(Instant::now()),
-            synced_at_ms: AtomicI64::new(0),
+            applied: Mutex::new(HashMap::new()),
+            progress: Notify::new(),
+            synced_from: Mutex::new(None),
             sync_lock: tokio::sync::Mutex::new(()),
         });
-        let table = Table { shared: shared.clone(), consumer: consumer.clone(), queries, topic: topic.to_owned(), partitions };
+        let table = Table { shared: shared.clone(), queries, topic: topic.to_owned(), partitions, shutdown: shutdown.clone() };
         let decode: Arc<Decode<V>> = Arc::new(decode);
-        tokio::spawn(follow(consumer, shared, decode, topic.to_owned(), shutdown));
+        tokio::spawn(follow(consumer, shared, decode, topic.to_owned(), shutdown.clone()));
         // Right after topics are created, a client's metadata can still lag (NotLeader):
         // such errors pass within seconds.
-        retry_for(START_PATIENCE, "loading the table", || table.sync()).await?;
+        retry_for(START_PATIENCE, "loading the table", &shutdown, || table.sync()).await?;
         Ok(table)
     }
 
-    /// Waits until every record acknowledged before `written_at_ms` (wall-clock ms) is
-    /// applied. Concurrent callers share one sync; callers already covered return at once.
-    pub async fn sync_covering(&self, written_at_ms: i64) -> rdkafka::error::KafkaResult<()> {
-        if self.shared.synced_at_ms.load(Ordering::Acquire) > written_at_ms {
+    /// Waits until every record acknowledged before `seen_at` (this process's clock,
+    /// e.g. when the caller received the event it is about to handle) is applied.
+    /// Concurrent callers share one sync; callers already covered return at once.
+    pub async fn sync_after(&self, seen_at: Instant) -> KafkaResult<()> {
+        let covered = || lock(&self.shared.synced_from).is_some_and(|from| from > seen_at);
+        if covered() {
             return Ok(());
         }
         let _one_at_a_time = self.shared.sync_lock.lock().await;
-        if self.shared.synced_at_ms.load(Ordering::Acquire) > written_at_ms {
+        if covered() {
             return Ok(());
         }
         self.sync().await
     }
 
     /// Waits until every record written to the topic before this call is applied.
-    pub async fn sync(&self) -> rdkafka::error::KafkaResult<()> {
-        let started_ms = now_ms();
-        let high = {
-            let consumer = self.queries.clone();
-            let topic = self.topic.clone();
-            let partitions = self.partitions.clone();
-            tokio::task::spawn_blocking(move || {
+    /// Returns `Canceled` at shutdown.
+    pub async fn sync(&self) -> KafkaResult<()> {
+        let started = Instant::now();
+        let high: Vec<(i32, i64, i64)> = {
+            let (consumer, topic, partitions) = (self.queries.clone(), self.topic.clone(), self.partitions.clone());
+            let query = blocking(move || {
                 partitions
                     .iter()
-                    .map(|p| Ok((*p, consumer.fetch_watermarks(&topic, *p, Duration::from_secs(10))?)))
-                    .collect::<rdkafka::error::KafkaResult<Vec<_>>>()
-            })
-            .await
-            .map_err(|_| rdkafka::error::KafkaError::Canceled)??
-        };
-        let mut waited = 0u32;
-        loop {
-            waited += 1;
-            if waited % 1000 == 0 {
-                let applied = self.shared.applied.read().unwrap_or_else(|p| p.into_inner()).clone();
-                tracing::warn!(topic = %self.topic, ?high, ?applied, "table sync is slow");
+                    .map(|p| {
+                        let (low, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
+                        Ok((*p, low, high))
+                    })
+                    .collect()
+            });
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(KafkaError::Canceled),
+                result = query => result?,
             }
-            if high.iter().all(|(p, (low, high))| self.caught_up(*p, *low, *high)) {
-                self.shared.synced_at_ms.fetch_max(started_ms, Ordering::AcqRel);
+        };
+        loop {
+            let progress = self.shared.progress.notified();
+            let behind = {
+                let applied = lock(&self.shared.applied);
+                high.iter().any(|(p, low, high)| high > low && applied.get(p).is_none_or(|a| a < high))
+            };
+            if !behind {
+                let mut synced_from = lock(&self.shared.synced_from);
+                if synced_from.is_none_or(|s| s < started) {
+                    *synced_from = Some(started);
+                }
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(KafkaError::Canceled),
+                _ = progress => {}
+                // The follower stopped (shutdown) or is stuck: look again now and then.
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if started.elapsed() > Duration::from_secs(5) {
+                        tracing::warn!(topic = %self.topic, waited = ?started.elapsed(), "table sync is slow");
+                    }
+                }
+            }
         }
-    }
-
-    fn caught_up(&self, partition: i32, low: i64, high: i64) -> bool {
-        if high <= low {
-            return true;
-        }
-        let applied = self.shared.applied.read().unwrap_or_else(|p| p.into_inner()).get(&partition).copied();
-        if applied.is_some_and(|a| a >= high) {
-            return true;
-        }
-        // The tail of a compacted partition can be a gap with no record to apply: accept
-        // the fetch position once nothing has been applied for a while.
-        let quiet = self.shared.last_applied_at.read().unwrap_or_else(|p| p.into_inner()).elapsed()
-            > Duration::from_millis(200);
-        quiet
-            && self.consumer.position().ok().is_some_and(|tpl| {
-                tpl.find_partition(&self.topic, partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o >= high),
-                        _ => None,
-                    })
-                    .unwrap_or(false)
-            })
     }
 
     /// The latest value of `key`, `None` when absent or deleted.
@@ -184,7 +183,12 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
 
     /// Every live value.
     pub fn values(&self) -> Vec<V> {
-        self.read().values().filter_map(|e| e.value.clone()).collect()
+        self.select(|_| true)
+    }
+
+    /// The live values for which `keep` holds (only those are cloned).
+    pub fn select(&self, keep: impl Fn(&V) -> bool) -> Vec<V> {
+        self.read().values().filter_map(|e| e.value.as_ref().filter(|v| keep(v)).cloned()).collect()
     }
 
     /// Applies a write this process made and Kafka acknowledged, without waiting to
@@ -216,13 +220,28 @@ async fn follow<V>(
     shutdown: CancellationToken,
 ) {
     loop {
-        let message = tokio::select! {
+        let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            m = consumer.recv() => m,
+            read = tokio::time::timeout(IDLE_READ, consumer.recv()) => read,
         };
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
+        let message = match read {
+            Err(_idle) => {
+                // Nothing is between recv and apply now: the consumer's position (last
+                // record handed to us + 1, past gaps and control records) is applied.
+                if let Ok(positions) = consumer.position() {
+                    let mut applied = lock(&shared.applied);
+                    for e in positions.elements_for_topic(&topic) {
+                        if let Offset::Offset(o) = e.offset() {
+                            let a = applied.entry(e.partition()).or_insert(o);
+                            *a = (*a).max(o);
+                        }
+                    }
+                }
+                shared.progress.notify_waiters();
+                continue;
+            }
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
                 tracing::warn!(topic = %topic, error = %e, "table read failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -230,29 +249,25 @@ async fn follow<V>(
         };
         let (partition, offset) = (message.partition(), message.offset());
         match message.key().map(std::str::from_utf8) {
-            Some(Ok(key)) => {
-                let value = match message.payload() {
-                    None => None,
-                    Some(bytes) => match decode(bytes) {
-                        Some(v) => Some(v),
-                        None => {
-                            tracing::warn!(topic = %topic, partition, offset, code = "HL-TABLE-UNREADABLE", "skipping unreadable record");
-                            None
-                        }
-                    },
-                };
-                if message.payload().is_none() || value.is_some() {
-                    apply(&shared, key, partition, offset, value);
-                }
-            }
+            Some(Ok(key)) => match message.payload() {
+                None => apply(&shared, key, partition, offset, None),
+                Some(bytes) => match decode(bytes) {
+                    Some(v) => apply(&shared, key, partition, offset, Some(v)),
+                    None => tracing::warn!(topic = %topic, partition, offset, code = "HL-TABLE-UNREADABLE", "skipping unreadable record"),
+                },
+            },
             _ => tracing::warn!(topic = %topic, partition, offset, code = "HL-TABLE-NO-KEY", "skipping record without a UTF-8 key"),
         }
-        shared.applied.write().unwrap_or_else(|p| p.into_inner()).insert(partition, offset + 1);
-        *shared.last_applied_at.write().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        {
+            let mut applied = lock(&shared.applied);
+            let a = applied.entry(partition).or_insert(offset + 1);
+            *a = (*a).max(offset + 1);
+        }
+        shared.progress.notify_waiters();
     }
 }
 
-fn partitions_of(consumer: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaResult<Vec<i32>> {
+fn partitions_of(consumer: &BaseConsumer, topic: &str) -> KafkaResult<Vec<i32>> {
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -261,36 +276,34 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> rdkafka::error::KafkaR
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(rdkafka::error::KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
+        return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
     }
     Ok(partitions)
 }
 
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+/// Runs a blocking librdkafka call off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> KafkaResult<T> + Send + 'static) -> KafkaResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| KafkaError::Canceled)?
 }
 
-/// How long start-up keeps retrying transient Kafka errors.
-const START_PATIENCE: Duration = Duration::from_secs(60);
-
-async fn retry_for<T, F, Fut>(patience: Duration, what: &str, mut attempt: F) -> rdkafka::error::KafkaResult<T>
+async fn retry_for<T, F, Fut>(patience: Duration, what: &str, shutdown: &CancellationToken, mut attempt: F) -> KafkaResult<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = rdkafka::error::KafkaResult<T>>,
+    Fut: std::future::Future<Output = KafkaResult<T>>,
 {
     let deadline = Instant::now() + patience;
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline => {
+            Err(e) if Instant::now() < deadline && !shutdown.is_cancelled() => {
                 tracing::info!(error = %e, "{what}: retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

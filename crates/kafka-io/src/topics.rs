@@ -56,10 +56,12 @@ pub struct TopicSpec {
 pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
         crate::client::producer_config(settings, "hookline-admin").create()?;
+    let max_bytes = crate::MAX_RECORD_BYTES.to_string();
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
-            let topic = NewTopic::new(&s.name, settings.topic_partitions, TopicReplication::Fixed(settings.topic_replication));
+            let topic = NewTopic::new(&s.name, settings.topic_partitions, TopicReplication::Fixed(settings.topic_replication))
+                .set("max.message.bytes", &max_bytes);
             if s.compacted { topic.set("cleanup.policy", "compact") } else { topic }
         })
         .collect();

@@ -42,7 +42,15 @@ pub fn config_from<T: Serialize + DeserializeOwned + Default>(
     if let Some(file) = file {
         let Value::Object(file) = file else { anyhow::bail!("configuration file must be a table") };
         for (key, value) in file {
-            anyhow::ensure!(defaults.contains_key(&key), "configuration file: unknown setting `{key}`");
+            let Some(default) = defaults.get(&key) else {
+                anyhow::bail!("configuration file: unknown setting `{key}`");
+            };
+            // A number or boolean given for a text setting (a token of digits) is text.
+            let value = match (default, value) {
+                (Value::String(_), Value::Number(n)) => Value::String(n.to_string()),
+                (Value::String(_), Value::Bool(b)) => Value::String(b.to_string()),
+                (_, v) => v,
+            };
             merged.insert(key, value);
         }
     }
@@ -52,7 +60,20 @@ pub fn config_from<T: Serialize + DeserializeOwned + Default>(
             .with_context(|| format!("HOOKLINE_{}: cannot be read as {}", key.to_ascii_uppercase(), kind(default)))?;
         merged.insert(key, value);
     }
-    serde_json::from_value(Value::Object(merged)).context("invalid configuration")
+    // serde's message can quote the offending value, which may be a secret: name the
+    // setting instead.
+    serde_json::from_value(Value::Object(merged.clone())).map_err(|_| {
+        let culprit = merged
+            .iter()
+            .find(|(k, v)| {
+                let mut probe = defaults.clone();
+                probe.insert((*k).clone(), (*v).clone());
+                serde_json::from_value::<T>(Value::Object(probe)).is_err()
+            })
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| "?".to_owned());
+        anyhow::anyhow!("invalid configuration: setting `{culprit}` (HOOKLINE_{}) has a value of the wrong kind", culprit.to_ascii_uppercase())
+    })
 }
 
 fn typed_like(default: &Value, raw: &str) -> anyhow::Result<Value> {
@@ -157,6 +178,8 @@ where
         let shutdown = shutdown_on_signals();
         run(config, shutdown).await
     });
+    // Blocking calls still running (a Kafka query) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
         Ok(()) => {
             tracing::info!(service = name, "stopped");

@@ -49,7 +49,7 @@ fn environment_overrides_file_overrides_defaults() {
 fn bad_values_name_the_variable() {
     let table = [
         (vars(&[("port", "eighty")]), "HOOKLINE_PORT"),
-        (vars(&[("port", "70000")]), "invalid configuration"),
+        (vars(&[("port", "70000")]), "setting `port` (HOOKLINE_PORT)"),
         (vars(&[("insecure", "perhaps")]), "HOOKLINE_INSECURE"),
     ];
     for (env, expected) in table {
@@ -58,4 +58,13 @@ fn bad_values_name_the_variable() {
     }
     let err = format!("{:#}", config_from::<Sample>(Some(json!({"prot": 1})), vars(&[])).unwrap_err());
     assert!(err.contains("unknown setting `prot`"), "{err}");
+}
+
+#[test]
+fn errors_never_quote_values_and_numbers_in_the_file_are_text_for_text_settings() {
+    let c: Sample = config_from(Some(json!({"api_token": 987654321})), vars(&[])).unwrap();
+    assert_eq!(c.api_token, "987654321");
+    let err = format!("{:#}", config_from::<Sample>(Some(json!({"port": "secret-ish"})), vars(&[])).unwrap_err());
+    assert!(!err.contains("secret-ish"), "{err}");
+    assert!(err.contains("`port`"), "{err}");
 }

@@ -135,7 +135,10 @@ impl Receiver {
             per_path: Mutex::new(HashMap::new()),
             script: Box::new(script),
         });
-        let app = axum::Router::new().fallback(capture).with_state(state.clone());
+        let app = axum::Router::new()
+            .fallback(capture)
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });

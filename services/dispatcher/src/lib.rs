@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable, Sleeper};
+use dead_letter::DeadLetters;
 use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, Topics};
-use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use wire::{Attempt, DeadLetter, Registry, RenderedDelivery};
+use wire::{Attempt, Registry, RenderedDelivery};
 
 use crate::retry::Decision;
 
@@ -73,9 +73,8 @@ impl Default for Config {
 struct Dispatcher {
     config: Config,
     registry: Registry,
-    topics: Topics,
     client: reqwest::Client,
-    producer: FutureProducer,
+    dead_letters: DeadLetters,
     shutdown: CancellationToken,
 }
 
@@ -105,7 +104,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, "dispatcher started");
     let options =
         ConsumeOptions { max_in_flight: config.dispatcher_max_in_flight, drain_timeout: config.shutdown_timeout };
-    let dispatcher = Arc::new(Dispatcher { config, registry, topics, client, producer, shutdown: shutdown.clone() });
+    let dead_letters = DeadLetters::new(producer, topics.dead_letter.clone(), "dispatcher");
+    let dispatcher = Arc::new(Dispatcher { config, registry, client, dead_letters, shutdown: shutdown.clone() });
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
         let dispatcher = dispatcher.clone();
         async move { dispatcher.handle(record).await }
@@ -132,9 +132,9 @@ impl Dispatcher {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(partition = record.partition, offset = record.offset, code = e.code(), "unreadable delivery; dead-lettered");
-                let mut letter = self.dead_letter(&record, e.code(), &e.to_string(), None, Vec::new());
+                let mut letter = self.dead_letters.letter(&record, e.code(), &e.to_string());
                 letter.payload = record.payload.clone();
-                return self.write_dead_letter(letter).await;
+                return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
             }
         };
         let (result, attempts) = self.deliver(&delivery).await;
@@ -147,8 +147,13 @@ impl Dispatcher {
                     _ => ("HL-DELIVERY-EXHAUSTED", summary("retries exhausted", &attempts)),
                 };
                 tracing::warn!(delivery_id = %delivery.delivery_id, endpoint_id = %delivery.endpoint_id, code, attempts = attempts.len(), "delivery failed; dead-lettered");
-                let letter = self.dead_letter(&record, code, &reason, Some(delivery), attempts);
-                self.write_dead_letter(letter).await
+                let mut letter = self.dead_letters.letter(&record, code, &reason);
+                letter.event_id = Some(delivery.event_id.clone());
+                letter.endpoint_id = Some(delivery.endpoint_id.clone());
+                letter.delivery_id = Some(delivery.delivery_id.clone());
+                letter.delivery = Some(delivery);
+                letter.attempts = attempts;
+                self.dead_letters.write(&self.registry, letter, &self.shutdown).await
             }
         }
     }
@@ -190,51 +195,6 @@ impl Dispatcher {
             other => other,
         };
         (result, attempts.into_inner().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    async fn write_dead_letter(&self, letter: DeadLetter) -> Outcome {
-        let bytes = match self.registry.encode(&letter) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::error!(code = e.code(), "cannot encode a dead letter; delivery lost, operator action needed");
-                return Outcome::Done;
-            }
-        };
-        let key = letter.endpoint_id.as_deref().unwrap_or(&letter.id).as_bytes().to_vec();
-        match kafka_io::send_durably(&self.producer, &self.topics.dead_letter, &key, Some(&bytes), None, &self.shutdown).await {
-            Ok(_) => Outcome::Done,
-            Err(kafka_io::SendError::Cancelled) => Outcome::Abandoned,
-            Err(e) => {
-                tracing::error!(code = e.code(), "dead letter refused by kafka; delivery lost, operator action needed");
-                Outcome::Done
-            }
-        }
-    }
-
-    fn dead_letter(
-        &self,
-        record: &Record,
-        code: &str,
-        reason: &str,
-        delivery: Option<RenderedDelivery>,
-        attempts: Vec<Attempt>,
-    ) -> DeadLetter {
-        DeadLetter {
-            id: uuid::Uuid::now_v7().to_string(),
-            reason_code: code.to_owned(),
-            reason: reason.to_owned(),
-            failed_at: wire::now_rfc3339(),
-            stage: "dispatcher".to_owned(),
-            source_topic: record.topic.clone(),
-            source_partition: record.partition,
-            source_offset: record.offset,
-            event_id: delivery.as_ref().map(|d| d.event_id.clone()),
-            endpoint_id: delivery.as_ref().map(|d| d.endpoint_id.clone()),
-            delivery_id: delivery.as_ref().map(|d| d.delivery_id.clone()),
-            delivery,
-            payload: None,
-            attempts,
-        }
     }
 }
 

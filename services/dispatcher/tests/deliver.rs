@@ -153,3 +153,44 @@ async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_too_large_for_kafka_is_written_smaller_not_lost() {
+    test_kit::init_logs();
+    let kafka = test_kit::kafka_settings("dlq-large");
+    let topics = Topics::new(&kafka.topic_prefix);
+    kafka_io::ensure_topics(&kafka, &topics.specs()).await.unwrap();
+    let registry = Registry::bundled().unwrap();
+    let receiver = Receiver::scripted(|_, _| Answer::status(410)).await;
+    // An incompressible body just under the record limit: the delivery fits, its dead
+    // letter (delivery + reason + attempts, a few hundred bytes more) does not.
+    let envelope = registry.encode(&delivery("d-big", "ep-big", receiver.url("/big"))).unwrap().len();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let body: Vec<u8> = (0..kafka_io::MAX_RECORD_BYTES - envelope - 120)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let mut big = delivery("d-big", "ep-big", receiver.url("/big"));
+    big.body = body;
+    test_kit::produce(&kafka, &topics.rendered_deliveries, &[("ep-big", registry.encode(&big).unwrap())]).await;
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dispatcher::run(config(kafka.clone()), shutdown.clone()));
+    let dead = test_kit::dead_letters(
+        &test_kit::read_topic(&kafka, &topics.dead_letter, Duration::from_secs(60), |r| !r.is_empty()).await,
+    );
+    assert_eq!(dead.len(), 1, "the dead letter was written");
+    let letter = &dead[0];
+    assert_eq!(letter.reason_code, "HL-DELIVERY-REJECTED");
+    assert!(letter.reason.contains("request body dropped"), "{}", letter.reason);
+    let kept = letter.delivery.as_ref().expect("the request without its body");
+    assert!(kept.body.is_empty());
+    assert_eq!(kept.url, receiver.url("/big"));
+    assert_eq!(letter.attempts.len(), 1);
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops").unwrap().unwrap();
+}

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -26,6 +27,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(authed)
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Handlers read bodies with their own limit and answer in JSON.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -50,8 +53,15 @@ async fn require_token(State(state): State<Arc<AppState>>, request: Request, nex
     }
 }
 
+/// Reads a request body of at most `limit` bytes and parses it as JSON, answering a
+/// JSON error (413, 400) otherwise.
+pub async fn json_body(body: Body, limit: usize) -> Result<serde_json::Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))?;
+    parse_json(&bytes)
+}
+
 /// Parses a JSON request body, answering 400 with a JSON error when it is not JSON.
-pub fn parse_json(body: &Bytes) -> Result<serde_json::Value, ApiError> {
+fn parse_json(body: &Bytes) -> Result<serde_json::Value, ApiError> {
     if body.is_empty() {
         return Err(ApiError::malformed("the request body is empty; a JSON object is expected"));
     }

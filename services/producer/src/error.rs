@@ -25,6 +25,29 @@ impl ApiError {
         ApiError { status: StatusCode::BAD_REQUEST, code: "HL-API-MALFORMED", message: message.into(), field: None }
     }
 
+    /// 413: the body is larger than the API takes.
+    pub fn too_large(limit: usize) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "HL-API-TOO-LARGE",
+            message: format!("the request body is larger than {limit} bytes"),
+            field: None,
+        }
+    }
+
+    /// The answer when Kafka did not take a write.
+    pub fn from_send(error: &kafka_io::SendError) -> Self {
+        match error {
+            kafka_io::SendError::Refused(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) => ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: error.code(),
+                message: "the record is larger than Kafka accepts".to_owned(),
+                field: None,
+            },
+            other => ApiError::unavailable(other.code()),
+        }
+    }
+
     /// 401.
     pub fn unauthorized() -> Self {
         ApiError {

@@ -4,19 +4,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use crate::api::{json_response, parse_json};
+use crate::api::{json_body, json_response};
 use crate::error::ApiError;
 use crate::AppState;
 
 /// Accepts one event.
-pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let input = parse_json(&body)?;
+pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let input = json_body(body, state.max_body_bytes).await?;
     let (event, bytes) = state.registry.event_from_json(&input).map_err(|e| match e {
         wire::WireError::Invalid { field, reason } => ApiError::invalid(field, reason),
         other => {
@@ -26,7 +26,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<R
     })?;
     kafka_io::send_durably(&state.producer, &state.topics.events, event.key.as_bytes(), Some(&bytes), None, &state.shutdown)
         .await
-        .map_err(|e| ApiError::unavailable(e.code()))?;
+        .map_err(|e| ApiError::from_send(&e))?;
     tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event accepted");
     Ok(json_response(StatusCode::ACCEPTED, json!({"id": event.id})))
 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub api_token: Secret,
     /// Serve without a token; must be asked for explicitly (`HOOKLINE_API_INSECURE_NO_AUTH=1`).
     pub api_insecure_no_auth: bool,
+    /// Largest request body accepted (`HOOKLINE_API_MAX_BODY_BYTES`).
+    pub api_max_body_bytes: usize,
     /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -48,6 +50,7 @@ impl Default for Config {
             api_addr: "127.0.0.1:8080".to_owned(),
             api_token: Secret::default(),
             api_insecure_no_auth: false,
+            api_max_body_bytes: 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -60,6 +63,7 @@ pub struct AppState {
     producer: rdkafka::producer::FutureProducer,
     endpoints: Table<Endpoint>,
     token: Option<Secret>,
+    max_body_bytes: usize,
     shutdown: CancellationToken,
 }
 
@@ -96,7 +100,13 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
     )
     .await
     .context("reading endpoints")?;
-    let state = Arc::new(AppState { registry, topics, producer, endpoints, token, shutdown: shutdown.clone() });
+    anyhow::ensure!(
+        config.api_max_body_bytes <= kafka_io::MAX_RECORD_BYTES / 2,
+        "HOOKLINE_API_MAX_BODY_BYTES must be at most {} (half the largest Kafka record)",
+        kafka_io::MAX_RECORD_BYTES / 2
+    );
+    let max_body_bytes = config.api_max_body_bytes;
+    let state = Arc::new(AppState { registry, topics, producer, endpoints, token, max_body_bytes, shutdown: shutdown.clone() });
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "producer API listening");
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 use wire::Endpoint;
 
-use crate::api::{json_response, parse_json};
+use crate::api::{json_body, json_response};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -24,8 +24,8 @@ const PLANNED_VENDORS: &[&str] = &["generic_get", "slack", "pagerduty", "datadog
 const FIELDS: &[&str] = &["name", "vendor", "url", "events", "api_key", "active"];
 
 /// `POST /webhooks`.
-pub async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let input = wrapped(&parse_json(&body)?)?;
+pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let input = wrapped(&json_body(body, state.max_body_bytes).await?)?;
     let now = wire::now_rfc3339();
     let mut endpoint = Endpoint {
         id: uuid::Uuid::new_v4().to_string(),
@@ -65,8 +65,8 @@ pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
 }
 
 /// `PATCH /webhooks/{id}`: only the fields given change.
-pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
-    let input = wrapped(&parse_json(&body)?)?;
+pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
+    let input = wrapped(&json_body(body, state.max_body_bytes).await?)?;
     let mut endpoint = find(&state, &id).await?;
     apply_fields(&state, &mut endpoint, &input)?;
     endpoint.updated_at = wire::now_rfc3339();
@@ -79,7 +79,7 @@ pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) 
     let endpoint = find(&state, &id).await?;
     let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), None, None, &state.shutdown)
         .await
-        .map_err(|e| ApiError::unavailable(e.code()))?;
+        .map_err(|e| ApiError::from_send(&e))?;
     state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, None);
     tracing::info!(endpoint_id = %endpoint.id, "webhook deleted");
     Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint), "deleted": true})))
@@ -101,7 +101,7 @@ async fn write(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
     })?;
     let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), Some(&bytes), None, &state.shutdown)
         .await
-        .map_err(|e| ApiError::unavailable(e.code()))?;
+        .map_err(|e| ApiError::from_send(&e))?;
     state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, Some(endpoint.clone()));
     tracing::info!(endpoint_id = %endpoint.id, vendor = %endpoint.vendor, "webhook written");
     Ok(())

@@ -217,6 +217,12 @@ async fn events_are_validated_and_produced_keyed_by_transfer() {
         (json!({"type": "nope.nope", "data": {}}), "type"),
         (json!({"data": {}}), "type"),
     ];
+    let mut huge = transfer_error("tr-2");
+    huge["data"]["error"]["transfer_log"] = json!("x".repeat(1024 * 1024 + 1));
+    let (status, answer) = api.call(reqwest::Method::POST, "/events", Some(huge)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    assert_eq!(answer["error"]["code"], "HL-API-TOO-LARGE");
+
     for (body, field) in cases {
         let (status, answer) = api.call(reqwest::Method::POST, "/events", Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");

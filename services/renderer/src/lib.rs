@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, Table, Topics};
+use dead_letter::DeadLetters;
+use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, SendError, Table, Topics};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use wire::{DeadLetter, Endpoint, Registry};
+use wire::{Endpoint, Event, Registry};
 
 /// The renderer's configuration (`HOOKLINE_*` variables, see the README).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +51,7 @@ struct Renderer {
     topics: Topics,
     endpoints: Table<Endpoint>,
     producer: FutureProducer,
+    dead_letters: DeadLetters,
     shutdown: CancellationToken,
 }
 
@@ -75,7 +77,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         kafka_io::group_consumer(&config.kafka, "hookline-renderer", &config.renderer_group, &topics.events)
             .context("creating consumer")?;
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
-    let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, shutdown: shutdown.clone() });
+    let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
+    let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, dead_letters, shutdown: shutdown.clone() });
     let options = ConsumeOptions { max_in_flight: config.renderer_max_in_flight, drain_timeout: config.shutdown_timeout };
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
         let renderer = renderer.clone();
@@ -92,107 +95,55 @@ impl Renderer {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!(partition = record.partition, offset = record.offset, code = e.code(), reason = %e, "unreadable event; dead-lettered");
-                let letter = self.dead_letter(&record, e.code(), &e.to_string(), None);
-                return self.write_dead_letter(&letter).await;
+                let mut letter = self.dead_letters.letter(&record, e.code(), &e.to_string());
+                letter.payload = record.payload.clone();
+                return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
             }
         };
-        // Every endpoint written before the event must be seen: sync the table up to it.
-        let written_at = record.timestamp_ms.unwrap_or(i64::MAX);
-        while let Err(e) = self.endpoints.sync_covering(written_at).await {
-            tracing::warn!(error = %e, "cannot sync endpoints; retrying");
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Outcome::Abandoned,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        // Every endpoint acknowledged before the event was written must be seen: sync the
+        // table past the moment this process received the event.
+        while let Err(e) = self.endpoints.sync_after(record.received_at).await {
+            if self.shutdown.is_cancelled() {
+                return Outcome::Abandoned;
             }
+            tracing::warn!(error = %e, "cannot sync endpoints; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let rendered_at = wire::now_rfc3339();
-        let subscribers: Vec<Endpoint> =
-            self.endpoints.values().into_iter().filter(|ep| render::subscribed(ep, &event)).collect();
+        let subscribers = self.endpoints.select(|ep| render::subscribed(ep, &event));
         tracing::debug!(event_id = %event.id, event_type = %event.event_type, endpoints = subscribers.len(), "rendering");
-        let sends = subscribers.into_iter().map(|endpoint| {
-            let event = &event;
-            let rendered_at = &rendered_at;
-            let record = &record;
-            async move {
-                match render::render(event, &endpoint, rendered_at) {
-                    Ok(delivery) => {
-                        let (code, reason) = match self.registry.encode(&delivery) {
-                            Ok(bytes) => match self.send(&self.topics.rendered_deliveries, &endpoint.id, &bytes).await {
-                                Ok(outcome) => return outcome,
-                                Err(e) => (e.code(), e.to_string()),
-                            },
-                            Err(e) => (e.code(), e.to_string()),
-                        };
-                        tracing::warn!(event_id = %event.id, endpoint_id = %endpoint.id, code, "cannot write the delivery; dead-lettered");
-                        let mut letter = self.dead_letter(record, code, &reason, Some(&endpoint.id));
-                        letter.event_id = Some(event.id.clone());
-                        letter.delivery_id = Some(delivery.delivery_id.clone());
-                        self.write_dead_letter(&letter).await
-                    }
-                    Err(e) => {
-                        tracing::warn!(event_id = %event.id, endpoint_id = %endpoint.id, code = e.code(), "cannot render; dead-lettered");
-                        let mut letter = self.dead_letter(record, e.code(), &e.to_string(), Some(&endpoint.id));
-                        letter.event_id = Some(event.id.clone());
-                        letter.delivery_id = Some(render::delivery_id(&event.id, &endpoint.id));
-                        self.write_dead_letter(&letter).await
-                    }
-                }
-            }
-        });
-        let outcomes = futures::future::join_all(sends).await;
+        let outputs = subscribers.iter().map(|endpoint| self.output(&record, &event, endpoint, &rendered_at));
+        let outcomes = futures::future::join_all(outputs).await;
         if outcomes.iter().all(|o| *o == Outcome::Done) { Outcome::Done } else { Outcome::Abandoned }
     }
 
-    /// Sends one record; `Err` only when Kafka refuses it for good.
-    async fn send(&self, topic: &str, key: &str, bytes: &[u8]) -> Result<Outcome, kafka_io::SendError> {
-        match kafka_io::send_durably(&self.producer, topic, key.as_bytes(), Some(bytes), None, &self.shutdown).await {
-            Ok(_) => Ok(Outcome::Done),
-            Err(kafka_io::SendError::Cancelled) => Ok(Outcome::Abandoned),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn write_dead_letter(&self, letter: &DeadLetter) -> Outcome {
-        let mut letter = letter.clone();
-        loop {
-            let bytes = match self.registry.encode(&letter) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::error!(code = e.code(), "cannot encode a dead letter; record lost, operator action needed");
-                    return Outcome::Done;
-                }
-            };
-            match self.send(&self.topics.dead_letter, &letter.id, &bytes).await {
-                Ok(outcome) => return outcome,
-                Err(e) if letter.payload.is_some() => {
-                    // Too large with the raw record: keep the reason and where to find it.
-                    tracing::warn!(code = e.code(), "dead letter refused with its payload; writing it without");
-                    letter.payload = None;
-                }
-                Err(e) => {
-                    tracing::error!(code = e.code(), "dead letter refused by kafka; record lost, operator action needed");
-                    return Outcome::Done;
-                }
+    /// Writes the delivery of `event` to `endpoint`, or its dead letter.
+    async fn output(&self, record: &Record, event: &Event, endpoint: &Endpoint, rendered_at: &str) -> Outcome {
+        let delivery_id = render::delivery_id(&event.id, &endpoint.id);
+        let (code, reason, delivery) = match render::render(event, endpoint, rendered_at) {
+            Ok(delivery) => {
+                let refused = match self.registry.encode(&delivery) {
+                    Ok(bytes) => {
+                        let key = endpoint.id.as_bytes();
+                        match kafka_io::send_durably(&self.producer, &self.topics.rendered_deliveries, key, Some(&bytes), None, &self.shutdown).await {
+                            Ok(_) => return Outcome::Done,
+                            Err(SendError::Cancelled) => return Outcome::Abandoned,
+                            Err(e) => (e.code(), e.to_string()),
+                        }
+                    }
+                    Err(e) => (e.code(), e.to_string()),
+                };
+                (refused.0, refused.1, Some(delivery))
             }
-        }
-    }
-
-    fn dead_letter(&self, record: &Record, code: &str, reason: &str, endpoint_id: Option<&str>) -> DeadLetter {
-        DeadLetter {
-            id: uuid::Uuid::now_v7().to_string(),
-            reason_code: code.to_owned(),
-            reason: reason.to_owned(),
-            failed_at: wire::now_rfc3339(),
-            stage: "renderer".to_owned(),
-            source_topic: record.topic.clone(),
-            source_partition: record.partition,
-            source_offset: record.offset,
-            event_id: None,
-            endpoint_id: endpoint_id.map(str::to_owned),
-            delivery_id: None,
-            delivery: None,
-            payload: record.payload.clone(),
-            attempts: Vec::new(),
-        }
+            Err(e) => (e.code(), e.to_string(), None),
+        };
+        tracing::warn!(event_id = %event.id, endpoint_id = %endpoint.id, code, "cannot render or write the delivery; dead-lettered");
+        let mut letter = self.dead_letters.letter(record, code, &reason);
+        letter.event_id = Some(event.id.clone());
+        letter.endpoint_id = Some(endpoint.id.clone());
+        letter.delivery_id = Some(delivery_id);
+        letter.payload = if delivery.is_none() { record.payload.clone() } else { None };
+        letter.delivery = delivery;
+        self.dead_letters.write(&self.registry, letter, &self.shutdown).await
     }
 }

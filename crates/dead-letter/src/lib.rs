@@ -1,0 +1,143 @@
+//! Dead letters, written so that nothing is lost: a record's offset may be stored only
+//! once its dead letter is acknowledged, so [`DeadLetters::write`] answers
+//! [`Outcome::Done`] only then. What Kafka refuses as too large is shrunk (raw payload
+//! first, then the request body, then the request) and tried again; other failures are
+//! retried until shutdown, when the record is handed back ([`Outcome::Abandoned`]).
+
+use std::time::Duration;
+
+use kafka_io::{CancellationToken, Outcome, Record, SendError};
+use rdkafka::producer::FutureProducer;
+use wire::{DeadLetter, Registry};
+
+/// Writes dead letters of one stage to the dead-letter topic.
+#[derive(Clone)]
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    stage: &'static str,
+}
+
+impl DeadLetters {
+    /// Dead letters of `stage` (`renderer`, `dispatcher`) to `topic`.
+    pub fn new(producer: FutureProducer, topic: String, stage: &'static str) -> Self {
+        DeadLetters { producer, topic, stage }
+    }
+
+    /// A dead letter for `record` with a stable `code` and a `reason` that must hold no
+    /// secret or trace text. Callers fill in what else they know.
+    pub fn letter(&self, record: &Record, code: &str, reason: &str) -> DeadLetter {
+        DeadLetter {
+            id: uuid::Uuid::now_v7().to_string(),
+            reason_code: code.to_owned(),
+            reason: reason.to_owned(),
+            failed_at: wire::now_rfc3339(),
+            stage: self.stage.to_owned(),
+            source_topic: record.topic.clone(),
+            source_partition: record.partition,
+            source_offset: record.offset,
+            event_id: None,
+            endpoint_id: None,
+            delivery_id: None,
+            delivery: None,
+            payload: None,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Writes `letter` and waits for Kafka's acknowledgement.
+    pub async fn write(&self, registry: &Registry, mut letter: DeadLetter, shutdown: &CancellationToken) -> Outcome {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let error = match registry.encode(&letter) {
+                Ok(bytes) => {
+                    let key = letter.endpoint_id.as_deref().unwrap_or(&letter.id).as_bytes().to_vec();
+                    match kafka_io::send_durably(&self.producer, &self.topic, &key, Some(&bytes), None, shutdown).await {
+                        Ok(_) => return Outcome::Done,
+                        Err(SendError::Cancelled) => return Outcome::Abandoned,
+                        Err(e) => e.code(),
+                    }
+                }
+                Err(e) => e.code(),
+            };
+            if shrink(&mut letter) {
+                tracing::warn!(code = error, dead_letter = %letter.id, "dead letter refused; writing it smaller");
+                continue;
+            }
+            tracing::error!(code = error, dead_letter = %letter.id, retry_in = ?backoff, "cannot write a dead letter; the record is held until it can be, operator action needed");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Outcome::Abandoned,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Drops the largest part still there; false when nothing is left to drop.
+fn shrink(letter: &mut DeadLetter) -> bool {
+    if letter.payload.take().is_some() {
+        letter.reason.push_str(" [raw record dropped: too large for the dead-letter topic]");
+        return true;
+    }
+    if let Some(delivery) = letter.delivery.as_mut() {
+        if !delivery.body.is_empty() {
+            delivery.body.clear();
+            letter.reason.push_str(" [request body dropped: too large for the dead-letter topic]");
+            return true;
+        }
+    }
+    if letter.delivery.take().is_some() {
+        letter.reason.push_str(" [request dropped: too large for the dead-letter topic]");
+        return true;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter() -> DeadLetter {
+        DeadLetter {
+            id: "x".into(),
+            reason_code: "HL-X".into(),
+            reason: "r".into(),
+            failed_at: String::new(),
+            stage: "dispatcher".into(),
+            source_topic: "t".into(),
+            source_partition: 0,
+            source_offset: 0,
+            event_id: None,
+            endpoint_id: None,
+            delivery_id: None,
+            delivery: Some(wire::RenderedDelivery {
+                delivery_id: "d".into(),
+                event_id: "e".into(),
+                event_type: "transfer.error".into(),
+                endpoint_id: "ep".into(),
+                rendered_at: String::new(),
+                method: "POST".into(),
+                url: "https://x".into(),
+                headers: vec![],
+                sensitive_headers: vec![],
+                body: vec![1; 10],
+            }),
+            payload: Some(vec![2; 10]),
+            attempts: vec![],
+        }
+    }
+
+    #[test]
+    fn shrinking_drops_payload_then_body_then_request() {
+        let mut l = letter();
+        assert!(shrink(&mut l));
+        assert!(l.payload.is_none() && l.delivery.as_ref().is_some_and(|d| !d.body.is_empty()));
+        assert!(shrink(&mut l));
+        assert!(l.delivery.as_ref().is_some_and(|d| d.body.is_empty() && d.url == "https://x"));
+        assert!(shrink(&mut l));
+        assert!(l.delivery.is_none());
+        assert!(!shrink(&mut l));
+        assert!(l.reason.starts_with("r ["));
+    }
+}
