@@ -1,0 +1,128 @@
+//! The supported subset, checked on the parse tree: what hookline renders is exactly
+//! what the differential test compares with Go.
+
+use gotmpl::parse::{Expr, ListNode, Node, PipeNode};
+
+use crate::TemplateError;
+
+/// Functions a template may call.
+pub(crate) const FUNCTIONS: &[&str] = &[
+    "and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "len", "index", "slice", "print", "printf", "println", "html",
+    "js", "urlquery",
+];
+
+/// Arguments one call may take.
+pub(crate) const MAX_ARGS: usize = 16;
+
+pub(crate) fn supported(template: &gotmpl::Template, source: &str) -> Result<(), TemplateError> {
+    let names = template.templates();
+    if names.len() > 1 {
+        let at = source.find("{{").unwrap_or(0);
+        return Err(unsupported(source, at, "{{define}} / {{block}} (named templates)"));
+    }
+    let Some(root) = template.lookup(template.name()) else { return Ok(()) };
+    list(root, source)
+}
+
+fn list(l: &ListNode, src: &str) -> Result<(), TemplateError> {
+    l.nodes.iter().try_for_each(|n| node(n, src))
+}
+
+fn node(n: &Node, src: &str) -> Result<(), TemplateError> {
+    match n {
+        Node::List(l) => list(l, src),
+        Node::Text(_) | Node::Break(_) | Node::Continue(_) => Ok(()),
+        Node::Action(a) => pipe(&a.pipe, src),
+        Node::If(b) | Node::Range(b) | Node::With(b) => {
+            pipe(&b.pipe, src)?;
+            list(&b.body, src)?;
+            b.else_body.as_ref().map_or(Ok(()), |e| list(e, src))
+        }
+        Node::Template(t) => Err(unsupported(src, t.pos.offset, "{{template}} (named templates)")),
+        Node::Define(d) => Err(unsupported(src, d.pos.offset, "{{define}} / {{block}} (named templates)")),
+    }
+}
+
+fn pipe(p: &PipeNode, src: &str) -> Result<(), TemplateError> {
+    for command in &p.commands {
+        if command.args.len() > MAX_ARGS + 1 {
+            return Err(unsupported(src, command.pos.offset, &format!("a call with more than {MAX_ARGS} arguments")));
+        }
+        if let Some(Expr::Identifier(_, name)) = command.args.first() {
+            if name.as_str() == "printf" {
+                if let Some(Expr::String(pos, format)) = command.args.get(1) {
+                    check_format(format, src, pos.offset)?;
+                }
+            }
+        }
+        for arg in &command.args {
+            expr(arg, src)?;
+        }
+    }
+    Ok(())
+}
+
+fn expr(e: &Expr, src: &str) -> Result<(), TemplateError> {
+    match e {
+        Expr::Identifier(pos, name) if !FUNCTIONS.contains(&name.as_str()) => {
+            Err(unsupported(src, pos.offset, &format!("the function `{name}`")))
+        }
+        Expr::Pipe(_, p) => pipe(p, src),
+        Expr::Chain(_, inner, _) => expr(inner, src),
+        _ => Ok(()),
+    }
+}
+
+/// Width and precision up to this are rendered exactly as Go does.
+pub(crate) const MAX_WIDTH: usize = 1000;
+
+/// A printf format hookline renders like Go: no `*` widths, widths up to 1000.
+pub(crate) fn format_problem(format: &str) -> Option<String> {
+    let bytes = format.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        let mut number = 0usize;
+        while i < bytes.len() && !bytes[i].is_ascii_alphabetic() && bytes[i] != b'%' {
+            match bytes[i] {
+                b'*' => return Some("a `*` width or precision in printf".to_owned()),
+                b'0'..=b'9' => {
+                    number = number.saturating_mul(10).saturating_add(usize::from(bytes[i] - b'0'));
+                    if number > MAX_WIDTH {
+                        return Some(format!("a printf width or precision over {MAX_WIDTH}"));
+                    }
+                }
+                _ => number = 0,
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    None
+}
+
+fn check_format(format: &str, src: &str, at: usize) -> Result<(), TemplateError> {
+    match format_problem(format) {
+        Some(problem) => Err(unsupported(src, at, &problem)),
+        None => Ok(()),
+    }
+}
+
+fn unsupported(src: &str, offset: usize, feature: &str) -> TemplateError {
+    let (line, col) = position(src, offset);
+    TemplateError::Unsupported { line, col, feature: feature.to_owned() }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(crate) fn position(src: &str, offset: usize) -> (usize, usize) {
+    let end = offset.min(src.len());
+    let end = (0..=end).rev().find(|i| src.is_char_boundary(*i)).unwrap_or(0);
+    let before = &src[..end];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}

@@ -1,0 +1,212 @@
+//! Go `text/template` for endpoint URLs, headers and bodies, on the `gotmpl` crate,
+//! with the bounds a multi-tenant renderer needs.
+//!
+//! - Output is byte-identical to Go's `text/template` for every supported feature (a
+//!   differential test runs real Go on the same corpus).
+//! - Features outside the supported set are refused when the template is parsed,
+//!   with the feature named and its position, never rendered differently from Go.
+//! - A hostile template cannot exhaust the renderer: the template's size, its
+//!   output, its range iterations and the bytes its string functions build are capped,
+//!   each with its own error code.
+
+mod check;
+mod funcs;
+
+use std::io::Write;
+
+use gotmpl::Value;
+use serde_json::Value as Json;
+
+/// Bounds on one template.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest template source, in bytes.
+    pub max_template_bytes: usize,
+    /// Largest rendered output, in bytes.
+    pub max_output_bytes: usize,
+    /// `{{range}}` iterations per render, across all ranges.
+    pub max_range_iterations: u64,
+    /// Bytes that `printf`, `print`, `println`, `html`, `js` and `urlquery` may build
+    /// in one render, and in one call.
+    pub max_function_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_template_bytes: 16 * 1024,
+            max_output_bytes: 1024 * 1024,
+            max_range_iterations: 10_000,
+            max_function_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a template was refused or could not be rendered. Messages name positions and
+/// features, never data values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The source does not parse.
+    #[error("line {line}, column {col}: {message}")]
+    Parse {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What the parser says.
+        message: String,
+    },
+    /// A feature hookline does not support.
+    #[error("line {line}, column {col}: {feature} is not supported")]
+    Unsupported {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// The feature, e.g. `{{template}}` or the function `call`.
+        feature: String,
+    },
+    /// The source is larger than allowed.
+    #[error("template is {size} bytes; at most {limit} are allowed")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The output grew past its limit.
+    #[error("output exceeds {0} bytes")]
+    OutputLimit(usize),
+    /// Too many range iterations.
+    #[error("more than {0} range iterations")]
+    RangeLimit(u64),
+    /// String functions built too many bytes.
+    #[error("string functions built more than {0} bytes")]
+    WorkLimit(usize),
+    /// Execution failed (wrong types, index out of range, ...).
+    #[error("execution failed: {0}")]
+    Exec(String),
+}
+
+impl TemplateError {
+    /// The stable code, for dead letters and API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TemplateError::Parse { .. } => "HL-TEMPLATE-PARSE",
+            TemplateError::Unsupported { .. } => "HL-TEMPLATE-UNSUPPORTED",
+            TemplateError::TooLarge { .. } => "HL-TEMPLATE-TOO-LARGE",
+            TemplateError::OutputLimit(_) => "HL-TEMPLATE-OUTPUT-LIMIT",
+            TemplateError::RangeLimit(_) => "HL-TEMPLATE-RANGE-LIMIT",
+            TemplateError::WorkLimit(_) => "HL-TEMPLATE-WORK-LIMIT",
+            TemplateError::Exec(_) => "HL-TEMPLATE-EXEC",
+        }
+    }
+}
+
+/// A parsed, checked template.
+#[derive(Clone)]
+pub struct Template {
+    inner: gotmpl::Template,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template").field("name", &self.inner.name()).finish_non_exhaustive()
+    }
+}
+
+impl Template {
+    /// Parses and checks `source`.
+    pub fn parse(name: &str, source: &str, limits: Limits) -> Result<Template, TemplateError> {
+        if source.len() > limits.max_template_bytes {
+            return Err(TemplateError::TooLarge { size: source.len(), limit: limits.max_template_bytes });
+        }
+        let parsed = funcs::install(gotmpl::Template::new(name), limits)
+            .max_range_iters(limits.max_range_iterations)
+            .parse(source)
+            .map_err(|e| match e {
+                gotmpl::TemplateError::Parse { line, col, message, .. } | gotmpl::TemplateError::Lex { line, col, message, .. } => {
+                    TemplateError::Parse { line, col, message }
+                }
+                other => TemplateError::Parse { line: 0, col: 0, message: safe_message(&other) },
+            })?;
+        check::supported(&parsed, source)?;
+        Ok(Template { inner: parsed, limits })
+    }
+
+    /// Renders with `data` (see [`data_from_json`]).
+    pub fn render(&self, data: &Value) -> Result<Vec<u8>, TemplateError> {
+        let mut out = Capped { buf: Vec::with_capacity(256), limit: self.limits.max_output_bytes, overflowed: false };
+        let result = funcs::with_budget(self.limits.max_function_bytes, || self.inner.execute(&mut out, data));
+        match result {
+            Ok(()) => Ok(out.buf),
+            Err(_) if out.overflowed => Err(TemplateError::OutputLimit(self.limits.max_output_bytes)),
+            Err(funcs::Outcome::Budget) => Err(TemplateError::WorkLimit(self.limits.max_function_bytes)),
+            Err(funcs::Outcome::Template(gotmpl::TemplateError::RangeIterLimit)) => {
+                Err(TemplateError::RangeLimit(self.limits.max_range_iterations))
+            }
+            Err(funcs::Outcome::Template(e)) => Err(TemplateError::Exec(safe_message(&e))),
+        }
+    }
+
+    /// Renders to a string (templates of text: URLs, headers).
+    pub fn render_string(&self, data: &Value) -> Result<String, TemplateError> {
+        let bytes = self.render(data)?;
+        String::from_utf8(bytes).map_err(|_| TemplateError::Exec("output is not valid UTF-8".to_owned()))
+    }
+}
+
+/// The template data model: JSON objects are maps (ranged in sorted key order, as Go
+/// ranges a `map[string]any`), integers are `int64`, other numbers `float64`.
+pub fn data_from_json(json: &Json) -> Value {
+    match json {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(u)) => Value::Uint(u),
+            _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::String(s.as_str().into()),
+        Json::Array(items) => Value::List(items.iter().map(data_from_json).collect()),
+        Json::Object(obj) => {
+            let map: std::collections::BTreeMap<std::sync::Arc<str>, Value> =
+                obj.iter().map(|(k, v)| (k.as_str().into(), data_from_json(v))).collect();
+            Value::Map(map.into())
+        }
+    }
+}
+
+/// gotmpl's execution messages name types and template positions; the few that could
+/// carry a data value are reduced to their kind.
+fn safe_message(e: &gotmpl::TemplateError) -> String {
+    match e {
+        gotmpl::TemplateError::Exec(_) | gotmpl::TemplateError::FuncPanic { .. } | gotmpl::TemplateError::Io(_) => {
+            "the template could not be executed with this data".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Output buffer that refuses to grow past its limit.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + bytes.len() > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
