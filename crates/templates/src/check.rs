@@ -1,7 +1,7 @@
 //! The supported subset, checked on the parse tree: what hookline renders is exactly
 //! what the differential test compares with Go.
 
-use gotmpl::parse::{Expr, ListNode, Node, PipeNode};
+use gotmpl::parse::{CommandNode, Expr, ListNode, Node, PipeNode};
 
 use crate::TemplateError;
 
@@ -15,6 +15,7 @@ pub(crate) const FUNCTIONS: &[&str] = &[
 pub(crate) const MAX_ARGS: usize = 16;
 
 pub(crate) fn supported(template: &gotmpl::Template, source: &str) -> Result<(), TemplateError> {
+    balanced_ends(source)?;
     let names = template.templates();
     if names.len() > 1 {
         let at = source.find("{{").unwrap_or(0);
@@ -90,6 +91,7 @@ pub(crate) fn format_problem(format: &str) -> Option<String> {
         while i < bytes.len() && !bytes[i].is_ascii_alphabetic() && bytes[i] != b'%' {
             match bytes[i] {
                 b'*' => return Some("a `*` width or precision in printf".to_owned()),
+                b'#' if bytes.get(i + 1) == Some(&b'v') => return Some("the %#v verb".to_owned()),
                 b'0'..=b'9' => {
                     number = number.saturating_mul(10).saturating_add(usize::from(bytes[i] - b'0'));
                     if number > MAX_WIDTH {
@@ -99,6 +101,9 @@ pub(crate) fn format_problem(format: &str) -> Option<String> {
                 _ => number = 0,
             }
             i += 1;
+        }
+        if let Some(verb @ (b'w' | b'T' | b'p')) = bytes.get(i) {
+            return Some(format!("the %{} verb", char::from(*verb)));
         }
         i += 1;
     }
@@ -125,4 +130,101 @@ pub(crate) fn position(src: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
+}
+
+/// The tree with every printing action (`{{pipeline}}` without a declaration) ending
+/// in `| hookline_print`, so values print exactly as Go prints them.
+pub(crate) fn rewrite(mut list: ListNode) -> ListNode {
+    list.nodes = list.nodes.into_iter().map(rewrite_node).collect();
+    list
+}
+
+fn rewrite_node(n: Node) -> Node {
+    match n {
+        Node::List(l) => Node::List(rewrite(l)),
+        Node::Action(mut a) => {
+            if a.pipe.decl.is_empty() && !a.pipe.is_assign {
+                let pos = a.pos;
+                a.pipe.commands.push(CommandNode { pos, args: vec![Expr::Identifier(pos, crate::funcs::PRINT.into())] });
+            }
+            Node::Action(a)
+        }
+        Node::If(b) => Node::If(branch(b)),
+        Node::Range(b) => Node::Range(branch(b)),
+        Node::With(b) => Node::With(branch(b)),
+        other => other,
+    }
+}
+
+fn branch(mut b: gotmpl::parse::BranchNode) -> gotmpl::parse::BranchNode {
+    b.body = rewrite(b.body);
+    b.else_body = b.else_body.map(rewrite);
+    b
+}
+
+/// Go refuses an `{{end}}` (or `{{else}}`) that closes nothing; gotmpl ignores it.
+fn balanced_ends(src: &str) -> Result<(), TemplateError> {
+    let mut open = 0usize;
+    for (offset, body) in actions(src) {
+        let body = body.trim_start_matches('-').trim_start();
+        let body = body.strip_suffix('-').unwrap_or(body).trim_end();
+        let mut words = body.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let word = first.split(['(', ')']).next().unwrap_or(first);
+        match word {
+            "if" | "range" | "with" | "block" | "define" => open += 1,
+            "end" | "else" if open == 0 => {
+                let (line, col) = position(src, offset);
+                return Err(TemplateError::Parse { line, col, message: format!("unexpected {{{{{word}}}}}") });
+            }
+            "end" => open -= 1,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `(offset, text between the delimiters)` of every action, skipping `}}` inside
+/// string, raw string and character literals and comments.
+fn actions(src: &str) -> Vec<(usize, &str)> {
+    let bytes = src.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(start) = src[i..].find("{{").map(|k| i + k) {
+        let mut j = start + 2;
+        let mut end = None;
+        while j < bytes.len() {
+            match bytes[j] {
+                b'"' | b'\'' => {
+                    let quote = bytes[j];
+                    j += 1;
+                    while j < bytes.len() && bytes[j] != quote {
+                        if bytes[j] == b'\\' {
+                            j += 1;
+                        }
+                        j += 1;
+                    }
+                }
+                b'`' => {
+                    j += 1;
+                    while j < bytes.len() && bytes[j] != b'`' {
+                        j += 1;
+                    }
+                }
+                b'/' if bytes.get(j + 1) == Some(&b'*') => {
+                    j = src[j + 2..].find("*/").map_or(bytes.len(), |k| j + 2 + k + 1);
+                }
+                b'}' if bytes.get(j + 1) == Some(&b'}') => {
+                    end = Some(j);
+                    break;
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        let Some(end) = end else { break };
+        out.push((start, &src[start + 2..end]));
+        i = end + 2;
+    }
+    out
 }

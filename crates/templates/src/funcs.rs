@@ -1,23 +1,23 @@
 //! The string-building functions (`printf`, `print`, `println`, `html`, `js`,
 //! `urlquery`) under a byte budget.
 //!
-//! Each is replaced by a wrapper that checks the size of what it is given and of
-//! what it built against the render's budget, and delegates the formatting itself to
-//! gotmpl's own built-in through a one-action helper template (`{{printf .A0 .A1}}`),
-//! so the bytes are exactly those of the built-in, and so Go's. Without the budget, a
+//! gotmpl's own printing differs from Go's (floats, `%q` of non-ASCII runes, verbs
+//! applied to lists and maps, type names in `%!verb(...)`), so hookline replaces every
+//! function that prints, and the printing of actions themselves, with its Go-exact
+//! `gofmt`. Each call is checked against the render's byte budget: without it, a
 //! template doubling a string in a loop would exhaust memory long before its output
 //! reached the output cap.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
 
 use gotmpl::Value;
 
-use crate::check::{format_problem, MAX_ARGS};
-use crate::Limits;
+use crate::{gofmt, Limits};
 
-const WRAPPED: &[&str] = &["printf", "print", "println", "html", "js", "urlquery"];
+const WRAPPED: &[&str] = &["printf", "print", "println", "html", "js", "urlquery", PRINT];
+
+/// The function every printing action is rewritten to end with (see `check::rewrite`).
+pub(crate) const PRINT: &str = "hookline_print";
 
 thread_local! {
     /// Bytes the current render may still build (renders run on one thread each).
@@ -27,14 +27,16 @@ thread_local! {
 
 enum Failure {
     Budget,
-    Format(String),
+    Unsupported(&'static str),
 }
 
 /// How a render under a budget ended badly.
 pub(crate) enum Outcome {
     /// The budget ran out.
     Budget,
-    /// gotmpl refused (or a wrapper did, with a reason folded into the error).
+    /// A format hookline does not render like Go.
+    Unsupported(&'static str),
+    /// gotmpl refused.
     Template(gotmpl::TemplateError),
 }
 
@@ -48,17 +50,12 @@ pub(crate) fn with_budget(budget: usize, render: impl FnOnce() -> gotmpl::Result
     match (result, failure) {
         (Ok(()), _) => Ok(()),
         (Err(_), Some(Failure::Budget)) => Err(Outcome::Budget),
-        (Err(_), Some(Failure::Format(why))) => Err(Outcome::Template(gotmpl::TemplateError::Parse {
-            name: None,
-            line: 0,
-            col: 0,
-            message: why,
-        })),
+        (Err(_), Some(Failure::Unsupported(what))) => Err(Outcome::Unsupported(what)),
         (Err(e), None) => Err(Outcome::Template(e)),
     }
 }
 
-/// Registers the wrappers on a template about to be parsed.
+/// Registers hookline's Go-exact printing functions on a template about to be parsed.
 pub(crate) fn install(mut template: gotmpl::Template, limits: Limits) -> gotmpl::Template {
     for name in WRAPPED {
         let name: &'static str = name;
@@ -69,26 +66,32 @@ pub(crate) fn install(mut template: gotmpl::Template, limits: Limits) -> gotmpl:
 }
 
 fn call(name: &'static str, args: &[Value], per_call: usize) -> gotmpl::Result<Value> {
-    if name == "printf" {
-        if let Some(Value::String(format)) = args.first() {
-            if let Some(problem) = format_problem(format) {
-                return Err(fail(Failure::Format(format!("{problem} is not supported"))));
-            }
-        }
-    }
     // What a call can build is bounded by what it is given: refuse early when that is
-    // already past the budget (escaping grows a string at most 6 times, %q 4 times).
+    // already past the budget.
     let given: usize = args.iter().map(size).fold(0, usize::saturating_add);
     let remaining = REMAINING.with(Cell::get);
     if given > per_call.min(remaining) {
         return Err(fail(Failure::Budget));
     }
-    let helper = helpers().get(&(name, args.len())).ok_or_else(|| {
-        gotmpl::TemplateError::Exec(format!("{name}: at most {} arguments", MAX_ARGS + 1))
-    })?;
-    let data: BTreeMap<Arc<str>, Value> =
-        args.iter().enumerate().map(|(i, v)| (Arc::from(format!("A{i}")), v.clone())).collect();
-    let built = helper.execute_to_string(&Value::Map(data.into()))?;
+    let built = match name {
+        "printf" => match args.split_first() {
+            Some((Value::String(format), rest)) => gofmt::sprintf(format, rest),
+            Some(_) => return Err(gotmpl::TemplateError::Exec("printf: the format must be a string".to_owned())),
+            None => return Err(gotmpl::TemplateError::Exec("printf: missing format".to_owned())),
+        },
+        "print" => gofmt::sprint(args),
+        "println" => gofmt::sprintln(args),
+        "html" => gofmt::eval_args(args).map(|s| gofmt::html_escape(&s)),
+        "js" => gofmt::eval_args(args).map(|s| gofmt::js_escape(&s)),
+        "urlquery" => gofmt::eval_args(args).map(|s| gofmt::query_escape(&s)),
+        // An action's value, printed as text/template prints it.
+        _ => match args {
+            [Value::Nil] => Ok("<no value>".to_owned()),
+            [v] => gofmt::sprint(std::slice::from_ref(v)),
+            _ => gofmt::sprint(args),
+        },
+    };
+    let built = built.map_err(|gofmt::Unsupported(what)| fail(Failure::Unsupported(what)))?;
     if built.len() > per_call || built.len() > remaining {
         return Err(fail(Failure::Budget));
     }
@@ -112,21 +115,4 @@ fn size(v: &Value) -> usize {
             .fold(5, usize::saturating_add),
         _ => 32,
     }
-}
-
-/// One helper template per (function, arity): `{{printf .A0 .A1}}`.
-fn helpers() -> &'static BTreeMap<(&'static str, usize), gotmpl::Template> {
-    static HELPERS: OnceLock<BTreeMap<(&'static str, usize), gotmpl::Template>> = OnceLock::new();
-    HELPERS.get_or_init(|| {
-        let mut all = BTreeMap::new();
-        for name in WRAPPED {
-            for arity in 0..=MAX_ARGS + 1 {
-                let args: String = (0..arity).map(|i| format!(" .A{i}")).collect();
-                if let Ok(t) = gotmpl::Template::new(name).parse(&format!("{{{{{name}{args}}}}}")) {
-                    all.insert((*name, arity), t);
-                }
-            }
-        }
-        all
-    })
 }

@@ -11,6 +11,8 @@
 
 mod check;
 mod funcs;
+mod gofmt;
+mod isprint_table;
 
 use std::io::Write;
 
@@ -132,7 +134,19 @@ impl Template {
                 other => TemplateError::Parse { line: 0, col: 0, message: safe_message(&other) },
             })?;
         check::supported(&parsed, source)?;
-        Ok(Template { inner: parsed, limits })
+        // Execute a copy of the tree whose printing actions end in hookline's Go-exact
+        // printer, called from a one-line root: `{{template "main" .}}`.
+        // The parser's own tree: gotmpl keeps no tree for a template of only blanks,
+        // which Go still prints.
+        let (tree, _) = gotmpl::parse::Parser::new(source, "{{", "}}")
+            .and_then(gotmpl::parse::Parser::parse)
+            .map_err(|e| TemplateError::Parse { line: 0, col: 0, message: safe_message(&e) })?;
+        let inner = funcs::install(gotmpl::Template::new("hookline"), limits)
+            .max_range_iters(limits.max_range_iterations)
+            .parse("{{template \"main\" .}}")
+            .map_err(|e| TemplateError::Parse { line: 0, col: 0, message: safe_message(&e) })?
+            .add_parse_tree("main", check::rewrite(tree));
+        Ok(Template { inner, limits })
     }
 
     /// Renders with `data` (see [`data_from_json`]).
@@ -143,6 +157,9 @@ impl Template {
             Ok(()) => Ok(out.buf),
             Err(_) if out.overflowed => Err(TemplateError::OutputLimit(self.limits.max_output_bytes)),
             Err(funcs::Outcome::Budget) => Err(TemplateError::WorkLimit(self.limits.max_function_bytes)),
+            Err(funcs::Outcome::Unsupported(what)) => {
+                Err(TemplateError::Unsupported { line: 0, col: 0, feature: what.to_owned() })
+            }
             Err(funcs::Outcome::Template(gotmpl::TemplateError::RangeIterLimit)) => {
                 Err(TemplateError::RangeLimit(self.limits.max_range_iterations))
             }

@@ -4,7 +4,7 @@
 // {"ok": bool, "output": base64 bytes, "error": string}, one per case.
 //
 // Data follows hookline's template data model: JSON objects are map[string]any,
-// integers int64 (uint64 above that), other numbers float64.
+// integers int (64-bit; uint64 above that), other numbers float64.
 package main
 
 import (
@@ -31,7 +31,7 @@ func convert(v any) any {
 	switch x := v.(type) {
 	case json.Number:
 		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
+			return int(i)
 		}
 		if u, err := strconv.ParseUint(string(x), 10, 64); err == nil {
 			return u
