@@ -14,15 +14,12 @@ pub(crate) const FUNCTIONS: &[&str] = &[
 /// Arguments one call may take.
 pub(crate) const MAX_ARGS: usize = 16;
 
-pub(crate) fn supported(template: &gotmpl::Template, source: &str) -> Result<(), TemplateError> {
+pub(crate) fn supported(tree: &ListNode, defines: &[gotmpl::parse::DefineNode], source: &str) -> Result<(), TemplateError> {
     balanced_ends(source)?;
-    let names = template.templates();
-    if names.len() > 1 {
-        let at = source.find("{{").unwrap_or(0);
-        return Err(unsupported(source, at, "{{define}} / {{block}} (named templates)"));
+    if let Some(define) = defines.first() {
+        return Err(unsupported(source, define.pos.offset, "{{define}} / {{block}} (named templates)"));
     }
-    let Some(root) = template.lookup(template.name()) else { return Ok(()) };
-    list(root, source)
+    list(tree, source)
 }
 
 fn list(l: &ListNode, src: &str) -> Result<(), TemplateError> {
@@ -180,6 +177,10 @@ fn balanced_ends(src: &str) -> Result<(), TemplateError> {
             "end" => open -= 1,
             _ => {}
         }
+    }
+    if open > 0 {
+        let (line, col) = position(src, src.len());
+        return Err(TemplateError::Parse { line, col, message: "unexpected EOF: an {{if}}, {{range}} or {{with}} is not closed".to_owned() });
     }
     Ok(())
 }

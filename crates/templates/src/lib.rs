@@ -133,14 +133,15 @@ impl Template {
                 }
                 other => TemplateError::Parse { line: 0, col: 0, message: safe_message(&other) },
             })?;
-        check::supported(&parsed, source)?;
-        // Execute a copy of the tree whose printing actions end in hookline's Go-exact
-        // printer, called from a one-line root: `{{template "main" .}}`.
-        // The parser's own tree: gotmpl keeps no tree for a template of only blanks,
-        // which Go still prints.
-        let (tree, _) = gotmpl::parse::Parser::new(source, "{{", "}}")
+        // The parser's own tree (gotmpl keeps no tree for a template of only blanks,
+        // which Go still prints), checked for what hookline supports.
+        let (tree, defines) = gotmpl::parse::Parser::new(source, "{{", "}}")
             .and_then(gotmpl::parse::Parser::parse)
             .map_err(|e| TemplateError::Parse { line: 0, col: 0, message: safe_message(&e) })?;
+        check::supported(&tree, &defines, source)?;
+        drop(parsed);
+        // Execute a copy of the tree whose printing actions end in hookline's Go-exact
+        // printer, called from a one-line root: `{{template "main" .}}`.
         let inner = funcs::install(gotmpl::Template::new("hookline"), limits)
             .max_range_iters(limits.max_range_iterations)
             .parse("{{template \"main\" .}}")

@@ -125,7 +125,7 @@ fn feature_templates() -> Vec<&'static str> {
         // errors in both
         "{{.N.x}}", "{{index .N 1}}", "{{len .N}}", "{{if}}{{end}}", "{{range}}", "{{end}}", "{{.S", "{{nosuchfunc 1}}",
         "{{lt .S 1}}", "{{$undefined}}", "{{slice .L 2 1}}", "{{else}}", "x{{- end -}}", "{{if 1}}{{end}}{{end}}",
-        "{{\"}}\"}}{{end}}", "{{/* {{end}} */}}ok", "{{`}}`}}{{if 1}}y{{end}}", "{{'}'}}",
+        "{{\"}}\"}}{{end}}", "{{/* {{end}} */}}ok", "{{`}}`}}{{if 1}}y{{end}}", "{{'}'}}", "{{if .B}}open", "{{range .L}}x", "{{with .M}}{{if 1}}x{{end}}",
         // refused: named templates, call, dynamic widths, huge widths
         "{{define \"x\"}}X{{end}}{{template \"x\"}}", "{{block \"b\" .}}B{{end}}", "{{call .N}}", "{{printf \"%*d\" 5 1}}",
         "{{printf \"%.*f\" 2 1.5}}", "{{printf \"%1001d\" 1}}", "{{printf \"%99999d\" 1}}",
