@@ -22,6 +22,23 @@ enum Command {
     /// Work with events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Work with Go text/templates as hookline renders them.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Render a template with a JSON object as its data; prints exactly the rendered
+    /// bytes, nothing else.
+    Render {
+        /// The template file.
+        #[arg(long)]
+        template: PathBuf,
+        /// A JSON object whose keys are the template's fields (`.DestinationId` ...).
+        #[arg(long)]
+        data: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +78,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Events(EventsCommand::Send(args)) => send(args).await,
+            Command::Template(TemplateCommand::Render { template, data }) => render(&template, &data),
         }
     });
     match result {
@@ -70,6 +88,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn render(template: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {
+    let source = std::fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
+    let data = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+    let data: serde_json::Value = serde_json::from_str(&data).context("the data file is not valid JSON")?;
+    anyhow::ensure!(data.is_object(), "the data file must hold a JSON object");
+    let parsed = templates::Template::parse("template", &source, templates::Limits::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    let bytes = parsed.render(&templates::data_from_json(&data)).map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)?;
+    out.flush()?;
+    Ok(())
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
