@@ -56,7 +56,7 @@ async fn every_event_is_delivered_across_kill_9() {
     // Every event arrived, each with the delivery id derived from (event, endpoint).
     let expected: HashMap<String, String> = sent
         .iter()
-        .map(|(n, id)| (format!("tr-{n}"), renderer::render::delivery_id(id, &endpoint_id)))
+        .map(|(n, id)| (format!("tr-{n}"), render::delivery_id(id, &endpoint_id)))
         .collect();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for request in &got {

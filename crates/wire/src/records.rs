@@ -10,7 +10,7 @@ pub trait Record {
 }
 
 /// An endpoint's configuration: the value of the compacted `endpoints` topic.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Endpoint id (UUID), also the record key.
     pub id: String,
@@ -28,6 +28,26 @@ pub struct Endpoint {
     pub api_key: Option<String>,
     /// Inactive endpoints get nothing.
     pub active: bool,
+    /// Free text.
+    pub description: Option<String>,
+    /// HTTP method; `None`: the vendor's.
+    pub method: Option<String>,
+    /// Extra headers; values are templates.
+    pub headers: Vec<HeaderTemplate>,
+    /// Template of `Key: Value` header lines.
+    pub header_template: Option<String>,
+    /// Template of the body.
+    pub body_template: Option<String>,
+    /// `.Secret` of the templates. Sensitive.
+    pub secret: Option<String>,
+    /// Empty: every event; else any of `success`, `failure`.
+    pub triggers: Vec<String>,
+    /// Empty: any destination; else only events about these.
+    pub destination_ids: Vec<String>,
+    /// Empty: any source; else only events about these.
+    pub source_ids: Vec<String>,
+    /// Empty: any model; else only events about these.
+    pub model_ids: Vec<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -47,9 +67,20 @@ impl std::fmt::Debug for Endpoint {
             .field("vendor", &self.vendor)
             .field("events", &self.events)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("active", &self.active)
+            .field("method", &self.method)
             .finish_non_exhaustive()
     }
+}
+
+/// A header whose value is a template.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderTemplate {
+    /// Header name.
+    pub name: String,
+    /// Go text/template of the value.
+    pub value: String,
 }
 
 /// One HTTP header.

@@ -24,6 +24,7 @@ use crate::records::Record;
 pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
     ("event.v1.avsc", include_str!("../../../schemas/event.v1.avsc")),
     ("endpoint.v1.avsc", include_str!("../../../schemas/endpoint.v1.avsc")),
+    ("endpoint.v2.avsc", include_str!("../../../schemas/endpoint.v2.avsc")),
     ("rendered-delivery.v1.avsc", include_str!("../../../schemas/rendered-delivery.v1.avsc")),
     ("dead-letter.v1.avsc", include_str!("../../../schemas/dead-letter.v1.avsc")),
 ];

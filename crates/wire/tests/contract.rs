@@ -23,6 +23,7 @@ fn endpoint() -> Endpoint {
         active: true,
         created_at: "2023-10-15T19:19:08+00:00".into(),
         updated_at: "2023-10-15T19:19:08+00:00".into(),
+        ..Endpoint::default()
     }
 }
 
@@ -313,4 +314,41 @@ fn sensitive_values_are_redacted_in_debug() {
     let (event, _) = reg.event_from_json(&transfer_error()).unwrap();
     let printed = format!("{event:?}");
     assert!(!printed.contains("SparkException"), "{printed}");
+}
+
+#[test]
+fn endpoints_written_with_v1_read_with_v2_defaults() {
+    let reg = registry();
+    let versions = reg.versions("hookline.internal.Endpoint").unwrap();
+    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
+    let v1 = versions[0].1;
+    let mut rec = apache_avro::types::Record::new(v1).unwrap();
+    let e = endpoint();
+    rec.put("id", e.id.clone());
+    rec.put("kind", e.kind.clone());
+    rec.put("name", e.name.clone());
+    rec.put("vendor", e.vendor.clone());
+    rec.put("url", e.url.clone());
+    rec.put("events", apache_avro::types::Value::Array(vec!["transfer.error".into()]));
+    rec.put("api_key", apache_avro::types::Value::Union(1, Box::new("k".into())));
+    rec.put("active", true);
+    rec.put("created_at", e.created_at.clone());
+    rec.put("updated_at", e.updated_at.clone());
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(v1).build().unwrap().write_value_to_vec(rec).unwrap();
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&wire::Fingerprint::of(v1).0);
+    bytes.extend_from_slice(&datum);
+    let read: Endpoint = reg.decode(&bytes).unwrap();
+    assert_eq!(read, endpoint(), "v2 fields take their defaults");
+}
+
+#[test]
+fn every_event_type_has_a_valid_sample() {
+    let reg = registry();
+    for t in reg.event_types() {
+        let sample = reg.sample_event(t).unwrap();
+        let json = serde_json::json!({"type": t, "data": sample.data});
+        let (event, _) = reg.event_from_json(&json).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(event.data, sample.data);
+    }
 }

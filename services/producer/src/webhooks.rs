@@ -17,11 +17,10 @@ use crate::AppState;
 
 /// What a masked secret looks like in responses; sent back in a PATCH it means "unchanged".
 const MASK: &str = "******";
-/// Vendors the renderer can shape today.
-const AVAILABLE_VENDORS: &[&str] = &["generic_post"];
-/// Vendors of the seeds that later versions add.
-const PLANNED_VENDORS: &[&str] = &["generic_get", "slack", "pagerduty", "datadog"];
-const FIELDS: &[&str] = &["name", "vendor", "url", "events", "api_key", "active"];
+const FIELDS: &[&str] = &[
+    "name", "description", "vendor", "url", "events", "api_key", "secret", "active", "method", "headers",
+    "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids",
+];
 
 /// `POST /webhooks`.
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
@@ -38,11 +37,16 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
         active: true,
         created_at: now.clone(),
         updated_at: now,
+        ..Endpoint::default()
     };
-    for required in ["name", "vendor", "url", "events"] {
+    for required in ["name", "vendor", "events"] {
         if !input.contains_key(required) {
             return Err(ApiError::invalid(format!("webhook.{required}"), "missing required field"));
         }
+    }
+    let vendor = input.get("vendor").and_then(Value::as_str).unwrap_or_default();
+    if !input.contains_key("url") && !matches!(vendor, "pagerduty" | "datadog") {
+        return Err(ApiError::invalid("webhook.url", "missing required field"));
     }
     apply_fields(&state, &mut endpoint, &input)?;
     write(&state, &endpoint).await?;
@@ -138,16 +142,67 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     }
     if let Some(v) = input.get("vendor") {
         let vendor = string(v, "vendor")?;
-        if PLANNED_VENDORS.contains(&vendor) {
-            return Err(ApiError::invalid("webhook.vendor", format!("vendor `{vendor}` is not available yet; available: {}", AVAILABLE_VENDORS.join(", "))));
-        }
-        if !AVAILABLE_VENDORS.contains(&vendor) {
-            return Err(ApiError::invalid("webhook.vendor", format!("unknown vendor; available: {}", AVAILABLE_VENDORS.join(", "))));
+        if !render::VENDORS.contains(&vendor) {
+            return Err(ApiError::invalid("webhook.vendor", format!("unknown vendor; available: {}", render::VENDORS.join(", "))));
         }
         endpoint.vendor = vendor.to_owned();
     }
     if let Some(v) = input.get("url") {
-        endpoint.url = valid_url(string(v, "url")?)?;
+        let url = string(v, "url")?;
+        // A URL with template actions is checked once rendered (dry run below).
+        endpoint.url = if url.contains("{{") { url.to_owned() } else { valid_url(url)? };
+    }
+    if let Some(v) = input.get("description") {
+        endpoint.description = optional_text(v, "description")?;
+    }
+    if let Some(v) = input.get("method") {
+        endpoint.method = match optional_text(v, "method")? {
+            Some(m) if render::METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m.to_ascii_uppercase()),
+            Some(_) => return Err(ApiError::invalid("webhook.method", format!("must be one of {}", render::METHODS.join(", ")))),
+            None => None,
+        };
+    }
+    if let Some(v) = input.get("header_template") {
+        endpoint.header_template = optional_text(v, "header_template")?;
+    }
+    if let Some(v) = input.get("body_template") {
+        endpoint.body_template = optional_text(v, "body_template")?;
+    }
+    if let Some(v) = input.get("headers") {
+        let Value::Object(map) = v else {
+            return Err(ApiError::invalid("webhook.headers", "must be an object of header name to value template"));
+        };
+        endpoint.headers = map
+            .iter()
+            .map(|(name, value)| match value.as_str() {
+                Some(t) => Ok(wire::HeaderTemplate { name: name.clone(), value: t.to_owned() }),
+                None => Err(ApiError::invalid(format!("webhook.headers.{}", printable(name)), "must be a string")),
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = input.get("triggers") {
+        endpoint.triggers = string_list(v, "triggers")?;
+        if let Some((i, _)) = endpoint.triggers.iter().enumerate().find(|(_, t)| !matches!(t.as_str(), "success" | "failure")) {
+            return Err(ApiError::invalid(format!("webhook.triggers[{i}]"), "must be `success` or `failure`"));
+        }
+    }
+    for (field, target) in [
+        ("destination_ids", &mut endpoint.destination_ids),
+        ("source_ids", &mut endpoint.source_ids),
+        ("model_ids", &mut endpoint.model_ids),
+    ] {
+        if let Some(v) = input.get(field) {
+            *target = string_list(v, field)?;
+        }
+    }
+    if let Some(v) = input.get("secret") {
+        match v {
+            Value::Null => endpoint.secret = None,
+            Value::String(s) if s == MASK => {}
+            Value::String(s) if s.is_empty() => endpoint.secret = None,
+            Value::String(s) => endpoint.secret = Some(s.clone()),
+            _ => return Err(ApiError::invalid("webhook.secret", "must be a string or null")),
+        }
     }
     if let Some(v) = input.get("events") {
         let Value::Array(items) = v else {
@@ -160,8 +215,8 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
         for (i, item) in items.iter().enumerate() {
             let field = format!("webhook.events[{i}]");
             let Some(t) = item.as_str() else { return Err(ApiError::invalid(field, "must be a string")) };
-            if !state.registry.knows_event_type(t) {
-                return Err(ApiError::invalid(field, format!("unknown event type `{}`", printable(t))));
+            if !render::valid_pattern(t, &state.registry.event_types()) {
+                return Err(ApiError::invalid(field, format!("unknown event type `{}` (an event type, `prefix.*` or `*`)", printable(t))));
             }
             if !events.iter().any(|e| e == t) {
                 events.push(t.to_owned());
@@ -184,7 +239,56 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     if let Some(v) = input.get("active") {
         endpoint.active = v.as_bool().ok_or_else(|| ApiError::invalid("webhook.active", "must be a boolean"))?;
     }
-    Ok(())
+    check_whole(state, endpoint)
+}
+
+/// What only the whole endpoint can tell: vendor rules, and a dry run of its templates
+/// with a sample of every event type it subscribes to.
+fn check_whole(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
+    let templated = render::TEMPLATED_VENDORS.contains(&endpoint.vendor.as_str());
+    for (field, set) in [
+        ("method", endpoint.method.is_some()),
+        ("header_template", endpoint.header_template.is_some()),
+        ("body_template", endpoint.body_template.is_some()),
+        ("headers", !endpoint.headers.is_empty()),
+    ] {
+        if set && !templated {
+            return Err(ApiError::invalid(format!("webhook.{field}"), format!("vendor {} has a fixed request shape; {field} is for {}", endpoint.vendor, render::TEMPLATED_VENDORS.join(" and "))));
+        }
+    }
+    if matches!(endpoint.vendor.as_str(), "pagerduty" | "datadog") && endpoint.api_key.is_none() {
+        return Err(ApiError::invalid("webhook.api_key", format!("vendor {} needs its key as api_key", endpoint.vendor)));
+    }
+    let compiled = render::compile(endpoint.clone()).map_err(render_error)?;
+    render::validate(&compiled, &state.registry, "prod").map_err(render_error)
+}
+
+fn render_error(e: render::RenderError) -> ApiError {
+    match e.field() {
+        Some(field) => ApiError::invalid(format!("webhook.{field}"), e.to_string().split_once(": ").map_or(e.to_string(), |(_, m)| m.to_owned())),
+        None => ApiError::invalid("webhook.vendor", e.to_string()),
+    }
+}
+
+fn optional_text(v: &Value, field: &str) -> Result<Option<String>, ApiError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        _ => Err(ApiError::invalid(format!("webhook.{field}"), "must be a string or null")),
+    }
+}
+
+fn string_list(v: &Value, field: &str) -> Result<Vec<String>, ApiError> {
+    let Value::Array(items) = v else { return Err(ApiError::invalid(format!("webhook.{field}"), "must be an array of strings")) };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item.as_str() {
+            Some(s) if !s.is_empty() => Ok(s.to_owned()),
+            _ => Err(ApiError::invalid(format!("webhook.{field}[{i}]"), "must be a non-empty string")),
+        })
+        .collect()
 }
 
 fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, ApiError> {
@@ -216,7 +320,17 @@ fn public(endpoint: &Endpoint) -> Value {
         "url": endpoint.url,
         "events": endpoint.events,
         "api_key": endpoint.api_key.as_ref().map(|_| MASK),
+        "secret": endpoint.secret.as_ref().map(|_| MASK),
         "active": endpoint.active,
+        "description": endpoint.description,
+        "method": endpoint.method,
+        "headers": endpoint.headers.iter().map(|h| (h.name.clone(), Value::String(h.value.clone()))).collect::<Map<String, Value>>(),
+        "header_template": endpoint.header_template,
+        "body_template": endpoint.body_template,
+        "triggers": endpoint.triggers,
+        "destination_ids": endpoint.destination_ids,
+        "source_ids": endpoint.source_ids,
+        "model_ids": endpoint.model_ids,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
     })
@@ -260,6 +374,7 @@ mod tests {
             active: true,
             created_at: String::new(),
             updated_at: String::new(),
+            ..Endpoint::default()
         };
         let shown = public(&e).to_string();
         assert!(!shown.contains("secret-key"));

@@ -168,7 +168,14 @@ async fn invalid_webhooks_get_400_naming_the_field() {
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "not a url", "events": ["transfer.error"]}}), "webhook.url"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "ftp://h/x", "events": ["transfer.error"]}}), "webhook.url"),
         (json!({"webhook": {"name": "x", "vendor": "carrier_pigeon", "url": "https://h/x", "events": ["transfer.error"]}}), "webhook.vendor"),
-        (json!({"webhook": {"name": "x", "vendor": "slack", "url": "https://h/x", "events": ["transfer.error"]}}), "webhook.vendor"),
+        (json!({"webhook": {"name": "x", "vendor": "pagerduty", "events": ["transfer.error"]}}), "webhook.api_key"),
+        (json!({"webhook": {"name": "x", "vendor": "slack", "url": "https://h/x", "events": ["*"], "body_template": "{{.Type}}"}}), "webhook.body_template"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "body_template": "{{if .Type}}"}}), "webhook.body_template"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/{{.Data.nope | len}}", "events": ["transfer.error"]}}), "webhook.url"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "header_template": "not a header"}}), "webhook.header_template"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "method": "BREW"}}), "webhook.method"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "triggers": ["sometimes"]}}), "webhook.triggers[0]"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["nope.*"]}}), "webhook.events[0]"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.exploded"]}}), "webhook.events[0]"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": []}}), "webhook.events"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x"}}), "webhook.events"),
@@ -184,6 +191,16 @@ async fn invalid_webhooks_get_400_naming_the_field() {
         assert_eq!(answer["error"]["field"], field, "{body} -> {answer}");
         assert_eq!(answer["error"]["code"], "HL-API-INVALID");
     }
+    // Wildcards, templates, triggers and filters that are right are accepted, secrets masked.
+    let good = json!({"webhook": {"name": "tasks", "vendor": "generic_post", "url": "https://h/{{.Type}}", "events": ["transfer.*"],
+        "method": "put", "header_template": "Authorization: Bearer {{.Secret}}", "headers": {"X-Id": "{{.Id}}"}, "secret": "s3",
+        "body_template": "{\"t\": {{printf \"%q\" .Type}}}", "triggers": ["failure"], "destination_ids": ["d-1"]}});
+    let (status, created) = api.call(reqwest::Method::POST, "/webhooks", Some(good)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["webhook"]["secret"], "******");
+    assert_eq!(created["webhook"]["method"], "PUT");
+    assert!(!created.to_string().contains("\"s3\""));
+
     let resp = api.client.post(format!("{}/webhooks", api.base)).bearer_auth(TOKEN).body("{not json").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let answer: Value = resp.json().await.unwrap();

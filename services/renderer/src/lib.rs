@@ -5,8 +5,6 @@
 //! Architecture invariant: the renderer never calls an endpoint. It stores an event's
 //! offset only after Kafka acknowledged every output of that event.
 
-pub mod render;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +31,8 @@ pub struct Config {
     /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `prod` or `staging`: `.Environment` in templates (`HOOKLINE_ENVIRONMENT`).
+    pub environment: String,
 }
 
 impl Default for Config {
@@ -42,6 +42,7 @@ impl Default for Config {
             renderer_group: String::new(),
             renderer_max_in_flight: 10_000,
             shutdown_timeout: Duration::from_secs(30),
+            environment: "prod".to_owned(),
         }
     }
 }
@@ -49,14 +50,19 @@ impl Default for Config {
 struct Renderer {
     registry: Registry,
     topics: Topics,
-    endpoints: Table<Endpoint>,
+    endpoints: Table<Arc<Result<render::Compiled, (Endpoint, render::RenderError)>>>,
     producer: FutureProducer,
     dead_letters: DeadLetters,
+    environment: String,
     shutdown: CancellationToken,
 }
 
 /// Runs the renderer until `shutdown` is cancelled.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        matches!(config.environment.as_str(), "prod" | "staging"),
+        "HOOKLINE_ENVIRONMENT must be prod or staging"
+    );
     if config.renderer_group.is_empty() {
         config.renderer_group = format!("{}hookline-renderer", config.kafka.topic_prefix);
     }
@@ -64,10 +70,12 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
     let table_registry = Arc::new(Registry::bundled().context("loading schemas")?);
+    // Templates are parsed once, when the endpoint is read; one that does not parse
+    // (written by a newer version, or by hand) dead-letters its deliveries.
     let endpoints = Table::start(
         &config.kafka,
         &topics.endpoints,
-        move |bytes| table_registry.decode::<Endpoint>(bytes).ok(),
+        move |bytes| table_registry.decode::<Endpoint>(bytes).ok().map(|e| Arc::new(render::compile(e.clone()).map_err(|err| (e, err)))),
         shutdown.child_token(),
     )
     .await
@@ -78,7 +86,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             .context("creating consumer")?;
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
     let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
-    let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, dead_letters, shutdown: shutdown.clone() });
+    let environment = config.environment.clone();
+    let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, dead_letters, environment, shutdown: shutdown.clone() });
     let options = ConsumeOptions { max_in_flight: config.renderer_max_in_flight, drain_timeout: config.shutdown_timeout };
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
         let renderer = renderer.clone();
@@ -110,17 +119,22 @@ impl Renderer {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let rendered_at = wire::now_rfc3339();
-        let subscribers = self.endpoints.select(|ep| render::subscribed(ep, &event));
+        let subscribers = self.endpoints.select(|ep| render::subscribed(endpoint_of(ep), &event));
         tracing::debug!(event_id = %event.id, event_type = %event.event_type, endpoints = subscribers.len(), "rendering");
-        let outputs = subscribers.iter().map(|endpoint| self.output(&record, &event, endpoint, &rendered_at));
+        let outputs = subscribers.iter().map(|compiled| self.output(&record, &event, compiled, &rendered_at));
         let outcomes = futures::future::join_all(outputs).await;
         if outcomes.iter().all(|o| *o == Outcome::Done) { Outcome::Done } else { Outcome::Abandoned }
     }
 
     /// Writes the delivery of `event` to `endpoint`, or its dead letter.
-    async fn output(&self, record: &Record, event: &Event, endpoint: &Endpoint, rendered_at: &str) -> Outcome {
+    async fn output(&self, record: &Record, event: &Event, compiled: &Compiled, rendered_at: &str) -> Outcome {
+        let endpoint = endpoint_of(compiled);
         let delivery_id = render::delivery_id(&event.id, &endpoint.id);
-        let (code, reason, delivery) = match render::render(event, endpoint, rendered_at) {
+        let rendered = match compiled.as_ref() {
+            Ok(c) => render::render(event, c, &self.environment, rendered_at),
+            Err((_, e)) => Err(e.clone()),
+        };
+        let (code, reason, delivery) = match rendered {
             Ok(delivery) => {
                 let refused = match self.registry.encode(&delivery) {
                     Ok(bytes) => {
@@ -145,5 +159,15 @@ impl Renderer {
         letter.payload = if delivery.is_none() { record.payload.clone() } else { None };
         letter.delivery = delivery;
         self.dead_letters.write(&self.registry, letter, &self.shutdown).await
+    }
+}
+
+/// An endpoint as the table holds it: compiled, or refused with why.
+type Compiled = Arc<Result<render::Compiled, (Endpoint, render::RenderError)>>;
+
+fn endpoint_of(compiled: &Compiled) -> &Endpoint {
+    match compiled.as_ref() {
+        Ok(c) => &c.endpoint,
+        Err((e, _)) => e,
     }
 }

@@ -20,6 +20,7 @@ fn endpoint(id: &str, events: &[&str], active: bool) -> Endpoint {
         active,
         created_at: wire::now_rfc3339(),
         updated_at: wire::now_rfc3339(),
+        ..Endpoint::default()
     }
 }
 

@@ -1,0 +1,291 @@
+//! Events to HTTP requests, without I/O: which endpoints an event goes to
+//! ([`subscription`]), the request each gets (templates or a vendor's shape,
+//! [`vendors`]), and the stable delivery id. The renderer service calls it for real
+//! events; the producer calls it with sample events to refuse a bad endpoint at creation.
+
+pub mod subscription;
+pub mod vendors;
+
+use serde_json::{json, Value};
+use templates::{Limits, Template, TemplateError};
+use uuid::Uuid;
+use wire::{Endpoint, Event, Header, Registry, RenderedDelivery};
+
+pub use subscription::{outcome, subscribed, type_matches, valid_pattern, Outcome};
+
+/// Namespace of delivery ids: UUID v5 of `<len(event id)>:<event id><endpoint id>`.
+const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4c2e_9a3d_4e57_8c10_d2a4_f0b3_7e91);
+
+/// The vendors requests can be shaped for.
+pub const VENDORS: &[&str] = &["generic_post", "generic_get", "slack", "pagerduty", "datadog"];
+/// Vendors whose request a template may shape (the others have a fixed shape).
+pub const TEMPLATED_VENDORS: &[&str] = &["generic_post", "generic_get"];
+/// Methods an endpoint may use.
+pub const METHODS: &[&str] = &["POST", "PUT", "PATCH", "GET", "DELETE"];
+
+/// Why an event could not be rendered for an endpoint. Messages name fields and
+/// positions, never rendered values (which may hold the secret).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed to parse or to render.
+    #[error("{field}: {error}")]
+    Template {
+        /// `url`, `header_template`, `headers.<name>` or `body_template`.
+        field: String,
+        /// What went wrong.
+        error: TemplateError,
+    },
+    /// The rendered request is not a valid one.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field at fault.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The endpoint names a vendor this renderer cannot shape.
+    #[error("vendor {0} is not supported")]
+    UnsupportedVendor(String),
+}
+
+impl RenderError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RenderError::Template { error, .. } => error.code(),
+            RenderError::Invalid { .. } => "HL-RENDER-INVALID",
+            RenderError::UnsupportedVendor(_) => "HL-RENDER-VENDOR",
+        }
+    }
+
+    /// The field at fault, if one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            RenderError::Template { field, .. } | RenderError::Invalid { field, .. } => Some(field),
+            RenderError::UnsupportedVendor(_) => None,
+        }
+    }
+
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        RenderError::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// An endpoint with its templates parsed once.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The configuration.
+    pub endpoint: Endpoint,
+    url: Template,
+    header_template: Option<Template>,
+    headers: Vec<(String, Template)>,
+    body: Option<Template>,
+}
+
+/// Parses an endpoint's templates.
+pub fn compile(endpoint: Endpoint) -> Result<Compiled, RenderError> {
+    let parse = |field: &str, src: &str| {
+        Template::parse(field, src, Limits::default()).map_err(|error| RenderError::Template { field: field.to_owned(), error })
+    };
+    if !VENDORS.contains(&endpoint.vendor.as_str()) {
+        return Err(RenderError::UnsupportedVendor(endpoint.vendor.clone()));
+    }
+    let url = parse("url", &endpoint.url)?;
+    let header_template = endpoint.header_template.as_deref().map(|t| parse("header_template", t)).transpose()?;
+    let headers = endpoint
+        .headers
+        .iter()
+        .map(|h| Ok((h.name.clone(), parse(&format!("headers.{}", h.name), &h.value)?)))
+        .collect::<Result<Vec<_>, RenderError>>()?;
+    let body = endpoint.body_template.as_deref().map(|t| parse("body_template", t)).transpose()?;
+    Ok(Compiled { endpoint, url, header_template, headers, body })
+}
+
+/// The stable id of the delivery of `event_id` to `endpoint_id`: the same on every
+/// render of the same event, every attempt, every replay.
+pub fn delivery_id(event_id: &str, endpoint_id: &str) -> String {
+    // Length-prefixed so no two (event, endpoint) pairs give the same name.
+    let name = format!("{}:{event_id}{endpoint_id}", event_id.len());
+    Uuid::new_v5(&DELIVERY_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// What webhook templates see: the event (`.Type .Id .CreatedAt .Version .Data
+/// .Outcome .Payload`), the endpoint (`.Secret .EndpointId .EndpointName`), and the
+/// seed's sensitive-trace variables where the event has them (`.Environment
+/// .Timestamp .DestinationId`, and `.SensitiveTraces .SourceIds .ModelIds` as JSON
+/// text), so the seed's templates work on webhooks too.
+pub fn template_data(event: &Event, endpoint: &Endpoint, environment: &str) -> Value {
+    let envelope = event.envelope_json();
+    let d = &event.data;
+    let first = |paths: &[&str]| {
+        paths.iter().find_map(|p| p.split('.').try_fold(d, |v, k| v.get(k)).and_then(Value::as_str).map(str::to_owned)).unwrap_or_default()
+    };
+    let list = |paths: &[&str]| -> String {
+        let mut ids: Vec<&str> = Vec::new();
+        for p in paths {
+            match p.split('.').try_fold(d, |v, k| v.get(k)) {
+                Some(Value::String(s)) if !ids.contains(&s.as_str()) => ids.push(s),
+                Some(Value::Array(items)) => {
+                    for s in items.iter().filter_map(Value::as_str) {
+                        if !ids.contains(&s) {
+                            ids.push(s);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Value::from(ids).to_string()
+    };
+    let traces = if event.event_type.ends_with(".sensitive_trace") { Value::Array(vec![d.clone()]) } else { json!([]) };
+    json!({
+        "Environment": environment,
+        "Timestamp": event.created_at,
+        "DestinationId": first(&["destination_id", "error.destination_id"]),
+        "SourceIds": list(&["source_ids", "source_id"]),
+        "ModelIds": list(&["model_ids", "model_id"]),
+        "SensitiveTraces": traces.to_string(),
+        "Type": event.event_type,
+        "Id": event.id,
+        "CreatedAt": event.created_at,
+        "Version": event.version,
+        "Data": event.data,
+        "Outcome": outcome(event).as_str(),
+        "Payload": envelope.to_string(),
+        "Secret": endpoint.secret.clone().unwrap_or_default(),
+        "EndpointId": endpoint.id,
+        "EndpointName": endpoint.name,
+    })
+}
+
+/// The request `compiled` gets for `event`.
+pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at: &str) -> Result<RenderedDelivery, RenderError> {
+    let endpoint = &compiled.endpoint;
+    let data = templates::data_from_json(&template_data(event, endpoint, environment));
+    let template_err = |field: &str| {
+        let field = field.to_owned();
+        move |error| RenderError::Template { field, error }
+    };
+    let url_text = compiled.url.render_string(&data).map_err(template_err("url"))?;
+    let url_text = match (url_text.trim(), endpoint.vendor.as_str()) {
+        ("", "pagerduty") => vendors::PAGERDUTY_URL.to_owned(),
+        ("", "datadog") => vendors::DATADOG_URL.to_owned(),
+        (u, _) => u.to_owned(),
+    };
+    let mut url = absolute_url(&url_text)?;
+    let mut headers = Vec::new();
+    let mut sensitive = Vec::new();
+    let (method, body) = match endpoint.vendor.as_str() {
+        "slack" => ("POST".to_owned(), json_bytes(&vendors::slack(event))),
+        "pagerduty" => {
+            let key = endpoint.api_key.as_deref().ok_or_else(|| RenderError::invalid("api_key", "pagerduty needs the routing key as api_key"))?;
+            ("POST".to_owned(), json_bytes(&vendors::pagerduty(event, key)))
+        }
+        "datadog" => {
+            let key = endpoint.api_key.as_deref().ok_or_else(|| RenderError::invalid("api_key", "datadog needs the API key as api_key"))?;
+            sensitive.push(Header::new("DD-API-KEY", key));
+            ("POST".to_owned(), json_bytes(&vendors::datadog(event)))
+        }
+        vendor => {
+            let default = if vendor == "generic_get" { "GET" } else { "POST" };
+            let method = endpoint.method.clone().unwrap_or_else(|| default.to_owned());
+            let body = match (method.as_str(), &compiled.body) {
+                ("GET" | "DELETE", _) => Vec::new(),
+                (_, Some(t)) => t.render(&data).map_err(template_err("body_template"))?,
+                (_, None) => json_bytes(&event.envelope_json()),
+            };
+            if vendor == "generic_get" && method == "GET" {
+                url.query_pairs_mut().extend_pairs(vendors::query_pairs(&event.envelope_json()));
+            }
+            if let Some(key) = endpoint.api_key.as_deref().filter(|k| !k.is_empty()) {
+                sensitive.push(Header::new("Authorization", format!("Bearer {key}")));
+            }
+            (method, body)
+        }
+    };
+    if let Some(t) = &compiled.header_template {
+        let text = t.render_string(&data).map_err(template_err("header_template"))?;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() {
+                continue;
+            }
+            let Some((name, value)) = line.split_once(':') else {
+                return Err(RenderError::invalid("header_template", format!("line {} is not `Key: Value`", i + 1)));
+            };
+            set(&mut sensitive, valid_header("header_template", name.trim(), value.trim())?);
+        }
+    }
+    for (name, t) in &compiled.headers {
+        let field = format!("headers.{name}");
+        let value = t.render_string(&data).map_err(template_err(&field))?;
+        set(&mut sensitive, valid_header(&field, name, value.trim())?);
+    }
+    let sets = |name: &str| sensitive.iter().any(|h: &Header| h.name.eq_ignore_ascii_case(name));
+    if !body.is_empty() && !sets("content-type") {
+        headers.push(Header::new("Content-Type", "application/json"));
+    }
+    Ok(RenderedDelivery {
+        delivery_id: delivery_id(&event.id, &endpoint.id),
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        endpoint_id: endpoint.id.clone(),
+        rendered_at: rendered_at.to_owned(),
+        method,
+        url: url.to_string(),
+        headers,
+        sensitive_headers: sensitive,
+        body,
+    })
+}
+
+/// Dry-runs `compiled` with a sample of every event type it subscribes to.
+pub fn validate(compiled: &Compiled, registry: &Registry, environment: &str) -> Result<(), RenderError> {
+    let endpoint = &compiled.endpoint;
+    let types: Vec<&str> =
+        registry.event_types().into_iter().filter(|t| endpoint.events.iter().any(|p| type_matches(p, t))).collect();
+    for t in types {
+        let Some(sample) = registry.sample_event(t) else { continue };
+        render(&sample, compiled, environment, "2023-10-15T19:19:08+00:00").map_err(|e| match e {
+            RenderError::Template { field, error } => RenderError::Template {
+                field,
+                error: match error {
+                    TemplateError::Exec(m) => TemplateError::Exec(format!("with a sample {t} event: {m}")),
+                    other => other,
+                },
+            },
+            RenderError::Invalid { field, message } => RenderError::Invalid { field, message: format!("with a sample {t} event: {message}") },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+fn json_bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn absolute_url(text: &str) -> Result<url::Url, RenderError> {
+    let url = url::Url::parse(text).map_err(|e| RenderError::invalid("url", format!("not an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(RenderError::invalid("url", "must be an absolute http or https URL"));
+    }
+    Ok(url)
+}
+
+fn valid_header(field: &str, name: &str, value: &str) -> Result<Header, RenderError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(RenderError::invalid(field, "a header name must be a token (letters, digits, -)"));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(RenderError::invalid(field, format!("the value of {name} has control characters")));
+    }
+    Ok(Header::new(name, value))
+}
+
+/// Adds or replaces (case-insensitively) a header.
+fn set(headers: &mut Vec<Header>, header: Header) {
+    headers.retain(|h| !h.name.eq_ignore_ascii_case(&header.name));
+    headers.push(header);
+}
