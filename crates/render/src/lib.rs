@@ -80,6 +80,8 @@ pub struct Compiled {
     header_template: Option<Template>,
     headers: Vec<(String, Template)>,
     body: Option<Template>,
+    /// Whether any template mentions `.Payload` (serialising it costs a render).
+    uses_payload: bool,
 }
 
 /// Parses an endpoint's templates.
@@ -98,7 +100,12 @@ pub fn compile(endpoint: Endpoint) -> Result<Compiled, RenderError> {
         .map(|h| Ok((h.name.clone(), parse(&format!("headers.{}", h.name), &h.value)?)))
         .collect::<Result<Vec<_>, RenderError>>()?;
     let body = endpoint.body_template.as_deref().map(|t| parse("body_template", t)).transpose()?;
-    Ok(Compiled { endpoint, url, header_template, headers, body })
+    let uses_payload = std::iter::once(endpoint.url.as_str())
+        .chain(endpoint.header_template.as_deref())
+        .chain(endpoint.body_template.as_deref())
+        .chain(endpoint.headers.iter().map(|h| h.value.as_str()))
+        .any(|t| t.contains("Payload"));
+    Ok(Compiled { endpoint, url, header_template, headers, body, uses_payload })
 }
 
 /// The stable id of the delivery of `event_id` to `endpoint_id`: the same on every
@@ -115,7 +122,10 @@ pub fn delivery_id(event_id: &str, endpoint_id: &str) -> String {
 /// .Timestamp .DestinationId`, and `.SensitiveTraces .SourceIds .ModelIds` as JSON
 /// text), so the seed's templates work on webhooks too.
 pub fn template_data(event: &Event, endpoint: &Endpoint, environment: &str) -> Value {
-    let envelope = event.envelope_json();
+    template_data_with(event, endpoint, environment, true)
+}
+
+fn template_data_with(event: &Event, endpoint: &Endpoint, environment: &str, payload: bool) -> Value {
     let d = &event.data;
     let first = |paths: &[&str]| {
         paths.iter().find_map(|p| p.split('.').try_fold(d, |v, k| v.get(k)).and_then(Value::as_str).map(str::to_owned)).unwrap_or_default()
@@ -151,7 +161,7 @@ pub fn template_data(event: &Event, endpoint: &Endpoint, environment: &str) -> V
         "Version": event.version,
         "Data": event.data,
         "Outcome": outcome(event).as_str(),
-        "Payload": envelope.to_string(),
+        "Payload": if payload { event.envelope_json().to_string() } else { String::new() },
         "Secret": endpoint.secret.clone().unwrap_or_default(),
         "EndpointId": endpoint.id,
         "EndpointName": endpoint.name,
@@ -161,7 +171,7 @@ pub fn template_data(event: &Event, endpoint: &Endpoint, environment: &str) -> V
 /// The request `compiled` gets for `event`.
 pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at: &str) -> Result<RenderedDelivery, RenderError> {
     let endpoint = &compiled.endpoint;
-    let data = templates::data_from_json(&template_data(event, endpoint, environment));
+    let data = templates::data_from_json(&template_data_with(event, endpoint, environment, compiled.uses_payload));
     let template_err = |field: &str| {
         let field = field.to_owned();
         move |error| RenderError::Template { field, error }

@@ -1,0 +1,58 @@
+//! What rendering costs next to what delivering costs: the seed's Slack template
+//! rendered into a full request, against one HTTP POST to a local receiver.
+//! `cargo bench -p render`; figures in docs/BENCHMARKS.md.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::json;
+use wire::{Endpoint, Registry};
+
+const SEED_SLACK: &str = "{\"attachments\": [{\"text\": {{printf \"*Prequel Sensitive Trace | Destination:* %s\\n\\n*<https://YOUR_ADMIN_HOST/destinations/%s|View Destination>*\\n\\n*Environment:* %s\\n\\n*Timestamp:* %s\\n\\n*Traces:*\\n```json\\n%s\\n```\" .DestinationId .DestinationId .Environment .Timestamp .SensitiveTraces | printf \"%q\"}}, \"color\": \"danger\", \"mrkdwn_in\": [\"text\"]}]}";
+
+fn bench(c: &mut Criterion) {
+    let registry = Registry::bundled().unwrap();
+    // A realistic trace: a driver error of about 1.5 KiB with quotes and newlines.
+    let trace = format!("ERROR: duplicate key value violates unique constraint \"users_pkey\"\nDETAIL: Key (id)=(42) already exists.\n{}", "  at org.postgresql.core.v3.QueryExecutorImpl.receiveErrorResponse(QueryExecutorImpl.java:2676)\n".repeat(15));
+    let (event, _) = registry
+        .event_from_json(&json!({"type": "transfer.sensitive_trace", "data": {"transfer_id": "t-1", "destination_id": "dest-123",
+            "source_id": "src-456", "model_id": "model-789", "model_name": "users_table", "source_vendor": "postgres",
+            "destination_vendor": "snowflake", "execution_context": "write_destination", "trace": trace}}))
+        .unwrap();
+    let endpoint = Endpoint {
+        id: "ep".into(),
+        kind: "webhook".into(),
+        vendor: "generic_post".into(),
+        url: "https://hooks.slack.com/services/T/B/X".into(),
+        events: vec!["*".into()],
+        active: true,
+        header_template: Some("Content-Type: application/json".into()),
+        body_template: Some(SEED_SLACK.into()),
+        ..Endpoint::default()
+    };
+    let compiled = render::compile(endpoint.clone()).unwrap();
+    c.bench_function("render seed Slack template (full request)", |b| {
+        b.iter(|| render::render(black_box(&event), &compiled, "prod", "2024-01-15T10:30:00Z").unwrap())
+    });
+    c.bench_function("compile the seed Slack endpoint (parse templates)", |b| {
+        b.iter(|| render::compile(black_box(endpoint.clone())).unwrap())
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let addr = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(|| async { "" });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    });
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/hook");
+    let body = render::render(&event, &compiled, "prod", "now").unwrap().body;
+    c.bench_function("one HTTP POST to a local receiver (keep-alive)", |b| {
+        b.iter(|| runtime.block_on(async { client.post(&url).body(body.clone()).send().await.unwrap().status() }))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
