@@ -1,0 +1,424 @@
+//! Webhook signing as the documents hookline follows describe it, byte for byte, so a
+//! receiver written against those documents verifies hookline's requests unchanged;
+//! the same logic verifies them ([`verify`]); and the sealing of secrets at rest.
+//!
+//! | scheme | headers | signed bytes |
+//! |---|---|---|
+//! | `prequel_rsa` | `X-Prequel-Webhook-Timestamp` (RFC 3339), `-Signature` (hex), `-Digest` (hex SHA-256 of the body) | `timestamp.body`, RSASSA-PKCS1-v1_5 SHA-256 |
+//! | `standard_webhooks` | `webhook-id`, `webhook-timestamp` (unix s), `webhook-signature` (`v1,<base64>` per secret) | `id.timestamp.body`, HMAC-SHA256 |
+//! | `fivetran_hmac` | `X-Fivetran-Signature-256` (hex, upper case) | the body, HMAC-SHA256 |
+//! | `dataprep_hmac` | `X-Webhook-Signature: t=<unix ms>,sha256=<hex>` | `t.body` (`t.url` for GET and DELETE), HMAC-SHA256 |
+//!
+//! RSA runs on aws-lc-rs (constant-time, the `rsa` crate carries RUSTSEC-2023-0071).
+
+mod seal;
+
+use std::fmt::Write as _;
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256};
+use aws_lc_rs::{digest, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+pub use seal::{SealError, Sealer};
+
+/// A signing scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Prequel's RSA PKCS#1 v1.5 SHA-256 over `timestamp.body`.
+    PrequelRsa,
+    /// Standard Webhooks (HMAC-SHA256 over `id.timestamp.body`).
+    StandardWebhooks,
+    /// Fivetran (HMAC-SHA256 over the body).
+    FivetranHmac,
+    /// Dataprep (HMAC-SHA256 over `t.body`, or `t.url` for GET and DELETE).
+    DataprepHmac,
+    /// Not signed.
+    None,
+}
+
+/// Every scheme's name.
+pub const SCHEMES: &[&str] = &["prequel_rsa", "standard_webhooks", "fivetran_hmac", "dataprep_hmac", "none"];
+
+impl Scheme {
+    /// The scheme named `name`.
+    pub fn parse(name: &str) -> Option<Scheme> {
+        Some(match name {
+            "prequel_rsa" => Scheme::PrequelRsa,
+            "standard_webhooks" => Scheme::StandardWebhooks,
+            "fivetran_hmac" => Scheme::FivetranHmac,
+            "dataprep_hmac" => Scheme::DataprepHmac,
+            "none" => Scheme::None,
+            _ => return None,
+        })
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::PrequelRsa => "prequel_rsa",
+            Scheme::StandardWebhooks => "standard_webhooks",
+            Scheme::FivetranHmac => "fivetran_hmac",
+            Scheme::DataprepHmac => "dataprep_hmac",
+            Scheme::None => "none",
+        }
+    }
+
+    /// Whether the scheme signs with an endpoint secret.
+    pub fn needs_secret(self) -> bool {
+        matches!(self, Scheme::StandardWebhooks | Scheme::FivetranHmac | Scheme::DataprepHmac)
+    }
+}
+
+/// Why signing or verification failed. Never carries key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// No key or secret to sign with.
+    #[error("no signing key or secret")]
+    NoKey,
+    /// A key or secret is malformed.
+    #[error("malformed key or secret: {0}")]
+    BadKey(&'static str),
+    /// A required header is missing or malformed.
+    #[error("missing or malformed header {0}")]
+    Header(&'static str),
+    /// The signature does not match.
+    #[error("bad signature")]
+    BadSignature,
+    /// The body does not match its digest header.
+    #[error("digest mismatch: the body is not the one signed")]
+    DigestMismatch,
+    /// The timestamp is outside the tolerance.
+    #[error("stale timestamp: {0} s from now, tolerance {1} s")]
+    Stale(i64, i64),
+}
+
+impl SignError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SignError::NoKey | SignError::BadKey(_) => "HL-SIGN-KEY",
+            SignError::Header(_) => "HL-SIGN-HEADER",
+            SignError::BadSignature => "HL-SIGN-BAD-SIGNATURE",
+            SignError::DigestMismatch => "HL-SIGN-DIGEST",
+            SignError::Stale(..) => "HL-SIGN-STALE",
+        }
+    }
+}
+
+/// The account's RSA key pair, with its id.
+pub struct RsaKey {
+    pair: RsaKeyPair,
+    /// Key id, published with the public key.
+    pub kid: String,
+}
+
+impl std::fmt::Debug for RsaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RsaKey({}, [private key redacted])", self.kid)
+    }
+}
+
+impl RsaKey {
+    /// A new key pair (2048 bits or more).
+    pub fn generate(bits: usize, kid: impl Into<String>) -> Result<RsaKey, SignError> {
+        let size = match bits {
+            2048 => aws_lc_rs::rsa::KeySize::Rsa2048,
+            3072 => aws_lc_rs::rsa::KeySize::Rsa3072,
+            4096 => aws_lc_rs::rsa::KeySize::Rsa4096,
+            _ => return Err(SignError::BadKey("RSA keys are 2048, 3072 or 4096 bits")),
+        };
+        let pair = RsaKeyPair::generate(size).map_err(|_| SignError::BadKey("RSA key generation failed"))?;
+        Ok(RsaKey { pair, kid: kid.into() })
+    }
+
+    /// A key pair from its PKCS#8 DER.
+    pub fn from_pkcs8(der: &[u8], kid: impl Into<String>) -> Result<RsaKey, SignError> {
+        let pair = RsaKeyPair::from_pkcs8(der).map_err(|_| SignError::BadKey("not an RSA PKCS#8 key"))?;
+        Ok(RsaKey { pair, kid: kid.into() })
+    }
+
+    /// The private key as PKCS#8 DER (seal it before storing it).
+    pub fn pkcs8_der(&self) -> Result<Vec<u8>, SignError> {
+        let der: Pkcs8V1Der<'_> = self.pair.as_der().map_err(|_| SignError::BadKey("cannot encode the key"))?;
+        Ok(der.as_ref().to_vec())
+    }
+
+    /// The public key as PEM (`BEGIN PUBLIC KEY`, SubjectPublicKeyInfo).
+    pub fn public_key_pem(&self) -> Result<String, SignError> {
+        let der = self.pair.public_key().as_der().map_err(|_| SignError::BadKey("cannot encode the public key"))?;
+        Ok(pem("PUBLIC KEY", der.as_ref()))
+    }
+
+    /// RSASSA-PKCS1-v1_5 SHA-256 of `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let mut out = vec![0u8; self.pair.public_modulus_len()];
+        self.pair
+            .sign(&RSA_PKCS1_SHA256, &rand::SystemRandom::new(), message, &mut out)
+            .map_err(|_| SignError::BadKey("RSA signing failed"))?;
+        Ok(out)
+    }
+}
+
+/// What is signed: the request as it goes on the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// Full URL.
+    pub url: &'a str,
+    /// Raw body.
+    pub body: &'a [u8],
+    /// The delivery id (`webhook-id` of Standard Webhooks).
+    pub id: &'a str,
+}
+
+/// Keys to sign with: the account RSA key, and the endpoint's secrets (several during a
+/// rotation overlap; the first is current).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keys<'a> {
+    /// The account's current RSA key.
+    pub rsa: Option<&'a RsaKey>,
+    /// Endpoint secrets, current first.
+    pub secrets: &'a [String],
+}
+
+/// The headers that sign `request` under `scheme` at `now`.
+pub fn sign(scheme: Scheme, request: Request<'_>, keys: Keys<'_>, now: time::OffsetDateTime) -> Result<Vec<(String, String)>, SignError> {
+    let h = |name: &str, value: String| (name.to_owned(), value);
+    Ok(match scheme {
+        Scheme::None => Vec::new(),
+        Scheme::PrequelRsa => {
+            let key = keys.rsa.ok_or(SignError::NoKey)?;
+            let ts = rfc3339_seconds(now);
+            let mut message = Vec::with_capacity(ts.len() + 1 + request.body.len());
+            message.extend_from_slice(ts.as_bytes());
+            message.push(b'.');
+            message.extend_from_slice(request.body);
+            vec![
+                h("X-Prequel-Webhook-Timestamp", ts),
+                h("X-Prequel-Webhook-Signature", hex(&key.sign(&message)?)),
+                h("X-Prequel-Webhook-Digest", hex(digest::digest(&digest::SHA256, request.body).as_ref())),
+                h("X-Prequel-Webhook-Key-Id", key.kid.clone()),
+            ]
+        }
+        Scheme::StandardWebhooks => {
+            let ts = now.unix_timestamp().to_string();
+            let signatures = keys
+                .secrets
+                .iter()
+                .map(|s| Ok(format!("v1,{}", B64.encode(standard_signature(s, request.id, &ts, request.body)?))))
+                .collect::<Result<Vec<_>, SignError>>()?;
+            if signatures.is_empty() {
+                return Err(SignError::NoKey);
+            }
+            vec![h("webhook-id", request.id.to_owned()), h("webhook-timestamp", ts), h("webhook-signature", signatures.join(" "))]
+        }
+        Scheme::FivetranHmac => {
+            let secret = keys.secrets.first().ok_or(SignError::NoKey)?;
+            vec![h("X-Fivetran-Signature-256", hex(hmac_sha256(secret.as_bytes(), &[request.body]).as_ref()).to_ascii_uppercase())]
+        }
+        Scheme::DataprepHmac => {
+            let secret = keys.secrets.first().ok_or(SignError::NoKey)?;
+            let t = (now.unix_timestamp_nanos() / 1_000_000).to_string();
+            let signed: &[u8] = if matches!(request.method, "GET" | "DELETE") { request.url.as_bytes() } else { request.body };
+            let mac = hmac_sha256(secret.as_bytes(), &[t.as_bytes(), b".", signed]);
+            vec![h("X-Webhook-Signature", format!("t={t},sha256={}", hex(mac.as_ref())))]
+        }
+    })
+}
+
+/// A new Standard Webhooks secret: `whsec_` and 24 random bytes in base64.
+pub fn new_standard_secret() -> String {
+    let mut bytes = [0u8; 24];
+    let _ = rand::fill(&mut bytes);
+    format!("whsec_{}", B64.encode(bytes))
+}
+
+/// True when `secret` is a usable Standard Webhooks secret (`whsec_` + base64).
+pub fn valid_standard_secret(secret: &str) -> bool {
+    secret.strip_prefix("whsec_").is_some_and(|b| B64.decode(b).is_ok_and(|k| k.len() >= 16))
+}
+
+fn standard_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> Result<hmac::Tag, SignError> {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b| B64.decode(b).ok())
+        .ok_or(SignError::BadKey("a Standard Webhooks secret is whsec_ followed by base64"))?;
+    Ok(hmac_sha256(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]))
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> hmac::Tag {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut ctx = hmac::Context::with_key(&key);
+    for p in parts {
+        ctx.update(p);
+    }
+    ctx.sign()
+}
+
+/// What a receiver holds to verify.
+#[derive(Debug, Clone, Copy)]
+pub enum Verifier<'a> {
+    /// A PEM public key (`prequel_rsa`).
+    PublicKeyPem(&'a str),
+    /// A shared secret (the HMAC schemes).
+    Secret(&'a str),
+}
+
+/// Verifies a signed request as a receiver would: signature, digest, and timestamp
+/// within `tolerance_s` of `now`. `headers` are (name, value), names compared without case.
+pub fn verify(
+    scheme: Scheme,
+    headers: &[(String, String)],
+    request: Request<'_>,
+    verifier: Verifier<'_>,
+    tolerance_s: i64,
+    now: time::OffsetDateTime,
+) -> Result<(), SignError> {
+    let get = |name: &'static str| {
+        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()).ok_or(SignError::Header(name))
+    };
+    let fresh = |at: i64| {
+        let age = now.unix_timestamp() - at;
+        if age.abs() > tolerance_s { Err(SignError::Stale(age, tolerance_s)) } else { Ok(()) }
+    };
+    let secret = || match verifier {
+        Verifier::Secret(s) => Ok(s),
+        Verifier::PublicKeyPem(_) => Err(SignError::NoKey),
+    };
+    match scheme {
+        Scheme::None => Ok(()),
+        Scheme::PrequelRsa => {
+            let Verifier::PublicKeyPem(pem_text) = verifier else { return Err(SignError::NoKey) };
+            let ts = get("X-Prequel-Webhook-Timestamp")?;
+            let at = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| SignError::Header("X-Prequel-Webhook-Timestamp"))?;
+            if let Ok(d) = get("X-Prequel-Webhook-Digest") {
+                if !eq_ct(d.to_ascii_lowercase().as_bytes(), hex(digest::digest(&digest::SHA256, request.body).as_ref()).as_bytes()) {
+                    return Err(SignError::DigestMismatch);
+                }
+            }
+            let signature = unhex(get("X-Prequel-Webhook-Signature")?).ok_or(SignError::Header("X-Prequel-Webhook-Signature"))?;
+            let spki = unpem(pem_text).ok_or(SignError::BadKey("not a PEM public key"))?;
+            let rsa_public = spki_rsa_public_key(&spki).ok_or(SignError::BadKey("not an RSA public key"))?;
+            let mut message = ts.as_bytes().to_vec();
+            message.push(b'.');
+            message.extend_from_slice(request.body);
+            UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, rsa_public)
+                .verify(&message, &signature)
+                .map_err(|_| SignError::BadSignature)?;
+            fresh(at.unix_timestamp())
+        }
+        Scheme::StandardWebhooks => {
+            let id = get("webhook-id")?;
+            let ts = get("webhook-timestamp")?;
+            let at: i64 = ts.parse().map_err(|_| SignError::Header("webhook-timestamp"))?;
+            let expected = B64.encode(standard_signature(secret()?, id, ts, request.body)?);
+            let ok = get("webhook-signature")?
+                .split_whitespace()
+                .filter_map(|s| s.strip_prefix("v1,"))
+                .any(|s| eq_ct(s.as_bytes(), expected.as_bytes()));
+            if !ok {
+                return Err(SignError::BadSignature);
+            }
+            fresh(at)
+        }
+        Scheme::FivetranHmac => {
+            let expected = hex(hmac_sha256(secret()?.as_bytes(), &[request.body]).as_ref());
+            if !eq_ct(get("X-Fivetran-Signature-256")?.to_ascii_lowercase().as_bytes(), expected.as_bytes()) {
+                return Err(SignError::BadSignature);
+            }
+            Ok(())
+        }
+        Scheme::DataprepHmac => {
+            let value = get("X-Webhook-Signature")?;
+            let mut t = None;
+            let mut sig = None;
+            for part in value.split(',') {
+                match part.split_once('=') {
+                    Some(("t", v)) => t = Some(v),
+                    Some(("sha256", v)) => sig = Some(v),
+                    _ => {}
+                }
+            }
+            let (t, sig) = (t.ok_or(SignError::Header("X-Webhook-Signature"))?, sig.ok_or(SignError::Header("X-Webhook-Signature"))?);
+            let at_ms: i64 = t.parse().map_err(|_| SignError::Header("X-Webhook-Signature"))?;
+            let signed: &[u8] = if matches!(request.method, "GET" | "DELETE") { request.url.as_bytes() } else { request.body };
+            let expected = hex(hmac_sha256(secret()?.as_bytes(), &[t.as_bytes(), b".", signed]).as_ref());
+            if !eq_ct(sig.to_ascii_lowercase().as_bytes(), expected.as_bytes()) {
+                return Err(SignError::BadSignature);
+            }
+            fresh(at_ms.div_euclid(1000))
+        }
+    }
+}
+
+fn eq_ct(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// RFC 3339 in UTC with seconds, as Prequel's documents show it: `2023-10-15T14:30:00Z`.
+fn rfc3339_seconds(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn unpem(text: &str) -> Option<Vec<u8>> {
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    B64.decode(body).ok()
+}
+
+/// The RSAPublicKey (PKCS#1) inside a SubjectPublicKeyInfo: the BIT STRING's contents.
+fn spki_rsa_public_key(spki: &[u8]) -> Option<&[u8]> {
+    // SEQUENCE { SEQUENCE { algorithm }, BIT STRING { 0x00, RSAPublicKey } }
+    let (outer, _) = der_element(spki, 0x30)?;
+    let (_, rest) = der_element(outer, 0x30)?;
+    let (bits, _) = der_element(rest, 0x03)?;
+    bits.strip_prefix(&[0u8])
+}
+
+/// (contents, remainder) of a DER element with `tag` at the start of `data`.
+fn der_element(data: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *data.first()? != tag {
+        return None;
+    }
+    let first = *data.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7F);
+        let len = data.get(2..2 + n)?.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, 2 + n)
+    };
+    let contents = data.get(header..header + len)?;
+    Some((contents, &data[header + len..]))
+}
