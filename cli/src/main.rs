@@ -25,6 +25,36 @@ enum Command {
     /// Work with Go text/templates as hookline renders them.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Verify a signed request as a receiver would; exits 0 when valid, else says why.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// prequel_rsa, standard_webhooks, fivetran_hmac or dataprep_hmac.
+    #[arg(long)]
+    scheme: String,
+    /// PEM file of the public key (prequel_rsa).
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// The shared secret (HMAC schemes).
+    #[arg(long, env = "HOOKLINE_VERIFY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The request's headers: `Key: Value` lines, or a JSON object.
+    #[arg(long)]
+    headers: PathBuf,
+    /// The raw request body.
+    #[arg(long)]
+    body: PathBuf,
+    /// The request URL (dataprep_hmac signs it for GET and DELETE).
+    #[arg(long, default_value = "")]
+    url: String,
+    /// The request method.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// How old a timestamp may be.
+    #[arg(long, default_value = "300s")]
+    tolerance: humantime::Duration,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +109,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Events(EventsCommand::Send(args)) => send(args).await,
             Command::Template(TemplateCommand::Render { template, data }) => render(&template, &data),
+            Command::Verify(args) => verify(&args),
         }
     });
     match result {
@@ -102,6 +133,38 @@ fn render(template: &std::path::Path, data: &std::path::Path) -> anyhow::Result<
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
     out.flush()?;
+    Ok(())
+}
+
+fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
+    let scheme = signing::Scheme::parse(&args.scheme)
+        .with_context(|| format!("unknown scheme; one of {}", signing::SCHEMES.join(", ")))?;
+    let text = std::fs::read_to_string(&args.headers).with_context(|| format!("reading {}", args.headers.display()))?;
+    let headers: Vec<(String, String)> = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(map)) => {
+            map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
+        }
+        _ => text
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect(),
+    };
+    let body = std::fs::read(&args.body).with_context(|| format!("reading {}", args.body.display()))?;
+    let pem;
+    let verifier = match (&args.public_key, &args.secret) {
+        (Some(path), _) => {
+            pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            signing::Verifier::PublicKeyPem(&pem)
+        }
+        (None, Some(secret)) => signing::Verifier::Secret(secret),
+        (None, None) => bail!("give --public-key (prequel_rsa) or --secret (HMAC schemes)"),
+    };
+    let request = signing::Request { method: &args.method.to_ascii_uppercase(), url: &args.url, body: &body, id: "" };
+    let tolerance = i64::try_from(args.tolerance.as_secs()).unwrap_or(i64::MAX);
+    signing::verify(scheme, &headers, request, verifier, tolerance, time::OffsetDateTime::now_utc())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    println!("valid");
     Ok(())
 }
 
