@@ -104,6 +104,7 @@ pub fn pipeline_env(kafka: &kafka_io::KafkaSettings, api_port: u16) -> HashMap<S
     env.insert("HOOKLINE_TOPIC_PARTITIONS".into(), kafka.topic_partitions.to_string());
     env.insert("HOOKLINE_API_ADDR".into(), format!("127.0.0.1:{api_port}"));
     env.insert("HOOKLINE_API_TOKEN".into(), TOKEN.into());
+    env.insert("HOOKLINE_MASTER_KEY".into(), test_kit::MASTER_KEY.into());
     env.insert("HOOKLINE_DELIVERY_TIMEOUT".into(), "5s".into());
     env.insert("HOOKLINE_SHUTDOWN_TIMEOUT".into(), "20s".into());
     env.insert("RUST_LOG".into(), "info".into());

@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "debug"
 TOKEN = "py-token"
+MASTER_KEY = "ziPT4SmMuMTwTwqeF6aldKiYNegAmm65VtVAqRVARKE="
 
 
 def brokers() -> str:
@@ -68,6 +69,7 @@ class Pipeline:
             "HOOKLINE_TOPIC_PARTITIONS": "3",
             "HOOKLINE_API_ADDR": self.api.removeprefix("http://"),
             "HOOKLINE_API_TOKEN": TOKEN,
+            "HOOKLINE_MASTER_KEY": MASTER_KEY,
             "RUST_LOG": "info",
         })
         self.procs = []

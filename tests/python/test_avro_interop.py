@@ -16,7 +16,10 @@ SCHEMAS = ROOT / "schemas"
 
 
 def load(name: str) -> dict:
-    return fastavro.parse_schema(json.loads((SCHEMAS / name).read_text()))
+    """The current (highest) version of a schema: `dead-letter` -> dead-letter.vN.avsc."""
+    record = name.split(".v")[0]
+    newest = max(SCHEMAS.glob(f"{record}.v*.avsc"), key=lambda p: int(p.name.split(".v")[1].split(".")[0]))
+    return fastavro.parse_schema(json.loads(newest.read_text()))
 
 
 def fp_bytes(schema: dict) -> bytes:

@@ -122,6 +122,7 @@ mod tests {
                 headers: vec![],
                 sensitive_headers: vec![],
                 body: vec![1; 10],
+                ..wire::RenderedDelivery::default()
             }),
             payload: Some(vec![2; 10]),
             attempts: vec![],

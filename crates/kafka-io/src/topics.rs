@@ -19,6 +19,8 @@ pub struct Topics {
     pub rendered_deliveries: String,
     /// What could not be delivered or read.
     pub dead_letter: String,
+    /// Key material (compacted): the account's signing key, sealed.
+    pub keys: String,
 }
 
 impl Topics {
@@ -29,6 +31,7 @@ impl Topics {
             endpoints: format!("{prefix}endpoints"),
             rendered_deliveries: format!("{prefix}rendered-deliveries"),
             dead_letter: format!("{prefix}dead-letter"),
+            keys: format!("{prefix}keys"),
         }
     }
 
@@ -39,6 +42,7 @@ impl Topics {
             TopicSpec { name: self.endpoints.clone(), compacted: true },
             TopicSpec { name: self.rendered_deliveries.clone(), compacted: false },
             TopicSpec { name: self.dead_letter.clone(), compacted: false },
+            TopicSpec { name: self.keys.clone(), compacted: true },
         ]
     }
 }

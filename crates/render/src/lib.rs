@@ -82,6 +82,8 @@ pub struct Compiled {
     body: Option<Template>,
     /// Whether any template mentions `.Payload` (serialising it costs a render).
     uses_payload: bool,
+    /// Whether the body template can put the secret in the body (then it is sealed).
+    body_has_secret: bool,
 }
 
 /// Parses an endpoint's templates.
@@ -105,7 +107,8 @@ pub fn compile(endpoint: Endpoint) -> Result<Compiled, RenderError> {
         .chain(endpoint.body_template.as_deref())
         .chain(endpoint.headers.iter().map(|h| h.value.as_str()))
         .any(|t| t.contains("Payload"));
-    Ok(Compiled { endpoint, url, header_template, headers, body, uses_payload })
+    let body_has_secret = endpoint.body_template.as_deref().is_some_and(|t| t.contains("Secret"));
+    Ok(Compiled { endpoint, url, header_template, headers, body, uses_payload, body_has_secret })
 }
 
 /// The stable id of the delivery of `event_id` to `endpoint_id`: the same on every
@@ -235,7 +238,20 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
     if !body.is_empty() && !sets("content-type") {
         headers.push(Header::new("Content-Type", "application/json"));
     }
+    let signing_scheme = if endpoint.signing_scheme.is_empty() { "none".to_owned() } else { endpoint.signing_scheme.clone() };
+    let signing_secrets = if signing_scheme == "none" || signing_scheme == "prequel_rsa" {
+        Vec::new()
+    } else {
+        let previous = endpoint
+            .previous_secret
+            .clone()
+            .filter(|_| endpoint.previous_secret_until.as_deref().is_some_and(|until| until_is_after(until, rendered_at)));
+        endpoint.secret.iter().cloned().chain(previous).collect()
+    };
     Ok(RenderedDelivery {
+        signing_scheme,
+        signing_secrets,
+        body_sealed: compiled.body_has_secret,
         delivery_id: delivery_id(&event.id, &endpoint.id),
         event_id: event.id.clone(),
         event_type: event.event_type.clone(),
@@ -269,6 +285,16 @@ pub fn validate(compiled: &Compiled, registry: &Registry, environment: &str) -> 
         })?;
     }
     Ok(())
+}
+
+/// True when the RFC 3339 time `until` is after `now` (also RFC 3339).
+fn until_is_after(until: &str, now: &str) -> bool {
+    let parse = |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok();
+    match (parse(until), parse(now)) {
+        (Some(u), Some(n)) => u > n,
+        (Some(u), None) => u > time::OffsetDateTime::now_utc(),
+        _ => false,
+    }
 }
 
 fn json_bytes(v: &Value) -> Vec<u8> {

@@ -226,3 +226,12 @@ impl std::fmt::Display for Secret {
         f.write_str("[redacted]")
     }
 }
+
+/// The master key's sealer, or a start-up error that says what to do.
+pub fn sealer(master_key: &Secret) -> anyhow::Result<signing::Sealer> {
+    anyhow::ensure!(
+        !master_key.is_empty(),
+        "HOOKLINE_MASTER_KEY is not set: secrets are sealed with it before they reach Kafka (generate one with `openssl rand -base64 32`)"
+    );
+    Ok(signing::Sealer::from_base64(master_key.expose())?)
+}

@@ -48,6 +48,12 @@ pub struct Endpoint {
     pub source_ids: Vec<String>,
     /// Empty: any model; else only events about these.
     pub model_ids: Vec<String>,
+    /// `prequel_rsa`, `standard_webhooks`, `fivetran_hmac`, `dataprep_hmac` or `none`.
+    pub signing_scheme: String,
+    /// The secret before the last rotation (sealed). Sensitive.
+    pub previous_secret: Option<String>,
+    /// Until when `previous_secret` still signs (RFC 3339).
+    pub previous_secret_until: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -106,7 +112,7 @@ impl std::fmt::Debug for Header {
 }
 
 /// One HTTP request to make: the value of `rendered-deliveries`, keyed by endpoint id.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RenderedDelivery {
     /// Stable id from (event id, endpoint id): the same on every attempt and replay.
     pub delivery_id: String,
@@ -124,8 +130,14 @@ pub struct RenderedDelivery {
     pub url: String,
     /// Headers safe to log.
     pub headers: Vec<Header>,
-    /// Headers that carry secrets: never logged.
+    /// Headers that carry secrets (values sealed): never logged.
     pub sensitive_headers: Vec<Header>,
+    /// How the dispatcher signs each attempt.
+    pub signing_scheme: String,
+    /// Sealed HMAC secrets, current first.
+    pub signing_secrets: Vec<String>,
+    /// The body holds a secret and is sealed (`hl1:` text).
+    pub body_sealed: bool,
     /// Request body.
     #[serde(with = "apache_avro::serde::bytes")]
     pub body: Vec<u8>,
@@ -216,5 +228,30 @@ impl std::fmt::Debug for DeadLetter {
             .field("payload", &self.payload.as_ref().map(|p| format!("[redacted; {} bytes]", p.len())))
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
+    }
+}
+
+/// The account's webhook signing key: the value of the `keys` topic under `webhook-signing`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SigningKey {
+    /// Key id.
+    pub kid: String,
+    /// `RSASSA-PKCS1-v1_5-SHA256`.
+    pub algorithm: String,
+    /// The public key, PEM.
+    pub public_key_pem: String,
+    /// PKCS#8 DER in base64, sealed with the master key. Sensitive.
+    pub private_key_sealed: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl Record for SigningKey {
+    const FULL_NAME: &'static str = "hookline.internal.SigningKey";
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("private_key_sealed", &"[redacted]").finish_non_exhaustive()
     }
 }

@@ -25,8 +25,12 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
     ("event.v1.avsc", include_str!("../../../schemas/event.v1.avsc")),
     ("endpoint.v1.avsc", include_str!("../../../schemas/endpoint.v1.avsc")),
     ("endpoint.v2.avsc", include_str!("../../../schemas/endpoint.v2.avsc")),
+    ("endpoint.v3.avsc", include_str!("../../../schemas/endpoint.v3.avsc")),
     ("rendered-delivery.v1.avsc", include_str!("../../../schemas/rendered-delivery.v1.avsc")),
+    ("rendered-delivery.v2.avsc", include_str!("../../../schemas/rendered-delivery.v2.avsc")),
     ("dead-letter.v1.avsc", include_str!("../../../schemas/dead-letter.v1.avsc")),
+    ("dead-letter.v2.avsc", include_str!("../../../schemas/dead-letter.v2.avsc")),
+    ("signing-key.v1.avsc", include_str!("../../../schemas/signing-key.v1.avsc")),
 ];
 
 /// Single-object encoding marker (Avro specification).

@@ -18,12 +18,13 @@ const RESPONSE_READ_LIMIT: usize = 4096;
 pub async fn attempt(
     client: &reqwest::Client,
     delivery: &RenderedDelivery,
+    signature: &[(String, String)],
     number: i32,
     timeout: Duration,
 ) -> (AttemptOutcome, Attempt) {
     let started_at = wire::now_rfc3339();
     let clock = Instant::now();
-    let outcome = send(client, delivery, timeout).await;
+    let outcome = send(client, delivery, signature, timeout).await;
     let (status, error_code) = match &outcome {
         AttemptOutcome::Status { code, .. } => (Some(i32::from(*code)), None),
         AttemptOutcome::Timeout => (None, Some("HL-HTTP-TIMEOUT".to_owned())),
@@ -40,11 +41,11 @@ pub async fn attempt(
     (outcome, record)
 }
 
-async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, timeout: Duration) -> AttemptOutcome {
+async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: &[(String, String)], timeout: Duration) -> AttemptOutcome {
     let Ok(method) = reqwest::Method::from_bytes(delivery.method.as_bytes()) else {
         return AttemptOutcome::Invalid;
     };
-    let Some(headers) = headers(delivery) else {
+    let Some(headers) = headers(delivery, signature) else {
         return AttemptOutcome::Invalid;
     };
     let mut request = client.request(method, &delivery.url).headers(headers).timeout(timeout);
@@ -75,8 +76,11 @@ async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, timeout: Du
     }
 }
 
-fn headers(delivery: &RenderedDelivery) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(delivery.headers.len() + delivery.sensitive_headers.len() + 2);
+fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(delivery.headers.len() + delivery.sensitive_headers.len() + signature.len() + 2);
+    for (name, value) in signature {
+        map.insert(HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_str(value).ok()?);
+    }
     for h in delivery.headers.iter().chain(&delivery.sensitive_headers) {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let mut value = HeaderValue::from_str(&h.value).ok()?;

@@ -53,6 +53,8 @@ pub struct Config {
     /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Opens what deliveries carry sealed (`HOOKLINE_MASTER_KEY`).
+    pub master_key: service_kit::Secret,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             retry_min_delay: Duration::from_millis(500),
             retry_max_delay: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
+            master_key: service_kit::Secret::default(),
         }
     }
 }
@@ -75,6 +78,10 @@ struct Dispatcher {
     registry: Registry,
     client: reqwest::Client,
     dead_letters: DeadLetters,
+    sealer: signing::Sealer,
+    keys: kafka_io::Table<wire::SigningKey>,
+    /// The opened current signing key, by key id.
+    rsa: Mutex<Option<Arc<signing::RsaKey>>>,
     shutdown: CancellationToken,
 }
 
@@ -84,6 +91,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         config.dispatcher_group = format!("{}hookline-dispatcher", config.kafka.topic_prefix);
     }
     anyhow::ensure!(config.delivery_attempts >= 1, "HOOKLINE_DELIVERY_ATTEMPTS must be at least 1");
+    let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
@@ -105,7 +113,25 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let options =
         ConsumeOptions { max_in_flight: config.dispatcher_max_in_flight, drain_timeout: config.shutdown_timeout };
     let dead_letters = DeadLetters::new(producer, topics.dead_letter.clone(), "dispatcher");
-    let dispatcher = Arc::new(Dispatcher { config, registry, client, dead_letters, shutdown: shutdown.clone() });
+    let key_decoder = Arc::new(Registry::bundled().context("loading schemas")?);
+    let keys = kafka_io::Table::start(
+        &config.kafka,
+        &topics.keys,
+        move |bytes| key_decoder.decode::<wire::SigningKey>(bytes).ok(),
+        shutdown.child_token(),
+    )
+    .await
+    .context("reading keys")?;
+    let dispatcher = Arc::new(Dispatcher {
+        config,
+        registry,
+        client,
+        dead_letters,
+        sealer,
+        keys,
+        rsa: Mutex::new(None),
+        shutdown: shutdown.clone(),
+    });
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
         let dispatcher = dispatcher.clone();
         async move { dispatcher.handle(record).await }
@@ -137,7 +163,27 @@ impl Dispatcher {
                 return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
             }
         };
-        let (result, attempts) = self.deliver(&delivery).await;
+        let opened = match self.open(&delivery) {
+            Ok(d) => d,
+            Err(code) => {
+                tracing::warn!(delivery_id = %delivery.delivery_id, code, "cannot open the delivery's sealed parts; dead-lettered");
+                let mut letter = self.dead_letters.letter(&record, code, "the delivery's sealed parts do not open with this HOOKLINE_MASTER_KEY");
+                letter.delivery_id = Some(delivery.delivery_id.clone());
+                letter.endpoint_id = Some(delivery.endpoint_id.clone());
+                letter.delivery = Some(delivery);
+                return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
+            }
+        };
+        let scheme = signing::Scheme::parse(&delivery.signing_scheme).unwrap_or(signing::Scheme::None);
+        let rsa = if scheme == signing::Scheme::PrequelRsa {
+            match self.signing_key(record.received_at).await {
+                Some(key) => Some(key),
+                None => return Outcome::Abandoned,
+            }
+        } else {
+            None
+        };
+        let (result, attempts) = self.deliver(&opened, scheme, rsa.as_deref()).await;
         match result {
             Ok(()) => Outcome::Done,
             Err(Stop::Shutdown) => Outcome::Abandoned,
@@ -159,7 +205,66 @@ impl Dispatcher {
     }
 
     /// Attempts the delivery until it is delivered, final, exhausted or shut down.
-    async fn deliver(&self, delivery: &RenderedDelivery) -> (Result<(), Stop>, Vec<Attempt>) {
+    /// The delivery with its sealed parts opened (kept in memory only).
+    fn open(&self, delivery: &RenderedDelivery) -> Result<RenderedDelivery, &'static str> {
+        let context = delivery.delivery_id.as_str();
+        let open = |v: &str| -> Result<String, &'static str> {
+            if !signing::Sealer::is_sealed(v) {
+                return Ok(v.to_owned());
+            }
+            self.sealer.open(v, context).map(|p| String::from_utf8_lossy(&p).into_owned()).map_err(|_| "HL-SEAL-OPEN")
+        };
+        let mut d = delivery.clone();
+        for h in &mut d.sensitive_headers {
+            h.value = open(&h.value)?;
+        }
+        for s in &mut d.signing_secrets {
+            *s = open(s)?;
+        }
+        if d.body_sealed {
+            let text = String::from_utf8(std::mem::take(&mut d.body)).map_err(|_| "HL-SEAL-OPEN")?;
+            d.body = self.sealer.open(&text, context).map_err(|_| "HL-SEAL-OPEN")?;
+        }
+        Ok(d)
+    }
+
+    /// The account's current signing key: keys written before this record was received
+    /// are seen. Waits (until shutdown) when none exists yet.
+    async fn signing_key(&self, received_at: std::time::Instant) -> Option<Arc<signing::RsaKey>> {
+        loop {
+            if self.keys.sync_after(received_at).await.is_ok() {
+                if let Some(record) = self.keys.get("webhook-signing") {
+                    let cached = lock(&self.rsa).clone().filter(|k| k.kid == record.kid);
+                    if let Some(key) = cached {
+                        return Some(key);
+                    }
+                    match self.open_key(&record) {
+                        Ok(key) => {
+                            let key = Arc::new(key);
+                            *lock(&self.rsa) = Some(key.clone());
+                            return Some(key);
+                        }
+                        Err(()) => tracing::error!(kid = %record.kid, code = "HL-SEAL-OPEN", "the signing key does not open with this HOOKLINE_MASTER_KEY; operator action needed"),
+                    }
+                } else {
+                    tracing::warn!("no webhook signing key yet (the producer creates it on first start); waiting");
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    fn open_key(&self, record: &wire::SigningKey) -> Result<signing::RsaKey, ()> {
+        use base64::Engine as _;
+        let b64 = self.sealer.open(&record.private_key_sealed, &record.kid).map_err(|_| ())?;
+        let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| ())?;
+        signing::RsaKey::from_pkcs8(&der, record.kid.clone()).map_err(|_| ())
+    }
+
+    async fn deliver(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, rsa: Option<&signing::RsaKey>) -> (Result<(), Stop>, Vec<Attempt>) {
         let attempts = Mutex::new(Vec::new());
         let backoff = ExponentialBuilder::default()
             .with_jitter()
@@ -172,7 +277,14 @@ impl Dispatcher {
                 return Err(Stop::Shutdown);
             }
             let number = i32::try_from(lock(&attempts).len() + 1).unwrap_or(i32::MAX);
-            let (outcome, record) = deliver::attempt(&self.client, delivery, number, self.config.delivery_timeout).await;
+            // Every attempt is signed afresh: a retry hours later passes a receiver's window.
+            let request = signing::Request { method: &delivery.method, url: &delivery.url, body: &delivery.body, id: &delivery.delivery_id };
+            let keys = signing::Keys { rsa, secrets: &delivery.signing_secrets };
+            let signature = match signing::sign(scheme, request, keys, time::OffsetDateTime::now_utc()) {
+                Ok(headers) => headers,
+                Err(e) => return Err(Stop::Final(e.code())),
+            };
+            let (outcome, record) = deliver::attempt(&self.client, delivery, &signature, number, self.config.delivery_timeout).await;
             lock(&attempts).push(record);
             match retry::decide(&outcome) {
                 Decision::Delivered => Ok(()),

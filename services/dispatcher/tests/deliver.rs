@@ -21,6 +21,7 @@ fn delivery(id: &str, endpoint: &str, url: String) -> RenderedDelivery {
         headers: vec![Header::new("Content-Type", "application/json")],
         sensitive_headers: vec![Header::new("Authorization", "Bearer sk-test")],
         body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        ..wire::RenderedDelivery::default()
     }
 }
 
@@ -31,6 +32,7 @@ fn config(kafka: kafka_io::KafkaSettings) -> dispatcher::Config {
         retry_min_delay: Duration::from_millis(50),
         retry_max_delay: Duration::from_millis(400),
         delivery_timeout: Duration::from_secs(2),
+        master_key: service_kit::Secret::new(test_kit::MASTER_KEY),
         ..dispatcher::Config::default()
     }
 }

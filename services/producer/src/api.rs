@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::{events, webhooks, AppState};
+use crate::{events, keys, webhooks, AppState};
 
 /// The API's routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -21,9 +21,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", post(events::create))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/webhooks/{id}", get(webhooks::show).patch(webhooks::update).delete(webhooks::delete))
+        .route("/signatures/webhook-key/rotate", post(keys::rotate_key))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        .route("/public/signatures/webhook-public-key", get(keys::public_key))
         .merge(authed)
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

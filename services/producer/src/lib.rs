@@ -8,6 +8,7 @@
 mod api;
 mod error;
 mod events;
+mod keys;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -38,6 +39,11 @@ pub struct Config {
     pub api_insecure_no_auth: bool,
     /// Largest request body accepted (`HOOKLINE_API_MAX_BODY_BYTES`).
     pub api_max_body_bytes: usize,
+    /// Seals secrets before they reach Kafka: 32 bytes, base64 (`HOOKLINE_MASTER_KEY`).
+    pub master_key: Secret,
+    /// How long a rotated-out Standard Webhooks secret still signs (`HOOKLINE_SECRET_ROTATION_OVERLAP`).
+    #[serde(with = "humantime_serde")]
+    pub secret_rotation_overlap: Duration,
     /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -51,6 +57,8 @@ impl Default for Config {
             api_token: Secret::default(),
             api_insecure_no_auth: false,
             api_max_body_bytes: 1024 * 1024,
+            master_key: Secret::default(),
+            secret_rotation_overlap: Duration::from_secs(24 * 3600),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -64,6 +72,9 @@ pub struct AppState {
     endpoints: Table<Endpoint>,
     token: Option<Secret>,
     max_body_bytes: usize,
+    sealer: signing::Sealer,
+    keys: Table<wire::SigningKey>,
+    rotation_overlap: Duration,
     shutdown: CancellationToken,
 }
 
@@ -87,6 +98,7 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
             "HOOKLINE_API_TOKEN is not set: refusing to serve an open API (set HOOKLINE_API_INSECURE_NO_AUTH=1 to allow it)"
         ),
     };
+    let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
@@ -106,7 +118,28 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
         kafka_io::MAX_RECORD_BYTES / 2
     );
     let max_body_bytes = config.api_max_body_bytes;
-    let state = Arc::new(AppState { registry, topics, producer, endpoints, token, max_body_bytes, shutdown: shutdown.clone() });
+    let key_decoder = Arc::new(Registry::bundled().context("loading schemas")?);
+    let keys = Table::start(
+        &config.kafka,
+        &topics.keys,
+        move |bytes| key_decoder.decode::<wire::SigningKey>(bytes).ok(),
+        shutdown.child_token(),
+    )
+    .await
+    .context("reading keys")?;
+    let state = Arc::new(AppState {
+        registry,
+        topics,
+        producer,
+        endpoints,
+        token,
+        max_body_bytes,
+        sealer,
+        keys,
+        rotation_overlap: config.secret_rotation_overlap,
+        shutdown: shutdown.clone(),
+    });
+    keys::ensure_signing_key(&state).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "producer API listening");
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -19,7 +19,7 @@ use crate::AppState;
 const MASK: &str = "******";
 const FIELDS: &[&str] = &[
     "name", "description", "vendor", "url", "events", "api_key", "secret", "active", "method", "headers",
-    "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids",
+    "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids", "signing_scheme",
 ];
 
 /// `POST /webhooks`.
@@ -48,9 +48,11 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     if !input.contains_key("url") && !matches!(vendor, "pagerduty" | "datadog") {
         return Err(ApiError::invalid("webhook.url", "missing required field"));
     }
+    endpoint.signing_scheme = "prequel_rsa".to_owned();
     apply_fields(&state, &mut endpoint, &input)?;
+    let generated = ensure_secret(&state, &mut endpoint)?;
     write(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::CREATED, json!({"webhook": public(&endpoint)})))
+    Ok(json_response(StatusCode::CREATED, with_generated(json!({"webhook": public(&endpoint)}), generated)))
 }
 
 /// `GET /webhooks`.
@@ -73,9 +75,10 @@ pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
     let input = wrapped(&json_body(body, state.max_body_bytes).await?)?;
     let mut endpoint = find(&state, &id).await?;
     apply_fields(&state, &mut endpoint, &input)?;
+    let generated = ensure_secret(&state, &mut endpoint)?;
     endpoint.updated_at = wire::now_rfc3339();
     write(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint)})))
+    Ok(json_response(StatusCode::OK, with_generated(json!({"webhook": public(&endpoint)}), generated)))
 }
 
 /// `DELETE /webhooks/{id}`: writes a tombstone.
@@ -147,6 +150,13 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
         }
         endpoint.vendor = vendor.to_owned();
     }
+    if let Some(v) = input.get("signing_scheme") {
+        let scheme = string(v, "signing_scheme")?;
+        if signing::Scheme::parse(scheme).is_none() {
+            return Err(ApiError::invalid("webhook.signing_scheme", format!("must be one of {}", signing::SCHEMES.join(", "))));
+        }
+        endpoint.signing_scheme = scheme.to_owned();
+    }
     if let Some(v) = input.get("url") {
         let url = string(v, "url")?;
         // A URL with template actions is checked once rendered (dry run below).
@@ -200,7 +210,23 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
             Value::Null => endpoint.secret = None,
             Value::String(s) if s == MASK => {}
             Value::String(s) if s.is_empty() => endpoint.secret = None,
-            Value::String(s) => endpoint.secret = Some(s.clone()),
+            Value::String(s) if s.chars().any(char::is_control) => {
+                return Err(ApiError::invalid("webhook.secret", "must not contain control characters"));
+            }
+            Value::String(s) => {
+                if endpoint.signing_scheme == "standard_webhooks" && !signing::valid_standard_secret(s) {
+                    return Err(ApiError::invalid("webhook.secret", "a standard_webhooks secret is whsec_ followed by base64 of at least 16 bytes (or leave it out to have one generated)"));
+                }
+                // A standard_webhooks secret replaced keeps signing for the overlap window.
+                if endpoint.signing_scheme == "standard_webhooks" {
+                    if let Some(old) = endpoint.secret.take() {
+                        let until = time::OffsetDateTime::now_utc() + state.rotation_overlap;
+                        endpoint.previous_secret = Some(old);
+                        endpoint.previous_secret_until = Some(wire::format_rfc3339(until));
+                    }
+                }
+                endpoint.secret = Some(state.sealer.seal(s.as_bytes(), &endpoint.id));
+            }
             _ => return Err(ApiError::invalid("webhook.secret", "must be a string or null")),
         }
     }
@@ -232,7 +258,7 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
             Value::String(s) if s.chars().any(char::is_control) => {
                 return Err(ApiError::invalid("webhook.api_key", "must not contain control characters"));
             }
-            Value::String(s) => endpoint.api_key = Some(s.clone()),
+            Value::String(s) => endpoint.api_key = Some(state.sealer.seal(s.as_bytes(), &endpoint.id)),
             _ => return Err(ApiError::invalid("webhook.api_key", "must be a string or null")),
         }
     }
@@ -268,6 +294,28 @@ fn render_error(e: render::RenderError) -> ApiError {
         Some(field) => ApiError::invalid(format!("webhook.{field}"), e.to_string().split_once(": ").map_or(e.to_string(), |(_, m)| m.to_owned())),
         None => ApiError::invalid("webhook.vendor", e.to_string()),
     }
+}
+
+/// An HMAC scheme needs a secret: Standard Webhooks ones are generated when not given
+/// (returned once, in this response); the others must be given.
+fn ensure_secret(state: &AppState, endpoint: &mut Endpoint) -> Result<Option<String>, ApiError> {
+    let scheme = signing::Scheme::parse(&endpoint.signing_scheme).unwrap_or(signing::Scheme::None);
+    if !scheme.needs_secret() || endpoint.secret.is_some() {
+        return Ok(None);
+    }
+    if scheme != signing::Scheme::StandardWebhooks {
+        return Err(ApiError::invalid("webhook.secret", format!("{} needs a secret", scheme.name())));
+    }
+    let secret = signing::new_standard_secret();
+    endpoint.secret = Some(state.sealer.seal(secret.as_bytes(), &endpoint.id));
+    Ok(Some(secret))
+}
+
+fn with_generated(mut body: Value, generated: Option<String>) -> Value {
+    if let Some(secret) = generated {
+        body["generated_secret"] = Value::String(secret);
+    }
+    body
 }
 
 fn optional_text(v: &Value, field: &str) -> Result<Option<String>, ApiError> {
@@ -321,6 +369,7 @@ fn public(endpoint: &Endpoint) -> Value {
         "events": endpoint.events,
         "api_key": endpoint.api_key.as_ref().map(|_| MASK),
         "secret": endpoint.secret.as_ref().map(|_| MASK),
+        "signing_scheme": endpoint.signing_scheme,
         "active": endpoint.active,
         "description": endpoint.description,
         "method": endpoint.method,

@@ -20,7 +20,7 @@ struct Api {
 
 impl Api {
     async fn start(test: &str) -> Api {
-        let config = Config { kafka: test_kit::kafka_settings(test), api_token: Secret::new(TOKEN), ..Config::default() };
+        let config = Config { kafka: test_kit::kafka_settings(test), api_token: Secret::new(TOKEN), master_key: Secret::new(test_kit::MASTER_KEY), ..Config::default() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -72,7 +72,7 @@ fn transfer_error(transfer_id: &str) -> Value {
 
 #[tokio::test]
 async fn refuses_to_start_without_a_token() {
-    let config = Config { kafka: test_kit::kafka_settings("notoken"), ..Config::default() };
+    let config = Config { kafka: test_kit::kafka_settings("notoken"), master_key: Secret::new(test_kit::MASTER_KEY), ..Config::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = producer::serve(config, listener, CancellationToken::new()).await.unwrap_err();
     assert!(err.to_string().contains("HOOKLINE_API_TOKEN"), "{err}");
@@ -132,7 +132,11 @@ async fn webhooks_crud_reads_its_own_writes_and_masks_the_key() {
     assert_eq!(records.len(), 2);
     let last: wire::Endpoint = registry.decode(records[1].value.as_ref().unwrap()).unwrap();
     assert_eq!(records[1].key.as_deref(), Some(id.as_str()));
-    assert_eq!(last.api_key.as_deref(), Some("sk-live-secret"));
+    // Sealed at rest with the master key, bound to the endpoint.
+    let sealed = last.api_key.as_deref().unwrap();
+    assert!(signing::Sealer::is_sealed(sealed) && !sealed.contains("sk-live-secret"));
+    let sealer = signing::Sealer::from_base64(test_kit::MASTER_KEY).unwrap();
+    assert_eq!(sealer.open(sealed, &id).unwrap(), b"sk-live-secret");
     assert_eq!(last.url, "https://example.com/v2");
 
     let (status, _) = api.call(reqwest::Method::DELETE, &format!("/webhooks/{id}"), None).await;

@@ -33,6 +33,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `prod` or `staging`: `.Environment` in templates (`HOOKLINE_ENVIRONMENT`).
     pub environment: String,
+    /// Opens endpoint secrets and seals what deliveries carry (`HOOKLINE_MASTER_KEY`).
+    pub master_key: service_kit::Secret,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             renderer_max_in_flight: 10_000,
             shutdown_timeout: Duration::from_secs(30),
             environment: "prod".to_owned(),
+            master_key: service_kit::Secret::default(),
         }
     }
 }
@@ -54,6 +57,7 @@ struct Renderer {
     producer: FutureProducer,
     dead_letters: DeadLetters,
     environment: String,
+    sealer: Arc<signing::Sealer>,
     shutdown: CancellationToken,
 }
 
@@ -66,6 +70,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     if config.renderer_group.is_empty() {
         config.renderer_group = format!("{}hookline-renderer", config.kafka.topic_prefix);
     }
+    let sealer = Arc::new(service_kit::sealer(&config.master_key)?);
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
@@ -75,7 +80,13 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let endpoints = Table::start(
         &config.kafka,
         &topics.endpoints,
-        move |bytes| table_registry.decode::<Endpoint>(bytes).ok().map(|e| Arc::new(render::compile(e.clone()).map_err(|err| (e, err)))),
+        {
+            let sealer = sealer.clone();
+            move |bytes| {
+                let endpoint = table_registry.decode::<Endpoint>(bytes).ok()?;
+                Some(Arc::new(open_endpoint(&sealer, endpoint).and_then(|e| render::compile(e.clone()).map_err(|err| (e, err)))))
+            }
+        },
         shutdown.child_token(),
     )
     .await
@@ -87,7 +98,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
     let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
     let environment = config.environment.clone();
-    let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, dead_letters, environment, shutdown: shutdown.clone() });
+    let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, dead_letters, environment, sealer, shutdown: shutdown.clone() });
     let options = ConsumeOptions { max_in_flight: config.renderer_max_in_flight, drain_timeout: config.shutdown_timeout };
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
         let renderer = renderer.clone();
@@ -131,7 +142,7 @@ impl Renderer {
         let endpoint = endpoint_of(compiled);
         let delivery_id = render::delivery_id(&event.id, &endpoint.id);
         let rendered = match compiled.as_ref() {
-            Ok(c) => render::render(event, c, &self.environment, rendered_at),
+            Ok(c) => render::render(event, c, &self.environment, rendered_at).map(|d| seal_delivery(&self.sealer, d)),
             Err((_, e)) => Err(e.clone()),
         };
         let (code, reason, delivery) = match rendered {
@@ -170,4 +181,47 @@ fn endpoint_of(compiled: &Compiled) -> &Endpoint {
         Ok(c) => &c.endpoint,
         Err((e, _)) => e,
     }
+}
+
+/// Opens the sealed secrets of an endpoint read from Kafka (values written before
+/// sealing existed pass as they are).
+fn open_endpoint(sealer: &signing::Sealer, mut endpoint: Endpoint) -> Result<Endpoint, (Endpoint, render::RenderError)> {
+    let id = endpoint.id.clone();
+    let open = |value: &mut Option<String>| -> Result<(), render::RenderError> {
+        if let Some(v) = value.as_deref().filter(|v| signing::Sealer::is_sealed(v)) {
+            let plain = sealer.open(v, &id).map_err(|_| render::RenderError::Invalid {
+                field: "secret".to_owned(),
+                message: "cannot open the endpoint's sealed secrets with this HOOKLINE_MASTER_KEY".to_owned(),
+            })?;
+            *value = Some(String::from_utf8_lossy(&plain).into_owned());
+        }
+        Ok(())
+    };
+    let mut fields = [endpoint.api_key.take(), endpoint.secret.take(), endpoint.previous_secret.take()];
+    let result = fields.iter_mut().try_for_each(open);
+    let [api_key, secret, previous] = fields;
+    endpoint.api_key = api_key;
+    endpoint.secret = secret;
+    endpoint.previous_secret = previous;
+    match result {
+        Ok(()) => Ok(endpoint),
+        Err(e) => Err((endpoint, e)),
+    }
+}
+
+/// Seals what a delivery carries of secrets before it is written to Kafka: the values
+/// of its sensitive headers, its signing secrets, and its body when a template put the
+/// secret there. The dispatcher opens them at send time.
+fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) -> wire::RenderedDelivery {
+    let context = d.delivery_id.clone();
+    for h in &mut d.sensitive_headers {
+        h.value = sealer.seal(h.value.as_bytes(), &context);
+    }
+    for s in &mut d.signing_secrets {
+        *s = sealer.seal(s.as_bytes(), &context);
+    }
+    if d.body_sealed {
+        d.body = sealer.seal(&d.body, &context).into_bytes();
+    }
+    d
 }

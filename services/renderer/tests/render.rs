@@ -46,7 +46,7 @@ async fn events_fan_out_to_subscribed_endpoints_and_poison_is_dead_lettered() {
     test_kit::produce(&kafka, &topics.endpoints, &records).await;
 
     let shutdown = CancellationToken::new();
-    let config = renderer::Config { kafka: kafka.clone(), ..renderer::Config::default() };
+    let config = renderer::Config { kafka: kafka.clone(), master_key: service_kit::Secret::new(test_kit::MASTER_KEY), ..renderer::Config::default() };
     let task = tokio::spawn(renderer::run(config, shutdown.clone()));
 
     let d = endpoint("ep-d", &["transfer.started", "transfer.error"], true);
