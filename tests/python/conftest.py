@@ -44,6 +44,8 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
+            do_GET = do_PUT = do_DELETE = do_POST
+
             def log_message(self, *_args) -> None:
                 pass
 
@@ -86,7 +88,7 @@ class Pipeline:
         raise RuntimeError(f"producer did not start; logs in {tmp}")
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(f"{self.api}{path}", method=method, data=json.dumps(body).encode() if body else None,
+        req = urllib.request.Request(f"{self.api}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
