@@ -38,6 +38,20 @@ def rsa_ok(pem: str, request: dict) -> bool:
         return False
 
 
+def openssl_verify(pem: str, request: dict) -> None:
+    import subprocess
+    import tempfile
+    h = request["headers"]
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        (d / "pub.pem").write_text(pem)
+        (d / "sig").write_bytes(bytes.fromhex(h["x-prequel-webhook-signature"]))
+        (d / "msg").write_bytes(h["x-prequel-webhook-timestamp"].encode() + b"." + request["body"])
+        out = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(d / "pub.pem"), "-signature", str(d / "sig"), str(d / "msg")],
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "Verified OK" in out.stdout, out.stdout + out.stderr
+
+
 def transfer_error(n: int) -> dict:
     return {"type": "transfer.error", "data": {"error": {
         "destination_id": "d-1", "destination_name": "Dest", "id_in_provider_system": "x", "models": ["users"],
@@ -75,6 +89,8 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     # prequel_rsa: Python cryptography with the published key; the digest of the raw body.
     rsa = by_path(got, "/rsa")[0]
     assert rsa_ok(key1["public_key"], rsa)
+    assert not rsa_ok(key1["public_key"], dict(rsa, body=rsa["body"] + b" ")), "a tampered body fails"
+    openssl_verify(key1["public_key"], rsa)
     assert rsa["headers"]["x-prequel-webhook-digest"] == hashlib.sha256(rsa["body"]).hexdigest()
     assert rsa["headers"]["authorization"] == f"Bearer {CANARY}-api-key"
     # standard_webhooks: the reference package.

@@ -235,3 +235,35 @@ pub fn sealer(master_key: &Secret) -> anyhow::Result<signing::Sealer> {
     );
     Ok(signing::Sealer::from_base64(master_key.expose())?)
 }
+
+/// Reads the `keys` topic and checks that the master key opens the account's signing
+/// key (when there is one yet): a wrong `HOOKLINE_MASTER_KEY` is a start-up error,
+/// not secrets that fail to open later. Returns the table for services that sign.
+pub async fn check_master_key(
+    kafka: &kafka_io::KafkaSettings,
+    topics: &kafka_io::Topics,
+    sealer: &signing::Sealer,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<kafka_io::Table<wire::SigningKey>> {
+    let registry = std::sync::Arc::new(wire::Registry::bundled()?);
+    let keys = kafka_io::Table::start(kafka, &topics.keys, move |bytes| registry.decode::<wire::SigningKey>(bytes).ok(), shutdown.child_token())
+        .await
+        .context("reading keys")?;
+    if let Some(key) = keys.get(SIGNING_KEY) {
+        open_signing_key(sealer, &key).context(
+            "HOOKLINE_MASTER_KEY does not open this cluster's signing key: it is not the master key the secrets were sealed with",
+        )?;
+    }
+    Ok(keys)
+}
+
+/// The record key of the account's signing key in the `keys` topic.
+pub const SIGNING_KEY: &str = "webhook-signing";
+
+/// Opens a sealed signing key.
+pub fn open_signing_key(sealer: &signing::Sealer, key: &wire::SigningKey) -> anyhow::Result<signing::RsaKey> {
+    use base64::Engine as _;
+    let b64 = sealer.open(&key.private_key_sealed, &key.kid)?;
+    let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    Ok(signing::RsaKey::from_pkcs8(&der, key.kid.clone())?)
+}

@@ -113,15 +113,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let options =
         ConsumeOptions { max_in_flight: config.dispatcher_max_in_flight, drain_timeout: config.shutdown_timeout };
     let dead_letters = DeadLetters::new(producer, topics.dead_letter.clone(), "dispatcher");
-    let key_decoder = Arc::new(Registry::bundled().context("loading schemas")?);
-    let keys = kafka_io::Table::start(
-        &config.kafka,
-        &topics.keys,
-        move |bytes| key_decoder.decode::<wire::SigningKey>(bytes).ok(),
-        shutdown.child_token(),
-    )
-    .await
-    .context("reading keys")?;
+    let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
     let dispatcher = Arc::new(Dispatcher {
         config,
         registry,
@@ -233,18 +225,18 @@ impl Dispatcher {
     async fn signing_key(&self, received_at: std::time::Instant) -> Option<Arc<signing::RsaKey>> {
         loop {
             if self.keys.sync_after(received_at).await.is_ok() {
-                if let Some(record) = self.keys.get("webhook-signing") {
+                if let Some(record) = self.keys.get(service_kit::SIGNING_KEY) {
                     let cached = lock(&self.rsa).clone().filter(|k| k.kid == record.kid);
                     if let Some(key) = cached {
                         return Some(key);
                     }
-                    match self.open_key(&record) {
+                    match service_kit::open_signing_key(&self.sealer, &record) {
                         Ok(key) => {
                             let key = Arc::new(key);
                             *lock(&self.rsa) = Some(key.clone());
                             return Some(key);
                         }
-                        Err(()) => tracing::error!(kid = %record.kid, code = "HL-SEAL-OPEN", "the signing key does not open with this HOOKLINE_MASTER_KEY; operator action needed"),
+                        Err(_) => tracing::error!(kid = %record.kid, code = "HL-SEAL-OPEN", "the signing key does not open with this HOOKLINE_MASTER_KEY; operator action needed"),
                     }
                 } else {
                     tracing::warn!("no webhook signing key yet (the producer creates it on first start); waiting");
@@ -255,13 +247,6 @@ impl Dispatcher {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
-    }
-
-    fn open_key(&self, record: &wire::SigningKey) -> Result<signing::RsaKey, ()> {
-        use base64::Engine as _;
-        let b64 = self.sealer.open(&record.private_key_sealed, &record.kid).map_err(|_| ())?;
-        let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| ())?;
-        signing::RsaKey::from_pkcs8(&der, record.kid.clone()).map_err(|_| ())
     }
 
     async fn deliver(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, rsa: Option<&signing::RsaKey>) -> (Result<(), Stop>, Vec<Attempt>) {

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -16,29 +15,16 @@ use crate::api::json_response;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// The record key of the current signing key in the `keys` topic.
-pub const SIGNING_KEY: &str = "webhook-signing";
+use service_kit::SIGNING_KEY;
 
-/// Creates the signing key on first start, and checks that the master key opens it.
+/// Creates the signing key on first start (the master key was checked against an
+/// existing one by `service_kit::check_master_key`).
 pub async fn ensure_signing_key(state: &AppState) -> anyhow::Result<()> {
-    match state.keys.get(SIGNING_KEY) {
-        Some(key) => {
-            open(state, &key).context(
-                "HOOKLINE_MASTER_KEY does not open this cluster's signing key: it is not the master key the secrets were sealed with",
-            )?;
-        }
-        None => {
-            let key = rotate(state).await.map_err(|e| anyhow::anyhow!("creating the signing key: {e:?}"))?;
-            tracing::info!(kid = %key.kid, "webhook signing key created");
-        }
+    if state.keys.get(SIGNING_KEY).is_none() {
+        let key = rotate(state).await.map_err(|e| anyhow::anyhow!("creating the signing key: {e:?}"))?;
+        tracing::info!(kid = %key.kid, "webhook signing key created");
     }
     Ok(())
-}
-
-fn open(state: &AppState, key: &SigningKey) -> anyhow::Result<signing::RsaKey> {
-    let der = state.sealer.open(&key.private_key_sealed, &key.kid)?;
-    let der = base64::engine::general_purpose::STANDARD.decode(der)?;
-    Ok(signing::RsaKey::from_pkcs8(&der, key.kid.clone())?)
 }
 
 /// Makes a new key pair current.

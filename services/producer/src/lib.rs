@@ -118,15 +118,7 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
         kafka_io::MAX_RECORD_BYTES / 2
     );
     let max_body_bytes = config.api_max_body_bytes;
-    let key_decoder = Arc::new(Registry::bundled().context("loading schemas")?);
-    let keys = Table::start(
-        &config.kafka,
-        &topics.keys,
-        move |bytes| key_decoder.decode::<wire::SigningKey>(bytes).ok(),
-        shutdown.child_token(),
-    )
-    .await
-    .context("reading keys")?;
+    let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
     let state = Arc::new(AppState {
         registry,
         topics,

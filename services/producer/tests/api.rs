@@ -251,3 +251,31 @@ async fn events_are_validated_and_produced_keyed_by_transfer() {
         assert!(!answer.to_string().contains("secret stack trace"), "{answer}");
     }
 }
+
+#[tokio::test]
+async fn a_wrong_master_key_is_a_clear_start_up_error() {
+    let api = Api::start("masterkey").await;
+    let wrong = Config { master_key: Secret::new(signing::Sealer::new_master_key()), ..api.config.clone() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = producer::serve(wrong, listener, CancellationToken::new()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("HOOKLINE_MASTER_KEY does not open"), "{err:#}");
+    let missing = Config { master_key: Secret::default(), ..api.config.clone() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = producer::serve(missing, listener, CancellationToken::new()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("HOOKLINE_MASTER_KEY is not set"), "{err:#}");
+}
+
+#[tokio::test]
+async fn the_public_key_is_public_and_rotation_needs_the_token() {
+    let api = Api::start("pubkey").await;
+    let resp = api.client.get(format!("{}/public/signatures/webhook-public-key", api.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let key: Value = resp.json().await.unwrap();
+    assert!(key["public_key"].as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+    let anonymous = api.client.post(format!("{}/signatures/webhook-key/rotate", api.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (status, rotated) = api.call(reqwest::Method::POST, "/signatures/webhook-key/rotate", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(rotated["kid"], key["kid"]);
+    assert!(!rotated.to_string().contains("PRIVATE"));
+}

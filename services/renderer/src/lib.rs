@@ -74,6 +74,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
+    service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
     let table_registry = Arc::new(Registry::bundled().context("loading schemas")?);
     // Templates are parsed once, when the endpoint is read; one that does not parse
     // (written by a newer version, or by hand) dead-letters its deliveries.
