@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 
 use gotmpl::Value;
 
-use crate::{gofmt, Limits};
+use crate::{escape, gofmt, Limits};
 
 const WRAPPED: &[&str] = &["printf", "print", "println", "html", "js", "urlquery", PRINT];
 
@@ -81,9 +81,9 @@ fn call(name: &'static str, args: &[Value], per_call: usize) -> gotmpl::Result<V
         },
         "print" => gofmt::sprint(args),
         "println" => gofmt::sprintln(args),
-        "html" => gofmt::eval_args(args).map(|s| gofmt::html_escape(&s)),
-        "js" => gofmt::eval_args(args).map(|s| gofmt::js_escape(&s)),
-        "urlquery" => gofmt::eval_args(args).map(|s| gofmt::query_escape(&s)),
+        "html" => escape::eval_args(args).map(|s| escape::html_escape(&s)),
+        "js" => escape::eval_args(args).map(|s| escape::js_escape(&s)),
+        "urlquery" => escape::eval_args(args).map(|s| escape::query_escape(&s)),
         // An action's value, printed as text/template prints it.
         _ => match args {
             [Value::Nil] => Ok("<no value>".to_owned()),

@@ -10,9 +10,11 @@
 //!   each with its own error code.
 
 mod check;
+mod escape;
 mod funcs;
 mod gofmt;
 mod isprint_table;
+mod strconv;
 
 use std::io::Write;
 
