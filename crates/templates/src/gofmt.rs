@@ -1,7 +1,7 @@
 //! Go's `fmt` (Sprint, Sprintln, Sprintf) for template values, written from Go's
-//! specification and checked byte for byte against Go by the differential test. Template values map to Go types as Go's text/template sees
-//! them: nil, bool, int, uint64, float64, string, []interface {} and
-//! map[string]interface {}.
+//! specification and checked byte for byte against Go by the differential test.
+//! Template values map to Go types as Go's text/template sees them: nil, bool, int,
+//! uint64, float64, string, []interface {} and map[string]interface {}.
 
 use gotmpl::Value;
 
