@@ -6,6 +6,7 @@ import hmac
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -17,7 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from conftest import ROOT
 
-CANARY = f"canary-{uuid.uuid4().hex}"
+def canary() -> str:
+    """A fresh random secret: no two share a prefix, so compression cannot hide one."""
+    return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+CANARY = canary()
 # Not secret: written in clear, so finding it proves the search reads the right files.
 MARKER = f"marker-{uuid.uuid4().hex}"
 
@@ -68,14 +74,27 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     base = receiver.url.rsplit("/", 1)[0]
     hook = lambda path, **extra: {"webhook": {"name": f"{path} {MARKER}", "vendor": "generic_post", "url": f"{base}{path}",
                                               "events": ["transfer.error"], **extra}}
-    pipeline.call("POST", "/webhooks", hook("/rsa", api_key=f"{CANARY}-api-key"))
+    pipeline.call("POST", "/webhooks", hook("/rsa", api_key=CANARY))
+    # Secrets a template or a vendor body could carry: all sealed on their way through Kafka.
+    pagerduty_key = canary()
+    pd = hook("/pagerduty", api_key=pagerduty_key)
+    pd["webhook"]["vendor"] = "pagerduty"
+    pipeline.call("POST", "/webhooks", pd)
+    dump_secret = canary()
+    pipeline.call("POST", "/webhooks", hook("/dump", secret=dump_secret, signing_scheme="none", body_template="{{.}}"))
+    # A URL may not carry the secret: refused at creation.
+    try:
+        pipeline.call("POST", "/webhooks", hook("/x?k={{.Secret}}", secret=canary(), signing_scheme="fivetran_hmac"))
+        raise AssertionError("a URL carrying the secret was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400 and json.loads(e.read())["error"]["field"] == "webhook.url"
     created = pipeline.call("POST", "/webhooks", hook("/std", signing_scheme="standard_webhooks"))
     std_secret = created["generated_secret"]
     assert std_secret.startswith("whsec_") and created["webhook"]["secret"] == "******"
     std_id = created["webhook"]["id"]
-    fivetran_secret = f"{CANARY}-fivetran"
+    fivetran_secret = canary()
     pipeline.call("POST", "/webhooks", hook("/fivetran", signing_scheme="fivetran_hmac", secret=fivetran_secret))
-    dataprep_secret = f"{CANARY}-dataprep"
+    dataprep_secret = canary()
     pipeline.call("POST", "/webhooks", hook("/dataprep", signing_scheme="dataprep_hmac", secret=dataprep_secret))
     get = hook("/dataprep-get", signing_scheme="dataprep_hmac", secret=dataprep_secret)
     get["webhook"]["vendor"] = "generic_get"
@@ -83,8 +102,8 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
 
     key1 = public_key(pipeline)
     pipeline.call("POST", "/events", transfer_error(1))
-    got = receiver.wait_for(5)
-    assert len(got) == 5, [r["path"] for r in got]
+    got = receiver.wait_for(7)
+    assert len(got) == 7, [r["path"] for r in got]
 
     # prequel_rsa: Python cryptography with the published key; the digest of the raw body.
     rsa = by_path(got, "/rsa")[0]
@@ -92,7 +111,9 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     assert not rsa_ok(key1["public_key"], dict(rsa, body=rsa["body"] + b" ")), "a tampered body fails"
     openssl_verify(key1["public_key"], rsa)
     assert rsa["headers"]["x-prequel-webhook-digest"] == hashlib.sha256(rsa["body"]).hexdigest()
-    assert rsa["headers"]["authorization"] == f"Bearer {CANARY}-api-key"
+    assert rsa["headers"]["authorization"] == f"Bearer {CANARY}"
+    assert json.loads(by_path(got, "/pagerduty")[0]["body"])["routing_key"] == pagerduty_key
+    assert dump_secret.encode() in by_path(got, "/dump")[0]["body"], "the template printed the secret to its receiver"
     # standard_webhooks: the reference package.
     std = by_path(got, "/std")[0]
     standardwebhooks.Webhook(std_secret).verify(std["body"].decode(), std["headers"])
@@ -115,7 +136,7 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     new_std = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     pipeline.call("PATCH", f"/webhooks/{std_id}", {"webhook": {"secret": new_std}})
     pipeline.call("POST", "/events", transfer_error(2))
-    got = receiver.wait_for(10)
+    got = receiver.wait_for(14)
     rsa2 = [r for r in by_path(got, "/rsa") if json.loads(r["body"])["data"]["error"]["transfer_id"] == "t-2"][0]
     assert rsa_ok(key2["public_key"], rsa2)
     assert not rsa_ok(key1["public_key"], rsa2), "a rotated-out key no longer verifies"
@@ -129,7 +150,25 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     data = Path(os.environ.get("HOOKLINE_KAFKA_DATA_DIR") or ROOT / "ops" / "kafka" / ".data" / port)
     assert data.is_dir(), data
     time.sleep(1)
-    needles = [CANARY.encode(), std_secret.encode(), new_std.encode()]
+    needles = [n.encode() for n in (CANARY, std_secret, new_std, fivetran_secret, dataprep_secret, pagerduty_key, dump_secret)]
+    # Every record of this pipeline's topics, decompressed by an independent client.
+    from confluent_kafka import Consumer, TopicPartition
+    from conftest import brokers
+    consumer = Consumer({"bootstrap.servers": brokers(), "group.id": f"leak-{uuid.uuid4()}", "enable.auto.commit": False})
+    topics = [t for t in consumer.list_topics(timeout=10).topics if t.startswith(pipeline.prefix)]
+    consumer.assign([TopicPartition(t, p, 0) for t in topics for p in consumer.list_topics(t, timeout=10).topics[t].partitions])
+    values, idle = [], 0
+    while idle < 10:
+        msg = consumer.poll(0.2)
+        if msg is None or msg.error():
+            idle += 1
+            continue
+        idle = 0
+        values.append((msg.topic(), msg.value() or b""))
+    consumer.close()
+    assert any(t.endswith("rendered-deliveries") for t, _ in values) and len(values) > 20
+    in_records = [(t, n[:8]) for t, v in values for n in needles if n in v]
+    assert not in_records, f"secrets in clear in Kafka records: {in_records}"
     # This pipeline's topics' log segments (index files hold offsets, not records).
     segments = [p for p in data.rglob("*.log") if p.parent.name.startswith(pipeline.prefix)]
     assert any(MARKER.encode() in p.read_bytes() for p in segments), "the endpoints' segments are read"

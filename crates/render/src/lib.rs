@@ -107,7 +107,9 @@ pub fn compile(endpoint: Endpoint) -> Result<Compiled, RenderError> {
         .chain(endpoint.body_template.as_deref())
         .chain(endpoint.headers.iter().map(|h| h.value.as_str()))
         .any(|t| t.contains("Payload"));
-    let body_has_secret = endpoint.body_template.as_deref().is_some_and(|t| t.contains("Secret"));
+    // A templated body can print the secret in ways no text search finds (`{{.}}`):
+    // with a secret, every templated body is sealed. PagerDuty's body carries the key.
+    let body_has_secret = (endpoint.body_template.is_some() && endpoint.secret.is_some()) || endpoint.vendor == "pagerduty";
     Ok(Compiled { endpoint, url, header_template, headers, body, uses_payload, body_has_secret })
 }
 
@@ -185,6 +187,11 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
         ("", "datadog") => vendors::DATADOG_URL.to_owned(),
         (u, _) => u.to_owned(),
     };
+    if let Some(secret) = endpoint.secret.as_deref().filter(|s| !s.is_empty()) {
+        if url_text.contains(secret) {
+            return Err(RenderError::invalid("url", "must not carry the secret (URLs are logged); use a header"));
+        }
+    }
     let mut url = absolute_url(&url_text)?;
     let mut headers = Vec::new();
     let mut sensitive = Vec::new();
@@ -309,10 +316,21 @@ fn absolute_url(text: &str) -> Result<url::Url, RenderError> {
     Ok(url)
 }
 
+/// Headers a template may not set: they frame the request, or hookline sets them
+/// (the delivery id, the signatures), and a second copy would confuse receivers.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "content-length", "transfer-encoding", "content-encoding", "host", "connection", "hookline-delivery-id",
+    "x-prequel-webhook-timestamp", "x-prequel-webhook-signature", "x-prequel-webhook-digest", "x-prequel-webhook-key-id",
+    "webhook-id", "webhook-timestamp", "webhook-signature", "x-fivetran-signature-256", "x-webhook-signature",
+];
+
 fn valid_header(field: &str, name: &str, value: &str) -> Result<Header, RenderError> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
         return Err(RenderError::invalid(field, "a header name must be a token (letters, digits, -)"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(RenderError::invalid(field, format!("{name} is set by hookline and cannot be templated")));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
         return Err(RenderError::invalid(field, format!("the value of {name} has control characters")));

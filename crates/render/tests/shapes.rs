@@ -182,3 +182,22 @@ fn render_errors_never_carry_the_secret() {
     let err = render::render(&transfer_error(), &compiled, "prod", "now").unwrap_err();
     assert!(!err.to_string().contains("TOPSECRET"), "{err}");
 }
+
+#[test]
+fn secrets_are_marked_for_sealing_and_kept_out_of_urls_and_reserved_headers() {
+    let pd = render(Endpoint { api_key: Some("R".into()), ..endpoint("pagerduty", "") }, &transfer_error());
+    assert!(pd.body_sealed, "PagerDuty's body carries the routing key");
+    let templated = Endpoint { secret: Some("S3".into()), body_template: Some("{{.}}".into()), ..endpoint("generic_post", "https://x") };
+    assert!(render(templated, &transfer_error()).body_sealed, "a templated body of an endpoint with a secret is sealed");
+    assert!(!render(endpoint("generic_post", "https://x"), &transfer_error()).body_sealed);
+
+    let reg = registry();
+    let check = |ep: Endpoint| render::compile(ep).and_then(|c| render::validate(&c, &reg, "prod"));
+    let url = check(Endpoint { url: "https://x/?k={{.Secret}}".into(), secret: Some("S3".into()), ..endpoint("generic_post", "") }).unwrap_err();
+    assert_eq!(url.field(), Some("url"));
+    for name in ["X-Prequel-Webhook-Signature", "webhook-signature", "Content-Length", "Host", "Hookline-Delivery-Id"] {
+        let ep = Endpoint { header_template: Some(format!("{name}: x")), ..endpoint("generic_post", "https://x") };
+        let err = check(ep).unwrap_err();
+        assert_eq!((err.field(), err.code()), (Some("header_template"), "HL-RENDER-INVALID"), "{name}");
+    }
+}

@@ -249,13 +249,39 @@ pub async fn check_master_key(
     let keys = kafka_io::Table::start(kafka, &topics.keys, move |bytes| registry.decode::<wire::SigningKey>(bytes).ok(), shutdown.child_token())
         .await
         .context("reading keys")?;
+    const WRONG: &str = "HOOKLINE_MASTER_KEY does not open this cluster's secrets: it is not the master key they were sealed with";
     if let Some(key) = keys.get(SIGNING_KEY) {
-        open_signing_key(sealer, &key).context(
-            "HOOKLINE_MASTER_KEY does not open this cluster's signing key: it is not the master key the secrets were sealed with",
-        )?;
+        open_signing_key(sealer, &key).context(WRONG)?;
+    }
+    // A sealed check value, written by whichever service starts first, catches a wrong
+    // master key before any secret exists.
+    match keys.get(MASTER_CHECK) {
+        Some(check) => {
+            sealer.open(&check.private_key_sealed, &signing::key_context(MASTER_CHECK)).map_err(|_| anyhow::anyhow!(WRONG))?;
+        }
+        None => {
+            let record = wire::SigningKey {
+                kid: MASTER_CHECK.to_owned(),
+                algorithm: "none".to_owned(),
+                public_key_pem: String::new(),
+                private_key_sealed: sealer.seal(b"hookline master key check", &signing::key_context(MASTER_CHECK)),
+                created_at: wire::now_rfc3339(),
+                previous_keys: Vec::new(),
+            };
+            let registry = wire::Registry::bundled()?;
+            let bytes = registry.encode(&record)?;
+            let producer = kafka_io::producer(kafka, "hookline-master-check")?;
+            let written = kafka_io::send_durably(&producer, &topics.keys, MASTER_CHECK.as_bytes(), Some(&bytes), None, shutdown)
+                .await
+                .context("writing the master key check")?;
+            keys.apply(MASTER_CHECK, written.partition, written.offset, Some(record));
+        }
     }
     Ok(keys)
 }
+
+/// The record key of the master key check in the `keys` topic.
+const MASTER_CHECK: &str = "master-key-check";
 
 /// The record key of the account's signing key in the `keys` topic.
 pub const SIGNING_KEY: &str = "webhook-signing";
@@ -263,7 +289,7 @@ pub const SIGNING_KEY: &str = "webhook-signing";
 /// Opens a sealed signing key.
 pub fn open_signing_key(sealer: &signing::Sealer, key: &wire::SigningKey) -> anyhow::Result<signing::RsaKey> {
     use base64::Engine as _;
-    let b64 = sealer.open(&key.private_key_sealed, &key.kid)?;
+    let b64 = sealer.open(&key.private_key_sealed, &signing::key_context(&key.kid))?;
     let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
     Ok(signing::RsaKey::from_pkcs8(&der, key.kid.clone())?)
 }

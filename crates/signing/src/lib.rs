@@ -21,7 +21,7 @@ use aws_lc_rs::{digest, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-pub use seal::{SealError, Sealer};
+pub use seal::{delivery_context, endpoint_context, key_context, SealError, Sealer};
 
 /// A signing scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,14 +205,15 @@ pub fn sign(scheme: Scheme, request: Request<'_>, keys: Keys<'_>, now: time::Off
         }
         Scheme::StandardWebhooks => {
             let ts = now.unix_timestamp().to_string();
-            let signatures = keys
-                .secrets
-                .iter()
-                .map(|s| Ok(format!("v1,{}", B64.encode(standard_signature(s, request.id, &ts, request.body)?))))
-                .collect::<Result<Vec<_>, SignError>>()?;
-            if signatures.is_empty() {
-                return Err(SignError::NoKey);
-            }
+            // The current secret must sign; an older one that does not is left out.
+            let (current, older) = keys.secrets.split_first().ok_or(SignError::NoKey)?;
+            let mut signatures = vec![format!("v1,{}", B64.encode(standard_signature(current, request.id, &ts, request.body)?))];
+            signatures.extend(
+                older
+                    .iter()
+                    .filter_map(|s| standard_signature(s, request.id, &ts, request.body).ok())
+                    .map(|tag| format!("v1,{}", B64.encode(tag))),
+            );
             vec![h("webhook-id", request.id.to_owned()), h("webhook-timestamp", ts), h("webhook-signature", signatures.join(" "))]
         }
         Scheme::FivetranHmac => {
@@ -232,7 +233,8 @@ pub fn sign(scheme: Scheme, request: Request<'_>, keys: Keys<'_>, now: time::Off
 /// A new Standard Webhooks secret: `whsec_` and 24 random bytes in base64.
 pub fn new_standard_secret() -> String {
     let mut bytes = [0u8; 24];
-    let _ = rand::fill(&mut bytes);
+    #[allow(clippy::expect_used)]
+    rand::fill(&mut bytes).expect("the system random number generator failed");
     format!("whsec_{}", B64.encode(bytes))
 }
 

@@ -45,7 +45,9 @@ impl Sealer {
     /// A new random master key, base64.
     pub fn new_master_key() -> String {
         let mut raw = [0u8; 32];
-        let _ = rand::fill(&mut raw);
+        // A master key from a failing RNG would be guessable: better not to start.
+        #[allow(clippy::expect_used)]
+        rand::fill(&mut raw).expect("the system random number generator failed");
         B64.encode(raw)
     }
 
@@ -53,7 +55,9 @@ impl Sealer {
     /// value cannot be moved to another record.
     pub fn seal(&self, plain: &[u8], context: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
-        let _ = rand::fill(&mut nonce);
+        // A repeated nonce breaks AES-GCM: never seal without a random one.
+        #[allow(clippy::expect_used)]
+        rand::fill(&mut nonce).expect("the system random number generator failed");
         let mut buf = plain.to_vec();
         // Sealing in place cannot fail for AES-GCM with a valid key and nonce.
         let _ = self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf);
@@ -79,4 +83,21 @@ impl Sealer {
     pub fn is_sealed(value: &str) -> bool {
         value.starts_with(PREFIX)
     }
+}
+
+/// The associated data of an endpoint's sealed field: a value sealed for one field of
+/// one endpoint does not open as another.
+pub fn endpoint_context(endpoint_id: &str, field: &str) -> String {
+    format!("endpoint/{endpoint_id}/{field}")
+}
+
+/// The associated data of a delivery's sealed part, bound to where the request goes:
+/// copied into a record with another URL, it does not open.
+pub fn delivery_context(delivery_id: &str, part: &str, method: &str, url: &str) -> String {
+    format!("delivery/{delivery_id}/{part}/{method} {url}")
+}
+
+/// The associated data of a sealed signing key.
+pub fn key_context(kid: &str) -> String {
+    format!("key/{kid}")
 }

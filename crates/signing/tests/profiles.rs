@@ -106,3 +106,13 @@ fn sealing_round_trips_and_refuses_the_wrong_key_or_record() {
     assert!(Sealer::from_base64("too-short").is_err());
     assert_ne!(sealer.seal(b"x", "c"), sealer.seal(b"x", "c"), "a fresh nonce each time");
 }
+
+#[test]
+fn a_bad_previous_secret_does_not_stop_the_current_one_signing() {
+    let secrets = vec![signing::new_standard_secret(), "not-a-whsec".to_owned()];
+    let now = at(1_700_000_000);
+    let headers = sign(Scheme::StandardWebhooks, req("POST", b"x"), Keys { rsa: None, secrets: &secrets }, now).unwrap();
+    assert_eq!(verify(Scheme::StandardWebhooks, &headers, req("POST", b"x"), Verifier::Secret(&secrets[0]), 300, now), Ok(()));
+    let bad_current = vec!["not-a-whsec".to_owned()];
+    assert!(sign(Scheme::StandardWebhooks, req("POST", b"x"), Keys { rsa: None, secrets: &bad_current }, now).is_err());
+}

@@ -244,6 +244,19 @@ pub struct SigningKey {
     pub private_key_sealed: String,
     /// RFC 3339.
     pub created_at: String,
+    /// Public keys rotated out, still published.
+    pub previous_keys: Vec<RetiredKey>,
+}
+
+/// A public key rotated out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    /// Key id.
+    pub kid: String,
+    /// PEM.
+    pub public_key_pem: String,
+    /// RFC 3339.
+    pub retired_at: String,
 }
 
 impl Record for SigningKey {

@@ -31,6 +31,7 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
     ("dead-letter.v1.avsc", include_str!("../../../schemas/dead-letter.v1.avsc")),
     ("dead-letter.v2.avsc", include_str!("../../../schemas/dead-letter.v2.avsc")),
     ("signing-key.v1.avsc", include_str!("../../../schemas/signing-key.v1.avsc")),
+    ("signing-key.v2.avsc", include_str!("../../../schemas/signing-key.v2.avsc")),
 ];
 
 /// Single-object encoding marker (Avro specification).

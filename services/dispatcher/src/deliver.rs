@@ -78,9 +78,6 @@ async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: 
 
 fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Option<HeaderMap> {
     let mut map = HeaderMap::with_capacity(delivery.headers.len() + delivery.sensitive_headers.len() + signature.len() + 2);
-    for (name, value) in signature {
-        map.insert(HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_str(value).ok()?);
-    }
     for h in delivery.headers.iter().chain(&delivery.sensitive_headers) {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let mut value = HeaderValue::from_str(&h.value).ok()?;
@@ -88,6 +85,10 @@ fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Optio
             value.set_sensitive(true);
         }
         map.append(name, value);
+    }
+    // Set last, replacing anything of the same name: hookline's own headers win.
+    for (name, value) in signature {
+        map.insert(HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_str(value).ok()?);
     }
     map.insert(HeaderName::from_static(DELIVERY_ID_HEADER), HeaderValue::from_str(&delivery.delivery_id).ok()?);
     map.insert(reqwest::header::USER_AGENT, HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION"))));

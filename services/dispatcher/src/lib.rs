@@ -82,6 +82,8 @@ struct Dispatcher {
     keys: kafka_io::Table<wire::SigningKey>,
     /// The opened current signing key, by key id.
     rsa: Mutex<Option<Arc<signing::RsaKey>>>,
+    /// The key id that failed to open, logged once.
+    failed_kid: Mutex<Option<String>>,
     shutdown: CancellationToken,
 }
 
@@ -122,6 +124,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         sealer,
         keys,
         rsa: Mutex::new(None),
+        failed_kid: Mutex::new(None),
         shutdown: shutdown.clone(),
     });
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
@@ -167,15 +170,7 @@ impl Dispatcher {
             }
         };
         let scheme = signing::Scheme::parse(&delivery.signing_scheme).unwrap_or(signing::Scheme::None);
-        let rsa = if scheme == signing::Scheme::PrequelRsa {
-            match self.signing_key(record.received_at).await {
-                Some(key) => Some(key),
-                None => return Outcome::Abandoned,
-            }
-        } else {
-            None
-        };
-        let (result, attempts) = self.deliver(&opened, scheme, rsa.as_deref()).await;
+        let (result, attempts) = self.deliver(&opened, scheme, record.received_at).await;
         match result {
             Ok(()) => Outcome::Done,
             Err(Stop::Shutdown) => Outcome::Abandoned,
@@ -199,23 +194,23 @@ impl Dispatcher {
     /// Attempts the delivery until it is delivered, final, exhausted or shut down.
     /// The delivery with its sealed parts opened (kept in memory only).
     fn open(&self, delivery: &RenderedDelivery) -> Result<RenderedDelivery, &'static str> {
-        let context = delivery.delivery_id.as_str();
-        let open = |v: &str| -> Result<String, &'static str> {
+        let context = |part: &str| signing::delivery_context(&delivery.delivery_id, part, &delivery.method, &delivery.url);
+        let open = |v: &str, part: &str| -> Result<String, &'static str> {
             if !signing::Sealer::is_sealed(v) {
                 return Ok(v.to_owned());
             }
-            self.sealer.open(v, context).map(|p| String::from_utf8_lossy(&p).into_owned()).map_err(|_| "HL-SEAL-OPEN")
+            self.sealer.open(v, &context(part)).map(|p| String::from_utf8_lossy(&p).into_owned()).map_err(|_| "HL-SEAL-OPEN")
         };
         let mut d = delivery.clone();
         for h in &mut d.sensitive_headers {
-            h.value = open(&h.value)?;
+            h.value = open(&h.value, &format!("header/{}", h.name.to_ascii_lowercase()))?;
         }
         for s in &mut d.signing_secrets {
-            *s = open(s)?;
+            *s = open(s, "signing-secret")?;
         }
         if d.body_sealed {
             let text = String::from_utf8(std::mem::take(&mut d.body)).map_err(|_| "HL-SEAL-OPEN")?;
-            d.body = self.sealer.open(&text, context).map_err(|_| "HL-SEAL-OPEN")?;
+            d.body = self.sealer.open(&text, &context("body")).map_err(|_| "HL-SEAL-OPEN")?;
         }
         Ok(d)
     }
@@ -236,7 +231,13 @@ impl Dispatcher {
                             *lock(&self.rsa) = Some(key.clone());
                             return Some(key);
                         }
-                        Err(_) => tracing::error!(kid = %record.kid, code = "HL-SEAL-OPEN", "the signing key does not open with this HOOKLINE_MASTER_KEY; operator action needed"),
+                        Err(_) => {
+                            let mut failed = lock(&self.failed_kid);
+                            if failed.as_deref() != Some(record.kid.as_str()) {
+                                tracing::error!(kid = %record.kid, code = "HL-SEAL-OPEN", "the signing key does not open with this HOOKLINE_MASTER_KEY; deliveries wait, operator action needed");
+                                *failed = Some(record.kid.clone());
+                            }
+                        }
                     }
                 } else {
                     tracing::warn!("no webhook signing key yet (the producer creates it on first start); waiting");
@@ -244,12 +245,12 @@ impl Dispatcher {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
         }
     }
 
-    async fn deliver(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, rsa: Option<&signing::RsaKey>) -> (Result<(), Stop>, Vec<Attempt>) {
+    async fn deliver(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, received_at: std::time::Instant) -> (Result<(), Stop>, Vec<Attempt>) {
         let attempts = Mutex::new(Vec::new());
         let backoff = ExponentialBuilder::default()
             .with_jitter()
@@ -262,9 +263,17 @@ impl Dispatcher {
                 return Err(Stop::Shutdown);
             }
             let number = i32::try_from(lock(&attempts).len() + 1).unwrap_or(i32::MAX);
-            // Every attempt is signed afresh: a retry hours later passes a receiver's window.
+            // Every attempt is signed afresh, with the key current when it starts (a
+            // rotation applies to the next attempt): a retry hours later passes a
+            // receiver's window.
+            let rsa = if scheme == signing::Scheme::PrequelRsa {
+                let since = if number == 1 { received_at } else { std::time::Instant::now() };
+                Some(self.signing_key(since).await.ok_or(Stop::Shutdown)?)
+            } else {
+                None
+            };
             let request = signing::Request { method: &delivery.method, url: &delivery.url, body: &delivery.body, id: &delivery.delivery_id };
-            let keys = signing::Keys { rsa, secrets: &delivery.signing_secrets };
+            let keys = signing::Keys { rsa: rsa.as_deref(), secrets: &delivery.signing_secrets };
             let signature = match signing::sign(scheme, request, keys, time::OffsetDateTime::now_utc()) {
                 Ok(headers) => headers,
                 Err(e) => return Err(Stop::Final(e.code())),

@@ -32,12 +32,24 @@ async fn rotate(state: &AppState) -> Result<SigningKey, ApiError> {
     let kid = uuid::Uuid::now_v7().to_string();
     let pair = signing::RsaKey::generate(2048, kid.clone()).map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
     let der = pair.pkcs8_der().map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
+    // The key being replaced stays published for a while: deliveries signed just
+    // before the rotation (and their retries in flight) still verify.
+    let previous_keys = state
+        .keys
+        .get(SIGNING_KEY)
+        .map(|old| {
+            let mut keys = vec![wire::RetiredKey { kid: old.kid, public_key_pem: old.public_key_pem, retired_at: wire::now_rfc3339() }];
+            keys.extend(old.previous_keys.into_iter().take(2));
+            keys
+        })
+        .unwrap_or_default();
     let record = SigningKey {
         kid: kid.clone(),
         algorithm: "RSASSA-PKCS1-v1_5-SHA256".to_owned(),
         public_key_pem: pair.public_key_pem().map_err(|_| ApiError::internal("HL-SIGN-KEY"))?,
-        private_key_sealed: state.sealer.seal(base64::engine::general_purpose::STANDARD.encode(der).as_bytes(), &kid),
+        private_key_sealed: state.sealer.seal(base64::engine::general_purpose::STANDARD.encode(der).as_bytes(), &signing::key_context(&kid)),
         created_at: wire::now_rfc3339(),
+        previous_keys,
     };
     let bytes = state.registry.encode(&record).map_err(|e| ApiError::internal(e.code()))?;
     let delivery = kafka_io::send_durably(&state.producer, &state.topics.keys, SIGNING_KEY.as_bytes(), Some(&bytes), None, &state.shutdown)
@@ -48,7 +60,12 @@ async fn rotate(state: &AppState) -> Result<SigningKey, ApiError> {
 }
 
 fn public(key: &SigningKey) -> serde_json::Value {
-    json!({"kid": key.kid, "algorithm": key.algorithm, "public_key": key.public_key_pem, "created_at": key.created_at})
+    let previous: Vec<serde_json::Value> = key
+        .previous_keys
+        .iter()
+        .map(|k| json!({"kid": k.kid, "public_key": k.public_key_pem, "retired_at": k.retired_at}))
+        .collect();
+    json!({"kid": key.kid, "algorithm": key.algorithm, "public_key": key.public_key_pem, "created_at": key.created_at, "previous_keys": previous})
 }
 
 /// `GET /public/signatures/webhook-public-key` (no auth: it is public).

@@ -136,6 +136,7 @@ fn wrapped(body: &Value) -> Result<Map<String, Value>, ApiError> {
 
 /// Validates the given fields and sets them on `endpoint`.
 fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, Value>) -> Result<(), ApiError> {
+    let old_scheme = endpoint.signing_scheme.clone();
     if let Some(v) = input.get("name") {
         let name = string(v, "name")?;
         if name.trim().is_empty() || name.chars().count() > 200 {
@@ -205,6 +206,21 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
             *target = string_list(v, field)?;
         }
     }
+    // A secret belongs to its scheme: changing the scheme without a new secret drops it
+    // (a Standard Webhooks one is then generated; the other schemes ask for one).
+    if endpoint.signing_scheme != old_scheme && !old_scheme.is_empty() && !input.contains_key("secret") {
+        endpoint.secret = None;
+        endpoint.previous_secret = None;
+        endpoint.previous_secret_until = None;
+    }
+    // A rotated-out secret past its overlap is dropped.
+    let expired = endpoint.previous_secret_until.as_deref().is_some_and(|until| {
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).map_or(true, |u| u <= time::OffsetDateTime::now_utc())
+    });
+    if expired {
+        endpoint.previous_secret = None;
+        endpoint.previous_secret_until = None;
+    }
     if let Some(v) = input.get("secret") {
         match v {
             Value::Null => endpoint.secret = None,
@@ -218,14 +234,20 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
                     return Err(ApiError::invalid("webhook.secret", "a standard_webhooks secret is whsec_ followed by base64 of at least 16 bytes (or leave it out to have one generated)"));
                 }
                 // A standard_webhooks secret replaced keeps signing for the overlap window.
-                if endpoint.signing_scheme == "standard_webhooks" {
+                endpoint.previous_secret = None;
+                endpoint.previous_secret_until = None;
+                if endpoint.signing_scheme == "standard_webhooks" && old_scheme == "standard_webhooks" {
                     if let Some(old) = endpoint.secret.take() {
+                        let plain = state
+                            .sealer
+                            .open(&old, &signing::endpoint_context(&endpoint.id, "secret"))
+                            .map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
                         let until = time::OffsetDateTime::now_utc() + state.rotation_overlap;
-                        endpoint.previous_secret = Some(old);
+                        endpoint.previous_secret = Some(state.sealer.seal(&plain, &signing::endpoint_context(&endpoint.id, "previous_secret")));
                         endpoint.previous_secret_until = Some(wire::format_rfc3339(until));
                     }
                 }
-                endpoint.secret = Some(state.sealer.seal(s.as_bytes(), &endpoint.id));
+                endpoint.secret = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(&endpoint.id, "secret")));
             }
             _ => return Err(ApiError::invalid("webhook.secret", "must be a string or null")),
         }
@@ -258,7 +280,7 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
             Value::String(s) if s.chars().any(char::is_control) => {
                 return Err(ApiError::invalid("webhook.api_key", "must not contain control characters"));
             }
-            Value::String(s) => endpoint.api_key = Some(state.sealer.seal(s.as_bytes(), &endpoint.id)),
+            Value::String(s) => endpoint.api_key = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(&endpoint.id, "api_key"))),
             _ => return Err(ApiError::invalid("webhook.api_key", "must be a string or null")),
         }
     }
@@ -307,7 +329,7 @@ fn ensure_secret(state: &AppState, endpoint: &mut Endpoint) -> Result<Option<Str
         return Err(ApiError::invalid("webhook.secret", format!("{} needs a secret", scheme.name())));
     }
     let secret = signing::new_standard_secret();
-    endpoint.secret = Some(state.sealer.seal(secret.as_bytes(), &endpoint.id));
+    endpoint.secret = Some(state.sealer.seal(secret.as_bytes(), &signing::endpoint_context(&endpoint.id, "secret")));
     Ok(Some(secret))
 }
 

@@ -136,7 +136,8 @@ async fn webhooks_crud_reads_its_own_writes_and_masks_the_key() {
     let sealed = last.api_key.as_deref().unwrap();
     assert!(signing::Sealer::is_sealed(sealed) && !sealed.contains("sk-live-secret"));
     let sealer = signing::Sealer::from_base64(test_kit::MASTER_KEY).unwrap();
-    assert_eq!(sealer.open(sealed, &id).unwrap(), b"sk-live-secret");
+    assert_eq!(sealer.open(sealed, &signing::endpoint_context(&id, "api_key")).unwrap(), b"sk-live-secret");
+    assert!(sealer.open(sealed, &signing::endpoint_context(&id, "secret")).is_err(), "bound to its field");
     assert_eq!(last.url, "https://example.com/v2");
 
     let (status, _) = api.call(reqwest::Method::DELETE, &format!("/webhooks/{id}"), None).await;
@@ -278,4 +279,25 @@ async fn the_public_key_is_public_and_rotation_needs_the_token() {
     assert_eq!(status, StatusCode::OK);
     assert_ne!(rotated["kid"], key["kid"]);
     assert!(!rotated.to_string().contains("PRIVATE"));
+}
+
+#[tokio::test]
+async fn changing_the_signing_scheme_changes_the_secret_with_it() {
+    let api = Api::start("schemes").await;
+    let hook = json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"],
+        "signing_scheme": "fivetran_hmac", "secret": "plain-fivetran-secret"}});
+    let (status, created) = api.call(reqwest::Method::POST, "/webhooks", Some(hook)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(created.get("generated_secret").is_none());
+    let id = created["webhook"]["id"].as_str().unwrap().to_owned();
+    // To standard_webhooks without a secret: the Fivetran one is dropped, a whsec_ one generated.
+    let (status, patched) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(json!({"webhook": {"signing_scheme": "standard_webhooks"}}))).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert!(patched["generated_secret"].as_str().unwrap().starts_with("whsec_"));
+    // To dataprep_hmac without a secret: refused, it needs one.
+    let (status, refused) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(json!({"webhook": {"signing_scheme": "dataprep_hmac"}}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["error"]["field"], "webhook.secret");
+    let (status, _) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(json!({"webhook": {"secret": "not-whsec"}}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a standard_webhooks secret must be whsec_");
 }

@@ -188,19 +188,18 @@ fn endpoint_of(compiled: &Compiled) -> &Endpoint {
 /// sealing existed pass as they are).
 fn open_endpoint(sealer: &signing::Sealer, mut endpoint: Endpoint) -> Result<Endpoint, (Endpoint, render::RenderError)> {
     let id = endpoint.id.clone();
-    let open = |value: &mut Option<String>| -> Result<(), render::RenderError> {
+    let open = |field: &str, value: &mut Option<String>| -> Result<(), render::RenderError> {
         if let Some(v) = value.as_deref().filter(|v| signing::Sealer::is_sealed(v)) {
-            let plain = sealer.open(v, &id).map_err(|_| render::RenderError::Invalid {
-                field: "secret".to_owned(),
+            let plain = sealer.open(v, &signing::endpoint_context(&id, field)).map_err(|_| render::RenderError::Invalid {
+                field: field.to_owned(),
                 message: "cannot open the endpoint's sealed secrets with this HOOKLINE_MASTER_KEY".to_owned(),
             })?;
             *value = Some(String::from_utf8_lossy(&plain).into_owned());
         }
         Ok(())
     };
-    let mut fields = [endpoint.api_key.take(), endpoint.secret.take(), endpoint.previous_secret.take()];
-    let result = fields.iter_mut().try_for_each(open);
-    let [api_key, secret, previous] = fields;
+    let (mut api_key, mut secret, mut previous) = (endpoint.api_key.take(), endpoint.secret.take(), endpoint.previous_secret.take());
+    let result = open("api_key", &mut api_key).and_then(|()| open("secret", &mut secret)).and_then(|()| open("previous_secret", &mut previous));
     endpoint.api_key = api_key;
     endpoint.secret = secret;
     endpoint.previous_secret = previous;
@@ -214,15 +213,16 @@ fn open_endpoint(sealer: &signing::Sealer, mut endpoint: Endpoint) -> Result<End
 /// of its sensitive headers, its signing secrets, and its body when a template put the
 /// secret there. The dispatcher opens them at send time.
 fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) -> wire::RenderedDelivery {
-    let context = d.delivery_id.clone();
-    for h in &mut d.sensitive_headers {
-        h.value = sealer.seal(h.value.as_bytes(), &context);
+    let context = |part: &str| signing::delivery_context(&d.delivery_id, part, &d.method, &d.url);
+    let headers: Vec<String> = d.sensitive_headers.iter().map(|h| sealer.seal(h.value.as_bytes(), &context(&format!("header/{}", h.name.to_ascii_lowercase())))).collect();
+    let secrets: Vec<String> = d.signing_secrets.iter().map(|s| sealer.seal(s.as_bytes(), &context("signing-secret"))).collect();
+    let body = d.body_sealed.then(|| sealer.seal(&d.body, &context("body")).into_bytes());
+    for (h, sealed) in d.sensitive_headers.iter_mut().zip(headers) {
+        h.value = sealed;
     }
-    for s in &mut d.signing_secrets {
-        *s = sealer.seal(s.as_bytes(), &context);
-    }
-    if d.body_sealed {
-        d.body = sealer.seal(&d.body, &context).into_bytes();
+    d.signing_secrets = secrets;
+    if let Some(body) = body {
+        d.body = body;
     }
     d
 }
