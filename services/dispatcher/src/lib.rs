@@ -191,7 +191,6 @@ impl Dispatcher {
         }
     }
 
-    /// Attempts the delivery until it is delivered, final, exhausted or shut down.
     /// The delivery with its sealed parts opened (kept in memory only).
     fn open(&self, delivery: &RenderedDelivery) -> Result<RenderedDelivery, &'static str> {
         let context = |part: &str| signing::delivery_context(&delivery.delivery_id, part, &delivery.method, &delivery.url);
@@ -250,6 +249,7 @@ impl Dispatcher {
         }
     }
 
+    /// Attempts the delivery until it is delivered, final, exhausted or shut down.
     async fn deliver(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, received_at: std::time::Instant) -> (Result<(), Stop>, Vec<Attempt>) {
         let attempts = Mutex::new(Vec::new());
         let backoff = ExponentialBuilder::default()
