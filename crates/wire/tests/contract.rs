@@ -258,25 +258,11 @@ fn new_readers_read_data_written_with_older_schemas() {
 
     // An Endpoint written by a v0 writer (no `active`) reads as active by default.
     let old_schema = apache_avro::Schema::parse_str(OLD_ENDPOINT).unwrap();
-    let mut rec = apache_avro::types::Record::new(&old_schema).unwrap();
-    let e = endpoint();
-    rec.put("id", e.id.clone());
-    rec.put("kind", e.kind.clone());
-    rec.put("name", e.name.clone());
-    rec.put("vendor", e.vendor.clone());
-    rec.put("url", e.url.clone());
-    rec.put("events", apache_avro::types::Value::Array(vec!["transfer.error".into()]));
-    rec.put("api_key", apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)));
-    rec.put("created_at", e.created_at.clone());
-    rec.put("updated_at", e.updated_at.clone());
-    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&old_schema).build().unwrap().write_value_to_vec(rec).unwrap();
-    let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&wire::Fingerprint::of(&old_schema).0);
-    bytes.extend_from_slice(&datum);
+    let bytes = old_endpoint(&old_schema, apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)), None);
     let read: Endpoint = reg.decode(&bytes).unwrap();
     assert!(read.active);
     assert_eq!(read.api_key, None);
-    assert_eq!(read.url, e.url);
+    assert_eq!(read.url, endpoint().url);
 
     // An event written with the v0 envelope (no version field, fewer branches): the data
     // branch is matched by name, the missing version takes its default.
@@ -323,22 +309,7 @@ fn endpoints_written_with_v1_read_with_the_current_schema() {
     let versions = reg.versions("hookline.internal.Endpoint").unwrap();
     assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3]);
     let v1 = versions[0].1;
-    let mut rec = apache_avro::types::Record::new(v1).unwrap();
-    let e = endpoint();
-    rec.put("id", e.id.clone());
-    rec.put("kind", e.kind.clone());
-    rec.put("name", e.name.clone());
-    rec.put("vendor", e.vendor.clone());
-    rec.put("url", e.url.clone());
-    rec.put("events", apache_avro::types::Value::Array(vec!["transfer.error".into()]));
-    rec.put("api_key", apache_avro::types::Value::Union(1, Box::new("k".into())));
-    rec.put("active", true);
-    rec.put("created_at", e.created_at.clone());
-    rec.put("updated_at", e.updated_at.clone());
-    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(v1).build().unwrap().write_value_to_vec(rec).unwrap();
-    let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&wire::Fingerprint::of(v1).0);
-    bytes.extend_from_slice(&datum);
+    let bytes = old_endpoint(v1, apache_avro::types::Value::Union(1, Box::new("k".into())), Some(true));
     let read: Endpoint = reg.decode(&bytes).unwrap();
     assert_eq!(read, Endpoint { signing_scheme: "prequel_rsa".into(), ..endpoint() }, "later fields take their defaults");
 }
@@ -352,4 +323,23 @@ fn every_event_type_has_a_valid_sample() {
         let (event, _) = reg.event_from_json(&json).unwrap_or_else(|e| panic!("{t}: {e}"));
         assert_eq!(event.data, sample.data);
     }
+}
+
+/// `endpoint()` written with an older Endpoint schema, as single-object encoding.
+fn old_endpoint(schema: &apache_avro::Schema, api_key: apache_avro::types::Value, active: Option<bool>) -> Vec<u8> {
+    let e = endpoint();
+    let mut rec = apache_avro::types::Record::new(schema).unwrap();
+    for (field, value) in [("id", &e.id), ("kind", &e.kind), ("name", &e.name), ("vendor", &e.vendor), ("url", &e.url), ("created_at", &e.created_at), ("updated_at", &e.updated_at)] {
+        rec.put(field, value.clone());
+    }
+    rec.put("events", apache_avro::types::Value::Array(vec!["transfer.error".into()]));
+    rec.put("api_key", api_key);
+    if let Some(active) = active {
+        rec.put("active", active);
+    }
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build().unwrap().write_value_to_vec(rec).unwrap();
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&wire::Fingerprint::of(schema).0);
+    bytes.extend_from_slice(&datum);
+    bytes
 }
