@@ -74,7 +74,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
-    service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
+    // The renderer only checks the key; the table it reads for that stops afterwards.
+    let check = shutdown.child_token();
+    service_kit::check_master_key(&config.kafka, &topics, &sealer, &check).await?;
+    check.cancel();
     let table_registry = Arc::new(Registry::bundled().context("loading schemas")?);
     // Templates are parsed once, when the endpoint is read; one that does not parse
     // (written by a newer version, or by hand) dead-letters its deliveries.
