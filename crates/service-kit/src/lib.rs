@@ -293,3 +293,80 @@ pub fn open_signing_key(sealer: &signing::Sealer, key: &wire::SigningKey) -> any
     let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
     Ok(signing::RsaKey::from_pkcs8(&der, key.kid.clone())?)
 }
+
+/// Seals the sensitive fields of an event (trace text, transfer logs) before it is
+/// written to Kafka. Values already sealed, empty or absent are left alone.
+pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) {
+    for path in registry.sensitive_fields(&event.event_type) {
+        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path) {
+            if !value.is_empty() && !signing::Sealer::is_sealed(value) {
+                *value = sealer.seal(value.as_bytes(), &signing::event_context(&event.id, path));
+            }
+        }
+    }
+}
+
+/// Opens the sealed sensitive fields of an event read from Kafka. Fields written in
+/// clear (by an engine that writes Avro itself) pass as they are.
+pub fn open_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) -> Result<(), signing::SealError> {
+    for path in registry.sensitive_fields(&event.event_type) {
+        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path) {
+            if signing::Sealer::is_sealed(value) {
+                let plain = sealer.open(value, &signing::event_context(&event.id, path))?;
+                *value = String::from_utf8(plain).map_err(|_| signing::SealError::CannotOpen)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The non-empty values of an event's sensitive fields, e.g. to check that a URL
+/// does not carry one.
+pub fn sensitive_values<'a>(registry: &wire::Registry, event: &'a wire::Event) -> Vec<&'a str> {
+    registry
+        .sensitive_fields(&event.event_type)
+        .iter()
+        .filter_map(|path| path.split('.').try_fold(&event.data, |v, k| v.get(k)).and_then(serde_json::Value::as_str))
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn field_mut<'a>(data: &'a mut serde_json::Value, path: &str) -> Option<&'a mut serde_json::Value> {
+    path.split('.').try_fold(data, |v, k| v.get_mut(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ziPT4SmMuMTwTwqeF6aldKiYNegAmm65VtVAqRVARKE=";
+
+    fn trace_event(registry: &wire::Registry, trace: &str) -> wire::Event {
+        let json = serde_json::json!({"id": "ev-1", "type": "transfer.sensitive_trace", "data": {
+            "transfer_id": "t-1", "destination_id": "d-1", "execution_context": "write_destination", "trace": trace}});
+        registry.event_from_json(&json).expect("valid").0
+    }
+
+    #[test]
+    fn sensitive_fields_are_sealed_for_kafka_and_open_only_in_their_event() {
+        let registry = wire::Registry::bundled().expect("schemas");
+        let sealer = signing::Sealer::from_base64(KEY).expect("key");
+        let mut event = trace_event(&registry, "ERROR: secret row 42");
+        seal_event(&sealer, &registry, &mut event);
+        let bytes = registry.encode_event(&event).expect("encodes");
+        assert!(!bytes.windows(10).any(|w| w == b"secret row"), "the trace reached the record in clear");
+        let mut read = registry.decode_event(&bytes).expect("decodes");
+        assert!(signing::Sealer::is_sealed(read.data["trace"].as_str().expect("trace")));
+        let mut moved = read.clone();
+        open_event(&sealer, &registry, &mut read).expect("opens");
+        assert_eq!(read.data["trace"], "ERROR: secret row 42");
+        // Sealed for event ev-1, the value does not open in another event.
+        moved.id = "ev-2".to_owned();
+        assert!(open_event(&sealer, &registry, &mut moved).is_err());
+        // A trace written in clear by an engine passes as it is.
+        let mut clear = trace_event(&registry, "plain");
+        open_event(&sealer, &registry, &mut clear).expect("clear passes");
+        assert_eq!(clear.data["trace"], "plain");
+        assert_eq!(sensitive_values(&registry, &clear), ["plain"]);
+    }
+}

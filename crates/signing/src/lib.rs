@@ -21,7 +21,7 @@ use aws_lc_rs::{digest, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-pub use seal::{delivery_context, endpoint_context, key_context, SealError, Sealer};
+pub use seal::{delivery_context, endpoint_context, event_context, key_context, SealError, Sealer};
 
 /// A signing scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

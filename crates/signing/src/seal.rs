@@ -101,3 +101,9 @@ pub fn delivery_context(delivery_id: &str, part: &str, method: &str, url: &str) 
 pub fn key_context(kid: &str) -> String {
     format!("key/{kid}")
 }
+
+/// The associated data of a sealed sensitive field of an event (`path` inside `data`,
+/// e.g. `error.transfer_log`): it opens only in that field of that event.
+pub fn event_context(event_id: &str, path: &str) -> String {
+    format!("event/{event_id}/{path}")
+}

@@ -51,6 +51,8 @@ pub(crate) struct Catalogue {
     names: Names,
     /// event type -> index of its branch in the `data` union
     branches: std::collections::HashMap<String, usize>,
+    /// branch index -> dotted paths (inside `data`) of its `hookline.sensitive` fields
+    sensitive: std::collections::HashMap<usize, Vec<String>>,
 }
 
 impl Catalogue {
@@ -58,6 +60,7 @@ impl Catalogue {
         let mut names = Names::new();
         json::collect_names(event_schema, &mut names);
         let mut branches = std::collections::HashMap::new();
+        let mut sensitive = std::collections::HashMap::new();
         let data = data_union(event_schema)?;
         for (i, branch) in data.iter().enumerate() {
             let Schema::Record(r) = json::deref(branch, &names) else { continue };
@@ -66,12 +69,15 @@ impl Catalogue {
                     branches.insert(t.to_owned(), i);
                 }
             }
+            let mut paths = Vec::new();
+            sensitive_paths(r, "", &names, &mut paths);
+            sensitive.insert(i, paths);
         }
-        Ok(Catalogue { names, branches })
+        Ok(Catalogue { names, branches, sensitive })
     }
 
     pub(crate) fn empty() -> Self {
-        Catalogue { names: Names::new(), branches: std::collections::HashMap::new() }
+        Catalogue { names: Names::new(), branches: std::collections::HashMap::new(), sensitive: std::collections::HashMap::new() }
     }
 
     /// Every event type the schema carries, sorted.
@@ -83,6 +89,24 @@ impl Catalogue {
 
     pub(crate) fn knows(&self, event_type: &str) -> bool {
         self.branches.contains_key(event_type)
+    }
+}
+
+/// Collects the dotted paths of the string fields marked `"hookline.sensitive": true`,
+/// looking into nested records (and records inside optional unions).
+fn sensitive_paths(record: &RecordSchema, prefix: &str, names: &Names, out: &mut Vec<String>) {
+    for field in &record.fields {
+        let path = if prefix.is_empty() { field.name.clone() } else { format!("{prefix}.{}", field.name) };
+        if field.custom_attributes.get("hookline.sensitive") == Some(&Json::Bool(true)) {
+            out.push(path.clone());
+        }
+        let inner = match json::deref(&field.schema, names) {
+            Schema::Union(u) => u.variants().iter().map(|v| json::deref(v, names)).find(|v| matches!(v, Schema::Record(_))),
+            other => Some(other),
+        };
+        if let Some(Schema::Record(nested)) = inner {
+            sensitive_paths(nested, &path, names, out);
+        }
     }
 }
 
@@ -105,6 +129,23 @@ impl Registry {
     /// Every event type the current event schema carries, sorted.
     pub fn event_types(&self) -> Vec<&str> {
         self.catalogue().types()
+    }
+
+    /// The dotted paths inside `data` of `event_type`'s sensitive fields (trace text,
+    /// transfer logs): sealed before they reach Kafka, never logged.
+    pub fn sensitive_fields(&self, event_type: &str) -> &[String] {
+        let catalogue = self.catalogue();
+        catalogue.branches.get(event_type).and_then(|b| catalogue.sensitive.get(b)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Encodes an event (e.g. one whose sensitive fields were sealed after
+    /// [`Registry::event_from_json`]), validating it again.
+    pub fn encode_event(&self, event: &Event) -> Result<Vec<u8>, WireError> {
+        let mut json = event.envelope_json();
+        if let Json::Object(obj) = &mut json {
+            obj.insert("id".to_owned(), Json::String(event.id.clone()));
+        }
+        self.event_from_json(&json).map(|(_, bytes)| bytes)
     }
 
     /// True when the current event schema carries `event_type`.

@@ -343,3 +343,13 @@ fn old_endpoint(schema: &apache_avro::Schema, api_key: apache_avro::types::Value
     bytes.extend_from_slice(&datum);
     bytes
 }
+
+#[test]
+fn sensitive_fields_come_from_the_schema() {
+    let r = registry();
+    assert_eq!(r.sensitive_fields("transfer.error"), ["error.transfer_log".to_owned()]);
+    assert_eq!(r.sensitive_fields("transfer.sensitive_trace"), ["trace".to_owned()]);
+    assert_eq!(r.sensitive_fields("connection_test.sensitive_trace"), ["trace".to_owned()]);
+    assert!(r.sensitive_fields("transfer.completed").is_empty());
+    assert!(r.sensitive_fields("no.such_type").is_empty());
+}

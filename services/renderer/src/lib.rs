@@ -115,11 +115,16 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
 impl Renderer {
     async fn handle(&self, record: Record) -> Outcome {
         let payload = record.payload.as_deref().unwrap_or_default();
-        let event = match self.registry.decode_event(payload) {
+        let decoded = self.registry.decode_event(payload).map_err(|e| (e.code(), e.to_string())).and_then(|mut event| {
+            service_kit::open_event(&self.sealer, &self.registry, &mut event)
+                .map(|()| event)
+                .map_err(|_| ("HL-SEAL-OPEN", "cannot open the event's sealed fields with this HOOKLINE_MASTER_KEY".to_owned()))
+        });
+        let event = match decoded {
             Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(partition = record.partition, offset = record.offset, code = e.code(), reason = %e, "unreadable event; dead-lettered");
-                let mut letter = self.dead_letters.letter(&record, e.code(), &e.to_string());
+            Err((code, reason)) => {
+                tracing::warn!(partition = record.partition, offset = record.offset, code, reason = %reason, "unreadable event; dead-lettered");
+                let mut letter = self.dead_letters.letter(&record, code, &reason);
                 letter.payload = record.payload.clone();
                 return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
             }
@@ -146,7 +151,9 @@ impl Renderer {
         let endpoint = endpoint_of(compiled);
         let delivery_id = render::delivery_id(&event.id, &endpoint.id);
         let rendered = match compiled.as_ref() {
-            Ok(c) => render::render(event, c, &self.environment, rendered_at).map(|d| seal_delivery(&self.sealer, d)),
+            Ok(c) => render::render(event, c, &self.environment, rendered_at)
+                .and_then(|d| self.guard_sensitive(event, d))
+                .map(|d| seal_delivery(&self.sealer, d)),
             Err((_, e)) => Err(e.clone()),
         };
         let (code, reason, delivery) = match rendered {
@@ -174,6 +181,25 @@ impl Renderer {
         letter.payload = if delivery.is_none() { record.payload.clone() } else { None };
         letter.delivery = delivery;
         self.dead_letters.write(&self.registry, letter, &self.shutdown).await
+    }
+}
+
+impl Renderer {
+    /// A delivery of an event with trace text or a transfer log has its body sealed,
+    /// and may not carry them in its URL (URLs are logged everywhere).
+    fn guard_sensitive(&self, event: &Event, mut d: wire::RenderedDelivery) -> Result<wire::RenderedDelivery, render::RenderError> {
+        let values = service_kit::sensitive_values(&self.registry, event);
+        if values.is_empty() {
+            return Ok(d);
+        }
+        if values.iter().any(|v| d.url.contains(v) || d.headers.iter().any(|h| h.value.contains(v))) {
+            return Err(render::RenderError::Invalid {
+                field: "url".to_owned(),
+                message: "must not carry the event's sensitive fields (URLs are logged); use the body".to_owned(),
+            });
+        }
+        d.body_sealed = true;
+        Ok(d)
     }
 }
 
