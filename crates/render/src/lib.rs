@@ -269,6 +269,7 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
         headers,
         sensitive_headers: sensitive,
         body,
+        transfer_id: None,
     })
 }
 

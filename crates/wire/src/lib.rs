@@ -12,7 +12,7 @@ mod registry;
 
 pub use error::WireError;
 pub use event::{Event, DEFAULT_VERSION};
-pub use records::{Attempt, DeadLetter, Endpoint, Header, HeaderTemplate, Record, RenderedDelivery, RetiredKey, SigningKey};
+pub use records::{AggregatedTrace, Attempt, DeadLetter, Endpoint, Header, HeaderTemplate, Record, RenderedDelivery, RetiredKey, SigningKey};
 pub use registry::{Fingerprint, Registry, BUNDLED_SCHEMAS};
 
 /// The current time as an RFC 3339 string in UTC, the format of every timestamp field.

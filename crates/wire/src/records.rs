@@ -141,6 +141,8 @@ pub struct RenderedDelivery {
     /// Request body.
     #[serde(with = "apache_avro::serde::bytes")]
     pub body: Vec<u8>,
+    /// The transfer whose sensitive traces the request carries.
+    pub transfer_id: Option<String>,
 }
 
 impl Record for RenderedDelivery {
@@ -158,6 +160,7 @@ impl std::fmt::Debug for RenderedDelivery {
             .field("headers", &self.headers)
             .field("sensitive_headers", &"[redacted]")
             .field("body_len", &self.body.len())
+            .field("transfer_id", &self.transfer_id)
             .finish_non_exhaustive()
     }
 }
@@ -266,5 +269,42 @@ impl Record for SigningKey {
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey").field("kid", &self.kid).field("private_key_sealed", &"[redacted]").finish_non_exhaustive()
+    }
+}
+
+/// One sensitive trace of an open transfer: the value of the sensitive-trace changelog,
+/// keyed `<transfer_id>#<seq>`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregatedTrace {
+    /// The transfer.
+    pub transfer_id: String,
+    /// 0-based arrival order within the transfer.
+    pub seq: i32,
+    /// The event it came from.
+    pub event_id: String,
+    /// The transfer's destination.
+    pub destination_id: String,
+    /// The trace's source, if any.
+    pub source_id: Option<String>,
+    /// The trace's model, if any.
+    pub model_id: Option<String>,
+    /// Unix ms when the transfer's first trace was seen.
+    pub opened_at_ms: i64,
+    /// The trace object as JSON, sealed. Sensitive.
+    pub trace_sealed: String,
+}
+
+impl Record for AggregatedTrace {
+    const FULL_NAME: &'static str = "hookline.internal.AggregatedTrace";
+}
+
+impl std::fmt::Debug for AggregatedTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregatedTrace")
+            .field("transfer_id", &self.transfer_id)
+            .field("seq", &self.seq)
+            .field("event_id", &self.event_id)
+            .field("trace_sealed", &"[redacted]")
+            .finish_non_exhaustive()
     }
 }

@@ -28,10 +28,13 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
     ("endpoint.v3.avsc", include_str!("../../../schemas/endpoint.v3.avsc")),
     ("rendered-delivery.v1.avsc", include_str!("../../../schemas/rendered-delivery.v1.avsc")),
     ("rendered-delivery.v2.avsc", include_str!("../../../schemas/rendered-delivery.v2.avsc")),
+    ("rendered-delivery.v3.avsc", include_str!("../../../schemas/rendered-delivery.v3.avsc")),
     ("dead-letter.v1.avsc", include_str!("../../../schemas/dead-letter.v1.avsc")),
     ("dead-letter.v2.avsc", include_str!("../../../schemas/dead-letter.v2.avsc")),
+    ("dead-letter.v3.avsc", include_str!("../../../schemas/dead-letter.v3.avsc")),
     ("signing-key.v1.avsc", include_str!("../../../schemas/signing-key.v1.avsc")),
     ("signing-key.v2.avsc", include_str!("../../../schemas/signing-key.v2.avsc")),
+    ("aggregated-trace.v1.avsc", include_str!("../../../schemas/aggregated-trace.v1.avsc")),
 ];
 
 /// Single-object encoding marker (Avro specification).
