@@ -2,8 +2,10 @@
 //! ([`subscription`]), the request each gets (templates or a vendor's shape,
 //! [`vendors`]), and the stable delivery id. The renderer service calls it for real
 //! events; the producer calls it with sample events to refuse a bad endpoint at creation.
+//! Sensitive-trace endpoints get one request per batch of a transfer's traces ([`traces`]).
 
 pub mod subscription;
+pub mod traces;
 pub mod vendors;
 
 use serde_json::{json, Value};
@@ -12,6 +14,7 @@ use uuid::Uuid;
 use wire::{Endpoint, Event, Header, Registry, RenderedDelivery};
 
 pub use subscription::{outcome, subscribed, type_matches, valid_pattern, Outcome};
+pub use traces::{compile_traces, render_traces, trace_timestamp, validate_traces, CompiledTraces, FlushReason, TraceBatch, TracesRequest};
 
 /// Namespace of delivery ids: UUID v5 of `<len(event id)>:<event id><endpoint id>`.
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4c2e_9a3d_4e57_8c10_d2a4_f0b3_7e91);
@@ -187,12 +190,7 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
         ("", "datadog") => vendors::DATADOG_URL.to_owned(),
         (u, _) => u.to_owned(),
     };
-    if let Some(secret) = endpoint.secret.as_deref().filter(|s| !s.is_empty()) {
-        if url_text.contains(secret) {
-            return Err(RenderError::invalid("url", "must not carry the secret (URLs are logged); use a header"));
-        }
-    }
-    let mut url = absolute_url(&url_text)?;
+    let mut url = request_url(&url_text, endpoint.secret.as_deref())?;
     let mut headers = Vec::new();
     let mut sensitive = Vec::new();
     let (method, body) = match endpoint.vendor.as_str() {
@@ -225,15 +223,8 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
     };
     if let Some(t) = &compiled.header_template {
         let text = t.render_string(&data).map_err(template_err("header_template"))?;
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim_end_matches('\r');
-            if line.trim().is_empty() {
-                continue;
-            }
-            let Some((name, value)) = line.split_once(':') else {
-                return Err(RenderError::invalid("header_template", format!("line {} is not `Key: Value`", i + 1)));
-            };
-            set(&mut sensitive, valid_header("header_template", name.trim(), value.trim())?);
+        for header in header_lines("header_template", &text)? {
+            set(&mut sensitive, header);
         }
     }
     for (name, t) in &compiled.headers {
@@ -309,6 +300,17 @@ fn json_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The URL of a request from its rendered text: absolute http(s), and without the
+/// secret in it (URLs are logged).
+pub(crate) fn request_url(text: &str, secret: Option<&str>) -> Result<url::Url, RenderError> {
+    if let Some(secret) = secret.filter(|s| !s.is_empty())
+        && text.contains(secret)
+    {
+        return Err(RenderError::invalid("url", "must not carry the secret (URLs are logged); use a header"));
+    }
+    absolute_url(text)
+}
+
 fn absolute_url(text: &str) -> Result<url::Url, RenderError> {
     let url = url::Url::parse(text).map_err(|e| RenderError::invalid("url", format!("not an absolute URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
@@ -337,6 +339,23 @@ fn valid_header(field: &str, name: &str, value: &str) -> Result<Header, RenderEr
         return Err(RenderError::invalid(field, format!("the value of {name} has control characters")));
     }
     Ok(Header::new(name, value))
+}
+
+/// The headers of a rendered header template: one `Key: Value` per line, blank lines
+/// skipped, a later line replacing an earlier one of the same name.
+pub(crate) fn header_lines(field: &str, text: &str) -> Result<Vec<Header>, RenderError> {
+    let mut headers = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(RenderError::invalid(field, format!("line {} is not `Key: Value`", i + 1)));
+        };
+        set(&mut headers, valid_header(field, name.trim(), value.trim())?);
+    }
+    Ok(headers)
 }
 
 /// Adds or replaces (case-insensitively) a header.
