@@ -175,3 +175,61 @@ pub async fn send_events(
         .collect()
         .await
 }
+
+/// A whole pipeline (producer, renderer, dispatcher) as child processes on a fresh
+/// topic prefix, with its API client.
+pub struct Pipeline {
+    /// Broker and topics.
+    pub kafka: kafka_io::KafkaSettings,
+    /// The services' environment.
+    pub env: HashMap<String, String>,
+    /// `http://127.0.0.1:<port>` of the producer API.
+    pub base: String,
+    /// An HTTP client.
+    pub client: reqwest::Client,
+    /// Where the services' output goes.
+    pub logs: PathBuf,
+    /// The producer.
+    pub producer: Service,
+    /// The renderer.
+    pub renderer: Service,
+    /// The dispatcher.
+    pub dispatcher: Service,
+}
+
+impl Pipeline {
+    /// Starts the three services for `test`, with `extra` environment on top of
+    /// [`pipeline_env`], and waits until the API answers.
+    pub async fn start(test: &str, extra: &[(&str, &str)]) -> Pipeline {
+        let kafka = test_kit::kafka_settings(test);
+        let port = test_kit::free_port();
+        let mut env = pipeline_env(&kafka, port);
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let logs = test_kit::repo_root().join("target/e2e-logs").join(kafka.topic_prefix.trim_end_matches('-'));
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let producer = Service::start("hookline-producer", &env, &logs);
+        let renderer = Service::start("hookline-renderer", &env, &logs);
+        let dispatcher = Service::start("hookline-dispatcher", &env, &logs);
+        wait_healthy(&client, &base, Duration::from_secs(60)).await;
+        Pipeline { kafka, env, base, client, logs, producer, renderer, dispatcher }
+    }
+
+    /// POSTs `body` to `path` with the token; panics unless it succeeds.
+    pub async fn post(&self, path: &str, body: &Value) -> Value {
+        let resp = self.client.post(format!("{}{path}", self.base)).bearer_auth(TOKEN).json(body).send().await.expect("POST");
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path}: {status}: {body}");
+        body
+    }
+
+    /// Everything the services printed so far.
+    pub fn output(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(&self.logs).into_iter().flatten().flatten() {
+            all.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+        all
+    }
+}

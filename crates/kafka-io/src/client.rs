@@ -34,6 +34,9 @@ pub struct KafkaSettings {
     pub topic_replication: i32,
     /// Producer `linger.ms` (`HOOKLINE_KAFKA_LINGER_MS`).
     pub kafka_linger_ms: u32,
+    /// Producer `compression.type` (`HOOKLINE_KAFKA_COMPRESSION`): `lz4`, `zstd`,
+    /// `snappy`, `gzip` or `none`.
+    pub kafka_compression: String,
 }
 
 impl Default for KafkaSettings {
@@ -44,6 +47,7 @@ impl Default for KafkaSettings {
             topic_partitions: 6,
             topic_replication: 1,
             kafka_linger_ms: 1,
+            kafka_compression: "lz4".to_owned(),
         }
     }
 }
@@ -67,7 +71,7 @@ pub fn producer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", settings.kafka_linger_ms.to_string())
-        .set("compression.type", "lz4")
+        .set("compression.type", &settings.kafka_compression)
         // Delivery is retried inside librdkafka for this long, then handed back to us.
         .set("message.timeout.ms", "120000")
         .set("message.max.bytes", (crate::MAX_RECORD_BYTES + 64 * 1024).to_string());

@@ -21,6 +21,9 @@ pub struct Topics {
     pub dead_letter: String,
     /// Key material (compacted): the account's signing key, sealed.
     pub keys: String,
+    /// The renderer's aggregation state (compacted): each open transfer's sensitive
+    /// traces, sealed, in the partition of the transfer's events.
+    pub sensitive_trace_changelog: String,
 }
 
 impl Topics {
@@ -32,6 +35,7 @@ impl Topics {
             rendered_deliveries: format!("{prefix}rendered-deliveries"),
             dead_letter: format!("{prefix}dead-letter"),
             keys: format!("{prefix}keys"),
+            sensitive_trace_changelog: format!("{prefix}sensitive-trace-changelog"),
         }
     }
 
@@ -43,6 +47,7 @@ impl Topics {
             TopicSpec { name: self.rendered_deliveries.clone(), compacted: false },
             TopicSpec { name: self.dead_letter.clone(), compacted: false },
             TopicSpec { name: self.keys.clone(), compacted: true },
+            TopicSpec { name: self.sensitive_trace_changelog.clone(), compacted: true },
         ]
     }
 }

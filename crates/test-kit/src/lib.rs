@@ -62,6 +62,7 @@ pub fn kafka_settings(test: &str) -> KafkaSettings {
         topic_partitions: 3,
         topic_replication: 1,
         kafka_linger_ms: 1,
+        ..KafkaSettings::default()
     }
 }
 
@@ -282,4 +283,29 @@ pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// The local test broker's topic data (`log.dirs`), as `ops/kafka/broker` lays it out:
+/// `HOOKLINE_KAFKA_DATA_DIR` or `ops/kafka/.data/<port>`, then `kafka-logs`.
+pub fn broker_log_dir() -> PathBuf {
+    let data = std::env::var("HOOKLINE_KAFKA_DATA_DIR").map(PathBuf::from).unwrap_or_else(|_| {
+        let port = brokers().rsplit(':').next().unwrap_or("9092").to_owned();
+        repo_root().join("ops/kafka/.data").join(port)
+    });
+    data.join("kafka-logs")
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
+            found.push(path);
+        }
+    }
+    found
 }

@@ -1,9 +1,15 @@
 //! hookline-renderer: consumes `events` and the `endpoints` table, renders one HTTP
-//! request per (event, subscribed endpoint) and writes it to `rendered-deliveries`,
+//! request per (event, subscribed webhook) and writes it to `rendered-deliveries`,
 //! keyed by endpoint id. An event that cannot be read goes to `dead-letter`.
+//! Sensitive traces take another path, [`aggregate`]: gathered per transfer on a
+//! changelog and sent once the transfer ends, exactly once, through Kafka transactions.
 //!
-//! Architecture invariant: the renderer never calls an endpoint. It stores an event's
-//! offset only after Kafka acknowledged every output of that event.
+//! Architecture invariant: the renderer never calls an endpoint. The webhook path
+//! stores an event's offset only after Kafka acknowledged every output of that event;
+//! the aggregator commits offsets in the transaction that holds their outputs.
+
+mod aggregate;
+mod split;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +41,27 @@ pub struct Config {
     pub environment: String,
     /// Opens endpoint secrets and seals what deliveries carry (`HOOKLINE_MASTER_KEY`).
     pub master_key: service_kit::Secret,
+    /// This renderer's name among its replicas (`HOOKLINE_INSTANCE_ID`), unique and
+    /// stable across restarts (a pod name): the aggregator's transactional id, so a
+    /// restarted instance aborts what it left open. Empty: the host name.
+    pub instance_id: String,
+    /// Consumer group of the sensitive-trace aggregators (`HOOKLINE_AGGREGATOR_GROUP`);
+    /// empty means `<topic prefix>hookline-aggregator`.
+    pub aggregator_group: String,
+    /// How often the aggregator commits its transaction (`HOOKLINE_AGGREGATOR_COMMIT_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub aggregator_commit_interval: Duration,
+    /// Kafka `transaction.timeout.ms` of the aggregator (`HOOKLINE_AGGREGATOR_TRANSACTION_TIMEOUT`):
+    /// how long a crashed instance's open transaction holds back readers until the broker aborts it.
+    #[serde(with = "humantime_serde")]
+    pub aggregator_transaction_timeout: Duration,
+    /// A transfer whose end never arrives is flushed this long after its first trace
+    /// (`HOOKLINE_SENSITIVE_TRACE_MAX_AGE`).
+    #[serde(with = "humantime_serde")]
+    pub sensitive_trace_max_age: Duration,
+    /// Largest body of one sensitive-trace request; more traces are split into numbered
+    /// requests (`HOOKLINE_SENSITIVE_TRACE_MAX_BODY_BYTES`).
+    pub sensitive_trace_max_body_bytes: usize,
 }
 
 impl Default for Config {
@@ -46,6 +73,12 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             environment: "prod".to_owned(),
             master_key: service_kit::Secret::default(),
+            instance_id: String::new(),
+            aggregator_group: String::new(),
+            aggregator_commit_interval: Duration::from_millis(100),
+            aggregator_transaction_timeout: Duration::from_secs(30),
+            sensitive_trace_max_age: Duration::from_secs(24 * 3600),
+            sensitive_trace_max_body_bytes: 1024 * 1024,
         }
     }
 }
@@ -53,7 +86,7 @@ impl Default for Config {
 struct Renderer {
     registry: Registry,
     topics: Topics,
-    endpoints: Table<Arc<Result<render::Compiled, (Endpoint, render::RenderError)>>>,
+    endpoints: Endpoints,
     producer: FutureProducer,
     dead_letters: DeadLetters,
     environment: String,
@@ -70,6 +103,17 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     if config.renderer_group.is_empty() {
         config.renderer_group = format!("{}hookline-renderer", config.kafka.topic_prefix);
     }
+    if config.aggregator_group.is_empty() {
+        config.aggregator_group = format!("{}hookline-aggregator", config.kafka.topic_prefix);
+    }
+    if config.instance_id.is_empty() {
+        config.instance_id = host_name();
+    }
+    // Bodies are sealed (base64: 4/3) into records of at most MAX_RECORD_BYTES.
+    anyhow::ensure!(
+        (4 * 1024..=4 * 1024 * 1024).contains(&config.sensitive_trace_max_body_bytes),
+        "HOOKLINE_SENSITIVE_TRACE_MAX_BODY_BYTES must be between 4096 and 4194304"
+    );
     let sealer = Arc::new(service_kit::sealer(&config.master_key)?);
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
@@ -88,7 +132,12 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             let sealer = sealer.clone();
             move |bytes| {
                 let endpoint = table_registry.decode::<Endpoint>(bytes).ok()?;
-                Some(Arc::new(open_endpoint(&sealer, endpoint).and_then(|e| render::compile(e.clone()).map_err(|err| (e, err)))))
+                let opened = open_endpoint(&sealer, endpoint);
+                Some(Arc::new(if opened.as_ref().map_or_else(|(e, _)| e.kind == TRACE_KIND, |e| e.kind == TRACE_KIND) {
+                    Configured::Traces(opened.and_then(|e| render::compile_traces(e.clone()).map_err(|err| (e, err))))
+                } else {
+                    Configured::Webhook(Arc::new(opened.and_then(|e| render::compile(e.clone()).map_err(|err| (e, err)))))
+                }))
             }
         },
         shutdown.child_token(),
@@ -102,6 +151,22 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
     let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
     let environment = config.environment.clone();
+    let aggregator = aggregate::start(
+        aggregate::Settings {
+            kafka: config.kafka.clone(),
+            group: config.aggregator_group.clone(),
+            transactional_id: format!("{}hookline-aggregator-{}", config.kafka.topic_prefix, config.instance_id),
+            transaction_timeout: config.aggregator_transaction_timeout,
+            commit_interval: config.aggregator_commit_interval,
+            max_age: config.sensitive_trace_max_age,
+            max_body: config.sensitive_trace_max_body_bytes,
+            environment: environment.clone(),
+        },
+        aggregate::Shared { registry: Registry::bundled()?, sealer: sealer.clone(), topics: topics.clone(), endpoints: endpoints.clone() },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the sensitive-trace aggregator")?;
     let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, dead_letters, environment, sealer, shutdown: shutdown.clone() });
     let options = ConsumeOptions { max_in_flight: config.renderer_max_in_flight, drain_timeout: config.shutdown_timeout };
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
@@ -109,7 +174,20 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         async move { renderer.handle(record).await }
     })
     .await;
-    Ok(())
+    aggregator.await.context("the aggregator thread panicked")?
+}
+
+/// The endpoint kind of sensitive-trace endpoints.
+const TRACE_KIND: &str = "sensitive_trace";
+
+/// The host name: the default instance id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "renderer".to_owned())
 }
 
 impl Renderer {
@@ -139,7 +217,15 @@ impl Renderer {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let rendered_at = wire::now_rfc3339();
-        let subscribers = self.endpoints.select(|ep| render::subscribed(endpoint_of(ep), &event));
+        let subscribers: Vec<Compiled> = self
+            .endpoints
+            .select(|c| matches!(c.as_ref(), Configured::Webhook(ep) if render::subscribed(endpoint_of(ep), &event)))
+            .into_iter()
+            .filter_map(|c| match c.as_ref() {
+                Configured::Webhook(ep) => Some(ep.clone()),
+                Configured::Traces(_) => None,
+            })
+            .collect();
         tracing::debug!(event_id = %event.id, event_type = %event.event_type, endpoints = subscribers.len(), "rendering");
         let outputs = subscribers.iter().map(|compiled| self.output(&record, &event, compiled, &rendered_at));
         let outcomes = futures::future::join_all(outputs).await;
@@ -204,6 +290,17 @@ impl Renderer {
 }
 
 /// An endpoint as the table holds it: compiled, or refused with why.
+pub(crate) enum Configured {
+    /// A webhook (`/webhooks`).
+    Webhook(Compiled),
+    /// A sensitive-trace endpoint (`/sensitive-trace-endpoints`).
+    Traces(Result<render::CompiledTraces, (Endpoint, render::RenderError)>),
+}
+
+/// The endpoints table.
+pub(crate) type Endpoints = Table<Arc<Configured>>;
+
+/// A webhook compiled, or refused with why.
 type Compiled = Arc<Result<render::Compiled, (Endpoint, render::RenderError)>>;
 
 fn endpoint_of(compiled: &Compiled) -> &Endpoint {
@@ -241,7 +338,7 @@ fn open_endpoint(sealer: &signing::Sealer, mut endpoint: Endpoint) -> Result<End
 /// Seals what a delivery carries of secrets before it is written to Kafka: the values
 /// of its sensitive headers, its signing secrets, and its body when a template put the
 /// secret there. The dispatcher opens them at send time.
-fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) -> wire::RenderedDelivery {
+pub(crate) fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) -> wire::RenderedDelivery {
     let context = |part: &str| signing::delivery_context(&d.delivery_id, part, &d.method, &d.url);
     let headers: Vec<String> = d.sensitive_headers.iter().map(|h| sealer.seal(h.value.as_bytes(), &context(&format!("header/{}", h.name.to_ascii_lowercase())))).collect();
     let secrets: Vec<String> = d.signing_secrets.iter().map(|s| sealer.seal(s.as_bytes(), &context("signing-secret"))).collect();

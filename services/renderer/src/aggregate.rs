@@ -1,0 +1,919 @@
+//! Sensitive traces, exactly once: a transfer's traces gathered into one request per
+//! sensitive-trace endpoint, sent when the transfer ends.
+//!
+//! The aggregator is its own consumer group on `events`, run on a blocking thread with
+//! a transactional producer. Its state (each open transfer's traces, sealed) lives in
+//! the compacted changelog, partition for partition with `events`, and every
+//! transaction holds the changelog writes, the rendered deliveries and the consumed
+//! offsets together (Kafka's consume-transform-produce with
+//! `send_offsets_to_transaction`). So after a crash the state on the changelog is
+//! exactly the one the committed offsets lead to: no trace lost, no batch sent twice.
+//!
+//! In memory there is only a summary per open transfer (counts, ids, where its traces
+//! start on the changelog); the traces are read back from the changelog when the
+//! transfer is flushed and streamed through a [`Splitter`] per endpoint.
+//!
+//! Invariants:
+//! - state in memory = what the changelog holds up to the last commit + this
+//!   transaction's writes; after an abort both are rebuilt from Kafka (`rewind`);
+//! - a flush first commits, so the transfer's traces are readable (read_committed);
+//! - partitions are restored from the changelog before any of their events is handled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use render::{CompiledTraces, FlushReason, RenderError, TraceBatch, TracesRequest};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use wire::{AggregatedTrace, DeadLetter, Event, Registry, RenderedDelivery};
+
+use crate::split::{Part, RenderPart, Splitter};
+use crate::{seal_delivery, Configured, Endpoints};
+
+/// How long one Kafka transaction call may block.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading a changelog partition to its end may take.
+const READ_PATIENCE: Duration = Duration::from_secs(120);
+/// Fields of a trace object, in the seed's order.
+const TRACE_FIELDS: [&str; 8] =
+    ["destination_id", "source_id", "model_id", "model_name", "source_vendor", "destination_vendor", "execution_context", "trace"];
+
+/// The aggregator's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub kafka: kafka_io::KafkaSettings,
+    pub group: String,
+    pub transactional_id: String,
+    pub transaction_timeout: Duration,
+    pub commit_interval: Duration,
+    pub max_age: Duration,
+    pub max_body: usize,
+    pub environment: String,
+}
+
+/// What the aggregator shares with the rest of the renderer.
+pub(crate) struct Shared {
+    pub registry: Registry,
+    pub sealer: Arc<signing::Sealer>,
+    pub topics: kafka_io::Topics,
+    pub endpoints: Endpoints,
+}
+
+/// Starts the aggregator on a blocking thread; it runs until `shutdown`, and cancels
+/// `shutdown` itself when it fails (e.g. fenced by another instance with its id).
+pub(crate) async fn start(
+    settings: Settings,
+    shared: Shared,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let runtime = tokio::runtime::Handle::current();
+    let (consumer, core) = tokio::task::spawn_blocking(move || setup(settings, shared, runtime)).await??;
+    Ok(tokio::task::spawn_blocking(move || {
+        let result = run(&consumer, &core, &shutdown);
+        if let Err(e) = &result {
+            tracing::error!(error = %format!("{e:#}"), "sensitive-trace aggregator stopped");
+            shutdown.cancel();
+        }
+        // Leaving the group runs the revoke callback, which takes the lock.
+        drop(consumer);
+        result
+    }))
+}
+
+type GroupConsumer = BaseConsumer<Rebalancing>;
+
+fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle) -> anyhow::Result<(GroupConsumer, Arc<Mutex<Core>>)> {
+    let floors = Arc::new(Mutex::new(HashMap::new()));
+    let mut config = kafka_io::producer_config(&settings.kafka, "hookline-aggregator");
+    let timeout_ms = settings.transaction_timeout.as_millis().to_string();
+    config
+        .set("transactional.id", &settings.transactional_id)
+        .set("transaction.timeout.ms", &timeout_ms)
+        .set("message.timeout.ms", &timeout_ms);
+    let producer: ThreadedProducer<Deliveries> = config
+        .create_with_context(Deliveries { floors: floors.clone(), changelog: shared.topics.sensitive_trace_changelog.clone() })
+        .context("creating the transactional producer")?;
+    // Fences a previous instance with this id and aborts what it left open.
+    producer.init_transactions(CALL_TIMEOUT).context("initialising transactions")?;
+    let mut reader_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator-changelog", &format!("{}-changelog", settings.group));
+    reader_config.set("enable.auto.commit", "false").set("enable.partition.eof", "true").set("fetch.wait.max.ms", "10");
+    let changelog: BaseConsumer = reader_config.create().context("creating the changelog reader")?;
+    check_partitions(&changelog, &shared.topics)?;
+    let core = Arc::new(Mutex::new(Core {
+        shared,
+        settings: settings.clone(),
+        runtime,
+        producer,
+        floors,
+        changelog,
+        partitions: HashMap::new(),
+        txn: None,
+        fatal: None,
+    }));
+    let mut consumer_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
+    consumer_config.set("enable.auto.commit", "false");
+    let consumer: GroupConsumer = consumer_config.create_with_context(Rebalancing { core: core.clone() }).context("creating the consumer")?;
+    let events = lock(&core).shared.topics.events.clone();
+    consumer.subscribe(&[&events]).context("subscribing to events")?;
+    tracing::info!(group = %settings.group, transactional_id = %settings.transactional_id, "sensitive-trace aggregator started");
+    Ok((consumer, core))
+}
+
+/// The changelog must be partitioned like `events`: partition p holds the state of the
+/// transfers whose events are in partition p.
+fn check_partitions(reader: &BaseConsumer, topics: &kafka_io::Topics) -> anyhow::Result<()> {
+    let count = |topic: &str| -> anyhow::Result<usize> {
+        let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
+    };
+    let (events, changelog) = (count(&topics.events)?, count(&topics.sensitive_trace_changelog)?);
+    anyhow::ensure!(
+        events == changelog,
+        "topic {} has {changelog} partitions but {} has {events}: they must match (increase the changelog's partitions)",
+        topics.sensitive_trace_changelog,
+        topics.events
+    );
+    Ok(())
+}
+
+fn run(consumer: &GroupConsumer, core: &Mutex<Core>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let mut last_expiry = Instant::now();
+    while !shutdown.is_cancelled() {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let mut core = lock(core);
+        if let Some(e) = core.fatal.take() {
+            return Err(e);
+        }
+        match polled {
+            Some(Ok(message)) => core.process(consumer, &message)?,
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if core.txn.as_ref().is_some_and(|t| t.started.elapsed() >= core.settings.commit_interval) {
+            core.commit_or_rewind(consumer)?;
+        }
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            last_expiry = Instant::now();
+            core.expire(consumer)?;
+        }
+    }
+    lock(core).commit_or_rewind(consumer)
+}
+
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Commits on revoke (the group generation is still ours) and restores what is assigned
+/// before any of its events is handed out.
+pub(crate) struct Rebalancing {
+    core: Arc<Mutex<Core>>,
+}
+
+impl ClientContext for Rebalancing {}
+
+impl ConsumerContext for Rebalancing {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut core = lock(&self.core);
+            if let Err(e) = core.commit(consumer) {
+                tracing::warn!(error = %format!("{e:#}"), "cannot commit on revoke; aborting");
+                if let Err(e) = core.abort() {
+                    core.fatal = Some(e);
+                }
+                core.partitions.clear();
+            }
+            for p in partitions.elements() {
+                core.partitions.remove(&p.partition());
+            }
+            tracing::info!(partitions = partitions.count(), "aggregator partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            let mut core = lock(&self.core);
+            for p in partitions.elements() {
+                if let Err(e) = core.restore(p.partition()) {
+                    core.fatal = Some(e.context("restoring aggregation state"));
+                    return;
+                }
+            }
+            let transfers: usize = core.partitions.values().map(HashMap::len).sum();
+            tracing::info!(partitions = partitions.count(), open_transfers = transfers, "aggregator partitions assigned");
+        }
+    }
+}
+
+/// Tracks, per changelog partition, an offset below every record written from now on.
+struct Deliveries {
+    floors: Arc<Mutex<HashMap<i32, i64>>>,
+    changelog: String,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) if m.topic() == self.changelog => {
+                let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+                let floor = floors.entry(m.partition()).or_insert(0);
+                *floor = (*floor).max(m.offset() + 1);
+            }
+            Ok(_) => {}
+            // The transaction fails with it and is aborted.
+            Err((e, m)) => tracing::warn!(topic = m.topic(), error = %e, "transactional write failed"),
+        }
+    }
+}
+
+/// An open transfer: what is known without reading its traces back.
+#[derive(Debug, Clone)]
+struct Transfer {
+    destination_id: String,
+    first_event_id: String,
+    opened_at_ms: i64,
+    /// Traces written (the next seq).
+    traces: i32,
+    source_ids: Vec<String>,
+    model_ids: Vec<String>,
+    /// The changelog offset at or before its first trace.
+    scan_from: i64,
+}
+
+impl Transfer {
+    fn add_ids(&mut self, source_id: Option<&str>, model_id: Option<&str>) {
+        for (id, ids) in [(source_id, &mut self.source_ids), (model_id, &mut self.model_ids)] {
+            if let Some(id) = id.filter(|id| !id.is_empty()) {
+                if !ids.iter().any(|known| known == id) {
+                    ids.push(id.to_owned());
+                }
+            }
+        }
+    }
+}
+
+struct Txn {
+    started: Instant,
+    /// Per `events` partition, the next offset to commit.
+    positions: HashMap<i32, i64>,
+}
+
+pub(crate) struct Core {
+    shared: Shared,
+    settings: Settings,
+    runtime: tokio::runtime::Handle,
+    producer: ThreadedProducer<Deliveries>,
+    floors: Arc<Mutex<HashMap<i32, i64>>>,
+    changelog: BaseConsumer,
+    /// Open transfers per assigned `events` partition.
+    partitions: HashMap<i32, HashMap<String, Transfer>>,
+    txn: Option<Txn>,
+    /// An error met in a rebalance callback, raised by the loop.
+    fatal: Option<anyhow::Error>,
+}
+
+impl Core {
+    fn process(&mut self, consumer: &GroupConsumer, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let result = self.handle(consumer, message);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    fn handle(&mut self, consumer: &GroupConsumer, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+        let (p, offset) = (message.partition(), message.offset());
+        if !self.partitions.contains_key(&p) {
+            self.restore(p)?;
+        }
+        // Undecodable events are the webhook path's to dead-letter; here they are skipped.
+        let event = message.payload().and_then(|bytes| self.shared.registry.decode_event(bytes).ok());
+        let Some(mut event) = event.filter(|e| is_ours(&e.event_type)) else {
+            return self.advance(p, offset);
+        };
+        if service_kit::open_event(&self.shared.sealer, &self.shared.registry, &mut event).is_err() {
+            self.begin()?;
+            let reason = "cannot open the event's sealed fields with this HOOKLINE_MASTER_KEY";
+            self.dead_letter(p, offset, Some(&event), None, "HL-SEAL-OPEN", reason, message.payload().map(<[u8]>::to_vec))?;
+            return self.advance(p, offset);
+        }
+        let data = &event.data;
+        let context = data.get("execution_context").and_then(Value::as_str).unwrap_or_default();
+        match event.event_type.as_str() {
+            // Model validation traces are never forwarded.
+            "transfer.sensitive_trace" | "connection_test.sensitive_trace" if context == "model_validation" => self.advance(p, offset),
+            "transfer.sensitive_trace" => match transfer_id(&event) {
+                Some(id) => {
+                    let id = id.to_owned();
+                    self.append(p, &id, &event)?;
+                    self.advance(p, offset)
+                }
+                None => {
+                    self.begin()?;
+                    let reason = "transfer.sensitive_trace without transfer_id: cannot be gathered with its transfer";
+                    self.dead_letter(p, offset, Some(&event), None, "HL-TRACE-NO-TRANSFER", reason, message.payload().map(<[u8]>::to_vec))?;
+                    self.advance(p, offset)
+                }
+            },
+            "connection_test.sensitive_trace" => {
+                self.send_now(p, offset, &event)?;
+                self.advance(p, offset)
+            }
+            _ => {
+                let open = transfer_id(&event).filter(|id| self.partitions.get(&p).is_some_and(|t| t.contains_key(*id)));
+                if let Some(id) = open.map(str::to_owned) {
+                    // Its traces must be readable back: commit what came before this event.
+                    self.commit(consumer)?;
+                    self.flush(p, &id, FlushReason::Completed, Some((offset, &event.id)))?;
+                }
+                self.advance(p, offset)
+            }
+        }
+    }
+
+    /// Records one trace of an open transfer on the changelog.
+    fn append(&mut self, p: i32, transfer_id: &str, event: &Event) -> anyhow::Result<()> {
+        self.begin()?;
+        let floor = self.floor(p);
+        let data = &event.data;
+        let text = |k: &str| data.get(k).and_then(Value::as_str);
+        let transfers = self.partitions.entry(p).or_default();
+        let transfer = transfers.entry(transfer_id.to_owned()).or_insert_with(|| Transfer {
+            destination_id: text("destination_id").unwrap_or_default().to_owned(),
+            first_event_id: event.id.clone(),
+            opened_at_ms: now_ms(),
+            traces: 0,
+            source_ids: Vec::new(),
+            model_ids: Vec::new(),
+            scan_from: floor,
+        });
+        let seq = transfer.traces;
+        let record = AggregatedTrace {
+            transfer_id: transfer_id.to_owned(),
+            seq,
+            event_id: event.id.clone(),
+            destination_id: transfer.destination_id.clone(),
+            source_id: text("source_id").map(str::to_owned),
+            model_id: text("model_id").map(str::to_owned),
+            opened_at_ms: transfer.opened_at_ms,
+            trace_sealed: self.shared.sealer.seal(trace_object(data).as_bytes(), &trace_context(transfer_id, seq)),
+        };
+        transfer.traces += 1;
+        transfer.add_ids(text("source_id"), text("model_id"));
+        let bytes = self.shared.registry.encode(&record)?;
+        let topic = self.shared.topics.sensitive_trace_changelog.clone();
+        self.send(&topic, Some(p), &changelog_key(transfer_id, seq), Some(&bytes))
+    }
+
+    /// A connection test's trace: one request per endpoint, at once.
+    fn send_now(&mut self, p: i32, offset: i64, event: &Event) -> anyhow::Result<()> {
+        self.begin()?;
+        self.sync_endpoints()?;
+        let data = &event.data;
+        let text = |k: &str| data.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        let source_ids: Vec<String> = text("source_id").into_iter().collect();
+        let destination_id = text("destination_id").unwrap_or_default();
+        let timestamp = render::trace_timestamp(time::OffsetDateTime::now_utc());
+        let environment = self.settings.environment.clone();
+        let trace = trace_object(data);
+        for configured in self.trace_endpoints() {
+            let compiled = match configured.as_ref() {
+                Configured::Traces(Ok(c)) => c,
+                Configured::Traces(Err((endpoint, e))) => {
+                    self.dead_letter(p, offset, Some(event), Some(&endpoint.id), e.code(), &e.to_string(), None)?;
+                    continue;
+                }
+                Configured::Webhook(_) => continue,
+            };
+            let batch = BatchRender {
+                compiled,
+                environment: &environment,
+                transfer_id: None,
+                destination_id: &destination_id,
+                source_ids: &source_ids,
+                model_ids: &[],
+                timestamp: &timestamp,
+                reason: FlushReason::ConnectionTest,
+            };
+            let mut splitter = Splitter::new(batch, self.settings.max_body);
+            let parts = splitter.push(trace.clone()).and_then(|mut parts| {
+                parts.extend(splitter.finish()?);
+                Ok(parts)
+            });
+            match parts {
+                Ok(parts) => {
+                    for part in parts {
+                        self.deliver(compiled, part, &event.id, &event.id, &event.event_type, None)?;
+                    }
+                }
+                Err(e) => self.dead_letter(p, offset, Some(event), Some(&compiled.endpoint.id), e.code(), &e.to_string(), None)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a transfer's traces to every sensitive-trace endpoint and forgets them.
+    /// The caller committed first, so every trace of the transfer is readable.
+    fn flush(&mut self, p: i32, transfer_id: &str, reason: FlushReason, trigger: Option<(i64, &str)>) -> anyhow::Result<()> {
+        let Some(transfer) = self.partitions.get_mut(&p).and_then(|t| t.remove(transfer_id)) else {
+            return Ok(());
+        };
+        self.begin()?;
+        self.sync_endpoints()?;
+        let (offset, event_id) = trigger.unwrap_or((-1, &transfer.first_event_id));
+        let environment = self.settings.environment.clone();
+        let timestamp = render::trace_timestamp(time::OffsetDateTime::now_utc());
+        let endpoints = self.trace_endpoints();
+        let mut splitters = Vec::new();
+        for configured in &endpoints {
+            match configured.as_ref() {
+                Configured::Traces(Ok(compiled)) => {
+                    let batch = BatchRender {
+                        compiled,
+                        environment: &environment,
+                        transfer_id: Some(transfer_id),
+                        destination_id: &transfer.destination_id,
+                        source_ids: &transfer.source_ids,
+                        model_ids: &transfer.model_ids,
+                        timestamp: &timestamp,
+                        reason,
+                    };
+                    splitters.push(Some((compiled, Splitter::new(batch, self.settings.max_body))));
+                }
+                Configured::Traces(Err((endpoint, e))) => {
+                    self.dead_letter(p, offset, None, Some(&endpoint.id), e.code(), &e.to_string(), None)?;
+                }
+                Configured::Webhook(_) => {}
+            }
+        }
+        // Read the transfer's traces back, in order, into every endpoint's splitter.
+        let mut expected = 0;
+        let mut failure: Option<anyhow::Error> = None;
+        let topic = self.shared.topics.sensitive_trace_changelog.clone();
+        let read = read_changelog(&self.changelog, &topic, p, Offset::Offset(transfer.scan_from), |m| {
+            if failure.is_some() {
+                return;
+            }
+            let Some((key_transfer, seq)) = m.key().and_then(parse_key) else { return };
+            if key_transfer != transfer_id || seq < expected || seq >= transfer.traces {
+                return;
+            }
+            let Some(bytes) = m.payload() else { return };
+            let opened = self
+                .shared
+                .registry
+                .decode::<AggregatedTrace>(bytes)
+                .map_err(anyhow::Error::from)
+                .and_then(|r| Ok(self.shared.sealer.open(&r.trace_sealed, &trace_context(transfer_id, seq))?))
+                .and_then(|plain| Ok(String::from_utf8(plain)?));
+            let trace = match opened {
+                Ok(trace) => trace,
+                Err(e) => {
+                    failure = Some(e.context("reading a trace back from the changelog"));
+                    return;
+                }
+            };
+            if seq != expected {
+                tracing::error!(code = "HL-TRACE-GAP", transfer_id, expected, found = seq, "traces missing from the changelog");
+            }
+            expected = seq + 1;
+            for slot in &mut splitters {
+                let Some((compiled, splitter)) = slot else { continue };
+                match splitter.push(trace.clone()) {
+                    Ok(parts) => {
+                        for part in parts {
+                            if let Err(e) = self.deliver(compiled, part, &format!("transfer/{transfer_id}"), event_id, "transfer.sensitive_trace", Some(transfer_id)) {
+                                failure = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let id = compiled.endpoint.id.clone();
+                        if let Err(e) = self.dead_letter(p, offset, None, Some(&id), e.code(), &e.to_string(), None) {
+                            failure = Some(e);
+                        }
+                        *slot = None;
+                    }
+                }
+            }
+        });
+        read?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if expected != transfer.traces {
+            tracing::error!(code = "HL-TRACE-GAP", transfer_id, expected = transfer.traces, found = expected, "traces missing from the changelog");
+        }
+        for (compiled, splitter) in splitters.into_iter().flatten() {
+            match splitter.finish() {
+                Ok(parts) => {
+                    for part in parts {
+                        self.deliver(compiled, part, &format!("transfer/{transfer_id}"), event_id, "transfer.sensitive_trace", Some(transfer_id))?;
+                    }
+                }
+                Err(e) => self.dead_letter(p, offset, None, Some(&compiled.endpoint.id), e.code(), &e.to_string(), None)?,
+            }
+        }
+        for seq in 0..transfer.traces {
+            self.send(&topic, Some(p), &changelog_key(transfer_id, seq), None)?;
+        }
+        tracing::info!(transfer_id, traces = transfer.traces, reason = reason.as_str(), endpoints = endpoints.len(), "sensitive traces flushed");
+        Ok(())
+    }
+
+    /// Flushes transfers whose end never came within the maximum age.
+    fn expire(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
+        let max_age = i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let due: Vec<(i32, String)> = self
+            .partitions
+            .iter()
+            .flat_map(|(p, transfers)| transfers.iter().filter(|(_, t)| now - t.opened_at_ms >= max_age).map(|(id, _)| (*p, id.clone())))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let result = self.commit(consumer).and_then(|()| due.iter().try_for_each(|(p, id)| self.flush(*p, id, FlushReason::MaxAge, None)));
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    /// Writes one part as a rendered delivery (sealed) in the transaction.
+    fn deliver(&self, compiled: &CompiledTraces, part: Part<TracesRequest>, base: &str, event_id: &str, event_type: &str, transfer_id: Option<&str>) -> anyhow::Result<()> {
+        tracing::debug!(endpoint_id = %compiled.endpoint.id, part = part.number, last = part.last, "sensitive-trace request rendered");
+        if part.truncated {
+            tracing::warn!(code = "HL-TRACE-TRUNCATED", endpoint_id = %compiled.endpoint.id, part = part.number, "a trace was cut to fit the maximum body");
+        }
+        let request = part.request;
+        let delivery = RenderedDelivery {
+            delivery_id: render::delivery_id(&format!("{base}/part/{}", part.number), &compiled.endpoint.id),
+            event_id: event_id.to_owned(),
+            event_type: event_type.to_owned(),
+            endpoint_id: compiled.endpoint.id.clone(),
+            rendered_at: wire::now_rfc3339(),
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            sensitive_headers: request.sensitive_headers,
+            signing_scheme: "none".to_owned(),
+            signing_secrets: Vec::new(),
+            body_sealed: true,
+            body: request.body,
+            transfer_id: transfer_id.map(str::to_owned),
+        };
+        let bytes = self.shared.registry.encode(&seal_delivery(&self.shared.sealer, delivery))?;
+        self.send(&self.shared.topics.rendered_deliveries, None, compiled.endpoint.id.as_bytes(), Some(&bytes))
+    }
+
+    /// A dead letter in the transaction. `reason` holds no trace text or secret.
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(&self, p: i32, offset: i64, event: Option<&Event>, endpoint_id: Option<&str>, code: &str, reason: &str, payload: Option<Vec<u8>>) -> anyhow::Result<()> {
+        tracing::warn!(code, endpoint_id, event_id = event.map(|e| e.id.as_str()), "sensitive traces dead-lettered");
+        let letter = DeadLetter {
+            id: uuid::Uuid::now_v7().to_string(),
+            reason_code: code.to_owned(),
+            reason: reason.to_owned(),
+            failed_at: wire::now_rfc3339(),
+            stage: "renderer".to_owned(),
+            source_topic: self.shared.topics.events.clone(),
+            source_partition: p,
+            source_offset: offset,
+            event_id: event.map(|e| e.id.clone()),
+            endpoint_id: endpoint_id.map(str::to_owned),
+            delivery_id: None,
+            delivery: None,
+            payload,
+            attempts: Vec::new(),
+        };
+        let bytes = self.shared.registry.encode(&letter)?;
+        let key = endpoint_id.unwrap_or(&letter.id).as_bytes().to_vec();
+        self.send(&self.shared.topics.dead_letter, None, &key, Some(&bytes))
+    }
+
+    /// Queues a write in the transaction.
+    fn send(&self, topic: &str, partition: Option<i32>, key: &[u8], value: Option<&[u8]>) -> anyhow::Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn begin(&mut self) -> anyhow::Result<()> {
+        if self.txn.is_none() {
+            self.producer.begin_transaction().context("beginning a transaction")?;
+            self.txn = Some(Txn { started: Instant::now(), positions: HashMap::new() });
+        }
+        Ok(())
+    }
+
+    /// Marks `offset` of partition `p` handled in this transaction.
+    fn advance(&mut self, p: i32, offset: i64) -> anyhow::Result<()> {
+        self.begin()?;
+        if let Some(txn) = &mut self.txn {
+            txn.positions.insert(p, offset + 1);
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction with the offsets it handled.
+    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> anyhow::Result<()> {
+        let Some(txn) = self.txn.take() else { return Ok(()) };
+        if !txn.positions.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for (p, next) in &txn.positions {
+                offsets.add_partition_offset(&self.shared.topics.events, *p, Offset::Offset(*next))?;
+            }
+            let metadata = consumer.group_metadata().context("no consumer group metadata")?;
+            self.producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT).context("adding offsets to the transaction")?;
+        }
+        self.producer.commit_transaction(CALL_TIMEOUT).context("committing the transaction")?;
+        Ok(())
+    }
+
+    fn commit_or_rewind(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
+        match self.commit(consumer) {
+            Ok(()) => Ok(()),
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    /// After a failed step: abort, and go back to the last commit: state and positions.
+    /// Fatal producer errors (fenced by another instance) end the aggregator.
+    fn recover(&mut self, consumer: &GroupConsumer, e: anyhow::Error) -> anyhow::Result<()> {
+        if is_fatal(&e) {
+            return Err(e.context("fatal transactional error (another renderer with the same HOOKLINE_INSTANCE_ID?)"));
+        }
+        tracing::warn!(error = %format!("{e:#}"), "aggregator transaction failed; rewinding to the last commit");
+        self.abort()?;
+        self.rewind(consumer).context("rewinding to the last commit")
+    }
+
+    fn abort(&mut self) -> anyhow::Result<()> {
+        self.txn = None;
+        match self.producer.abort_transaction(CALL_TIMEOUT) {
+            Ok(()) => Ok(()),
+            Err(e) if is_fatal_kafka(&e) => Err(anyhow::Error::from(e).context("aborting the transaction")),
+            // Nothing in progress (the failure was before `begin`).
+            Err(e) => {
+                tracing::debug!(error = %e, "abort");
+                Ok(())
+            }
+        }
+    }
+
+    /// Positions back to the committed offsets, state rebuilt from the changelog.
+    fn rewind(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
+        let assignment = consumer.assignment()?;
+        let committed = consumer.committed_offsets(assignment, CALL_TIMEOUT)?;
+        let mut seek = TopicPartitionList::new();
+        self.partitions.clear();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            seek.add_partition_offset(e.topic(), e.partition(), offset)?;
+            self.restore(e.partition())?;
+        }
+        let result = consumer.seek_partitions(seek, CALL_TIMEOUT)?;
+        for e in result.elements() {
+            if let Err(err) = e.error() {
+                anyhow::bail!("cannot seek partition {} back: {err}", e.partition());
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the open transfers of `events` partition `p` from changelog partition `p`.
+    fn restore(&mut self, p: i32) -> anyhow::Result<()> {
+        let mut transfers: HashMap<String, Transfer> = HashMap::new();
+        let registry = &self.shared.registry;
+        let end = read_changelog(&self.changelog, &self.shared.topics.sensitive_trace_changelog, p, Offset::Beginning, |m| {
+            let Some((transfer_id, _)) = m.key().and_then(parse_key) else { return };
+            let Some(bytes) = m.payload() else {
+                // A flush's tombstones: the transfer was sent.
+                transfers.remove(transfer_id);
+                return;
+            };
+            let Ok(record) = registry.decode::<AggregatedTrace>(bytes) else {
+                tracing::warn!(partition = p, offset = m.offset(), "unreadable changelog record skipped");
+                return;
+            };
+            let transfer = transfers.entry(record.transfer_id.clone()).or_insert_with(|| Transfer {
+                destination_id: record.destination_id.clone(),
+                first_event_id: record.event_id.clone(),
+                opened_at_ms: record.opened_at_ms,
+                traces: 0,
+                source_ids: Vec::new(),
+                model_ids: Vec::new(),
+                scan_from: m.offset(),
+            });
+            transfer.traces = transfer.traces.max(record.seq + 1);
+            transfer.add_ids(record.source_id.as_deref(), record.model_id.as_deref());
+        })?;
+        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let floor = floors.entry(p).or_insert(0);
+        *floor = (*floor).max(end);
+        drop(floors);
+        tracing::debug!(partition = p, open_transfers = transfers.len(), "aggregation state restored");
+        self.partitions.insert(p, transfers);
+        Ok(())
+    }
+
+    fn floor(&self, p: i32) -> i64 {
+        self.floors.lock().unwrap_or_else(|p| p.into_inner()).get(&p).copied().unwrap_or(0)
+    }
+
+    /// Every endpoint acknowledged before now is seen.
+    fn sync_endpoints(&self) -> anyhow::Result<()> {
+        let since = Instant::now();
+        self.runtime.block_on(self.shared.endpoints.sync_after(since)).context("syncing endpoints")
+    }
+
+    fn trace_endpoints(&self) -> Vec<Arc<Configured>> {
+        self.shared.endpoints.select(|c| matches!(c.as_ref(), Configured::Traces(_)))
+    }
+}
+
+/// Renders one batch for one endpoint.
+struct BatchRender<'a> {
+    compiled: &'a CompiledTraces,
+    environment: &'a str,
+    transfer_id: Option<&'a str>,
+    destination_id: &'a str,
+    source_ids: &'a [String],
+    model_ids: &'a [String],
+    timestamp: &'a str,
+    reason: FlushReason,
+}
+
+impl RenderPart for BatchRender<'_> {
+    type Request = TracesRequest;
+    type Error = RenderError;
+
+    fn render(&mut self, traces_json: &str, part: u32, last: bool) -> Result<TracesRequest, RenderError> {
+        let batch = TraceBatch {
+            transfer_id: self.transfer_id,
+            destination_id: self.destination_id,
+            traces_json,
+            source_ids: self.source_ids,
+            model_ids: self.model_ids,
+            timestamp: self.timestamp,
+            part,
+            last_part: last,
+            flush_reason: self.reason,
+        };
+        render::render_traces(self.compiled, &batch, self.environment)
+    }
+
+    fn body_len(request: &TracesRequest) -> usize {
+        request.body.len()
+    }
+}
+
+/// Reads changelog partition `p` from `from` to its end (the last stable offset),
+/// calling `f` on each record; returns the position reached.
+fn read_changelog(reader: &BaseConsumer, topic: &str, p: i32, from: Offset, mut f: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<i64> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, from)?;
+    reader.assign(&tpl)?;
+    let deadline = Instant::now() + READ_PATIENCE;
+    let mut end = match from {
+        Offset::Offset(o) => o,
+        _ => 0,
+    };
+    let result = loop {
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                end = m.offset() + 1;
+                f(&m);
+            }
+            Some(Err(KafkaError::PartitionEOF(eof))) if eof == p => break Ok(()),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => break Err(anyhow::Error::from(e).context("reading the changelog")),
+            None if Instant::now() > deadline => break Err(anyhow::anyhow!("reading changelog partition {p} took over {READ_PATIENCE:?}")),
+            None => {}
+        }
+    };
+    // The position steps over transaction markers at the end.
+    if let Ok(position) = reader.position() {
+        if let Some(Offset::Offset(o)) = position.find_partition(topic, p).map(|e| e.offset()) {
+            end = end.max(o);
+        }
+    }
+    reader.unassign()?;
+    result.map(|()| end)
+}
+
+fn is_ours(event_type: &str) -> bool {
+    event_type.ends_with(".sensitive_trace") || event_type == "transfer.completed"
+}
+
+fn transfer_id(event: &Event) -> Option<&str> {
+    event.data.get("transfer_id").and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn is_fatal(e: &anyhow::Error) -> bool {
+    e.chain().filter_map(|c| c.downcast_ref::<KafkaError>()).any(is_fatal_kafka)
+}
+
+fn is_fatal_kafka(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(r) if r.is_fatal())
+}
+
+/// The trace object receivers get: the seed's fields, in its order, without nulls.
+fn trace_object(data: &Value) -> String {
+    let mut obj = Map::new();
+    for field in TRACE_FIELDS {
+        if let Some(v) = data.get(field).filter(|v| !v.is_null()) {
+            obj.insert(field.to_owned(), v.clone());
+        }
+    }
+    Value::Object(obj).to_string()
+}
+
+/// The associated data of a sealed trace on the changelog.
+fn trace_context(transfer_id: &str, seq: i32) -> String {
+    format!("trace/{transfer_id}/{seq}")
+}
+
+fn changelog_key(transfer_id: &str, seq: i32) -> Vec<u8> {
+    format!("{transfer_id}#{seq}").into_bytes()
+}
+
+fn parse_key(key: &[u8]) -> Option<(&str, i32)> {
+    let (transfer_id, seq) = std::str::from_utf8(key).ok()?.rsplit_once('#')?;
+    Some((transfer_id, seq.parse().ok()?))
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changelog_keys_round_trip_whatever_the_transfer_id() {
+        for id in ["t-1", "a#b", "#", "ü/ß"] {
+            let key = changelog_key(id, 42);
+            assert_eq!(parse_key(&key), Some((id, 42)));
+        }
+        assert_eq!(parse_key(b"no-seq"), None);
+        assert_eq!(parse_key(b"t#x"), None);
+    }
+
+    #[test]
+    fn trace_objects_keep_the_seed_fields_in_order_without_nulls() {
+        let data = serde_json::json!({"transfer_id": "t", "trace": "boom", "destination_id": "d", "source_id": null,
+            "model_id": "m", "execution_context": "write_destination"});
+        assert_eq!(trace_object(&data), r#"{"destination_id":"d","model_id":"m","execution_context":"write_destination","trace":"boom"}"#);
+    }
+
+    #[test]
+    fn transfers_keep_distinct_ids_in_arrival_order() {
+        let mut t = Transfer {
+            destination_id: String::new(),
+            first_event_id: String::new(),
+            opened_at_ms: 0,
+            traces: 0,
+            source_ids: Vec::new(),
+            model_ids: Vec::new(),
+            scan_from: 0,
+        };
+        t.add_ids(Some("s2"), Some("m1"));
+        t.add_ids(Some("s1"), None);
+        t.add_ids(Some("s2"), Some(""));
+        assert_eq!(t.source_ids, ["s2", "s1"]);
+        assert_eq!(t.model_ids, ["m1"]);
+    }
+}
