@@ -53,6 +53,11 @@ impl Service {
         self.child = Some(child);
     }
 
+    /// Starts again after [`Service::kill9`].
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
     /// `kill -9`, then start again.
     pub fn kill9_and_restart(&mut self) {
         self.kill9();
@@ -82,6 +87,11 @@ impl Service {
         let _ = child.kill();
         let _ = child.wait();
         None
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// True while the process runs.
@@ -222,6 +232,12 @@ impl Pipeline {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         assert!(status.is_success(), "POST {path}: {status}: {body}");
         body
+    }
+
+    /// Creates a sensitive-trace endpoint and returns its id.
+    pub async fn create_trace_endpoint(&self, endpoint: Value) -> String {
+        let created = self.post("/sensitive-trace-endpoints", &json!({ "sensitive_trace_endpoint": endpoint })).await;
+        created["sensitive_trace_endpoint"]["id"].as_str().expect("id").to_owned()
     }
 
     /// Everything the services printed so far.

@@ -150,3 +150,27 @@ async fn a_canary_trace_reaches_the_receiver_and_nothing_else() {
     assert!(!output.windows(canary.len()).any(|w| w == canary.as_bytes()), "a service printed the canary");
     assert!(!output.windows(12).any(|w| w == b"s3cret-token"), "a service printed the secret");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_never_ends_is_flushed_after_the_maximum_age_marked_as_such() {
+    let receiver = Receiver::ok().await;
+    let pipeline = Pipeline::start("e2e-trace-age", &[("HOOKLINE_SENSITIVE_TRACE_MAX_AGE", "3s")]).await;
+    pipeline.create_trace_endpoint(json!({"name": "aged", "url": receiver.url("/aged")})).await;
+    let sent_at = std::time::Instant::now();
+    pipeline.post("/events", &trace("t-stuck", "m-1", "write_destination", "first")).await;
+    pipeline.post("/events", &trace("t-stuck", "m-2", "write_destination", "second")).await;
+    let got = receiver.wait_until(Duration::from_secs(60), |c| !c.is_empty()).await;
+    assert!(sent_at.elapsed() >= Duration::from_secs(3), "flushed before its maximum age");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.captured().len(), 1, "{got:?}");
+    let request = &got[0];
+    assert_eq!(request.header("hookline-trace-flush"), Some("max_age"));
+    let body = request.json();
+    assert_eq!(body["flush_reason"], "max_age");
+    let texts: Vec<&str> = body["sensitive_traces"].as_array().expect("traces").iter().map(|t| t["trace"].as_str().expect("text")).collect();
+    assert_eq!(texts, ["first", "second"]);
+    // Its end, arriving late, sends nothing more.
+    pipeline.post("/events", &completed("t-stuck")).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.captured().len(), 1);
+}

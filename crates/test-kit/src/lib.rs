@@ -259,10 +259,20 @@ fn read_topic_blocking(settings: &KafkaSettings, topic: &str, timeout: Duration,
 
 /// Produces raw records (`(key, value)`) to `topic` and waits for each acknowledgement.
 pub async fn produce(settings: &KafkaSettings, topic: &str, records: &[(&str, Vec<u8>)]) {
+    use rdkafka::producer::FutureRecord;
     let producer = kafka_io::producer(settings, "test").expect("producer");
-    let never = kafka_io::CancellationToken::new();
+    // Queued in order without waiting for each acknowledgement (order is kept per
+    // partition by the idempotent producer); all acknowledged on return.
+    let mut pending = Vec::with_capacity(records.len());
     for (key, value) in records {
-        kafka_io::send_durably(&producer, topic, key.as_bytes(), Some(value), None, &never).await.expect("produce");
+        let record = FutureRecord::to(topic).key(*key).payload(value);
+        match producer.send_result(record) {
+            Ok(delivery) => pending.push(delivery),
+            Err((e, _)) => panic!("cannot queue a record: {e}"),
+        }
+    }
+    for delivery in pending {
+        delivery.await.expect("delivery report").expect("produced");
     }
 }
 

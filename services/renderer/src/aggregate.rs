@@ -75,7 +75,8 @@ pub(crate) async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let runtime = tokio::runtime::Handle::current();
-    let (consumer, core) = tokio::task::spawn_blocking(move || setup(settings, shared, runtime)).await??;
+    let token = shutdown.clone();
+    let (consumer, core) = tokio::task::spawn_blocking(move || setup(settings, shared, runtime, token)).await??;
     Ok(tokio::task::spawn_blocking(move || {
         let result = run(&consumer, &core, &shutdown);
         if let Err(e) = &result {
@@ -90,7 +91,7 @@ pub(crate) async fn start(
 
 type GroupConsumer = BaseConsumer<Rebalancing>;
 
-fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle) -> anyhow::Result<(GroupConsumer, Arc<Mutex<Core>>)> {
+fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, shutdown: CancellationToken) -> anyhow::Result<(GroupConsumer, Arc<Mutex<Core>>)> {
     let floors = Arc::new(Mutex::new(HashMap::new()));
     let mut config = kafka_io::producer_config(&settings.kafka, "hookline-aggregator");
     let timeout_ms = settings.transaction_timeout.as_millis().to_string();
@@ -105,7 +106,7 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle) ->
     producer.init_transactions(CALL_TIMEOUT).context("initialising transactions")?;
     let mut reader_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator-changelog", &format!("{}-changelog", settings.group));
     reader_config.set("enable.auto.commit", "false").set("enable.partition.eof", "true").set("fetch.wait.max.ms", "10");
-    let changelog: BaseConsumer = reader_config.create().context("creating the changelog reader")?;
+    let changelog: ChangelogReader = reader_config.create_with_context(EndIsNoError).context("creating the changelog reader")?;
     check_partitions(&changelog, &shared.topics)?;
     let core = Arc::new(Mutex::new(Core {
         shared,
@@ -117,6 +118,7 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle) ->
         partitions: HashMap::new(),
         txn: None,
         fatal: None,
+        shutdown,
     }));
     let mut consumer_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
     consumer_config.set("enable.auto.commit", "false");
@@ -129,7 +131,7 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle) ->
 
 /// The changelog must be partitioned like `events`: partition p holds the state of the
 /// transfers whose events are in partition p.
-fn check_partitions(reader: &BaseConsumer, topics: &kafka_io::Topics) -> anyhow::Result<()> {
+fn check_partitions(reader: &ChangelogReader, topics: &kafka_io::Topics) -> anyhow::Result<()> {
     let count = |topic: &str| -> anyhow::Result<usize> {
         let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
@@ -213,6 +215,22 @@ impl ConsumerContext for Rebalancing {
     }
 }
 
+/// Reads changelog partitions to their end.
+type ChangelogReader = BaseConsumer<EndIsNoError>;
+
+/// Reaching the end of a partition is how a read ends, not an error to log.
+struct EndIsNoError;
+
+impl ClientContext for EndIsNoError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(error = %error, reason, "changelog reader");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNoError {}
+
 /// Tracks, per changelog partition, an offset below every record written from now on.
 struct Deliveries {
     floors: Arc<Mutex<HashMap<i32, i64>>>,
@@ -276,12 +294,13 @@ pub(crate) struct Core {
     runtime: tokio::runtime::Handle,
     producer: ThreadedProducer<Deliveries>,
     floors: Arc<Mutex<HashMap<i32, i64>>>,
-    changelog: BaseConsumer,
+    changelog: ChangelogReader,
     /// Open transfers per assigned `events` partition.
     partitions: HashMap<i32, HashMap<String, Transfer>>,
     txn: Option<Txn>,
     /// An error met in a rebalance callback, raised by the loop.
     fatal: Option<anyhow::Error>,
+    shutdown: CancellationToken,
 }
 
 impl Core {
@@ -666,25 +685,44 @@ impl Core {
     }
 
     /// After a failed step: abort, and go back to the last commit: state and positions.
-    /// Fatal producer errors (fenced by another instance) end the aggregator.
+    /// Transient failures (the broker restarting) are waited out; fatal producer errors
+    /// (fenced by another instance with this id) end the aggregator.
     fn recover(&mut self, consumer: &GroupConsumer, e: anyhow::Error) -> anyhow::Result<()> {
         if is_fatal(&e) {
             return Err(e.context("fatal transactional error (another renderer with the same HOOKLINE_INSTANCE_ID?)"));
         }
         tracing::warn!(error = %format!("{e:#}"), "aggregator transaction failed; rewinding to the last commit");
-        self.abort()?;
-        self.rewind(consumer).context("rewinding to the last commit")
+        loop {
+            let attempt = self.abort().and_then(|()| self.rewind(consumer));
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) if self.shutdown.is_cancelled() => {
+                    tracing::warn!(error = %format!("{e:#}"), "stopping before the aggregator could rewind");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot rewind yet; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
+    /// Aborts the open transaction, if any (retrying while the broker is away).
     fn abort(&mut self) -> anyhow::Result<()> {
         self.txn = None;
-        match self.producer.abort_transaction(CALL_TIMEOUT) {
-            Ok(()) => Ok(()),
-            Err(e) if is_fatal_kafka(&e) => Err(anyhow::Error::from(e).context("aborting the transaction")),
-            // Nothing in progress (the failure was before `begin`).
-            Err(e) => {
-                tracing::debug!(error = %e, "abort");
-                Ok(())
+        loop {
+            match self.producer.abort_transaction(CALL_TIMEOUT) {
+                Ok(()) => return Ok(()),
+                Err(e) if is_fatal_kafka(&e) => return Err(anyhow::Error::from(e).context("aborting the transaction")),
+                // No transaction in progress: nothing to abort.
+                Err(KafkaError::Transaction(r)) if r.code() == RDKafkaErrorCode::State => return Ok(()),
+                Err(e) if self.shutdown.is_cancelled() => return Err(anyhow::Error::from(e).context("aborting the transaction")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot abort the transaction yet; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
         }
     }
@@ -801,7 +839,7 @@ impl RenderPart for BatchRender<'_> {
 
 /// Reads changelog partition `p` from `from` to its end (the last stable offset),
 /// calling `f` on each record; returns the position reached.
-fn read_changelog(reader: &BaseConsumer, topic: &str, p: i32, from: Offset, mut f: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<i64> {
+fn read_changelog(reader: &ChangelogReader, topic: &str, p: i32, from: Offset, mut f: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<i64> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, from)?;
     reader.assign(&tpl)?;

@@ -1,0 +1,190 @@
+//! Guarantee 2 the hard way: many concurrent transfers stream sensitive traces while
+//! the renderer is `kill -9`ed and restarted; then two renderers share the work and
+//! one is killed for good. Every endpoint must get exactly one request per transfer,
+//! holding every trace of it in arrival order: counted, not assumed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use test_kit::{Captured, Receiver};
+use tests::{Pipeline, Service, TOKEN};
+
+/// What a transfer sends: its traces (some are model validation errors, which must not
+/// be forwarded).
+fn transfer_events(n: usize) -> (Vec<Value>, Vec<String>) {
+    let transfer = format!("tr-{n}");
+    let mut events = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..(1 + n % 7) {
+        let context = if (n + i) % 5 == 4 { "model_validation" } else { "write_destination" };
+        let text = format!("trace {n}.{i}");
+        if context != "model_validation" {
+            expected.push(text.clone());
+        }
+        events.push(json!({"type": "transfer.sensitive_trace", "data": {"transfer_id": transfer, "destination_id": format!("dest-{n}"),
+            "model_id": format!("m-{}", i % 3), "execution_context": context, "trace": text}}));
+    }
+    (events, expected)
+}
+
+fn completed(n: usize) -> Value {
+    json!({"type": "transfer.completed", "data": {"transfer_id": format!("tr-{n}"), "destination_id": format!("dest-{n}"),
+        "status": "PARTIAL_ERROR", "started_at": "2024-01-15T10:00:00Z", "ended_at": "2024-01-15T10:30:00Z"}})
+}
+
+async fn post_event((client, base): (&reqwest::Client, &str), event: &Value) {
+    loop {
+        let sent = client.post(format!("{base}/events")).bearer_auth(TOKEN).json(event).send().await;
+        match sent {
+            Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => return,
+            Ok(r) => assert!(r.status().is_server_error(), "event refused: {}", r.status()),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Two endpoints: the seed's default body (the transfer is told by its destination) and
+/// a template naming the transfer.
+async fn endpoints(pipeline: &Pipeline, receiver: &Receiver) {
+    pipeline.create_trace_endpoint(json!({"name": "defaults", "url": receiver.url("/defaults"), "secret": "tok"})).await;
+    pipeline
+        .create_trace_endpoint(json!({"name": "templated", "url": receiver.url("/templated"),
+            "body_template": "{\"transfer\": \"{{.TransferId}}\", \"traces\": {{.SensitiveTraces}}}"}))
+        .await;
+}
+
+/// Checks every endpoint got exactly one request per transfer with all its traces;
+/// returns the number of requests.
+fn check(got: &[Captured], transfers: usize) -> usize {
+    let mut per: HashMap<(String, String), Vec<Vec<String>>> = HashMap::new();
+    for r in got {
+        let body = r.json();
+        let (transfer, traces) = match r.uri.as_str() {
+            "/defaults" => (body["destination_id"].as_str().expect("destination").replace("dest-", "tr-"), body["sensitive_traces"].clone()),
+            "/templated" => (body["transfer"].as_str().expect("transfer").to_owned(), body["traces"].clone()),
+            other => panic!("unexpected request to {other}"),
+        };
+        let texts = traces.as_array().expect("array").iter().map(|t| t["trace"].as_str().expect("trace").to_owned()).collect();
+        per.entry((r.uri.clone(), transfer)).or_default().push(texts);
+    }
+    let (mut lost, mut duplicated, mut incomplete) = (0, 0, 0);
+    for uri in ["/defaults", "/templated"] {
+        for n in 0..transfers {
+            let (_, expected) = transfer_events(n);
+            match per.get(&(uri.to_owned(), format!("tr-{n}"))).map(Vec::as_slice) {
+                None | Some([]) => lost += 1,
+                Some([one]) => incomplete += usize::from(*one != expected),
+                Some(_) => duplicated += 1,
+            }
+        }
+    }
+    println!("traces: {transfers} transfers, {} requests, {lost} lost, {duplicated} duplicated, {incomplete} incomplete", got.len());
+    assert_eq!((lost, duplicated, incomplete), (0, 0, 0));
+    got.len()
+}
+
+async fn wait_for_all(receiver: &Receiver, transfers: usize, within: Duration) -> Vec<Captured> {
+    receiver.wait_until(within, |c| c.len() >= 2 * transfers).await;
+    // A duplicate, if there were one, would follow shortly.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    receiver.captured()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
+    const TRANSFERS: usize = 240;
+    const KILLS: usize = 4;
+    let receiver = Receiver::ok().await;
+    let mut pipeline = Pipeline::start("e2e-trace-crash", &[("HOOKLINE_INSTANCE_ID", "renderer-1")]).await;
+    endpoints(&pipeline, &receiver).await;
+
+    let (client, base) = (pipeline.client.clone(), pipeline.base.clone());
+    let api = (&client, base.as_str());
+    let sent = AtomicUsize::new(0);
+    let total: usize = (0..TRANSFERS).map(|n| transfer_events(n).0.len() + 1).sum();
+    let streaming = async {
+        stream::iter(0..TRANSFERS)
+            .for_each_concurrent(12, |n| {
+                let sent = &sent;
+                async move {
+                    for event in transfer_events(n).0.iter().chain([&completed(n)]) {
+                        post_event(api, event).await;
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(40)).await;
+                    }
+                }
+            })
+            .await;
+    };
+    let killing = async {
+        // Kill at pseudo-random moments spread over the stream.
+        let seed = Instant::now().elapsed().subsec_nanos() as usize ^ std::process::id() as usize;
+        let mut kills = Vec::new();
+        for k in 0..KILLS {
+            let at = total * (k + 1) / (KILLS + 2) + (seed >> (k * 4)) % (total / 20);
+            while sent.load(Ordering::SeqCst) < at {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            pipeline.renderer.kill9();
+            kills.push(at);
+            tokio::time::sleep(Duration::from_millis(300 + ((seed >> k) % 700) as u64)).await;
+            pipeline.renderer.restart();
+        }
+        kills
+    };
+    let ((), kills) = tokio::join!(streaming, killing);
+    println!("kills after events {kills:?} of {total}");
+    let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(180)).await;
+    let requests = check(&got, TRANSFERS);
+    println!("trace crash: {TRANSFERS} transfers, {total} events, {KILLS} kills, {requests} requests, 0 lost, 0 duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_renderer_takes_over_the_transfers_of_one_killed() {
+    const TRANSFERS: usize = 90;
+    let receiver = Receiver::ok().await;
+    let mut pipeline = Pipeline::start("e2e-trace-takeover", &[("HOOKLINE_INSTANCE_ID", "renderer-1")]).await;
+    let mut env = pipeline.env.clone();
+    env.insert("HOOKLINE_INSTANCE_ID".into(), "renderer-2".into());
+    let _second = Service::start("hookline-renderer", &env, &pipeline.logs.join("second"));
+    endpoints(&pipeline, &receiver).await;
+    // Both in the group, each with partitions: the first one's log shows an assignment
+    // after the second joined.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_in(&pipeline, "hookline-renderer.1.log", "aggregator partitions assigned") < 2 {
+        assert!(Instant::now() < deadline, "the second renderer never joined the group");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every transfer's traces, but no transfer ends yet.
+    let (client, base) = (pipeline.client.clone(), pipeline.base.clone());
+    let api = (&client, base.as_str());
+    stream::iter(0..TRANSFERS)
+        .for_each_concurrent(16, |n| {
+            async move {
+                for event in &transfer_events(n).0 {
+                    post_event(api, event).await;
+                }
+            }
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pipeline.renderer.kill9();
+    // The survivor takes the killed one's partitions (after the session timeout),
+    // rebuilds their transfers from the changelog and sends them when they end.
+    for n in 0..TRANSFERS {
+        post_event(api, &completed(n)).await;
+    }
+    let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(120)).await;
+    let requests = check(&got, TRANSFERS);
+    assert!(count_in(&pipeline, "hookline-renderer.1.log", "aggregator partitions assigned") >= 2);
+    println!("trace takeover: {TRANSFERS} transfers, 1 of 2 renderers killed, {requests} requests, 0 lost, 0 duplicates");
+}
+
+fn count_in(pipeline: &Pipeline, file: &str, needle: &str) -> usize {
+    std::fs::read_to_string(pipeline.logs.join(file)).unwrap_or_default().matches(needle).count()
+}
