@@ -9,6 +9,7 @@ mod api;
 mod error;
 mod events;
 mod keys;
+mod trace_endpoints;
 mod webhooks;
 
 use std::net::SocketAddr;
