@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::{events, keys, webhooks, AppState};
+use crate::{events, keys, trace_endpoints, webhooks, AppState};
 
 /// The API's routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -21,6 +21,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", post(events::create))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/webhooks/{id}", get(webhooks::show).patch(webhooks::update).delete(webhooks::delete))
+        .route("/sensitive-trace-endpoints", post(trace_endpoints::create).get(trace_endpoints::list))
+        .route(
+            "/sensitive-trace-endpoints/{id}",
+            get(trace_endpoints::show).patch(trace_endpoints::update).delete(trace_endpoints::delete),
+        )
         .route("/signatures/webhook-key/rotate", post(keys::rotate_key))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -1,7 +1,7 @@
 //! hookline-producer: the way into the pipeline for everything that does not write
 //! Kafka itself. HTTP ingest of events (validated against the Avro schemas) and the
-//! management API for webhooks, whose system of record is the compacted `endpoints`
-//! topic.
+//! management API for webhooks and sensitive-trace endpoints, whose system of record
+//! is the compacted `endpoints` topic.
 //!
 //! Architecture invariant: the API answers a write only after Kafka acknowledged it.
 
@@ -9,6 +9,7 @@ mod api;
 mod error;
 mod events;
 mod keys;
+mod trace_endpoints;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct Config {
     /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `prod` or `staging`: `.Environment` in the creation-time dry runs (`HOOKLINE_ENVIRONMENT`).
+    pub environment: String,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             master_key: Secret::default(),
             secret_rotation_overlap: Duration::from_secs(24 * 3600),
             shutdown_timeout: Duration::from_secs(30),
+            environment: "prod".to_owned(),
         }
     }
 }
@@ -75,6 +79,7 @@ pub struct AppState {
     sealer: signing::Sealer,
     keys: Table<wire::SigningKey>,
     rotation_overlap: Duration,
+    environment: String,
     shutdown: CancellationToken,
 }
 
@@ -98,6 +103,7 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
             "HOOKLINE_API_TOKEN is not set: refusing to serve an open API (set HOOKLINE_API_INSECURE_NO_AUTH=1 to allow it)"
         ),
     };
+    anyhow::ensure!(matches!(config.environment.as_str(), "prod" | "staging"), "HOOKLINE_ENVIRONMENT must be prod or staging");
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
@@ -129,6 +135,7 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
         sealer,
         keys,
         rotation_overlap: config.secret_rotation_overlap,
+        environment: config.environment.clone(),
         shutdown: shutdown.clone(),
     });
     keys::ensure_signing_key(&state).await?;

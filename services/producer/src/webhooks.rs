@@ -1,6 +1,8 @@
 //! `/webhooks`: create, list, show, update and delete webhook endpoints, with the
 //! seeds' `{"webhook": {...}}` wrapper. Each write goes to the compacted `endpoints`
 //! topic and is answered once Kafka acknowledged it; `api_key` is never returned.
+//! The helpers for the `endpoints` table and request fields are shared with
+//! `trace_endpoints`.
 
 use std::sync::Arc;
 
@@ -16,7 +18,9 @@ use crate::error::ApiError;
 use crate::AppState;
 
 /// What a masked secret looks like in responses; sent back in a PATCH it means "unchanged".
-const MASK: &str = "******";
+pub(crate) const MASK: &str = "******";
+/// The wrapper object of request and response bodies.
+const WRAPPER: &str = "webhook";
 const FIELDS: &[&str] = &[
     "name", "description", "vendor", "url", "events", "api_key", "secret", "active", "method", "headers",
     "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids", "signing_scheme",
@@ -24,7 +28,7 @@ const FIELDS: &[&str] = &[
 
 /// `POST /webhooks`.
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
-    let input = wrapped(&json_body(body, state.max_body_bytes).await?)?;
+    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
     let now = wire::now_rfc3339();
     let mut endpoint = Endpoint {
         id: uuid::Uuid::new_v4().to_string(),
@@ -72,7 +76,7 @@ pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
 
 /// `PATCH /webhooks/{id}`: only the fields given change.
 pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let input = wrapped(&json_body(body, state.max_body_bytes).await?)?;
+    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
     let mut endpoint = find(&state, &id).await?;
     apply_fields(&state, &mut endpoint, &input)?;
     let generated = ensure_secret(&state, &mut endpoint)?;
@@ -84,24 +88,39 @@ pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, 
 /// `DELETE /webhooks/{id}`: writes a tombstone.
 pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
-    let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), None, None, &state.shutdown)
-        .await
-        .map_err(|e| ApiError::from_send(&e))?;
-    state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, None);
-    tracing::info!(endpoint_id = %endpoint.id, "webhook deleted");
+    tombstone(&state, &endpoint).await?;
     Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint), "deleted": true})))
 }
 
-async fn sync(state: &AppState) -> Result<(), ApiError> {
+/// Brings the `endpoints` table up to date, so a read sees every acknowledged write.
+pub(crate) async fn sync(state: &AppState) -> Result<(), ApiError> {
     state.endpoints.sync().await.map_err(|_| ApiError::unavailable("HL-KAFKA-UNAVAILABLE"))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
-    sync(state).await?;
-    state.endpoints.get(id).filter(|e| e.kind == "webhook").ok_or_else(|| ApiError::not_found("webhook"))
+    find_kind(state, id, "webhook", "webhook").await
 }
 
-async fn write(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
+/// The endpoint `id` if it is of `kind`; 404 naming `what` otherwise, so each route
+/// sees only its own kind of endpoint.
+pub(crate) async fn find_kind(state: &AppState, id: &str, kind: &str, what: &str) -> Result<Endpoint, ApiError> {
+    sync(state).await?;
+    state.endpoints.get(id).filter(|e| e.kind == kind).ok_or_else(|| ApiError::not_found(what))
+}
+
+/// Deletes `endpoint`: a tombstone on `endpoints`, acknowledged before the answer.
+pub(crate) async fn tombstone(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
+    let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), None, None, &state.shutdown)
+        .await
+        .map_err(|e| ApiError::from_send(&e))?;
+    state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, None);
+    tracing::info!(endpoint_id = %endpoint.id, kind = %endpoint.kind, "endpoint deleted");
+    Ok(())
+}
+
+/// Writes `endpoint` to `endpoints`, acknowledged before the answer, and applies it to
+/// the table so the next read sees it.
+pub(crate) async fn write(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
     let bytes = state.registry.encode(endpoint).map_err(|e| {
         tracing::error!(code = e.code(), "cannot encode an endpoint");
         ApiError::internal(e.code())
@@ -110,27 +129,27 @@ async fn write(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
         .await
         .map_err(|e| ApiError::from_send(&e))?;
     state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, Some(endpoint.clone()));
-    tracing::info!(endpoint_id = %endpoint.id, vendor = %endpoint.vendor, "webhook written");
+    tracing::info!(endpoint_id = %endpoint.id, kind = %endpoint.kind, vendor = %endpoint.vendor, "endpoint written");
     Ok(())
 }
 
-/// The `webhook` object of the body.
-fn wrapped(body: &Value) -> Result<Map<String, Value>, ApiError> {
+/// The `wrapper` object of the body (`{"webhook": {...}}`), holding only `fields`.
+pub(crate) fn wrapped(body: &Value, wrapper: &str, fields: &[&str]) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(outer) = body else {
-        return Err(ApiError::invalid("webhook", "the body must be a JSON object {\"webhook\": {...}}"));
+        return Err(ApiError::invalid(wrapper, format!("the body must be a JSON object {{\"{wrapper}\": {{...}}}}")));
     };
-    if let Some(other) = outer.keys().find(|k| *k != "webhook") {
-        return Err(ApiError::invalid(other.as_str(), "unknown field; the body is {\"webhook\": {...}}"));
+    if let Some(other) = outer.keys().find(|k| *k != wrapper) {
+        return Err(ApiError::invalid(printable(other), format!("unknown field; the body is {{\"{wrapper}\": {{...}}}}")));
     }
-    match outer.get("webhook") {
+    match outer.get(wrapper) {
         Some(Value::Object(inner)) => {
-            if let Some(unknown) = inner.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-                return Err(ApiError::invalid(format!("webhook.{unknown}"), format!("unknown field; known fields: {}", FIELDS.join(", "))));
+            if let Some(unknown) = inner.keys().find(|k| !fields.contains(&k.as_str())) {
+                return Err(ApiError::invalid(format!("{wrapper}.{}", printable(unknown)), format!("unknown field; known fields: {}", fields.join(", "))));
             }
             Ok(inner.clone())
         }
-        Some(_) => Err(ApiError::invalid("webhook", "must be a JSON object")),
-        None => Err(ApiError::invalid("webhook", "missing required field")),
+        Some(_) => Err(ApiError::invalid(wrapper, "must be a JSON object")),
+        None => Err(ApiError::invalid(wrapper, "missing required field")),
     }
 }
 
@@ -138,46 +157,40 @@ fn wrapped(body: &Value) -> Result<Map<String, Value>, ApiError> {
 fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, Value>) -> Result<(), ApiError> {
     let old_scheme = endpoint.signing_scheme.clone();
     if let Some(v) = input.get("name") {
-        let name = string(v, "name")?;
-        if name.trim().is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::invalid("webhook.name", "must be 1 to 200 characters"));
-        }
-        endpoint.name = name.to_owned();
+        endpoint.name = valid_name(v, "webhook.name")?;
     }
     if let Some(v) = input.get("vendor") {
-        let vendor = string(v, "vendor")?;
+        let vendor = string(v, "webhook.vendor")?;
         if !render::VENDORS.contains(&vendor) {
             return Err(ApiError::invalid("webhook.vendor", format!("unknown vendor; available: {}", render::VENDORS.join(", "))));
         }
         endpoint.vendor = vendor.to_owned();
     }
     if let Some(v) = input.get("signing_scheme") {
-        let scheme = string(v, "signing_scheme")?;
+        let scheme = string(v, "webhook.signing_scheme")?;
         if signing::Scheme::parse(scheme).is_none() {
             return Err(ApiError::invalid("webhook.signing_scheme", format!("must be one of {}", signing::SCHEMES.join(", "))));
         }
         endpoint.signing_scheme = scheme.to_owned();
     }
     if let Some(v) = input.get("url") {
-        let url = string(v, "url")?;
-        // A URL with template actions is checked once rendered (dry run below).
-        endpoint.url = if url.contains("{{") { url.to_owned() } else { valid_url(url)? };
+        endpoint.url = template_or_url(v, "webhook.url")?;
     }
     if let Some(v) = input.get("description") {
-        endpoint.description = optional_text(v, "description")?;
+        endpoint.description = optional_text(v, "webhook.description")?;
     }
     if let Some(v) = input.get("method") {
-        endpoint.method = match optional_text(v, "method")? {
+        endpoint.method = match optional_text(v, "webhook.method")? {
             Some(m) if render::METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m.to_ascii_uppercase()),
             Some(_) => return Err(ApiError::invalid("webhook.method", format!("must be one of {}", render::METHODS.join(", ")))),
             None => None,
         };
     }
     if let Some(v) = input.get("header_template") {
-        endpoint.header_template = optional_text(v, "header_template")?;
+        endpoint.header_template = optional_text(v, "webhook.header_template")?;
     }
     if let Some(v) = input.get("body_template") {
-        endpoint.body_template = optional_text(v, "body_template")?;
+        endpoint.body_template = optional_text(v, "webhook.body_template")?;
     }
     if let Some(v) = input.get("headers") {
         let Value::Object(map) = v else {
@@ -273,16 +286,7 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
         endpoint.events = events;
     }
     if let Some(v) = input.get("api_key") {
-        match v {
-            Value::Null => endpoint.api_key = None,
-            Value::String(s) if s == MASK => {} // the masked value sent back: unchanged
-            Value::String(s) if s.is_empty() => endpoint.api_key = None,
-            Value::String(s) if s.chars().any(char::is_control) => {
-                return Err(ApiError::invalid("webhook.api_key", "must not contain control characters"));
-            }
-            Value::String(s) => endpoint.api_key = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(&endpoint.id, "api_key"))),
-            _ => return Err(ApiError::invalid("webhook.api_key", "must be a string or null")),
-        }
+        set_sealed(state, &endpoint.id, "api_key", v, "webhook.api_key", &mut endpoint.api_key)?;
     }
     if let Some(v) = input.get("active") {
         endpoint.active = v.as_bool().ok_or_else(|| ApiError::invalid("webhook.active", "must be a boolean"))?;
@@ -307,14 +311,15 @@ fn check_whole(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
     if matches!(endpoint.vendor.as_str(), "pagerduty" | "datadog") && endpoint.api_key.is_none() {
         return Err(ApiError::invalid("webhook.api_key", format!("vendor {} needs its key as api_key", endpoint.vendor)));
     }
-    let compiled = render::compile(endpoint.clone()).map_err(render_error)?;
-    render::validate(&compiled, &state.registry, "prod").map_err(render_error)
+    let compiled = render::compile(endpoint.clone()).map_err(|e| render_error(e, WRAPPER))?;
+    render::validate(&compiled, &state.registry, &state.environment).map_err(|e| render_error(e, WRAPPER))
 }
 
-fn render_error(e: render::RenderError) -> ApiError {
+/// A dry run's refusal as a 400 naming `<wrapper>.<field>`.
+pub(crate) fn render_error(e: render::RenderError, wrapper: &str) -> ApiError {
     match e.field() {
-        Some(field) => ApiError::invalid(format!("webhook.{field}"), e.to_string().split_once(": ").map_or(e.to_string(), |(_, m)| m.to_owned())),
-        None => ApiError::invalid("webhook.vendor", e.to_string()),
+        Some(field) => ApiError::invalid(format!("{wrapper}.{field}"), e.to_string().split_once(": ").map_or(e.to_string(), |(_, m)| m.to_owned())),
+        None => ApiError::invalid(format!("{wrapper}.vendor"), e.to_string()),
     }
 }
 
@@ -340,13 +345,45 @@ fn with_generated(mut body: Value, generated: Option<String>) -> Value {
     body
 }
 
-fn optional_text(v: &Value, field: &str) -> Result<Option<String>, ApiError> {
+/// A text field that `null` or `""` clears; `path` names it in errors.
+pub(crate) fn optional_text(v: &Value, path: &str) -> Result<Option<String>, ApiError> {
     match v {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Ok(None),
         Value::String(s) => Ok(Some(s.clone())),
-        _ => Err(ApiError::invalid(format!("webhook.{field}"), "must be a string or null")),
+        _ => Err(ApiError::invalid(path, "must be a string or null")),
     }
+}
+
+/// A name: 1 to 200 characters.
+pub(crate) fn valid_name(v: &Value, path: &str) -> Result<String, ApiError> {
+    let name = string(v, path)?;
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid(path, "must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A URL, or a URL template (checked once rendered, by the dry run).
+pub(crate) fn template_or_url(v: &Value, path: &str) -> Result<String, ApiError> {
+    let url = string(v, path)?;
+    if url.contains("{{") { Ok(url.to_owned()) } else { valid_url(url, path) }
+}
+
+/// Sets a secret field from the request: sealed under the master key, bound to the
+/// endpoint and `field`; `null` or `""` clears it, the mask sent back leaves it unchanged.
+pub(crate) fn set_sealed(state: &AppState, endpoint_id: &str, field: &str, v: &Value, path: &str, target: &mut Option<String>) -> Result<(), ApiError> {
+    match v {
+        Value::Null => *target = None,
+        Value::String(s) if s == MASK => {} // the masked value sent back: unchanged
+        Value::String(s) if s.is_empty() => *target = None,
+        Value::String(s) if s.chars().any(char::is_control) => {
+            return Err(ApiError::invalid(path, "must not contain control characters"));
+        }
+        Value::String(s) => *target = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(endpoint_id, field))),
+        _ => return Err(ApiError::invalid(path, "must be a string or null")),
+    }
+    Ok(())
 }
 
 fn string_list(v: &Value, field: &str) -> Result<Vec<String>, ApiError> {
@@ -361,13 +398,13 @@ fn string_list(v: &Value, field: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, ApiError> {
-    v.as_str().ok_or_else(|| ApiError::invalid(format!("webhook.{field}"), "must be a string"))
+fn string<'a>(v: &'a Value, path: &str) -> Result<&'a str, ApiError> {
+    v.as_str().ok_or_else(|| ApiError::invalid(path, "must be a string"))
 }
 
 /// An absolute http(s) URL with a host, without credentials in it.
-fn valid_url(raw: &str) -> Result<String, ApiError> {
-    let bad = |why: &str| ApiError::invalid("webhook.url", why.to_owned());
+fn valid_url(raw: &str, path: &str) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::invalid(path, why.to_owned());
     let url = url::Url::parse(raw).map_err(|e| bad(&format!("not an absolute URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("must use http or https"));
@@ -376,7 +413,7 @@ fn valid_url(raw: &str) -> Result<String, ApiError> {
         return Err(bad("must name a host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("must not carry credentials; use api_key"));
+        return Err(bad("must not carry credentials (URLs are logged); send them in a header"));
     }
     Ok(url.to_string())
 }
@@ -428,7 +465,7 @@ mod tests {
             ("", false),
         ];
         for (raw, ok) in table {
-            assert_eq!(valid_url(raw).is_ok(), ok, "{raw}");
+            assert_eq!(valid_url(raw, "webhook.url").is_ok(), ok, "{raw}");
         }
     }
 

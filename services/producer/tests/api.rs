@@ -1,5 +1,6 @@
 //! The producer API against the real broker: auth, webhooks CRUD through the compacted
-//! endpoints topic, event ingest, and clear 4xx answers for bad input.
+//! endpoints topic, sensitive-trace endpoints, event ingest, and clear 4xx answers for
+//! bad input.
 
 use std::time::Duration;
 
@@ -300,4 +301,185 @@ async fn changing_the_signing_scheme_changes_the_secret_with_it() {
     assert_eq!(refused["error"]["field"], "webhook.secret");
     let (status, _) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(json!({"webhook": {"secret": "not-whsec"}}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a standard_webhooks secret must be whsec_");
+}
+
+/// The seed's two `POST /sensitive-trace-endpoints` bodies, verbatim.
+const SEED_GENERIC: &str = include_str!("../../../crates/render/tests/fixtures/seed-generic-endpoint.json");
+const SEED_SLACK: &str = include_str!("../../../crates/render/tests/fixtures/seed-slack-endpoint.json");
+const SEED_SECRET: &str = "your-webhook-secret-token";
+
+fn seed(body: &str) -> Value {
+    serde_json::from_str(body).expect("the seed's example is JSON")
+}
+
+#[tokio::test]
+async fn sensitive_trace_endpoints_crud_seals_and_masks_the_secret() {
+    let api = Api::start("traces").await;
+    let mut answers: Vec<Value> = Vec::new();
+    let (status, created) = api.call(reqwest::Method::POST, "/sensitive-trace-endpoints", Some(seed(SEED_GENERIC))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let ep = &created["sensitive_trace_endpoint"];
+    let id = ep["id"].as_str().unwrap().to_owned();
+    assert_eq!(ep["secret"], "******");
+    assert_eq!(ep["name"], "Production Error Webhook");
+    assert_eq!(ep["description"], "Sends errors to our internal monitoring system");
+    assert_eq!(ep["url"], "https://your-domain.com/webhooks/prequel-errors");
+    assert_eq!(ep["header_template"], seed(SEED_GENERIC)["sensitive_trace_endpoint"]["header_template"]);
+    assert_eq!(ep["body_template"], seed(SEED_GENERIC)["sensitive_trace_endpoint"]["body_template"]);
+    answers.push(created.clone());
+    let (status, slack) = api.call(reqwest::Method::POST, "/sensitive-trace-endpoints", Some(seed(SEED_SLACK))).await;
+    assert_eq!(status, StatusCode::CREATED, "{slack}");
+    assert_eq!(slack["sensitive_trace_endpoint"]["secret"], Value::Null, "no secret is generated");
+    let slack_id = slack["sensitive_trace_endpoint"]["id"].as_str().unwrap().to_owned();
+
+    let (status, got) = api.call(reqwest::Method::GET, &format!("/sensitive-trace-endpoints/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["sensitive_trace_endpoint"], created["sensitive_trace_endpoint"]);
+    answers.push(got);
+    let (status, list) = api.call(reqwest::Method::GET, "/sensitive-trace-endpoints", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list["sensitive_trace_endpoints"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&id.as_str()) && ids.contains(&slack_id.as_str()));
+    answers.push(list);
+
+    // PATCH: the masked secret sent back leaves it unchanged.
+    let patch = json!({"sensitive_trace_endpoint": {"url": "https://your-domain.com/v2", "secret": "******", "description": null}});
+    let (status, patched) = api.call(reqwest::Method::PATCH, &format!("/sensitive-trace-endpoints/{id}"), Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["sensitive_trace_endpoint"]["url"], "https://your-domain.com/v2");
+    assert_eq!(patched["sensitive_trace_endpoint"]["description"], Value::Null);
+    assert_eq!(patched["sensitive_trace_endpoint"]["secret"], "******");
+    assert_eq!(patched["sensitive_trace_endpoint"]["name"], "Production Error Webhook");
+    answers.push(patched);
+
+    // The topic holds the endpoint as the renderer reads it, the secret sealed to it.
+    let registry = wire::Registry::bundled().unwrap();
+    let sealer = signing::Sealer::from_base64(test_kit::MASTER_KEY).unwrap();
+    let topic = format!("{}endpoints", api.config.kafka.topic_prefix);
+    let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| r.len() >= 3).await;
+    assert_eq!(records.len(), 3);
+    let stored: wire::Endpoint = registry.decode(records[2].value.as_ref().unwrap()).unwrap();
+    assert_eq!(records[2].key.as_deref(), Some(id.as_str()));
+    assert_eq!((stored.kind.as_str(), stored.vendor.as_str(), stored.signing_scheme.as_str()), ("sensitive_trace", "sensitive_trace", "none"));
+    assert!(stored.active && stored.events.is_empty());
+    assert_eq!(stored.url, "https://your-domain.com/v2");
+    let sealed = stored.secret.as_deref().unwrap();
+    assert!(signing::Sealer::is_sealed(sealed) && !sealed.contains(SEED_SECRET));
+    assert_eq!(sealer.open(sealed, &signing::endpoint_context(&id, "secret")).unwrap(), SEED_SECRET.as_bytes());
+    for r in &records {
+        assert!(!String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).contains(SEED_SECRET), "never in clear on the topic");
+    }
+
+    // A new secret replaces it; null removes it.
+    let (status, _) = api.call(reqwest::Method::PATCH, &format!("/sensitive-trace-endpoints/{id}"), Some(json!({"sensitive_trace_endpoint": {"secret": "second-secret"}}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| r.len() >= 4).await;
+    let stored: wire::Endpoint = registry.decode(records[3].value.as_ref().unwrap()).unwrap();
+    assert_eq!(sealer.open(stored.secret.as_deref().unwrap(), &signing::endpoint_context(&id, "secret")).unwrap(), b"second-secret");
+    let (status, cleared) = api.call(reqwest::Method::PATCH, &format!("/sensitive-trace-endpoints/{id}"), Some(json!({"sensitive_trace_endpoint": {"secret": null}}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cleared["sensitive_trace_endpoint"]["secret"], Value::Null);
+
+    let (status, deleted) = api.call(reqwest::Method::DELETE, &format!("/sensitive-trace-endpoints/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["deleted"], true);
+    answers.push(deleted);
+    let (status, missing) = api.call(reqwest::Method::GET, &format!("/sensitive-trace-endpoints/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["error"]["code"], "HL-API-NOT-FOUND");
+    let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| r.len() >= 6).await;
+    assert_eq!(records.len(), 6);
+    assert!(records[5].value.is_none(), "DELETE writes a tombstone");
+    let (_, list) = api.call(reqwest::Method::GET, "/sensitive-trace-endpoints", None).await;
+    assert_eq!(list["sensitive_trace_endpoints"].as_array().unwrap().len(), 1);
+    answers.push(list);
+    for answer in answers {
+        assert!(!answer.to_string().contains(SEED_SECRET) && !answer.to_string().contains("second-secret"), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_sensitive_trace_endpoints_get_400_naming_the_field() {
+    let api = Api::start("badtraces").await;
+    let ok = |extra: Value| {
+        let mut e = json!({"name": "x", "url": "https://h.example/traces"});
+        e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"sensitive_trace_endpoint": e})
+    };
+    let cases = [
+        (ok(json!({"body_template": "{\"errors\": {{.SensitiveTraces}"})), "sensitive_trace_endpoint.body_template"),
+        (ok(json!({"body_template": "{{len .Part}}"})), "sensitive_trace_endpoint.body_template"),
+        (ok(json!({"header_template": "Hookline-Trace-Part: 1"})), "sensitive_trace_endpoint.header_template"),
+        (ok(json!({"header_template": "X-Ok: 1\nnot a header"})), "sensitive_trace_endpoint.header_template"),
+        (ok(json!({"url": "ftp://h/x"})), "sensitive_trace_endpoint.url"),
+        (ok(json!({"url": "https://user:pw@h/x"})), "sensitive_trace_endpoint.url"),
+        (ok(json!({"url": "https://h/{{.Secret}}", "secret": "in-the-url"})), "sensitive_trace_endpoint.url"),
+        (ok(json!({"url": "{{.DestinationId}}"})), "sensitive_trace_endpoint.url"),
+        (ok(json!({"secret": 12})), "sensitive_trace_endpoint.secret"),
+        (ok(json!({"events": ["*"]})), "sensitive_trace_endpoint.events"),
+        (ok(json!({"name": ""})), "sensitive_trace_endpoint.name"),
+        (json!({"sensitive_trace_endpoint": {"url": "https://h/x"}}), "sensitive_trace_endpoint.name"),
+        (json!({"sensitive_trace_endpoint": {"name": "x"}}), "sensitive_trace_endpoint.url"),
+        (json!({"webhook": {"name": "x", "url": "https://h/x"}}), "webhook"),
+        (json!({"sensitive_trace_endpoint": "x"}), "sensitive_trace_endpoint"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = api.call(reqwest::Method::POST, "/sensitive-trace-endpoints", Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body} -> {answer}");
+        assert_eq!(answer["error"]["code"], "HL-API-INVALID");
+        assert!(!answer.to_string().contains("in-the-url"), "{answer}");
+    }
+    // A bad template names its line and column.
+    let (_, answer) = api.call(reqwest::Method::POST, "/sensitive-trace-endpoints", Some(ok(json!({"body_template": "{\n\"errors\": {{.SensitiveTraces}\n}"})))).await;
+    assert!(answer["error"]["message"].as_str().unwrap().starts_with("line 2, column "), "{answer}");
+    // A PATCH is checked the same way, and leaves the endpoint as it was.
+    let (status, created) = api.call(reqwest::Method::POST, "/sensitive-trace-endpoints", Some(ok(json!({})))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["sensitive_trace_endpoint"]["id"].as_str().unwrap().to_owned();
+    let (status, answer) = api.call(reqwest::Method::PATCH, &format!("/sensitive-trace-endpoints/{id}"), Some(json!({"sensitive_trace_endpoint": {"body_template": "{{if .Part}}"}}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["error"]["field"], "sensitive_trace_endpoint.body_template");
+    let (_, got) = api.call(reqwest::Method::GET, &format!("/sensitive-trace-endpoints/{id}"), None).await;
+    assert_eq!(got["sensitive_trace_endpoint"]["body_template"], Value::Null);
+}
+
+#[tokio::test]
+async fn webhooks_and_sensitive_trace_endpoints_do_not_see_each_other() {
+    let api = Api::start("kinds").await;
+    let (_, hook) = api.call(reqwest::Method::POST, "/webhooks", Some(webhook("https://example.com/hook"))).await;
+    let hook_id = hook["webhook"]["id"].as_str().unwrap().to_owned();
+    let (_, trace) = api.call(reqwest::Method::POST, "/sensitive-trace-endpoints", Some(seed(SEED_SLACK))).await;
+    let trace_id = trace["sensitive_trace_endpoint"]["id"].as_str().unwrap().to_owned();
+    for (route, id) in [("/sensitive-trace-endpoints", &hook_id), ("/webhooks", &trace_id)] {
+        let wrapper = if route == "/webhooks" { "webhook" } else { "sensitive_trace_endpoint" };
+        for (method, body) in [
+            (reqwest::Method::GET, None),
+            (reqwest::Method::PATCH, Some(json!({ wrapper: {"name": "taken over"} }))),
+            (reqwest::Method::DELETE, None),
+        ] {
+            let (status, answer) = api.call(method.clone(), &format!("{route}/{id}"), body).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {route}/{id}: {answer}");
+        }
+    }
+    let (_, hooks) = api.call(reqwest::Method::GET, "/webhooks", None).await;
+    assert_eq!(hooks["webhooks"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect::<Vec<_>>(), [hook_id.as_str()]);
+    let (_, traces) = api.call(reqwest::Method::GET, "/sensitive-trace-endpoints", None).await;
+    let names: Vec<&str> = traces["sensitive_trace_endpoints"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Slack Sensitive Traces"], "nothing was taken over");
+}
+
+#[tokio::test]
+async fn the_environment_must_be_prod_or_staging() {
+    let config = Config {
+        kafka: test_kit::kafka_settings("environment"),
+        api_token: Secret::new(TOKEN),
+        master_key: Secret::new(test_kit::MASTER_KEY),
+        environment: "production".into(),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = producer::serve(config, listener, CancellationToken::new()).await.unwrap_err();
+    assert!(err.to_string().contains("HOOKLINE_ENVIRONMENT"), "{err}");
 }

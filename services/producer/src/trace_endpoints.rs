@@ -1,0 +1,152 @@
+//! `/sensitive-trace-endpoints`: create, list, show, update and delete the endpoints
+//! that receive a transfer's raw traces, with the seed's `{"sensitive_trace_endpoint":
+//! {...}}` wrapper. Stored like webhooks, on the compacted `endpoints` topic, as kind
+//! `sensitive_trace`; the secret is sealed and never returned. Each route sees only its
+//! own kind: a webhook id is 404 here, and this kind is 404 under `/webhooks`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use wire::Endpoint;
+
+use crate::api::{json_body, json_response};
+use crate::error::ApiError;
+use crate::webhooks::{find_kind, optional_text, render_error, set_sealed, sync, template_or_url, tombstone, valid_name, wrapped, write, MASK};
+use crate::AppState;
+
+/// The endpoint kind, and its vendor.
+const KIND: &str = "sensitive_trace";
+/// The wrapper object of request and response bodies.
+const WRAPPER: &str = "sensitive_trace_endpoint";
+const FIELDS: &[&str] = &["name", "description", "url", "secret", "header_template", "body_template"];
+
+/// `POST /sensitive-trace-endpoints`.
+pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
+    for required in ["name", "url"] {
+        if !input.contains_key(required) {
+            return Err(ApiError::invalid(format!("{WRAPPER}.{required}"), "missing required field"));
+        }
+    }
+    let now = wire::now_rfc3339();
+    // Not signed (the seed: receivers authenticate with the secret), subscribed to no
+    // event: the renderer sends these endpoints a transfer's traces, nothing else.
+    let mut endpoint = Endpoint {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: KIND.to_owned(),
+        vendor: KIND.to_owned(),
+        signing_scheme: "none".to_owned(),
+        active: true,
+        events: Vec::new(),
+        created_at: now.clone(),
+        updated_at: now,
+        ..Endpoint::default()
+    };
+    apply_fields(&state, &mut endpoint, &input)?;
+    write(&state, &endpoint).await?;
+    Ok(json_response(StatusCode::CREATED, json!({ WRAPPER: public(&endpoint) })))
+}
+
+/// `GET /sensitive-trace-endpoints`.
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    sync(&state).await?;
+    let mut all: Vec<Endpoint> = state.endpoints.values().into_iter().filter(|e| e.kind == KIND).collect();
+    all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    let endpoints: Vec<Value> = all.iter().map(public).collect();
+    Ok(json_response(StatusCode::OK, json!({ "sensitive_trace_endpoints": endpoints })))
+}
+
+/// `GET /sensitive-trace-endpoints/{id}`.
+pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let endpoint = find(&state, &id).await?;
+    Ok(json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })))
+}
+
+/// `PATCH /sensitive-trace-endpoints/{id}`: only the fields given change.
+pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
+    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
+    let mut endpoint = find(&state, &id).await?;
+    apply_fields(&state, &mut endpoint, &input)?;
+    endpoint.updated_at = wire::now_rfc3339();
+    write(&state, &endpoint).await?;
+    Ok(json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })))
+}
+
+/// `DELETE /sensitive-trace-endpoints/{id}`: writes a tombstone.
+pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let endpoint = find(&state, &id).await?;
+    tombstone(&state, &endpoint).await?;
+    Ok(json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint), "deleted": true })))
+}
+
+async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
+    find_kind(state, id, KIND, "sensitive trace endpoint").await
+}
+
+/// Validates the given fields, sets them on `endpoint`, and dry-runs the result.
+fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, Value>) -> Result<(), ApiError> {
+    let path = |field: &str| format!("{WRAPPER}.{field}");
+    if let Some(v) = input.get("name") {
+        endpoint.name = valid_name(v, &path("name"))?;
+    }
+    if let Some(v) = input.get("description") {
+        endpoint.description = optional_text(v, &path("description"))?;
+    }
+    if let Some(v) = input.get("url") {
+        endpoint.url = template_or_url(v, &path("url"))?;
+    }
+    if let Some(v) = input.get("header_template") {
+        endpoint.header_template = optional_text(v, &path("header_template"))?;
+    }
+    if let Some(v) = input.get("body_template") {
+        endpoint.body_template = optional_text(v, &path("body_template"))?;
+    }
+    if let Some(v) = input.get("secret") {
+        set_sealed(state, &endpoint.id, "secret", v, &path("secret"), &mut endpoint.secret)?;
+    }
+    dry_run(state, endpoint)
+}
+
+/// Renders the endpoint as the renderer will, with sample traces and its secret open
+/// (so a URL that would carry it is refused now).
+fn dry_run(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
+    let mut open = endpoint.clone();
+    if let Some(sealed) = open.secret.as_deref().filter(|s| signing::Sealer::is_sealed(s)) {
+        let plain = state.sealer.open(sealed, &signing::endpoint_context(&endpoint.id, "secret")).map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
+        open.secret = Some(String::from_utf8_lossy(&plain).into_owned());
+    }
+    render::validate_traces(&open, &state.environment).map_err(|e| render_error(e, WRAPPER))
+}
+
+/// The endpoint as the API shows it: the secret masked.
+fn public(endpoint: &Endpoint) -> Value {
+    json!({
+        "id": endpoint.id,
+        "name": endpoint.name,
+        "description": endpoint.description,
+        "url": endpoint.url,
+        "secret": endpoint.secret.as_ref().map(|_| MASK),
+        "header_template": endpoint.header_template,
+        "body_template": endpoint.body_template,
+        "created_at": endpoint.created_at,
+        "updated_at": endpoint.updated_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_masked() {
+        let e = Endpoint { id: "1".into(), kind: KIND.into(), url: "https://x".into(), secret: Some("plain-secret".into()), ..Endpoint::default() };
+        let shown = public(&e).to_string();
+        assert!(!shown.contains("plain-secret"), "{shown}");
+        assert_eq!(public(&e)["secret"], MASK);
+        assert_eq!(public(&Endpoint::default())["secret"], Value::Null);
+    }
+}
