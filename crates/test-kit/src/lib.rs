@@ -305,17 +305,23 @@ pub fn broker_log_dir() -> PathBuf {
     data.join("kafka-logs")
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
-pub fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
+/// The segment files (`*.log`) of the topics named `<prefix>…` under `dir` whose
+/// bytes contain `needle`.
+pub fn segments_containing(dir: &std::path::Path, prefix: &str, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
-            found.push(path);
+    let Ok(topics) = std::fs::read_dir(dir) else { return found };
+    for topic in topics.flatten().filter(|t| t.file_name().to_string_lossy().starts_with(prefix)) {
+        for file in std::fs::read_dir(topic.path()).into_iter().flatten().flatten() {
+            let path = file.path();
+            if path.extension().is_some_and(|e| e == "log") && std::fs::read(&path).is_ok_and(|b| contains(&b, needle)) {
+                found.push(path);
+            }
         }
     }
     found
+}
+
+/// True when `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }

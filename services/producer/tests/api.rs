@@ -226,8 +226,15 @@ async fn events_are_validated_and_produced_keyed_by_transfer() {
     let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| !r.is_empty()).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key.as_deref(), Some("tr-42"));
-    let event = wire::Registry::bundled().unwrap().decode_event(records[0].value.as_ref().unwrap()).unwrap();
+    let registry = wire::Registry::bundled().unwrap();
+    let mut event = registry.decode_event(records[0].value.as_ref().unwrap()).unwrap();
     assert_eq!(event.id, id);
+    // The transfer log reaches Kafka sealed, and opens with the master key.
+    let raw = records[0].value.as_ref().unwrap();
+    assert!(!raw.windows(18).any(|w| w == b"secret stack trace"), "the transfer log is in clear in Kafka");
+    assert!(signing::Sealer::is_sealed(event.data["error"]["transfer_log"].as_str().unwrap()));
+    let sealer = signing::Sealer::from_base64(test_kit::MASTER_KEY).unwrap();
+    service_kit::open_event(&sealer, &registry, &mut event).unwrap();
     assert_eq!(event.data["error"]["transfer_log"], "secret stack trace");
 
     let mut missing = transfer_error("tr-1");

@@ -223,7 +223,7 @@ struct EndIsNoError;
 
 impl ClientContext for EndIsNoError {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
             tracing::warn!(error = %error, reason, "changelog reader");
         }
     }
