@@ -89,6 +89,11 @@ impl Service {
         None
     }
 
+    /// What the current run printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{}.{}.log", self.name, self.starts))).unwrap_or_default()
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -76,19 +76,23 @@ fn check(got: &[Captured], transfers: usize) -> usize {
         for n in 0..transfers {
             let (_, expected) = transfer_events(n);
             match per.get(&(uri.to_owned(), format!("tr-{n}"))).map(Vec::as_slice) {
+                // Only model validation errors: nothing is forwarded, no request.
+                None | Some([]) if expected.is_empty() => {}
+                Some(_) if expected.is_empty() => duplicated += 1,
                 None | Some([]) => lost += 1,
                 Some([one]) => incomplete += usize::from(*one != expected),
                 Some(_) => duplicated += 1,
             }
         }
     }
-    println!("traces: {transfers} transfers, {} requests, {lost} lost, {duplicated} duplicated, {incomplete} incomplete", got.len());
+    println!("traces: {transfers} transfers, {} requests, {lost} lost, {duplicated} duplicated or unexpected, {incomplete} incomplete", got.len());
     assert_eq!((lost, duplicated, incomplete), (0, 0, 0));
     got.len()
 }
 
 async fn wait_for_all(receiver: &Receiver, transfers: usize, within: Duration) -> Vec<Captured> {
-    receiver.wait_until(within, |c| c.len() >= 2 * transfers).await;
+    let with_traces = (0..transfers).filter(|n| !transfer_events(*n).1.is_empty()).count();
+    receiver.wait_until(within, |c| c.len() >= 2 * with_traces).await;
     // A duplicate, if there were one, would follow shortly.
     tokio::time::sleep(Duration::from_secs(3)).await;
     receiver.captured()
@@ -114,30 +118,33 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
                     for event in transfer_events(n).0.iter().chain([&completed(n)]) {
                         post_event(api, event).await;
                         sent.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(40)).await;
+                        tokio::time::sleep(Duration::from_millis(120)).await;
                     }
                 }
             })
             .await;
     };
     let killing = async {
-        // Kill at pseudo-random moments spread over the stream.
-        let seed = Instant::now().elapsed().subsec_nanos() as usize ^ std::process::id() as usize;
+        // Each kill lands while the renderer is at work: after it took its partitions,
+        // at a pseudo-random moment within the next 1.5 s.
+        let seed = Instant::now().elapsed().subsec_nanos() as u64 ^ u64::from(std::process::id());
         let mut kills = Vec::new();
         for k in 0..KILLS {
-            let at = total * (k + 1) / (KILLS + 2) + (seed >> (k * 4)) % (total / 20);
-            while sent.load(Ordering::SeqCst) < at {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !pipeline.renderer.output().contains("aggregator partitions assigned") {
+                assert!(Instant::now() < deadline, "the renderer never got its partitions");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            tokio::time::sleep(Duration::from_millis(200 + (seed >> (k * 8)) % 1300)).await;
             pipeline.renderer.kill9();
-            kills.push(at);
-            tokio::time::sleep(Duration::from_millis(300 + ((seed >> k) % 700) as u64)).await;
+            kills.push(sent.load(Ordering::SeqCst));
             pipeline.renderer.restart();
         }
         kills
     };
     let ((), kills) = tokio::join!(streaming, killing);
     println!("kills after events {kills:?} of {total}");
+    assert!(kills.iter().all(|k| *k < total), "every kill happened while events were streaming: {kills:?}");
     let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(180)).await;
     let requests = check(&got, TRANSFERS);
     println!("trace crash: {TRANSFERS} transfers, {total} events, {KILLS} kills, {requests} requests, 0 lost, 0 duplicates");

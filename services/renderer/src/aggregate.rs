@@ -51,6 +51,7 @@ const TRACE_FIELDS: [&str; 8] =
 pub(crate) struct Settings {
     pub kafka: kafka_io::KafkaSettings,
     pub group: String,
+    pub instance_id: String,
     pub transactional_id: String,
     pub transaction_timeout: Duration,
     pub commit_interval: Duration,
@@ -121,7 +122,9 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
         shutdown,
     }));
     let mut consumer_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
-    consumer_config.set("enable.auto.commit", "false");
+    // Static membership: a restarted instance takes its partitions back at once instead
+    // of waiting for the session of its previous life to time out.
+    consumer_config.set("enable.auto.commit", "false").set("group.instance.id", &settings.instance_id);
     let consumer: GroupConsumer = consumer_config.create_with_context(Rebalancing { core: core.clone() }).context("creating the consumer")?;
     let events = lock(&core).shared.topics.events.clone();
     consumer.subscribe(&[&events]).context("subscribing to events")?;

@@ -155,6 +155,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         aggregate::Settings {
             kafka: config.kafka.clone(),
             group: config.aggregator_group.clone(),
+            instance_id: config.instance_id.clone(),
             transactional_id: format!("{}hookline-aggregator-{}", config.kafka.topic_prefix, config.instance_id),
             transaction_timeout: config.aggregator_transaction_timeout,
             commit_interval: config.aggregator_commit_interval,
