@@ -11,8 +11,11 @@ use tests::Pipeline;
 const TRACES: usize = 10_000;
 const MAX_BODY: usize = 1024 * 1024;
 
+/// Trace sizes: every hundredth 64 KiB, the others 200 B to 4 KiB (times
+/// `LARGE_TRANSFER_SCALE`, default 1, to see memory stay flat as transfers grow).
 fn trace_len(i: usize) -> usize {
-    if i % 100 == 7 { 64 * 1024 } else { 200 + (i * 7919) % 3800 }
+    let scale: usize = std::env::var("LARGE_TRANSFER_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    if i % 100 == 7 { 64 * 1024 } else { (200 + (i * 7919) % 3800) * scale }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

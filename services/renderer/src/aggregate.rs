@@ -97,6 +97,8 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
     let mut config = kafka_io::producer_config(&settings.kafka, "hookline-aggregator");
     let timeout_ms = settings.transaction_timeout.as_millis().to_string();
     config
+        // A flush of a large transfer waits for room rather than buffering it whole.
+        .set("queue.buffering.max.kbytes", "32768")
         .set("transactional.id", &settings.transactional_id)
         .set("transaction.timeout.ms", &timeout_ms)
         .set("message.timeout.ms", &timeout_ms);
@@ -106,7 +108,11 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
     // Fences a previous instance with this id and aborts what it left open.
     producer.init_transactions(CALL_TIMEOUT).context("initialising transactions")?;
     let mut reader_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator-changelog", &format!("{}-changelog", settings.group));
-    reader_config.set("enable.auto.commit", "false").set("enable.partition.eof", "true").set("fetch.wait.max.ms", "10");
+    reader_config
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .set("queued.max.messages.kbytes", "8192");
     let changelog: ChangelogReader = reader_config.create_with_context(EndIsNoError).context("creating the changelog reader")?;
     check_partitions(&changelog, &shared.topics)?;
     let core = Arc::new(Mutex::new(Core {
@@ -124,7 +130,10 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
     let mut consumer_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
     // Static membership: a restarted instance takes its partitions back at once instead
     // of waiting for the session of its previous life to time out.
-    consumer_config.set("enable.auto.commit", "false").set("group.instance.id", &settings.instance_id);
+    consumer_config
+        .set("enable.auto.commit", "false")
+        .set("group.instance.id", &settings.instance_id)
+        .set("queued.max.messages.kbytes", "16384");
     let consumer: GroupConsumer = consumer_config.create_with_context(Rebalancing { core: core.clone() }).context("creating the consumer")?;
     let events = lock(&core).shared.topics.events.clone();
     consumer.subscribe(&[&events]).context("subscribing to events")?;
