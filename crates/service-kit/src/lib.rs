@@ -298,10 +298,11 @@ pub fn open_signing_key(sealer: &signing::Sealer, key: &wire::SigningKey) -> any
 /// written to Kafka. Values already sealed, empty or absent are left alone.
 pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) {
     for path in registry.sensitive_fields(&event.event_type) {
-        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path) {
-            if !value.is_empty() && !signing::Sealer::is_sealed(value) {
-                *value = sealer.seal(value.as_bytes(), &signing::event_context(&event.id, path));
-            }
+        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path)
+            && !value.is_empty()
+            && !signing::Sealer::is_sealed(value)
+        {
+            *value = sealer.seal(value.as_bytes(), &signing::event_context(&event.id, path));
         }
     }
 }
@@ -310,11 +311,11 @@ pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &m
 /// clear (by an engine that writes Avro itself) pass as they are.
 pub fn open_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) -> Result<(), signing::SealError> {
     for path in registry.sensitive_fields(&event.event_type) {
-        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path) {
-            if signing::Sealer::is_sealed(value) {
-                let plain = sealer.open(value, &signing::event_context(&event.id, path))?;
-                *value = String::from_utf8(plain).map_err(|_| signing::SealError::CannotOpen)?;
-            }
+        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path)
+            && signing::Sealer::is_sealed(value)
+        {
+            let plain = sealer.open(value, &signing::event_context(&event.id, path))?;
+            *value = String::from_utf8(plain).map_err(|_| signing::SealError::CannotOpen)?;
         }
     }
     Ok(())

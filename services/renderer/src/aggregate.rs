@@ -285,10 +285,10 @@ struct Transfer {
 impl Transfer {
     fn add_ids(&mut self, source_id: Option<&str>, model_id: Option<&str>) {
         for (id, ids) in [(source_id, &mut self.source_ids), (model_id, &mut self.model_ids)] {
-            if let Some(id) = id.filter(|id| !id.is_empty()) {
-                if !ids.iter().any(|known| known == id) {
-                    ids.push(id.to_owned());
-                }
+            if let Some(id) = id.filter(|id| !id.is_empty())
+                && !ids.iter().any(|known| known == id)
+            {
+                ids.push(id.to_owned());
             }
         }
     }
@@ -420,13 +420,13 @@ impl Core {
         let environment = self.settings.environment.clone();
         let trace = trace_object(data);
         for configured in self.trace_endpoints() {
-            let compiled = match configured.as_ref() {
-                Configured::Traces(Ok(c)) => c,
-                Configured::Traces(Err((endpoint, e))) => {
+            let compiled = match configured.traces() {
+                Some(Ok(c)) => c,
+                Some(Err((endpoint, e))) => {
                     self.dead_letter(p, offset, Some(event), Some(&endpoint.id), e.code(), &e.to_string(), None)?;
                     continue;
                 }
-                Configured::Webhook(_) => continue,
+                None => continue,
             };
             let batch = BatchRender {
                 compiled,
@@ -469,8 +469,8 @@ impl Core {
         let endpoints = self.trace_endpoints();
         let mut splitters = Vec::new();
         for configured in &endpoints {
-            match configured.as_ref() {
-                Configured::Traces(Ok(compiled)) => {
+            match configured.traces() {
+                Some(Ok(compiled)) => {
                     let batch = BatchRender {
                         compiled,
                         environment: &environment,
@@ -483,10 +483,10 @@ impl Core {
                     };
                     splitters.push(Some((compiled, Splitter::new(batch, self.settings.max_body))));
                 }
-                Configured::Traces(Err((endpoint, e))) => {
+                Some(Err((endpoint, e))) => {
                     self.dead_letter(p, offset, None, Some(&endpoint.id), e.code(), &e.to_string(), None)?;
                 }
-                Configured::Webhook(_) => {}
+                None => {}
             }
         }
         // Read the transfer's traces back, in order, into every endpoint's splitter.
@@ -874,10 +874,10 @@ fn read_changelog(reader: &ChangelogReader, topic: &str, p: i32, from: Offset, m
         }
     };
     // The position steps over transaction markers at the end.
-    if let Ok(position) = reader.position() {
-        if let Some(Offset::Offset(o)) = position.find_partition(topic, p).map(|e| e.offset()) {
-            end = end.max(o);
-        }
+    if let Ok(position) = reader.position()
+        && let Some(Offset::Offset(o)) = position.find_partition(topic, p).map(|e| e.offset())
+    {
+        end = end.max(o);
     }
     reader.unassign()?;
     result.map(|()| end)

@@ -134,7 +134,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
                 let endpoint = table_registry.decode::<Endpoint>(bytes).ok()?;
                 let opened = open_endpoint(&sealer, endpoint);
                 Some(Arc::new(if opened.as_ref().map_or_else(|(e, _)| e.kind == TRACE_KIND, |e| e.kind == TRACE_KIND) {
-                    Configured::Traces(opened.and_then(|e| render::compile_traces(e.clone()).map_err(|err| (e, err))))
+                    Configured::Traces(Box::new(opened.and_then(|e| render::compile_traces(e.clone()).map_err(|err| (e, err)))))
                 } else {
                     Configured::Webhook(Arc::new(opened.and_then(|e| render::compile(e.clone()).map_err(|err| (e, err)))))
                 }))
@@ -295,7 +295,17 @@ pub(crate) enum Configured {
     /// A webhook (`/webhooks`).
     Webhook(Compiled),
     /// A sensitive-trace endpoint (`/sensitive-trace-endpoints`).
-    Traces(Result<render::CompiledTraces, (Endpoint, render::RenderError)>),
+    Traces(Box<Result<render::CompiledTraces, (Endpoint, render::RenderError)>>),
+}
+
+impl Configured {
+    /// The sensitive-trace endpoint, if this is one.
+    pub(crate) fn traces(&self) -> Option<&Result<render::CompiledTraces, (Endpoint, render::RenderError)>> {
+        match self {
+            Configured::Traces(t) => Some(t),
+            Configured::Webhook(_) => None,
+        }
+    }
 }
 
 /// The endpoints table.
