@@ -102,6 +102,13 @@ async fn a_canary_trace_reaches_the_receiver_and_nothing_else() {
         .post("/webhooks", &json!({"webhook": {"name": "errors", "vendor": "generic_post", "url": receiver.url("/webhook"), "events": ["transfer.error"]}}))
         .await;
 
+    // A URL template that would put the transfer log in a URL: refused when rendered.
+    let leaky = pipeline
+        .post("/webhooks", &json!({"webhook": {"name": "leaky", "vendor": "generic_post", "events": ["transfer.error"],
+            "url": format!("{}?log={{{{.Data.error.transfer_log}}}}", receiver.url("/leaky"))}}))
+        .await;
+    let leaky_id = leaky["webhook"]["id"].as_str().expect("id").to_owned();
+
     let mut t = trace("t-canary", "m-1", "write_destination", &format!("ERROR: row ({canary}) violates constraint"));
     t["data"]["destination_id"] = json!(marker);
     pipeline.post("/events", &t).await;
@@ -123,9 +130,14 @@ async fn a_canary_trace_reaches_the_receiver_and_nothing_else() {
 
     // The 410 is final: dead-lettered, its request sealed, its metadata plain.
     let topic = format!("{}dead-letter", pipeline.kafka.topic_prefix);
-    let records = test_kit::read_topic(&pipeline.kafka, &topic, Duration::from_secs(60), |r| !r.is_empty()).await;
-    let dead = test_kit::dead_letters(&records);
-    assert_eq!(dead.len(), 1, "{dead:?}");
+    let records = test_kit::read_topic(&pipeline.kafka, &topic, Duration::from_secs(60), |r| r.len() >= 2).await;
+    let mut dead = test_kit::dead_letters(&records);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    dead.sort_by_key(|d| d.endpoint_id.as_deref() != Some(leaky_id.as_str()));
+    assert_eq!((dead[0].reason_code.as_str(), dead[0].endpoint_id.as_deref()), ("HL-RENDER-INVALID", Some(leaky_id.as_str())));
+    assert!(dead[0].reason.starts_with("url:"), "{}", dead[0].reason);
+    assert!(receiver.captured().iter().all(|r| !r.uri.starts_with("/leaky")));
+    dead.remove(0);
     assert_eq!(dead[0].reason_code, "HL-DELIVERY-REJECTED");
     let delivery = dead[0].delivery.as_ref().expect("the request is kept");
     assert_eq!(delivery.transfer_id.as_deref(), Some("t-canary"));

@@ -178,6 +178,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     aggregator.await.context("the aggregator thread panicked")?
 }
 
+/// Sensitive values at least this long are refused in URLs and clear headers.
+const MIN_LEAK_LEN: usize = 8;
+
 /// The endpoint kind of sensitive-trace endpoints.
 const TRACE_KIND: &str = "sensitive_trace";
 
@@ -279,7 +282,13 @@ impl Renderer {
         if values.is_empty() {
             return Ok(d);
         }
-        if values.iter().any(|v| d.url.contains(v) || d.headers.iter().any(|h| h.value.contains(v))) {
+        // Short values (`log`) occur in URLs by chance; a trace or log long enough to
+        // carry data does not.
+        let leaks = |text: &str| values.iter().any(|v| v.len() >= MIN_LEAK_LEN && text.contains(v));
+        // URLs are percent-encoded (and `+` may stand for a space in a query).
+        let decoded = percent_encoding::percent_decode_str(&d.url).decode_utf8_lossy().into_owned();
+        let url_leaks = leaks(&d.url) || leaks(&decoded) || leaks(&decoded.replace('+', " "));
+        if url_leaks || d.headers.iter().any(|h| leaks(&h.value)) {
             return Err(render::RenderError::Invalid {
                 field: "url".to_owned(),
                 message: "must not carry the event's sensitive fields (URLs are logged); use the body".to_owned(),
