@@ -146,7 +146,7 @@ async fn a_canary_trace_reaches_the_receiver_and_nothing_else() {
 
     // Nothing in clear on disk: events, changelog, deliveries, dead letters. The marker
     // (not sensitive) is found, so the search does see the records.
-    let dir = test_kit::broker_log_dir();
+    let dir = test_kit::broker_log_dir().await;
     let prefix = pipeline.kafka.topic_prefix.clone();
     let with_marker = test_kit::segments_containing(&dir, &prefix, marker.as_bytes());
     assert!(with_marker.iter().any(|p| p.to_string_lossy().contains("events-")), "the search found no record of this test in {}", dir.display());

@@ -112,13 +112,17 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
     let total: usize = (0..TRANSFERS).map(|n| transfer_events(n).0.len() + 1).sum();
     let streaming = async {
         stream::iter(0..TRANSFERS)
-            .for_each_concurrent(12, |n| {
+            .for_each_concurrent(8, |n| {
                 let sent = &sent;
                 async move {
-                    for event in transfer_events(n).0.iter().chain([&completed(n)]) {
+                    // The end follows the last trace at once: both often fall in one
+                    // transaction of the aggregator.
+                    for (i, event) in transfer_events(n).0.iter().chain([&completed(n)]).enumerate() {
+                        if i > 0 && event["type"] != "transfer.completed" {
+                            tokio::time::sleep(Duration::from_millis(150)).await;
+                        }
                         post_event(api, event).await;
                         sent.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(120)).await;
                     }
                 }
             })
@@ -167,29 +171,35 @@ async fn a_second_renderer_takes_over_the_transfers_of_one_killed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    // Every transfer's traces, but no transfer ends yet.
+    // The transfers stream; the first renderer is killed mid-stream, at work (it may
+    // die inside a transaction), and never comes back.
     let (client, base) = (pipeline.client.clone(), pipeline.base.clone());
     let api = (&client, base.as_str());
-    stream::iter(0..TRANSFERS)
-        .for_each_concurrent(16, |n| {
-            async move {
-                for event in &transfer_events(n).0 {
-                    post_event(api, event).await;
-                }
+    let sent = AtomicUsize::new(0);
+    let total: usize = (0..TRANSFERS).map(|n| transfer_events(n).0.len() + 1).sum();
+    let streaming = stream::iter(0..TRANSFERS).for_each_concurrent(12, |n| {
+        let sent = &sent;
+        async move {
+            for event in transfer_events(n).0.iter().chain([&completed(n)]) {
+                post_event(api, event).await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(60)).await;
             }
-        })
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    pipeline.renderer.kill9();
-    // The survivor takes the killed one's partitions (after the session timeout),
-    // rebuilds their transfers from the changelog and sends them when they end.
-    for n in 0..TRANSFERS {
-        post_event(api, &completed(n)).await;
-    }
+        }
+    });
+    let killing = async {
+        while sent.load(Ordering::SeqCst) < total * 2 / 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        pipeline.renderer.kill9();
+        sent.load(Ordering::SeqCst)
+    };
+    let ((), killed_at) = tokio::join!(streaming, killing);
+    assert!(killed_at < total, "killed after the stream ended");
     let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(120)).await;
     let requests = check(&got, TRANSFERS);
     assert!(count_in(&pipeline, "hookline-renderer.1.log", "aggregator partitions assigned") >= 2);
-    println!("trace takeover: {TRANSFERS} transfers, 1 of 2 renderers killed, {requests} requests, 0 lost, 0 duplicates");
+    println!("trace takeover: {TRANSFERS} transfers, {total} events, 1 of 2 renderers killed after {killed_at}, {requests} requests, 0 lost, 0 duplicates");
 }
 
 fn count_in(pipeline: &Pipeline, file: &str, needle: &str) -> usize {

@@ -62,10 +62,16 @@ pub fn valid_pattern(pattern: &str, known: &[&str]) -> bool {
     }
 }
 
+/// Traces of model validation errors are never forwarded, to any endpoint.
+pub fn is_model_validation_trace(event: &Event) -> bool {
+    event.event_type.ends_with(".sensitive_trace") && event.data.get("execution_context").and_then(serde_json::Value::as_str) == Some("model_validation")
+}
+
 /// True when `endpoint` should receive `event`.
 pub fn subscribed(endpoint: &Endpoint, event: &Event) -> bool {
     endpoint.active
         && endpoint.kind == "webhook"
+        && !is_model_validation_trace(event)
         && endpoint.events.iter().any(|p| type_matches(p, &event.event_type))
         && (endpoint.triggers.is_empty() || endpoint.triggers.iter().any(|t| t == outcome(event).as_str()))
         && restricted_to(&endpoint.destination_ids, &ids(event, &["destination_id", "error.destination_id"]))
@@ -165,6 +171,8 @@ mod tests {
         let m2 = Endpoint { model_ids: vec!["m2".into()], ..endpoint(&["*"]) };
         let s1 = Endpoint { source_ids: vec!["s1".into()], ..endpoint(&["*"]) };
         let inactive = Endpoint { active: false, ..endpoint(&["*"]) };
+        let trace = event("transfer.sensitive_trace", json!({"execution_context": "write_destination", "destination_id": "d1"}));
+        let validation = event("transfer.sensitive_trace", json!({"execution_context": "model_validation", "destination_id": "d1"}));
         let table: Vec<(&Endpoint, &Event, bool)> = vec![
             (&all, &failed, true),
             (&inactive, &failed, false),
@@ -182,6 +190,8 @@ mod tests {
             (&m2, &ok, false),
             (&s1, &started, true),
             (&s1, &err, false),
+            (&all, &trace, true),
+            (&all, &validation, false),
         ];
         for (i, (ep, ev, expected)) in table.into_iter().enumerate() {
             assert_eq!(subscribed(ep, ev), expected, "row {i}");

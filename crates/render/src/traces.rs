@@ -28,6 +28,9 @@ pub fn compile_traces(endpoint: Endpoint) -> Result<CompiledTraces, RenderError>
     let parse = |field: &str, src: &str| {
         Template::parse(field, src, Limits::default()).map_err(|error| RenderError::Template { field: field.to_owned(), error })
     };
+    if endpoint.url.contains("SensitiveTraces") {
+        return Err(RenderError::invalid("url", "must not use .SensitiveTraces (URLs are logged); the traces go in the body"));
+    }
     let url = parse("url", &endpoint.url)?;
     let header_template = endpoint.header_template.as_deref().map(|t| parse("header_template", t)).transpose()?;
     let body = endpoint.body_template.as_deref().map(|t| parse("body_template", t)).transpose()?;
@@ -144,6 +147,11 @@ pub fn render_traces(c: &CompiledTraces, batch: &TraceBatch<'_>, environment: &s
     let template_err = |field: &'static str| move |error| RenderError::Template { field: field.to_owned(), error };
     let url_text = c.url.render_string(&data).map_err(template_err("url"))?;
     let url = request_url(url_text.trim(), Some(secret))?;
+    // Percent-encoded, a secret or a trace object would still be in the URL.
+    let decoded = percent_encoding::percent_decode_str(url.as_str()).decode_utf8_lossy().replace('+', " ");
+    if (!secret.is_empty() && decoded.contains(secret)) || decoded.contains("\"trace\"") {
+        return Err(RenderError::invalid("url", "must not carry the secret or trace text (URLs are logged)"));
+    }
     let sensitive_headers = match &c.header_template {
         Some(t) => {
             let text = t.render_string(&data).map_err(template_err("header_template"))?;

@@ -240,3 +240,16 @@ fn timestamps_are_gos_rfc3339_in_seconds() {
     assert_eq!(trace_timestamp(t), "2024-01-15T10:30:00Z");
     assert_eq!(trace_timestamp(time::OffsetDateTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
 }
+
+#[test]
+fn urls_never_carry_traces_or_the_secret_even_encoded() {
+    let refused = compile_traces(endpoint("https://h/x?t={{.SensitiveTraces}}", None, None, None)).expect_err("traces in the URL");
+    assert_eq!(refused.field(), Some("url"));
+    let b = Batch::new();
+    for url in ["https://h/x?s={{.Secret | urlquery}}", "https://h/x?d={{printf \"%v\" . | urlquery}}"] {
+        let compiled = compile_traces(endpoint(url, Some("hush hush"), None, None)).expect("parses");
+        let err = render_traces(&compiled, &b.batch(1, true, FlushReason::Completed), "prod").expect_err(url);
+        assert_eq!(err.field(), Some("url"), "{url}");
+        assert!(!err.to_string().contains("hush"), "{err}");
+    }
+}

@@ -295,14 +295,19 @@ pub fn init_logs() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
-/// The local test broker's topic data (`log.dirs`), as `ops/kafka/broker` lays it out:
-/// `HOOKLINE_KAFKA_DATA_DIR` or `ops/kafka/.data/<port>`, then `kafka-logs`.
-pub fn broker_log_dir() -> PathBuf {
-    let data = std::env::var("HOOKLINE_KAFKA_DATA_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        let port = brokers().rsplit(':').next().unwrap_or("9092").to_owned();
-        repo_root().join("ops/kafka/.data").join(port)
-    });
-    data.join("kafka-logs")
+/// The test broker's topic data folder: its `log.dirs`, asked of the broker itself
+/// (so it is right whichever checkout started the broker).
+pub async fn broker_log_dir() -> PathBuf {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
+    let broker = metadata.brokers().first().expect("a broker").id();
+    let results = admin.describe_configs(&[ResourceSpecifier::Broker(broker)], &AdminOptions::new()).await.expect("describe configs");
+    let config = results.into_iter().next().expect("one result").expect("broker config");
+    let dirs = config.get("log.dirs").or_else(|| config.get("log.dir")).and_then(|e| e.value.clone()).expect("log.dirs");
+    PathBuf::from(dirs.split(',').next().expect("a log dir"))
 }
 
 /// The segment files (`*.log`) of the topics named `<prefix>…` under `dir` whose

@@ -124,6 +124,7 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
         changelog,
         partitions: HashMap::new(),
         txn: None,
+        stream_ms: HashMap::new(),
         fatal: None,
         shutdown,
     }));
@@ -310,6 +311,8 @@ pub(crate) struct Core {
     /// Open transfers per assigned `events` partition.
     partitions: HashMap<i32, HashMap<String, Transfer>>,
     txn: Option<Txn>,
+    /// Per `events` partition, the newest record timestamp read (stream time).
+    stream_ms: HashMap<i32, i64>,
     /// An error met in a rebalance callback, raised by the loop.
     fatal: Option<anyhow::Error>,
     shutdown: CancellationToken,
@@ -326,6 +329,10 @@ impl Core {
 
     fn handle(&mut self, consumer: &GroupConsumer, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
         let (p, offset) = (message.partition(), message.offset());
+        if let Some(t) = message.timestamp().to_millis() {
+            let stream = self.stream_ms.entry(p).or_insert(t);
+            *stream = (*stream).max(t);
+        }
         if !self.partitions.contains_key(&p) {
             self.restore(p)?;
         }
@@ -420,14 +427,7 @@ impl Core {
         let environment = self.settings.environment.clone();
         let trace = trace_object(data);
         for configured in self.trace_endpoints() {
-            let compiled = match configured.traces() {
-                Some(Ok(c)) => c,
-                Some(Err((endpoint, e))) => {
-                    self.dead_letter(p, offset, Some(event), Some(&endpoint.id), e.code(), &e.to_string(), None)?;
-                    continue;
-                }
-                None => continue,
-            };
+            let Some(compiled) = configured.traces() else { continue };
             let batch = BatchRender {
                 compiled,
                 environment: &environment,
@@ -439,17 +439,10 @@ impl Core {
                 reason: FlushReason::ConnectionTest,
             };
             let mut splitter = Splitter::new(batch, self.settings.max_body);
-            let parts = splitter.push(trace.clone()).and_then(|mut parts| {
-                parts.extend(splitter.finish()?);
-                Ok(parts)
-            });
-            match parts {
-                Ok(parts) => {
-                    for part in parts {
-                        self.deliver(compiled, part, &event.id, &event.id, &event.event_type, None)?;
-                    }
-                }
-                Err(e) => self.dead_letter(p, offset, Some(event), Some(&compiled.endpoint.id), e.code(), &e.to_string(), None)?,
+            let mut parts = splitter.push(trace.clone()).unwrap_or_else(|never| match never {});
+            parts.extend(splitter.finish().unwrap_or_else(|never| match never {}));
+            for part in parts {
+                self.deliver(p, offset, compiled, part, &event.id, &event.id, None)?;
             }
         }
         Ok(())
@@ -467,95 +460,77 @@ impl Core {
         let environment = self.settings.environment.clone();
         let timestamp = render::trace_timestamp(time::OffsetDateTime::now_utc());
         let endpoints = self.trace_endpoints();
-        let mut splitters = Vec::new();
-        for configured in &endpoints {
-            match configured.traces() {
-                Some(Ok(compiled)) => {
-                    let batch = BatchRender {
-                        compiled,
-                        environment: &environment,
-                        transfer_id: Some(transfer_id),
-                        destination_id: &transfer.destination_id,
-                        source_ids: &transfer.source_ids,
-                        model_ids: &transfer.model_ids,
-                        timestamp: &timestamp,
-                        reason,
-                    };
-                    splitters.push(Some((compiled, Splitter::new(batch, self.settings.max_body))));
-                }
-                Some(Err((endpoint, e))) => {
-                    self.dead_letter(p, offset, None, Some(&endpoint.id), e.code(), &e.to_string(), None)?;
-                }
-                None => {}
-            }
-        }
-        // Read the transfer's traces back, in order, into every endpoint's splitter.
+        let mut splitters: Vec<Splitter<BatchRender<'_>>> = endpoints
+            .iter()
+            .filter_map(|c| c.traces())
+            .map(|compiled| {
+                let batch = BatchRender {
+                    compiled,
+                    environment: &environment,
+                    transfer_id: Some(transfer_id),
+                    destination_id: &transfer.destination_id,
+                    source_ids: &transfer.source_ids,
+                    model_ids: &transfer.model_ids,
+                    timestamp: &timestamp,
+                    reason,
+                };
+                Splitter::new(batch, self.settings.max_body)
+            })
+            .collect();
+        // Read the transfer's traces back, in order, into every endpoint's splitter,
+        // until every one of them was seen (the last commit's markers may lag).
+        let base = format!("transfer/{transfer_id}");
         let mut expected = 0;
         let mut failure: Option<anyhow::Error> = None;
         let topic = self.shared.topics.sensitive_trace_changelog.clone();
-        let read = read_changelog(&self.changelog, &topic, p, Offset::Offset(transfer.scan_from), |m| {
-            if failure.is_some() {
-                return;
-            }
-            let Some((key_transfer, seq)) = m.key().and_then(parse_key) else { return };
+        let read = read_changelog(&self.changelog, &topic, p, Offset::Offset(transfer.scan_from), Until::Done, |m| {
+            let Some((key_transfer, seq)) = m.key().and_then(parse_key) else { return false };
             if key_transfer != transfer_id || seq < expected || seq >= transfer.traces {
-                return;
+                return false;
             }
-            let Some(bytes) = m.payload() else { return };
-            let opened = self
-                .shared
-                .registry
-                .decode::<AggregatedTrace>(bytes)
-                .map_err(anyhow::Error::from)
-                .and_then(|r| Ok(self.shared.sealer.open(&r.trace_sealed, &trace_context(transfer_id, seq))?))
-                .and_then(|plain| Ok(String::from_utf8(plain)?));
-            let trace = match opened {
-                Ok(trace) => trace,
-                Err(e) => {
-                    failure = Some(e.context("reading a trace back from the changelog"));
-                    return;
-                }
-            };
+            let Some(bytes) = m.payload() else { return false };
             if seq != expected {
                 tracing::error!(code = "HL-TRACE-GAP", transfer_id, expected, found = seq, "traces missing from the changelog");
             }
             expected = seq + 1;
-            for slot in &mut splitters {
-                let Some((compiled, splitter)) = slot else { continue };
-                match splitter.push(trace.clone()) {
-                    Ok(parts) => {
-                        for part in parts {
-                            if let Err(e) = self.deliver(compiled, part, &format!("transfer/{transfer_id}"), event_id, "transfer.sensitive_trace", Some(transfer_id)) {
-                                failure = Some(e);
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let id = compiled.endpoint.id.clone();
-                        if let Err(e) = self.dead_letter(p, offset, None, Some(&id), e.code(), &e.to_string(), None) {
-                            failure = Some(e);
-                        }
-                        *slot = None;
-                    }
-                }
+            let opened = self
+                .shared
+                .registry
+                .decode::<AggregatedTrace>(bytes)
+                .ok()
+                .and_then(|r| self.shared.sealer.open(&r.trace_sealed, &trace_context(transfer_id, seq)).ok())
+                .and_then(|plain| String::from_utf8(plain).ok());
+            let step = match opened {
+                Some(trace) => splitters.iter_mut().try_for_each(|splitter| {
+                    let compiled = splitter.renderer().compiled;
+                    let parts = splitter.push(trace.clone()).unwrap_or_else(|never| match never {});
+                    parts.into_iter().try_for_each(|part| self.deliver(p, offset, compiled, part, &base, event_id, Some(transfer_id)))
+                }),
+                // Kept, sealed as it is, rather than dropped or retried forever.
+                None => self.dead_letter(
+                    p,
+                    offset,
+                    None,
+                    None,
+                    "HL-TRACE-UNREADABLE",
+                    "a trace on the changelog cannot be read or opened with this HOOKLINE_MASTER_KEY",
+                    Some(bytes.to_vec()),
+                ),
+            };
+            if let Err(e) = step {
+                failure = Some(e);
+                return true;
             }
+            expected >= transfer.traces
         });
         read?;
         if let Some(e) = failure {
             return Err(e);
         }
-        if expected != transfer.traces {
-            tracing::error!(code = "HL-TRACE-GAP", transfer_id, expected = transfer.traces, found = expected, "traces missing from the changelog");
-        }
-        for (compiled, splitter) in splitters.into_iter().flatten() {
-            match splitter.finish() {
-                Ok(parts) => {
-                    for part in parts {
-                        self.deliver(compiled, part, &format!("transfer/{transfer_id}"), event_id, "transfer.sensitive_trace", Some(transfer_id))?;
-                    }
-                }
-                Err(e) => self.dead_letter(p, offset, None, Some(&compiled.endpoint.id), e.code(), &e.to_string(), None)?,
+        for splitter in splitters {
+            let compiled = splitter.renderer().compiled;
+            for part in splitter.finish().unwrap_or_else(|never| match never {}) {
+                self.deliver(p, offset, compiled, part, &base, event_id, Some(transfer_id))?;
             }
         }
         for seq in 0..transfer.traces {
@@ -569,11 +544,17 @@ impl Core {
     fn expire(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
         let max_age = i64::try_from(self.settings.max_age.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
-        let due: Vec<(i32, String)> = self
+        let mut due: Vec<(i32, String)> = self
             .partitions
             .iter()
             .flat_map(|(p, transfers)| transfers.iter().filter(|(_, t)| now - t.opened_at_ms >= max_age).map(|(id, _)| (*p, id.clone())))
             .collect();
+        // A partition still reading a backlog may hold the end of such a transfer.
+        let mut partitions: Vec<i32> = due.iter().map(|(p, _)| *p).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        let behind: Vec<i32> = partitions.into_iter().filter(|p| !self.caught_up(consumer, *p, now)).collect();
+        due.retain(|(p, _)| !behind.contains(p));
         if due.is_empty() {
             return Ok(());
         }
@@ -584,18 +565,47 @@ impl Core {
         }
     }
 
-    /// Writes one part as a rendered delivery (sealed) in the transaction.
-    fn deliver(&self, compiled: &CompiledTraces, part: Part<TracesRequest>, base: &str, event_id: &str, event_type: &str, transfer_id: Option<&str>) -> anyhow::Result<()> {
-        tracing::debug!(endpoint_id = %compiled.endpoint.id, part = part.number, last = part.last, "sensitive-trace request rendered");
-        if part.truncated {
-            tracing::warn!(code = "HL-TRACE-TRUNCATED", endpoint_id = %compiled.endpoint.id, part = part.number, "a trace was cut to fit the maximum body");
+    /// Whether partition `p` of `events` is read up to now: its newest record read is
+    /// recent, or nothing is left to read.
+    fn caught_up(&self, consumer: &GroupConsumer, p: i32, now: i64) -> bool {
+        if self.stream_ms.get(&p).is_some_and(|t| *t >= now - 60_000) {
+            return true;
         }
-        let request = part.request;
+        let topic = &self.shared.topics.events;
+        let position = consumer.position().ok().and_then(|t| t.find_partition(topic, p).map(|e| e.offset()));
+        match (consumer.fetch_watermarks(topic, p, Duration::from_secs(5)), position) {
+            (Ok((_, high)), Some(Offset::Offset(at))) => at >= high,
+            // Nothing read yet since the assignment: at the committed offset.
+            (Ok((_, high)), _) => consumer.committed(Duration::from_secs(5)).ok().and_then(|t| t.find_partition(topic, p).map(|e| e.offset())) == Some(Offset::Offset(high)),
+            (Err(_), _) => false,
+        }
+    }
+
+    /// Writes one part as a rendered delivery (sealed) in the transaction, or, when it
+    /// could not be rendered, as a dead letter holding its traces sealed.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(&self, p: i32, offset: i64, compiled: &EndpointTraces, part: Part<Rendered>, base: &str, event_id: &str, transfer_id: Option<&str>) -> anyhow::Result<()> {
+        let endpoint = match compiled {
+            Ok(c) => &c.endpoint,
+            Err((e, _)) => e,
+        };
+        let request = match part.request {
+            Rendered::Request(request) => request,
+            Rendered::Failed { error, traces_json } => {
+                let id = uuid::Uuid::now_v7().to_string();
+                let sealed = self.shared.sealer.seal(traces_json.as_bytes(), &dead_letter_context(&id));
+                return self.write_dead_letter(id, p, offset, Some(event_id), Some(&endpoint.id), error.code(), &error.to_string(), Some(sealed.into_bytes()));
+            }
+        };
+        tracing::debug!(endpoint_id = %endpoint.id, part = part.number, last = part.last, "sensitive-trace request rendered");
+        if part.truncated {
+            tracing::warn!(code = "HL-TRACE-TRUNCATED", endpoint_id = %endpoint.id, part = part.number, "a trace was cut to fit the maximum body");
+        }
         let delivery = RenderedDelivery {
-            delivery_id: render::delivery_id(&format!("{base}/part/{}", part.number), &compiled.endpoint.id),
+            delivery_id: render::delivery_id(&format!("{base}/part/{}", part.number), &endpoint.id),
             event_id: event_id.to_owned(),
-            event_type: event_type.to_owned(),
-            endpoint_id: compiled.endpoint.id.clone(),
+            event_type: if transfer_id.is_some() { "transfer.sensitive_trace" } else { "connection_test.sensitive_trace" }.to_owned(),
+            endpoint_id: endpoint.id.clone(),
             rendered_at: wire::now_rfc3339(),
             method: request.method,
             url: request.url,
@@ -608,15 +618,21 @@ impl Core {
             transfer_id: transfer_id.map(str::to_owned),
         };
         let bytes = self.shared.registry.encode(&seal_delivery(&self.shared.sealer, delivery))?;
-        self.send(&self.shared.topics.rendered_deliveries, None, compiled.endpoint.id.as_bytes(), Some(&bytes))
+        self.send(&self.shared.topics.rendered_deliveries, None, endpoint.id.as_bytes(), Some(&bytes))
     }
 
     /// A dead letter in the transaction. `reason` holds no trace text or secret.
     #[allow(clippy::too_many_arguments)]
     fn dead_letter(&self, p: i32, offset: i64, event: Option<&Event>, endpoint_id: Option<&str>, code: &str, reason: &str, payload: Option<Vec<u8>>) -> anyhow::Result<()> {
-        tracing::warn!(code, endpoint_id, event_id = event.map(|e| e.id.as_str()), "sensitive traces dead-lettered");
+        let id = uuid::Uuid::now_v7().to_string();
+        self.write_dead_letter(id, p, offset, event.map(|e| e.id.as_str()), endpoint_id, code, reason, payload)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_dead_letter(&self, id: String, p: i32, offset: i64, event_id: Option<&str>, endpoint_id: Option<&str>, code: &str, reason: &str, payload: Option<Vec<u8>>) -> anyhow::Result<()> {
+        tracing::warn!(code, endpoint_id, event_id, "sensitive traces dead-lettered");
         let letter = DeadLetter {
-            id: uuid::Uuid::now_v7().to_string(),
+            id,
             reason_code: code.to_owned(),
             reason: reason.to_owned(),
             failed_at: wire::now_rfc3339(),
@@ -624,7 +640,7 @@ impl Core {
             source_topic: self.shared.topics.events.clone(),
             source_partition: p,
             source_offset: offset,
-            event_id: event.map(|e| e.id.clone()),
+            event_id: event_id.map(str::to_owned),
             endpoint_id: endpoint_id.map(str::to_owned),
             delivery_id: None,
             delivery: None,
@@ -766,30 +782,14 @@ impl Core {
     fn restore(&mut self, p: i32) -> anyhow::Result<()> {
         let mut transfers: HashMap<String, Transfer> = HashMap::new();
         let registry = &self.shared.registry;
-        let end = read_changelog(&self.changelog, &self.shared.topics.sensitive_trace_changelog, p, Offset::Beginning, |m| {
-            let Some((transfer_id, _)) = m.key().and_then(parse_key) else { return };
-            let Some(bytes) = m.payload() else {
-                // A flush's tombstones: the transfer was sent.
-                transfers.remove(transfer_id);
-                return;
-            };
-            let Ok(record) = registry.decode::<AggregatedTrace>(bytes) else {
-                tracing::warn!(partition = p, offset = m.offset(), "unreadable changelog record skipped");
-                return;
-            };
-            let transfer = transfers.entry(record.transfer_id.clone()).or_insert_with(|| Transfer {
-                destination_id: record.destination_id.clone(),
-                first_event_id: record.event_id.clone(),
-                opened_at_ms: record.opened_at_ms,
-                traces: 0,
-                source_ids: Vec::new(),
-                model_ids: Vec::new(),
-                scan_from: m.offset(),
-            });
-            transfer.traces = transfer.traces.max(record.seq + 1);
-            transfer.add_ids(record.source_id.as_deref(), record.model_id.as_deref());
-        })?;
-        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = &self.shared.topics.sensitive_trace_changelog;
+        // Everything written before now, once its transaction is decided: the last
+        // commit of a previous owner may not have its markers yet.
+        let (_, high) = self.changelog.fetch_watermarks(topic, p, CALL_TIMEOUT).context("reading the changelog's high watermark")?;
+        let end = read_changelog(&self.changelog, topic, p, Offset::Beginning, Until::Position(high), |m| {
+            restore_record(&mut transfers, registry, p, m);
+            false
+        })?;        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
         let floor = floors.entry(p).or_insert(0);
         *floor = (*floor).max(end);
         drop(floors);
@@ -813,9 +813,19 @@ impl Core {
     }
 }
 
+/// A sensitive-trace endpoint as the table holds it: compiled, or refused with why.
+type EndpointTraces = Result<CompiledTraces, (wire::Endpoint, RenderError)>;
+
+/// A part rendered, or its traces with why it could not be (then dead-lettered sealed,
+/// and sized by the traces so the split goes on).
+enum Rendered {
+    Request(TracesRequest),
+    Failed { error: RenderError, traces_json: String },
+}
+
 /// Renders one batch for one endpoint.
 struct BatchRender<'a> {
-    compiled: &'a CompiledTraces,
+    compiled: &'a EndpointTraces,
     environment: &'a str,
     transfer_id: Option<&'a str>,
     destination_id: &'a str,
@@ -826,10 +836,10 @@ struct BatchRender<'a> {
 }
 
 impl RenderPart for BatchRender<'_> {
-    type Request = TracesRequest;
-    type Error = RenderError;
+    type Request = Rendered;
+    type Error = std::convert::Infallible;
 
-    fn render(&mut self, traces_json: &str, part: u32, last: bool) -> Result<TracesRequest, RenderError> {
+    fn render(&mut self, traces_json: &str, part: u32, last: bool) -> Result<Rendered, std::convert::Infallible> {
         let batch = TraceBatch {
             transfer_id: self.transfer_id,
             destination_id: self.destination_id,
@@ -841,44 +851,106 @@ impl RenderPart for BatchRender<'_> {
             last_part: last,
             flush_reason: self.reason,
         };
-        render::render_traces(self.compiled, &batch, self.environment)
+        let rendered = match self.compiled {
+            Ok(compiled) => render::render_traces(compiled, &batch, self.environment),
+            Err((_, e)) => Err(e.clone()),
+        };
+        Ok(match rendered {
+            Ok(request) => Rendered::Request(request),
+            Err(error) => Rendered::Failed { error, traces_json: traces_json.to_owned() },
+        })
     }
 
-    fn body_len(request: &TracesRequest) -> usize {
-        request.body.len()
+    fn body_len(request: &Rendered) -> usize {
+        match request {
+            Rendered::Request(r) => r.body.len(),
+            Rendered::Failed { traces_json, .. } => traces_json.len(),
+        }
     }
 }
 
-/// Reads changelog partition `p` from `from` to its end (the last stable offset),
-/// calling `f` on each record; returns the position reached.
-fn read_changelog(reader: &ChangelogReader, topic: &str, p: i32, from: Offset, mut f: impl FnMut(&BorrowedMessage<'_>)) -> anyhow::Result<i64> {
+/// Applies one changelog record to the open transfers being rebuilt.
+fn restore_record(transfers: &mut HashMap<String, Transfer>, registry: &Registry, p: i32, m: &BorrowedMessage<'_>) {
+    let Some((transfer_id, _)) = m.key().and_then(parse_key) else { return };
+    let Some(bytes) = m.payload() else {
+        // A flush's tombstones: the transfer was sent.
+        transfers.remove(transfer_id);
+        return;
+    };
+    let Ok(record) = registry.decode::<AggregatedTrace>(bytes) else {
+        // Kept as a trace of its transfer: the flush dead-letters what it cannot read.
+        tracing::warn!(partition = p, offset = m.offset(), code = "HL-TRACE-UNREADABLE", "unreadable changelog record");
+        return;
+    };
+    let transfer = transfers.entry(record.transfer_id.clone()).or_insert_with(|| Transfer {
+        destination_id: record.destination_id.clone(),
+        first_event_id: record.event_id.clone(),
+        opened_at_ms: record.opened_at_ms,
+        traces: 0,
+        source_ids: Vec::new(),
+        model_ids: Vec::new(),
+        scan_from: m.offset(),
+    });
+    transfer.traces = transfer.traces.max(record.seq + 1);
+    transfer.add_ids(record.source_id.as_deref(), record.model_id.as_deref());
+}
+
+/// Where a read of a changelog partition ends.
+enum Until {
+    /// Once the position reached this offset: a high watermark read before, so the
+    /// read waits for every transaction written below it to be committed or aborted.
+    Position(i64),
+    /// Once the callback says so (it saw every record it expects).
+    Done,
+}
+
+/// Reads changelog partition `p` from `from` (read_committed), calling `f` on each
+/// record; `f` answers whether it has seen all it needs. Returns the position reached.
+///
+/// The end of the partition a read_committed consumer sees is the last stable offset,
+/// and a commit's markers are written after `commit_transaction` returns: reaching
+/// the end is not enough, the read goes on until `until`.
+fn read_changelog(
+    reader: &ChangelogReader,
+    topic: &str,
+    p: i32,
+    from: Offset,
+    until: Until,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> bool,
+) -> anyhow::Result<i64> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, from)?;
     reader.assign(&tpl)?;
     let deadline = Instant::now() + READ_PATIENCE;
-    let mut end = match from {
+    let start = match from {
         Offset::Offset(o) => o,
         _ => 0,
     };
+    let position = || match reader.position().ok().and_then(|t| t.find_partition(topic, p).map(|e| e.offset())) {
+        Some(Offset::Offset(o)) => o.max(start),
+        _ => start,
+    };
+    let reached = |target: i64| position() >= target;
     let result = loop {
-        match reader.poll(Duration::from_millis(200)) {
+        if let Until::Position(target) = until
+            && reached(target)
+        {
+            break Ok(());
+        }
+        match reader.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                end = m.offset() + 1;
-                f(&m);
+                if f(&m) {
+                    break Ok(());
+                }
             }
-            Some(Err(KafkaError::PartitionEOF(eof))) if eof == p => break Ok(()),
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(KafkaError::PartitionEOF(_))) | None if Instant::now() <= deadline => {}
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                break Err(anyhow::anyhow!("reading changelog partition {p} did not end within {READ_PATIENCE:?}"));
+            }
             Some(Err(e)) => break Err(anyhow::Error::from(e).context("reading the changelog")),
-            None if Instant::now() > deadline => break Err(anyhow::anyhow!("reading changelog partition {p} took over {READ_PATIENCE:?}")),
-            None => {}
         }
     };
-    // The position steps over transaction markers at the end.
-    if let Ok(position) = reader.position()
-        && let Some(Offset::Offset(o)) = position.find_partition(topic, p).map(|e| e.offset())
-    {
-        end = end.max(o);
-    }
+    let end = position();
     reader.unassign()?;
     result.map(|()| end)
 }
@@ -908,6 +980,11 @@ fn trace_object(data: &Value) -> String {
         }
     }
     Value::Object(obj).to_string()
+}
+
+/// The associated data of a dead letter's sealed payload (traces that could not be rendered).
+fn dead_letter_context(id: &str) -> String {
+    format!("dead-letter/{id}/payload")
 }
 
 /// The associated data of a sealed trace on the changelog.

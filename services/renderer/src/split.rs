@@ -60,6 +60,11 @@ impl<R: RenderPart> Splitter<R> {
         Splitter { render, max_body, pending: Vec::new(), pending_bytes: 0, held: None, next_number: 1, target: max_body }
     }
 
+    /// The renderer it was made with.
+    pub(crate) fn renderer(&self) -> &R {
+        &self.render
+    }
+
     /// Adds one trace (a JSON object); returns the parts that became ready.
     pub(crate) fn push(&mut self, trace: String) -> Result<Vec<Part<R::Request>>, R::Error> {
         let mut ready = Vec::new();
