@@ -8,11 +8,13 @@ mod error;
 mod event;
 mod json;
 mod records;
+mod redacted;
 mod registry;
 
 pub use error::WireError;
 pub use event::{Event, DEFAULT_VERSION};
 pub use records::{AggregatedTrace, Attempt, DeadLetter, Endpoint, Header, HeaderTemplate, Record, RenderedDelivery, RetiredKey, SigningKey};
+pub use redacted::Redacted;
 pub use registry::{Fingerprint, Registry, BUNDLED_SCHEMAS};
 
 /// The current time as an RFC 3339 string in UTC, the format of every timestamp field.

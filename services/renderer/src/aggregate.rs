@@ -33,7 +33,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use render::{CompiledTraces, FlushReason, RenderError, TraceBatch, TracesRequest};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
-use wire::{AggregatedTrace, DeadLetter, Event, Registry, RenderedDelivery};
+use wire::{AggregatedTrace, DeadLetter, Event, Redacted, Registry, RenderedDelivery};
 
 use crate::split::{Part, RenderPart, Splitter};
 use crate::{seal_delivery, Configured, Endpoints};
@@ -406,7 +406,7 @@ impl Core {
             source_id: text("source_id").map(str::to_owned),
             model_id: text("model_id").map(str::to_owned),
             opened_at_ms: transfer.opened_at_ms,
-            trace_sealed: self.shared.sealer.seal(trace_object(data).as_bytes(), &trace_context(transfer_id, seq)),
+            trace_sealed: self.shared.sealer.seal(trace_object(data).expose().as_bytes(), &trace_context(transfer_id, seq)),
         };
         transfer.traces += 1;
         transfer.add_ids(text("source_id"), text("model_id"));
@@ -439,7 +439,7 @@ impl Core {
                 reason: FlushReason::ConnectionTest,
             };
             let mut splitter = Splitter::new(batch, self.settings.max_body);
-            let mut parts = splitter.push(trace.clone()).unwrap_or_else(|never| match never {});
+            let mut parts = splitter.push(trace.expose().clone()).unwrap_or_else(|never| match never {});
             parts.extend(splitter.finish().unwrap_or_else(|never| match never {}));
             for part in parts {
                 self.deliver(p, offset, compiled, part, &event.id, &event.id, None)?;
@@ -499,11 +499,12 @@ impl Core {
                 .decode::<AggregatedTrace>(bytes)
                 .ok()
                 .and_then(|r| self.shared.sealer.open(&r.trace_sealed, &trace_context(transfer_id, seq)).ok())
-                .and_then(|plain| String::from_utf8(plain).ok());
+                .and_then(|plain| String::from_utf8(plain).ok())
+                .map(Redacted::new);
             let step = match opened {
                 Some(trace) => splitters.iter_mut().try_for_each(|splitter| {
                     let compiled = splitter.renderer().compiled;
-                    let parts = splitter.push(trace.clone()).unwrap_or_else(|never| match never {});
+                    let parts = splitter.push(trace.expose().clone()).unwrap_or_else(|never| match never {});
                     parts.into_iter().try_for_each(|part| self.deliver(p, offset, compiled, part, &base, event_id, Some(transfer_id)))
                 }),
                 // Kept, sealed as it is, rather than dropped or retried forever.
@@ -593,7 +594,7 @@ impl Core {
             Rendered::Request(request) => request,
             Rendered::Failed { error, traces_json } => {
                 let id = uuid::Uuid::now_v7().to_string();
-                let sealed = self.shared.sealer.seal(traces_json.as_bytes(), &dead_letter_context(&id));
+                let sealed = self.shared.sealer.seal(traces_json.expose().as_bytes(), &dead_letter_context(&id));
                 return self.write_dead_letter(id, p, offset, Some(event_id), Some(&endpoint.id), error.code(), &error.to_string(), Some(sealed.into_bytes()));
             }
         };
@@ -820,7 +821,7 @@ type EndpointTraces = Result<CompiledTraces, (wire::Endpoint, RenderError)>;
 /// and sized by the traces so the split goes on).
 enum Rendered {
     Request(TracesRequest),
-    Failed { error: RenderError, traces_json: String },
+    Failed { error: RenderError, traces_json: Redacted<String> },
 }
 
 /// Renders one batch for one endpoint.
@@ -857,14 +858,14 @@ impl RenderPart for BatchRender<'_> {
         };
         Ok(match rendered {
             Ok(request) => Rendered::Request(request),
-            Err(error) => Rendered::Failed { error, traces_json: traces_json.to_owned() },
+            Err(error) => Rendered::Failed { error, traces_json: Redacted::new(traces_json.to_owned()) },
         })
     }
 
     fn body_len(request: &Rendered) -> usize {
         match request {
             Rendered::Request(r) => r.body.len(),
-            Rendered::Failed { traces_json, .. } => traces_json.len(),
+            Rendered::Failed { traces_json, .. } => traces_json.expose().len(),
         }
     }
 }
@@ -972,14 +973,14 @@ fn is_fatal_kafka(e: &KafkaError) -> bool {
 }
 
 /// The trace object receivers get: the seed's fields, in its order, without nulls.
-fn trace_object(data: &Value) -> String {
+fn trace_object(data: &Value) -> Redacted<String> {
     let mut obj = Map::new();
     for field in TRACE_FIELDS {
         if let Some(v) = data.get(field).filter(|v| !v.is_null()) {
             obj.insert(field.to_owned(), v.clone());
         }
     }
-    Value::Object(obj).to_string()
+    Redacted::new(Value::Object(obj).to_string())
 }
 
 /// The associated data of a dead letter's sealed payload (traces that could not be rendered).
@@ -1023,7 +1024,7 @@ mod tests {
     fn trace_objects_keep_the_seed_fields_in_order_without_nulls() {
         let data = serde_json::json!({"transfer_id": "t", "trace": "boom", "destination_id": "d", "source_id": null,
             "model_id": "m", "execution_context": "write_destination"});
-        assert_eq!(trace_object(&data), r#"{"destination_id":"d","model_id":"m","execution_context":"write_destination","trace":"boom"}"#);
+        assert_eq!(trace_object(&data).expose(), r#"{"destination_id":"d","model_id":"m","execution_context":"write_destination","trace":"boom"}"#);
     }
 
     #[test]
