@@ -114,12 +114,7 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
 /// Renders the endpoint as the renderer will, with sample traces and its secret open
 /// (so a URL that would carry it is refused now).
 fn dry_run(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
-    let mut open = endpoint.clone();
-    if let Some(sealed) = open.secret.as_deref().filter(|s| signing::Sealer::is_sealed(s)) {
-        let plain = state.sealer.open(sealed, &signing::endpoint_context(&endpoint.id, "secret")).map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
-        open.secret = Some(String::from_utf8_lossy(&plain).into_owned());
-    }
-    render::validate_traces(&open, &state.environment).map_err(|e| render_error(e, WRAPPER))
+    render::validate_traces(&crate::webhooks::opened(state, endpoint)?, &state.environment).map_err(|e| render_error(e, WRAPPER))
 }
 
 /// The endpoint as the API shows it: the secret masked.

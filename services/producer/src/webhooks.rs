@@ -311,8 +311,21 @@ fn check_whole(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
     if matches!(endpoint.vendor.as_str(), "pagerduty" | "datadog") && endpoint.api_key.is_none() {
         return Err(ApiError::invalid("webhook.api_key", format!("vendor {} needs its key as api_key", endpoint.vendor)));
     }
-    let compiled = render::compile(endpoint.clone()).map_err(|e| render_error(e, WRAPPER))?;
+    // Dry-run with the secrets open, as the renderer will (a URL carrying one is refused now).
+    let compiled = render::compile(opened(state, endpoint)?).map_err(|e| render_error(e, WRAPPER))?;
     render::validate(&compiled, &state.registry, &state.environment).map_err(|e| render_error(e, WRAPPER))
+}
+
+/// A copy of `endpoint` with its sealed secrets open, for dry runs.
+pub(crate) fn opened(state: &AppState, endpoint: &Endpoint) -> Result<Endpoint, ApiError> {
+    let mut open = endpoint.clone();
+    for (field, value) in [("api_key", &mut open.api_key), ("secret", &mut open.secret), ("previous_secret", &mut open.previous_secret)] {
+        if let Some(sealed) = value.as_deref().filter(|s| signing::Sealer::is_sealed(s)) {
+            let plain = state.sealer.open(sealed, &signing::endpoint_context(&endpoint.id, field)).map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
+            *value = Some(String::from_utf8_lossy(&plain).into_owned());
+        }
+    }
+    Ok(open)
 }
 
 /// A dry run's refusal as a 400 naming `<wrapper>.<field>`.

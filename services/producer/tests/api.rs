@@ -179,6 +179,8 @@ async fn invalid_webhooks_get_400_naming_the_field() {
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "body_template": "{{if .Type}}"}}), "webhook.body_template"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/{{.Data.nope | len}}", "events": ["transfer.error"]}}), "webhook.url"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "header_template": "not a header"}}), "webhook.header_template"),
+        // Refused at creation (with the secret open), not dead-lettered later.
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/{{.Secret}}", "secret": "hush-hush", "events": ["*"], "signing_scheme": "none"}}), "webhook.url"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "method": "BREW"}}), "webhook.method"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["*"], "triggers": ["sometimes"]}}), "webhook.triggers[0]"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["nope.*"]}}), "webhook.events[0]"),
