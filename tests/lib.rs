@@ -121,6 +121,8 @@ pub fn pipeline_env(kafka: &kafka_io::KafkaSettings, api_port: u16) -> HashMap<S
     env.insert("HOOKLINE_API_TOKEN".into(), TOKEN.into());
     env.insert("HOOKLINE_MASTER_KEY".into(), test_kit::MASTER_KEY.into());
     env.insert("HOOKLINE_DELIVERY_TIMEOUT".into(), "5s".into());
+    // The receivers are local: loopback is not reachable by default (SSRF guard).
+    env.insert("HOOKLINE_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
     env.insert("HOOKLINE_SHUTDOWN_TIMEOUT".into(), "20s".into());
     env.insert("RUST_LOG".into(), "info".into());
     env

@@ -72,6 +72,8 @@ class Pipeline:
             "HOOKLINE_API_ADDR": self.api.removeprefix("http://"),
             "HOOKLINE_API_TOKEN": TOKEN,
             "HOOKLINE_MASTER_KEY": MASTER_KEY,
+            # The receivers are local: loopback is not reachable by default (SSRF guard).
+            "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8",
             "RUST_LOG": "info",
         })
         self.procs = []

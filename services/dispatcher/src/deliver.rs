@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use wire::{Attempt, RenderedDelivery};
 
+use crate::guard::{self, Guard};
 use crate::retry::{parse_retry_after, AttemptOutcome};
 
 /// The header that carries the delivery id on every attempt and replay, so receivers
@@ -17,6 +18,7 @@ const RESPONSE_READ_LIMIT: usize = 4096;
 /// Makes one attempt and reports its outcome and its record for the dead letter.
 pub async fn attempt(
     client: &reqwest::Client,
+    guard: &Guard,
     delivery: &RenderedDelivery,
     signature: &[(String, String)],
     number: i32,
@@ -24,12 +26,13 @@ pub async fn attempt(
 ) -> (AttemptOutcome, Attempt) {
     let started_at = wire::now_rfc3339();
     let clock = Instant::now();
-    let outcome = send(client, delivery, signature, timeout).await;
+    let outcome = if guard::refuses_literal(guard, &delivery.url) { AttemptOutcome::Refused } else { send(client, delivery, signature, timeout).await };
     let (status, error_code) = match &outcome {
         AttemptOutcome::Status { code, .. } => (Some(i32::from(*code)), None),
         AttemptOutcome::Timeout => (None, Some("HL-HTTP-TIMEOUT".to_owned())),
         AttemptOutcome::Connect => (None, Some("HL-HTTP-CONNECT".to_owned())),
         AttemptOutcome::Invalid => (None, Some("HL-HTTP-INVALID-REQUEST".to_owned())),
+        AttemptOutcome::Refused => (None, Some("HL-DELIVERY-REFUSED".to_owned())),
     };
     let record = Attempt {
         attempt: number,
@@ -70,6 +73,7 @@ async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: 
             }
             AttemptOutcome::Status { code, retry_after }
         }
+        Err(e) if guard::is_refusal(&e) => AttemptOutcome::Refused,
         Err(e) if e.is_timeout() => AttemptOutcome::Timeout,
         Err(e) if e.is_builder() => AttemptOutcome::Invalid,
         Err(_) => AttemptOutcome::Connect,

@@ -10,6 +10,7 @@
 //! a later step: they replace [`Dispatcher::deliver`]'s backoff with a re-queue.
 
 pub mod deliver;
+pub mod guard;
 pub mod retry;
 
 use std::future::Future;
@@ -55,6 +56,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Opens what deliveries carry sealed (`HOOKLINE_MASTER_KEY`).
     pub master_key: service_kit::Secret,
+    /// Non-public networks deliveries may reach anyway (`HOOKLINE_ALLOWED_NETWORKS`,
+    /// comma-separated, e.g. `127.0.0.0/8,10.20.0.0/16`); empty: public addresses only.
+    pub allowed_networks: String,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             retry_max_delay: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             master_key: service_kit::Secret::default(),
+            allowed_networks: String::new(),
         }
     }
 }
@@ -77,6 +82,7 @@ struct Dispatcher {
     config: Config,
     registry: Registry,
     client: reqwest::Client,
+    guard: Arc<guard::Guard>,
     dead_letters: DeadLetters,
     sealer: signing::Sealer,
     keys: kafka_io::Table<wire::SigningKey>,
@@ -93,6 +99,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         config.dispatcher_group = format!("{}hookline-dispatcher", config.kafka.topic_prefix);
     }
     anyhow::ensure!(config.delivery_attempts >= 1, "HOOKLINE_DELIVERY_ATTEMPTS must be at least 1");
+    let guard = Arc::new(guard::Guard::parse(&config.allowed_networks).map_err(anyhow::Error::msg)?);
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
@@ -101,6 +108,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(64)
         .connect_timeout(config.delivery_timeout)
+        // Deliveries go straight to receivers, through the SSRF guard's resolver.
+        .no_proxy()
+        .dns_resolver(guard::GuardedResolver(guard.clone()))
         .build()
         .context("creating the HTTP client")?;
     let producer = kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
@@ -120,6 +130,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         config,
         registry,
         client,
+        guard,
         dead_letters,
         sealer,
         keys,
@@ -278,7 +289,7 @@ impl Dispatcher {
                 Ok(headers) => headers,
                 Err(e) => return Err(Stop::Final(e.code())),
             };
-            let (outcome, record) = deliver::attempt(&self.client, delivery, &signature, number, self.config.delivery_timeout).await;
+            let (outcome, record) = deliver::attempt(&self.client, &self.guard, delivery, &signature, number, self.config.delivery_timeout).await;
             lock(&attempts).push(record);
             match retry::decide(&outcome) {
                 Decision::Delivered => Ok(()),

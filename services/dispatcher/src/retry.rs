@@ -21,6 +21,8 @@ pub enum AttemptOutcome {
     Connect,
     /// The request could not even be built (bad URL or header).
     Invalid,
+    /// The SSRF guard refused the address (`HOOKLINE_ALLOWED_NETWORKS`).
+    Refused,
 }
 
 /// What to do after an attempt.
@@ -48,6 +50,7 @@ pub fn decide(outcome: &AttemptOutcome) -> Decision {
         AttemptOutcome::Status { .. } => Decision::Final("HL-DELIVERY-REJECTED"),
         AttemptOutcome::Timeout | AttemptOutcome::Connect => Decision::Retry { not_before: None },
         AttemptOutcome::Invalid => Decision::Final("HL-DELIVERY-INVALID-REQUEST"),
+        AttemptOutcome::Refused => Decision::Final("HL-DELIVERY-REFUSED"),
     }
 }
 
@@ -92,6 +95,7 @@ mod tests {
             (AttemptOutcome::Timeout, retry.clone()),
             (AttemptOutcome::Connect, retry.clone()),
             (AttemptOutcome::Invalid, Decision::Final("HL-DELIVERY-INVALID-REQUEST")),
+            (AttemptOutcome::Refused, Decision::Final("HL-DELIVERY-REFUSED")),
             (
                 AttemptOutcome::Status { code: 429, retry_after: Some(Duration::from_secs(3)) },
                 Decision::Retry { not_before: Some(Duration::from_secs(3)) },

@@ -33,6 +33,8 @@ fn config(kafka: kafka_io::KafkaSettings) -> dispatcher::Config {
         retry_max_delay: Duration::from_millis(400),
         delivery_timeout: Duration::from_secs(2),
         master_key: service_kit::Secret::new(test_kit::MASTER_KEY),
+        // The receivers are local.
+        allowed_networks: "127.0.0.0/8".to_owned(),
         ..dispatcher::Config::default()
     }
 }
@@ -195,4 +197,40 @@ async fn a_dead_letter_too_large_for_kafka_is_written_smaller_not_lost() {
     assert_eq!(letter.attempts.len(), 1);
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops").unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_and_names_resolving_to_it_are_refused_unless_allowed() {
+    test_kit::init_logs();
+    let kafka = test_kit::kafka_settings("ssrf");
+    let topics = Topics::new(&kafka.topic_prefix);
+    kafka_io::ensure_topics(&kafka, &topics.specs()).await.unwrap();
+    let registry = Registry::bundled().unwrap();
+    let receiver = Receiver::ok().await;
+    let by_name = receiver.url("/name").replace("127.0.0.1", "localhost");
+    let deliveries = [
+        delivery("d-literal", "ep-literal", receiver.url("/literal")),
+        delivery("d-name", "ep-name", by_name),
+        delivery("d-metadata", "ep-metadata", "http://169.254.169.254/latest/meta-data/".to_owned()),
+    ];
+    let records: Vec<(&str, Vec<u8>)> =
+        deliveries.iter().map(|d| (d.endpoint_id.as_str(), registry.encode(d).unwrap())).collect();
+    test_kit::produce(&kafka, &topics.rendered_deliveries, &records).await;
+
+    let shutdown = CancellationToken::new();
+    // Public addresses only: the default.
+    let config = dispatcher::Config { allowed_networks: String::new(), ..config(kafka.clone()) };
+    let task = tokio::spawn(dispatcher::run(config, shutdown.clone()));
+    let dead = test_kit::dead_letters(
+        &test_kit::read_topic(&kafka, &topics.dead_letter, Duration::from_secs(60), |r| r.len() >= 3).await,
+    );
+    assert!(receiver.captured().is_empty(), "a refused delivery must not connect");
+    for id in ["d-literal", "d-name", "d-metadata"] {
+        let letter = dead.iter().find(|d| d.delivery_id.as_deref() == Some(id)).unwrap_or_else(|| panic!("{id} dead-lettered"));
+        assert_eq!(letter.reason_code, "HL-DELIVERY-REFUSED", "{id}");
+        assert_eq!(letter.attempts.len(), 1, "{id}: final, not retried");
+        assert_eq!(letter.attempts[0].error_code.as_deref(), Some("HL-DELIVERY-REFUSED"));
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops within its bound").unwrap().unwrap();
 }
