@@ -261,6 +261,8 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
         sensitive_headers: sensitive,
         body,
         transfer_id: None,
+        timeout_ms: endpoint.timeout_ms,
+        insecure_tls: endpoint.insecure_tls,
     })
 }
 

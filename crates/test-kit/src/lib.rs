@@ -100,12 +100,14 @@ pub struct Answer {
     pub delay: Duration,
     /// `Retry-After` header to send.
     pub retry_after: Option<String>,
+    /// Response body.
+    pub body: &'static str,
 }
 
 impl Answer {
     /// Answer `status` at once.
     pub fn status(status: u16) -> Self {
-        Answer { status, delay: Duration::ZERO, retry_after: None }
+        Answer { status, delay: Duration::ZERO, retry_after: None, body: "" }
     }
 }
 
@@ -193,7 +195,7 @@ async fn capture(State(state): State<Arc<ReceiverState>>, method: Method, uri: U
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
     }
-    let mut response = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK).into_response();
+    let mut response = (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), answer.body).into_response();
     if let Some(after) = answer.retry_after {
         if let Ok(v) = after.parse() {
             response.headers_mut().insert("retry-after", v);

@@ -58,6 +58,10 @@ pub struct Endpoint {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Timeout of one attempt in ms; `None`: the dispatcher's default.
+    pub timeout_ms: Option<i32>,
+    /// Do not verify the receiver's TLS certificate (the API's `validate_tls: false`).
+    pub insecure_tls: bool,
 }
 
 impl Record for Endpoint {
@@ -143,6 +147,10 @@ pub struct RenderedDelivery {
     pub body: Vec<u8>,
     /// The transfer whose sensitive traces the request carries.
     pub transfer_id: Option<String>,
+    /// Timeout of one attempt in ms; `None`: the dispatcher's default.
+    pub timeout_ms: Option<i32>,
+    /// Do not verify the receiver's TLS certificate (the API's `validate_tls: false`).
+    pub insecure_tls: bool,
 }
 
 impl Record for RenderedDelivery {
@@ -166,7 +174,7 @@ impl std::fmt::Debug for RenderedDelivery {
 }
 
 /// One delivery attempt, as kept in a dead letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
     /// 1-based attempt number.
     pub attempt: i32,
@@ -178,6 +186,21 @@ pub struct Attempt {
     pub status: Option<i32>,
     /// `HL-…` code, when there was no response.
     pub error_code: Option<String>,
+    /// The response body's first bytes (sealed when the delivery's body is).
+    pub response: Option<String>,
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempt")
+            .field("attempt", &self.attempt)
+            .field("started_at", &self.started_at)
+            .field("duration_ms", &self.duration_ms)
+            .field("status", &self.status)
+            .field("error_code", &self.error_code)
+            .field("response_len", &self.response.as_ref().map(String::len))
+            .finish()
+    }
 }
 
 /// What could not be delivered or read: the value of `dead-letter`.

@@ -116,6 +116,7 @@ fn internal_records_round_trip_in_single_object_encoding() {
             duration_ms: 12,
             status: Some(500),
             error_code: None,
+            response: Some("upstream down".into()),
         }],
     };
     let bytes = reg.encode(&dl).unwrap();
@@ -307,7 +308,7 @@ fn sensitive_values_are_redacted_in_debug() {
 fn endpoints_written_with_v1_read_with_the_current_schema() {
     let reg = registry();
     let versions = reg.versions("hookline.internal.Endpoint").unwrap();
-    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     let v1 = versions[0].1;
     let bytes = old_endpoint(v1, apache_avro::types::Value::Union(1, Box::new("k".into())), Some(true));
     let read: Endpoint = reg.decode(&bytes).unwrap();

@@ -14,6 +14,8 @@ pub const DELIVERY_ID_HEADER: &str = "hookline-delivery-id";
 
 /// Bytes of a response body read before the connection is returned to the pool.
 const RESPONSE_READ_LIMIT: usize = 4096;
+/// Bytes of a response body kept with the attempt.
+pub const RESPONSE_KEEP: usize = 1024;
 
 /// Makes one attempt and reports its outcome and its record for the dead letter.
 pub async fn attempt(
@@ -26,7 +28,8 @@ pub async fn attempt(
 ) -> (AttemptOutcome, Attempt) {
     let started_at = wire::now_rfc3339();
     let clock = Instant::now();
-    let outcome = if guard::refuses_literal(guard, &delivery.url) { AttemptOutcome::Refused } else { send(client, delivery, signature, timeout).await };
+    let (outcome, body) =
+        if guard::refuses_literal(guard, &delivery.url) { (AttemptOutcome::Refused, Vec::new()) } else { send(client, delivery, signature, timeout).await };
     let (status, error_code) = match &outcome {
         AttemptOutcome::Status { code, .. } => (Some(i32::from(*code)), None),
         AttemptOutcome::Timeout => (None, Some("HL-HTTP-TIMEOUT".to_owned())),
@@ -40,16 +43,32 @@ pub async fn attempt(
         duration_ms: i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX),
         status,
         error_code,
+        response: excerpt(&body),
     };
     (outcome, record)
 }
 
-async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: &[(String, String)], timeout: Duration) -> AttemptOutcome {
+/// The first [`RESPONSE_KEEP`] bytes of a response body as text, cut on a character
+/// boundary; `None` when empty.
+fn excerpt(body: &[u8]) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(RESPONSE_KEEP)]).into_owned();
+    let mut end = text.len().min(RESPONSE_KEEP);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_owned())
+}
+
+/// Sends one request; returns its outcome and the first bytes of the response body.
+async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: &[(String, String)], timeout: Duration) -> (AttemptOutcome, Vec<u8>) {
     let Ok(method) = reqwest::Method::from_bytes(delivery.method.as_bytes()) else {
-        return AttemptOutcome::Invalid;
+        return (AttemptOutcome::Invalid, Vec::new());
     };
     let Some(headers) = headers(delivery, signature) else {
-        return AttemptOutcome::Invalid;
+        return (AttemptOutcome::Invalid, Vec::new());
     };
     let mut request = client.request(method, &delivery.url).headers(headers).timeout(timeout);
     if !delivery.body.is_empty() {
@@ -63,20 +82,25 @@ async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: 
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            // Read a little of the body so the connection can be reused; the rest is dropped.
+            // Read a little of the body so the connection can be reused (the start is
+            // kept with the attempt); the rest is dropped.
             let mut read = 0;
+            let mut kept = Vec::new();
             while read < RESPONSE_READ_LIMIT {
                 match tokio::time::timeout(timeout, response.chunk()).await {
-                    Ok(Ok(Some(chunk))) => read += chunk.len(),
+                    Ok(Ok(Some(chunk))) => {
+                        read += chunk.len();
+                        kept.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_KEEP.saturating_sub(kept.len()))]);
+                    }
                     _ => break,
                 }
             }
-            AttemptOutcome::Status { code, retry_after }
+            (AttemptOutcome::Status { code, retry_after }, kept)
         }
-        Err(e) if guard::is_refusal(&e) => AttemptOutcome::Refused,
-        Err(e) if e.is_timeout() => AttemptOutcome::Timeout,
-        Err(e) if e.is_builder() => AttemptOutcome::Invalid,
-        Err(_) => AttemptOutcome::Connect,
+        Err(e) if guard::is_refusal(&e) => (AttemptOutcome::Refused, Vec::new()),
+        Err(e) if e.is_timeout() => (AttemptOutcome::Timeout, Vec::new()),
+        Err(e) if e.is_builder() => (AttemptOutcome::Invalid, Vec::new()),
+        Err(_) => (AttemptOutcome::Connect, Vec::new()),
     }
 }
 

@@ -82,6 +82,8 @@ struct Dispatcher {
     config: Config,
     registry: Registry,
     client: reqwest::Client,
+    /// For endpoints with `validate_tls: false` only.
+    insecure_client: reqwest::Client,
     guard: Arc<guard::Guard>,
     dead_letters: DeadLetters,
     sealer: signing::Sealer,
@@ -104,15 +106,20 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(64)
-        .connect_timeout(config.delivery_timeout)
-        // Deliveries go straight to receivers, through the SSRF guard's resolver.
-        .no_proxy()
-        .dns_resolver(guard::GuardedResolver(guard.clone()))
-        .build()
-        .context("creating the HTTP client")?;
+    let client = |insecure_tls: bool| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .connect_timeout(config.delivery_timeout)
+            // Deliveries go straight to receivers, through the SSRF guard's resolver.
+            .no_proxy()
+            .dns_resolver(guard::GuardedResolver(guard.clone()))
+            // Only for endpoints created with `validate_tls: false`.
+            .tls_danger_accept_invalid_certs(insecure_tls)
+            .build()
+            .context("creating the HTTP client")
+    };
+    let (client, insecure_client) = (client(false)?, client(true)?);
     let producer = kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
     let (consumer, tracker) = kafka_io::group_consumer(
         &config.kafka,
@@ -130,6 +137,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         config,
         registry,
         client,
+        insecure_client,
         guard,
         dead_letters,
         sealer,
@@ -195,6 +203,17 @@ impl Dispatcher {
                 letter.event_id = Some(delivery.event_id.clone());
                 letter.endpoint_id = Some(delivery.endpoint_id.clone());
                 letter.delivery_id = Some(delivery.delivery_id.clone());
+                // A receiver may echo what it got: responses to sealed requests are sealed.
+                let attempts = attempts
+                    .into_iter()
+                    .map(|mut a| {
+                        if delivery.body_sealed {
+                            let context = signing::delivery_context(&delivery.delivery_id, &format!("response/{}", a.attempt), &delivery.method, &delivery.url);
+                            a.response = a.response.map(|r| self.sealer.seal(r.as_bytes(), &context));
+                        }
+                        a
+                    })
+                    .collect();
                 letter.delivery = Some(delivery);
                 letter.attempts = attempts;
                 self.dead_letters.write(&self.registry, letter, &self.shutdown).await
@@ -289,7 +308,9 @@ impl Dispatcher {
                 Ok(headers) => headers,
                 Err(e) => return Err(Stop::Final(e.code())),
             };
-            let (outcome, record) = deliver::attempt(&self.client, &self.guard, delivery, &signature, number, self.config.delivery_timeout).await;
+            let client = if delivery.insecure_tls { &self.insecure_client } else { &self.client };
+            let timeout = delivery.timeout_ms.and_then(|ms| u64::try_from(ms).ok()).filter(|ms| *ms > 0).map_or(self.config.delivery_timeout, Duration::from_millis);
+            let (outcome, record) = deliver::attempt(client, &self.guard, delivery, &signature, number, timeout).await;
             lock(&attempts).push(record);
             match retry::decide(&outcome) {
                 Decision::Delivered => Ok(()),

@@ -234,3 +234,45 @@ async fn loopback_and_names_resolving_to_it_are_refused_unless_allowed() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops within its bound").unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_endpoint_timeouts_and_response_excerpts() {
+    test_kit::init_logs();
+    let kafka = test_kit::kafka_settings("transport");
+    let topics = Topics::new(&kafka.topic_prefix);
+    kafka_io::ensure_topics(&kafka, &topics.specs()).await.unwrap();
+    let registry = Registry::bundled().unwrap();
+    let receiver = Receiver::scripted(|req, _| match req.uri.as_str() {
+        "/slow" => Answer { delay: Duration::from_secs(5), ..Answer::status(200) },
+        _ => Answer { body: "gone for good: account 42 closed", ..Answer::status(410) },
+    })
+    .await;
+    let sealer = signing::Sealer::from_base64(test_kit::MASTER_KEY).unwrap();
+    // The endpoint's 300 ms, not the dispatcher's 60 s: the slow receiver times out.
+    let slow = RenderedDelivery { timeout_ms: Some(300), ..delivery("d-slow", "ep-slow", receiver.url("/slow")) };
+    let gone = delivery("d-gone", "ep-gone", receiver.url("/gone"));
+    let mut sealed = delivery("d-sealed", "ep-sealed", receiver.url("/sealed"));
+    sealed.body = sealer.seal(&sealed.body, &signing::delivery_context("d-sealed", "body", "POST", &sealed.url)).into_bytes();
+    sealed.body_sealed = true;
+    sealed.sensitive_headers.clear();
+    let records: Vec<(&str, Vec<u8>)> = [&slow, &gone, &sealed].iter().map(|d| (d.endpoint_id.as_str(), registry.encode(*d).unwrap())).collect();
+    test_kit::produce(&kafka, &topics.rendered_deliveries, &records).await;
+    let shutdown = CancellationToken::new();
+    let config = dispatcher::Config { delivery_timeout: Duration::from_secs(60), ..config(kafka.clone()) };
+    let task = tokio::spawn(dispatcher::run(config, shutdown.clone()));
+    let dead = test_kit::dead_letters(&test_kit::read_topic(&kafka, &topics.dead_letter, Duration::from_secs(60), |r| r.len() >= 3).await);
+    let by = |id: &str| dead.iter().find(|d| d.delivery_id.as_deref() == Some(id)).cloned().unwrap_or_else(|| panic!("{id} dead-lettered"));
+    let slow = by("d-slow");
+    assert_eq!(slow.reason_code, "HL-DELIVERY-EXHAUSTED");
+    assert!(slow.attempts.iter().all(|a| a.error_code.as_deref() == Some("HL-HTTP-TIMEOUT")), "{:?}", slow.attempts);
+    let gone = by("d-gone");
+    assert_eq!(gone.attempts[0].response.as_deref(), Some("gone for good: account 42 closed"));
+    // A sealed request's response is kept sealed: a receiver may echo what it got.
+    let sealed = by("d-sealed");
+    let kept = sealed.attempts[0].response.clone().expect("kept");
+    assert!(signing::Sealer::is_sealed(&kept), "{kept}");
+    let context = signing::delivery_context("d-sealed", "response/1", "POST", &receiver.url("/sealed"));
+    assert_eq!(sealer.open(&kept, &context).unwrap(), b"gone for good: account 42 closed");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops within its bound").unwrap().unwrap();
+}

@@ -17,6 +17,10 @@ use crate::api::{json_body, json_response};
 use crate::error::ApiError;
 use crate::AppState;
 
+/// Bounds of a webhook's `timeout_ms`.
+const MIN_TIMEOUT_MS: i64 = 100;
+const MAX_TIMEOUT_MS: i64 = 120_000;
+
 /// What a masked secret looks like in responses; sent back in a PATCH it means "unchanged".
 pub(crate) const MASK: &str = "******";
 /// The wrapper object of request and response bodies.
@@ -24,6 +28,7 @@ const WRAPPER: &str = "webhook";
 const FIELDS: &[&str] = &[
     "name", "description", "vendor", "url", "events", "api_key", "secret", "active", "method", "headers",
     "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids", "signing_scheme",
+    "timeout_ms", "validate_tls",
 ];
 
 /// `POST /webhooks`.
@@ -291,6 +296,20 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     if let Some(v) = input.get("active") {
         endpoint.active = v.as_bool().ok_or_else(|| ApiError::invalid("webhook.active", "must be a boolean"))?;
     }
+    if let Some(v) = input.get("validate_tls") {
+        endpoint.insecure_tls = !v.as_bool().ok_or_else(|| ApiError::invalid("webhook.validate_tls", "must be a boolean"))?;
+    }
+    if let Some(v) = input.get("timeout_ms") {
+        endpoint.timeout_ms = match v {
+            Value::Null => None,
+            v => Some(
+                v.as_i64()
+                    .filter(|ms| (MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(ms))
+                    .and_then(|ms| i32::try_from(ms).ok())
+                    .ok_or_else(|| ApiError::invalid("webhook.timeout_ms", format!("must be milliseconds from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS}, or null for the default")))?,
+            ),
+        };
+    }
     check_whole(state, endpoint)
 }
 
@@ -452,6 +471,8 @@ fn public(endpoint: &Endpoint) -> Value {
         "destination_ids": endpoint.destination_ids,
         "source_ids": endpoint.source_ids,
         "model_ids": endpoint.model_ids,
+        "timeout_ms": endpoint.timeout_ms,
+        "validate_tls": !endpoint.insecure_tls,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
     })

@@ -190,6 +190,9 @@ async fn invalid_webhooks_get_400_naming_the_field() {
         (json!({"webhook": {"vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"]}}), "webhook.name"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "colour": 1}}), "webhook.colour"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "active": "yes"}}), "webhook.active"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "validate_tls": "no"}}), "webhook.validate_tls"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "timeout_ms": 5}}), "webhook.timeout_ms"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "timeout_ms": "15s"}}), "webhook.timeout_ms"),
         (json!({"name": "x"}), "name"),
         (json!([1, 2]), "webhook"),
     ];
@@ -202,11 +205,18 @@ async fn invalid_webhooks_get_400_naming_the_field() {
     // Wildcards, templates, triggers and filters that are right are accepted, secrets masked.
     let good = json!({"webhook": {"name": "tasks", "vendor": "generic_post", "url": "https://h/{{.Type}}", "events": ["transfer.*"],
         "method": "put", "header_template": "Authorization: Bearer {{.Secret}}", "headers": {"X-Id": "{{.Id}}"}, "secret": "s3",
-        "body_template": "{\"t\": {{printf \"%q\" .Type}}}", "triggers": ["failure"], "destination_ids": ["d-1"]}});
+        "body_template": "{\"t\": {{printf \"%q\" .Type}}}", "triggers": ["failure"], "destination_ids": ["d-1"],
+        "timeout_ms": 2500, "validate_tls": false}});
     let (status, created) = api.call(reqwest::Method::POST, "/webhooks", Some(good)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["webhook"]["secret"], "******");
     assert_eq!(created["webhook"]["method"], "PUT");
+    assert_eq!((created["webhook"]["timeout_ms"].clone(), created["webhook"]["validate_tls"].clone()), (json!(2500), json!(false)));
+    let plain = api
+        .call(reqwest::Method::POST, "/webhooks", Some(json!({"webhook": {"name": "p", "vendor": "generic_post", "url": "https://h/x", "events": ["*"]}})))
+        .await
+        .1;
+    assert_eq!((plain["webhook"]["timeout_ms"].clone(), plain["webhook"]["validate_tls"].clone()), (Value::Null, json!(true)), "defaults: 15 s, verified");
     assert!(!created.to_string().contains("\"s3\""));
 
     let resp = api.client.post(format!("{}/webhooks", api.base)).bearer_auth(TOKEN).body("{not json").send().await.unwrap();
