@@ -186,7 +186,7 @@ pub struct Attempt {
     pub status: Option<i32>,
     /// `HL-…` code, when there was no response.
     pub error_code: Option<String>,
-    /// The response body's first bytes (sealed when the delivery's body is).
+    /// The response body's first bytes, sealed.
     pub response: Option<String>,
 }
 

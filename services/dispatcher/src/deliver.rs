@@ -54,12 +54,31 @@ fn excerpt(body: &[u8]) -> Option<String> {
     if body.is_empty() {
         return None;
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(RESPONSE_KEEP)]).into_owned();
-    let mut end = text.len().min(RESPONSE_KEEP);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    let mut cut = &body[..body.len().min(RESPONSE_KEEP)];
+    // A character split by the cut is dropped whole, not turned into U+FFFD.
+    if let Err(e) = std::str::from_utf8(cut)
+        && e.error_len().is_none()
+    {
+        cut = &cut[..e.valid_up_to()];
     }
-    Some(text[..end].to_owned())
+    Some(String::from_utf8_lossy(cut).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn excerpts_keep_at_most_1_kib_cut_between_characters() {
+        assert_eq!(excerpt(b""), None);
+        assert_eq!(excerpt(b"gone").as_deref(), Some("gone"));
+        let mut body = vec![b'a'; 1023];
+        body.extend_from_slice("é and more".as_bytes());
+        let kept = excerpt(&body).expect("kept");
+        assert_eq!(kept, "a".repeat(1023), "the split é is dropped whole");
+        let latin1 = [b'x', 0xE9, b'y'];
+        assert_eq!(excerpt(&latin1).as_deref(), Some("x\u{FFFD}y"));
+    }
 }
 
 /// Sends one request; returns its outcome and the first bytes of the response body.

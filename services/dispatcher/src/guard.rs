@@ -77,7 +77,17 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
+    // Addresses that embed an IPv4 one are judged by it: NAT64 (64:ff9b::/96) and
+    // 6to4 (2002::/16).
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if first == 0x0064 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        return is_public_v4(embedded(s[6], s[7]));
+    }
+    if first == 0x2002 {
+        return is_public_v4(embedded(s[1], s[2]));
+    }
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
@@ -85,8 +95,11 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfe80
         || (first & 0xffc0) == 0xfec0
         || first == 0x2001 && ip.segments()[1] == 0x0db8
-        || first == 0x0064 && ip.segments()[1] == 0xff9b
-        || ip.segments()[..6] == [0, 0, 0, 0, 0, 0])
+        || first == 0x0064 && s[1] == 0xff9b
+        || first == 0x2001 && s[1] == 0
+        || first == 0x2001 && (s[1] & 0xfff0) == 0x0010
+        || first == 0x0100 && s[1..4] == [0, 0, 0]
+        || s[..4] == [0, 0, 0, 0] && (s[4] == 0 || s[4] == 0xffff))
 }
 
 /// The HTTP client's resolver: the system's, keeping only permitted addresses.
@@ -160,6 +173,14 @@ mod tests {
             ("::ffff:10.0.0.1", false),
             ("::ffff:8.8.8.8", true),
             ("64:ff9b::a00:1", false),
+            ("64:ff9b::808:808", true),
+            ("64:ff9b:1::1", false),
+            ("2002:a9fe:a9fe::1", false),
+            ("2002:808:808::1", true),
+            ("2001:0:4136:e378::1", false),
+            ("2001:10::1", false),
+            ("100::1", false),
+            ("::ffff:0:a00:1", false),
         ];
         let guard = Guard::default();
         for (ip, public) in table {

@@ -203,14 +203,13 @@ impl Dispatcher {
                 letter.event_id = Some(delivery.event_id.clone());
                 letter.endpoint_id = Some(delivery.endpoint_id.clone());
                 letter.delivery_id = Some(delivery.delivery_id.clone());
-                // A receiver may echo what it got: responses to sealed requests are sealed.
+                // A receiver may echo what it got (an API key, a trace): every kept
+                // response is sealed.
                 let attempts = attempts
                     .into_iter()
                     .map(|mut a| {
-                        if delivery.body_sealed {
-                            let context = signing::delivery_context(&delivery.delivery_id, &format!("response/{}", a.attempt), &delivery.method, &delivery.url);
-                            a.response = a.response.map(|r| self.sealer.seal(r.as_bytes(), &context));
-                        }
+                        let context = signing::delivery_context(&delivery.delivery_id, &format!("response/{}", a.attempt), &delivery.method, &delivery.url);
+                        a.response = a.response.map(|r| self.sealer.seal(r.as_bytes(), &context));
                         a
                     })
                     .collect();
