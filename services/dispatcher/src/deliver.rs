@@ -64,23 +64,6 @@ fn excerpt(body: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(cut).into_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::excerpt;
-
-    #[test]
-    fn excerpts_keep_at_most_1_kib_cut_between_characters() {
-        assert_eq!(excerpt(b""), None);
-        assert_eq!(excerpt(b"gone").as_deref(), Some("gone"));
-        let mut body = vec![b'a'; 1023];
-        body.extend_from_slice("é and more".as_bytes());
-        let kept = excerpt(&body).expect("kept");
-        assert_eq!(kept, "a".repeat(1023), "the split é is dropped whole");
-        let latin1 = [b'x', 0xE9, b'y'];
-        assert_eq!(excerpt(&latin1).as_deref(), Some("x\u{FFFD}y"));
-    }
-}
-
 /// Sends one request; returns its outcome and the first bytes of the response body.
 async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: &[(String, String)], timeout: Duration) -> (AttemptOutcome, Vec<u8>) {
     let Ok(method) = reqwest::Method::from_bytes(delivery.method.as_bytes()) else {
@@ -140,4 +123,21 @@ fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Optio
     map.insert(HeaderName::from_static(DELIVERY_ID_HEADER), HeaderValue::from_str(&delivery.delivery_id).ok()?);
     map.insert(reqwest::header::USER_AGENT, HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION"))));
     Some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn excerpts_keep_at_most_1_kib_cut_between_characters() {
+        assert_eq!(excerpt(b""), None);
+        assert_eq!(excerpt(b"gone").as_deref(), Some("gone"));
+        let mut body = vec![b'a'; 1023];
+        body.extend_from_slice("é and more".as_bytes());
+        let kept = excerpt(&body).expect("kept");
+        assert_eq!(kept, "a".repeat(1023), "the split é is dropped whole");
+        let latin1 = [b'x', 0xE9, b'y'];
+        assert_eq!(excerpt(&latin1).as_deref(), Some("x\u{FFFD}y"));
+    }
 }
