@@ -6,24 +6,16 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use tests::{create_webhook, pipeline_env, send_events, wait_healthy, Service};
+use tests::{create_webhook, send_events, Pipeline};
 
 const EVENTS: usize = 5000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_delivered_across_kill_9() {
-    let kafka = test_kit::kafka_settings("e2e-kill");
     let receiver = test_kit::Receiver::ok().await;
-    let port = test_kit::free_port();
-    let env = pipeline_env(&kafka, port);
-    let logs = test_kit::repo_root().join("target/e2e-logs").join(kafka.topic_prefix.trim_end_matches('-'));
-    let base = format!("http://127.0.0.1:{port}");
+    let mut pipeline = Pipeline::start("e2e-kill", &[]).await;
+    let base = pipeline.base.clone();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-
-    let mut producer = Service::start("hookline-producer", &env, &logs);
-    let mut renderer = Service::start("hookline-renderer", &env, &logs);
-    let mut dispatcher = Service::start("hookline-dispatcher", &env, &logs);
-    wait_healthy(&client, &base, Duration::from_secs(60)).await;
     let endpoint_id = create_webhook(&client, &base, &receiver.url("/hook"), &["transfer.started"]).await;
 
     // Events stream in from a task of their own while, here, the services are killed
@@ -41,11 +33,11 @@ async fn every_event_is_delivered_across_kill_9() {
         let got = receiver.wait_until(Duration::from_secs(120), |c| transfers(c).len() >= goal).await;
         assert!(transfers(&got).len() >= goal, "the pipeline stalled before {goal} deliveries");
         if victims != "dispatcher" {
-            renderer.kill9_and_restart();
+            pipeline.renderer.kill9_and_restart();
             kills += 1;
         }
         if victims != "renderer" {
-            dispatcher.kill9_and_restart();
+            pipeline.dispatcher.kill9_and_restart();
             kills += 1;
         }
     }
@@ -72,15 +64,15 @@ async fn every_event_is_delivered_across_kill_9() {
     assert_eq!(kills, 4);
 
     // Nothing was dead-lettered: the receiver always answered 200.
-    let topic = format!("{}dead-letter", kafka.topic_prefix);
-    let dead = test_kit::read_topic(&kafka, &topic, Duration::from_secs(2), |_| false).await;
+    let topic = format!("{}dead-letter", pipeline.kafka.topic_prefix);
+    let dead = test_kit::read_topic(&pipeline.kafka, &topic, Duration::from_secs(2), |_| false).await;
     assert!(dead.is_empty(), "{} dead letters", dead.len());
 
     // Graceful shutdown: SIGTERM, and each exits 0 within its bound.
     for (name, service) in [
-        ("producer", &mut producer),
-        ("renderer", &mut renderer),
-        ("dispatcher", &mut dispatcher),
+        ("producer", &mut pipeline.producer),
+        ("renderer", &mut pipeline.renderer),
+        ("dispatcher", &mut pipeline.dispatcher),
     ] {
         let status = service.terminate(Duration::from_secs(40));
         assert!(status.is_some_and(|s| s.success()), "{name} did not exit cleanly: {status:?}");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::{pipeline_env, wait_healthy, Service, TOKEN};
+use tests::{Pipeline, TOKEN};
 
 const SEED_SLACK: &str = "{\"attachments\": [{\"text\": {{printf \"*Prequel Sensitive Trace | Destination:* %s\\n\\n*<https://YOUR_ADMIN_HOST/destinations/%s|View Destination>*\\n\\n*Environment:* %s\\n\\n*Timestamp:* %s\\n\\n*Traces:*\\n```json\\n%s\\n```\" .DestinationId .DestinationId .Environment .Timestamp .SensitiveTraces | printf \"%q\"}}, \"color\": \"danger\", \"mrkdwn_in\": [\"text\"]}]}";
 
@@ -19,31 +19,23 @@ async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templated_requests_arrive_and_template_failures_are_dead_lettered() {
-    let kafka = test_kit::kafka_settings("e2e-tmpl");
     let receiver = test_kit::Receiver::ok().await;
-    let port = test_kit::free_port();
-    let env = pipeline_env(&kafka, port);
-    let logs = test_kit::repo_root().join("target/e2e-logs").join(kafka.topic_prefix.trim_end_matches('-'));
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let _producer = Service::start("hookline-producer", &env, &logs);
-    let _renderer = Service::start("hookline-renderer", &env, &logs);
-    let _dispatcher = Service::start("hookline-dispatcher", &env, &logs);
-    wait_healthy(&client, &base, Duration::from_secs(60)).await;
+    let pipeline = Pipeline::start("e2e-tmpl", &[]).await;
+    let (client, base, kafka) = (&pipeline.client, pipeline.base.clone(), &pipeline.kafka);
 
-    post(&client, format!("{base}/webhooks"), json!({"webhook": {
+    post(client, format!("{base}/webhooks"), json!({"webhook": {
         "name": "slack traces", "vendor": "generic_post", "url": receiver.url("/slack"),
         "events": ["connection_test.sensitive_trace"], "secret": "hush-123",
         "header_template": "Content-Type: application/json\nX-Auth: {{.Secret}}", "body_template": SEED_SLACK}})).await;
     // Valid on the sample (one model) but not on an event without models.
-    let fragile = post(&client, format!("{base}/webhooks"), json!({"webhook": {
+    let fragile = post(client, format!("{base}/webhooks"), json!({"webhook": {
         "name": "fragile", "vendor": "generic_post", "url": receiver.url("/fragile"), "events": ["transfer.error"],
         "secret": "hush-456", "body_template": "{{.Secret}} {{index .Data.error.models 0}}"}})).await;
     let fragile_id = fragile["webhook"]["id"].as_str().unwrap().to_owned();
 
-    post(&client, format!("{base}/events"), json!({"type": "connection_test.sensitive_trace", "created_at": "2024-01-15T10:30:00Z",
+    post(client, format!("{base}/events"), json!({"type": "connection_test.sensitive_trace", "created_at": "2024-01-15T10:30:00Z",
         "data": {"destination_id": "dest-123", "execution_context": "test_destination_connection", "trace": "ERROR: password authentication failed \u{2028}"}})).await;
-    post(&client, format!("{base}/events"), json!({"type": "transfer.error", "data": {"error": {
+    post(client, format!("{base}/events"), json!({"type": "transfer.error", "data": {"error": {
         "destination_id": "d", "destination_name": "D", "id_in_provider_system": "x", "models": [], "is_full_refresh": false,
         "transfer_id": "t-9", "transfer_status": "ERROR", "transfer_error_type": "host", "transfer_log": "log",
         "transfer_log_pretty": "", "transfer_started_at": "2024-01-15T10:00:00Z", "transfer_ended_at": null, "in_app_url": ""}}})).await;
@@ -60,7 +52,7 @@ async fn templated_requests_arrive_and_template_failures_are_dead_lettered() {
     assert_eq!(body["attachments"][0]["color"], "danger");
 
     let topic = format!("{}dead-letter", kafka.topic_prefix);
-    let dead = test_kit::dead_letters(&test_kit::read_topic(&kafka, &topic, Duration::from_secs(60), |r| !r.is_empty()).await);
+    let dead = test_kit::dead_letters(&test_kit::read_topic(kafka, &topic, Duration::from_secs(60), |r| !r.is_empty()).await);
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason_code, "HL-TEMPLATE-EXEC");
     assert_eq!(dead[0].endpoint_id.as_deref(), Some(fragile_id.as_str()));

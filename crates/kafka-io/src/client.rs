@@ -95,6 +95,11 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -
         .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Also the rebalance timeout: how long a coordinator waits for members of the
+        // last generation to rejoin. After a broker restart a dead member id can hold a
+        // rebalance that long (seen: a dispatcher without partitions for over 4 min at
+        // librdkafka's 300 s default). The consume loops poll continuously.
+        .set("max.poll.interval.ms", "120000")
         .set("fetch.wait.max.ms", "100")
         .set("enable.partition.eof", "false");
     config

@@ -134,6 +134,9 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
     consumer_config
         .set("enable.auto.commit", "false")
         .set("group.instance.id", &settings.instance_id)
+        // A flush of a very large transfer or a restore can keep this thread from
+        // polling for a while.
+        .set("max.poll.interval.ms", "300000")
         .set("queued.max.messages.kbytes", "16384");
     let consumer: GroupConsumer = consumer_config.create_with_context(Rebalancing { core: core.clone() }).context("creating the consumer")?;
     let events = lock(&core).shared.topics.events.clone();
