@@ -294,6 +294,20 @@ pub fn open_signing_key(sealer: &signing::Sealer, key: &wire::SigningKey) -> any
     Ok(signing::RsaKey::from_pkcs8(&der, key.kid.clone())?)
 }
 
+/// Opens, in memory, the sealed secrets of an endpoint read from Kafka (`api_key`,
+/// `secret`, `previous_secret`); values written before sealing existed pass as they
+/// are. On failure, names the field that did not open (it stays sealed).
+pub fn open_endpoint_secrets(sealer: &signing::Sealer, endpoint: &mut wire::Endpoint) -> Result<(), &'static str> {
+    let id = endpoint.id.clone();
+    for (field, value) in [("api_key", &mut endpoint.api_key), ("secret", &mut endpoint.secret), ("previous_secret", &mut endpoint.previous_secret)] {
+        if let Some(sealed) = value.as_deref().filter(|v| signing::Sealer::is_sealed(v)) {
+            let plain = sealer.open(sealed, &signing::endpoint_context(&id, field)).map_err(|_| field)?;
+            *value = Some(String::from_utf8_lossy(&plain).into_owned());
+        }
+    }
+    Ok(())
+}
+
 /// Seals the sensitive fields of an event (trace text, transfer logs) before it is
 /// written to Kafka. Values already sealed, empty or absent are left alone.
 pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) {

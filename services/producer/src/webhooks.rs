@@ -338,12 +338,7 @@ fn check_whole(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
 /// A copy of `endpoint` with its sealed secrets open, for dry runs.
 pub(crate) fn opened(state: &AppState, endpoint: &Endpoint) -> Result<Endpoint, ApiError> {
     let mut open = endpoint.clone();
-    for (field, value) in [("api_key", &mut open.api_key), ("secret", &mut open.secret), ("previous_secret", &mut open.previous_secret)] {
-        if let Some(sealed) = value.as_deref().filter(|s| signing::Sealer::is_sealed(s)) {
-            let plain = state.sealer.open(sealed, &signing::endpoint_context(&endpoint.id, field)).map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
-            *value = Some(String::from_utf8_lossy(&plain).into_owned());
-        }
-    }
+    service_kit::open_endpoint_secrets(&state.sealer, &mut open).map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
     Ok(open)
 }
 

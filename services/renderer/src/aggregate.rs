@@ -350,11 +350,9 @@ impl Core {
             self.dead_letter(p, offset, Some(&event), None, "HL-SEAL-OPEN", reason, message.payload().map(<[u8]>::to_vec))?;
             return self.advance(p, offset);
         }
-        let data = &event.data;
-        let context = data.get("execution_context").and_then(Value::as_str).unwrap_or_default();
         match event.event_type.as_str() {
             // Model validation traces are never forwarded.
-            "transfer.sensitive_trace" | "connection_test.sensitive_trace" if context == "model_validation" => self.advance(p, offset),
+            _ if render::subscription::is_model_validation_trace(&event) => self.advance(p, offset),
             "transfer.sensitive_trace" => match transfer_id(&event) {
                 Some(id) => {
                     let id = id.to_owned();
@@ -372,7 +370,7 @@ impl Core {
                 self.send_now(p, offset, &event)?;
                 self.advance(p, offset)
             }
-            _ => {
+            "transfer.completed" => {
                 let open = transfer_id(&event).filter(|id| self.partitions.get(&p).is_some_and(|t| t.contains_key(*id)));
                 if let Some(id) = open.map(str::to_owned) {
                     // Its traces must be readable back: commit what came before this event.
@@ -381,6 +379,7 @@ impl Core {
                 }
                 self.advance(p, offset)
             }
+            _ => self.advance(p, offset),
         }
     }
 

@@ -333,25 +333,15 @@ fn endpoint_of(compiled: &Compiled) -> &Endpoint {
 /// Opens the sealed secrets of an endpoint read from Kafka (values written before
 /// sealing existed pass as they are).
 fn open_endpoint(sealer: &signing::Sealer, mut endpoint: Endpoint) -> Result<Endpoint, (Endpoint, render::RenderError)> {
-    let id = endpoint.id.clone();
-    let open = |field: &str, value: &mut Option<String>| -> Result<(), render::RenderError> {
-        if let Some(v) = value.as_deref().filter(|v| signing::Sealer::is_sealed(v)) {
-            let plain = sealer.open(v, &signing::endpoint_context(&id, field)).map_err(|_| render::RenderError::Invalid {
+    match service_kit::open_endpoint_secrets(sealer, &mut endpoint) {
+        Ok(()) => Ok(endpoint),
+        Err(field) => Err((
+            endpoint,
+            render::RenderError::Invalid {
                 field: field.to_owned(),
                 message: "cannot open the endpoint's sealed secrets with this HOOKLINE_MASTER_KEY".to_owned(),
-            })?;
-            *value = Some(String::from_utf8_lossy(&plain).into_owned());
-        }
-        Ok(())
-    };
-    let (mut api_key, mut secret, mut previous) = (endpoint.api_key.take(), endpoint.secret.take(), endpoint.previous_secret.take());
-    let result = open("api_key", &mut api_key).and_then(|()| open("secret", &mut secret)).and_then(|()| open("previous_secret", &mut previous));
-    endpoint.api_key = api_key;
-    endpoint.secret = secret;
-    endpoint.previous_secret = previous;
-    match result {
-        Ok(()) => Ok(endpoint),
-        Err(e) => Err((endpoint, e)),
+            },
+        )),
     }
 }
 
