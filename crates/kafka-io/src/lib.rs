@@ -20,4 +20,4 @@ pub use consume::{consume_concurrently, ConsumeOptions, Outcome, Record};
 pub use offsets::{OffsetTracker, Ticket};
 pub use send::{send_durably, SendError};
 pub use table::{Table, TableEntry};
-pub use topics::{ensure_topics, TopicError, TopicSpec, Topics};
+pub use topics::{ensure_topics, TopicError, TopicSpec, Topics, RETRY_TIERS};

@@ -24,7 +24,25 @@ pub struct Topics {
     /// The renderer's aggregation state (compacted): each open transfer's sensitive
     /// traces, sealed, in the partition of the transfer's events.
     pub sensitive_trace_changelog: String,
+    /// Retry tiers: deliveries waiting for their next attempt, one topic per tier
+    /// delay (see [`RETRY_TIERS`]), keyed by endpoint id.
+    pub retry_tiers: Vec<String>,
+    /// The attempt log: every attempt's outcome, keyed by endpoint id.
+    pub delivery_attempts: String,
+    /// Dead letters re-queued by a replay (compacted), keyed by dead-letter id.
+    pub dead_letter_replays: String,
 }
+
+/// The retry tiers' delays, shortest first: a record in tier `i` is not read before
+/// `RETRY_TIERS[i]` after it was written, so each tier topic is in due order.
+pub const RETRY_TIERS: [(&str, Duration); 6] = [
+    ("1s", Duration::from_secs(1)),
+    ("5s", Duration::from_secs(5)),
+    ("30s", Duration::from_secs(30)),
+    ("5m", Duration::from_secs(5 * 60)),
+    ("30m", Duration::from_secs(30 * 60)),
+    ("2h", Duration::from_secs(2 * 60 * 60)),
+];
 
 impl Topics {
     /// Names under `prefix`.
@@ -36,19 +54,26 @@ impl Topics {
             dead_letter: format!("{prefix}dead-letter"),
             keys: format!("{prefix}keys"),
             sensitive_trace_changelog: format!("{prefix}sensitive-trace-changelog"),
+            retry_tiers: RETRY_TIERS.iter().map(|(name, _)| format!("{prefix}retry-{name}")).collect(),
+            delivery_attempts: format!("{prefix}delivery-attempts"),
+            dead_letter_replays: format!("{prefix}dead-letter-replays"),
         }
     }
 
     /// Every topic with the cleanup policy it needs.
     pub fn specs(&self) -> Vec<TopicSpec> {
-        vec![
+        let mut specs = vec![
             TopicSpec { name: self.events.clone(), compacted: false },
             TopicSpec { name: self.endpoints.clone(), compacted: true },
             TopicSpec { name: self.rendered_deliveries.clone(), compacted: false },
             TopicSpec { name: self.dead_letter.clone(), compacted: false },
             TopicSpec { name: self.keys.clone(), compacted: true },
             TopicSpec { name: self.sensitive_trace_changelog.clone(), compacted: true },
-        ]
+            TopicSpec { name: self.delivery_attempts.clone(), compacted: false },
+            TopicSpec { name: self.dead_letter_replays.clone(), compacted: true },
+        ];
+        specs.extend(self.retry_tiers.iter().map(|name| TopicSpec { name: name.clone(), compacted: false }));
+        specs
     }
 }
 

@@ -261,9 +261,9 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
         sensitive_headers: sensitive,
         body,
         transfer_id: None,
-        timeout_ms: endpoint.timeout_ms,
-        insecure_tls: endpoint.insecure_tls,
-    })
+        ..RenderedDelivery::default()
+    }
+    .with_policy_of(endpoint))
 }
 
 /// Dry-runs `compiled` with a sample of every event type it subscribes to.

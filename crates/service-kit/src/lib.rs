@@ -2,6 +2,8 @@
 //! (defaults, then an optional TOML file, then `HOOKLINE_*` environment variables),
 //! a shutdown token fired by SIGTERM/SIGINT, and structured logging.
 
+pub mod schedule;
+
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -13,7 +13,7 @@ mod registry;
 
 pub use error::WireError;
 pub use event::{Event, DEFAULT_VERSION};
-pub use records::{AggregatedTrace, Attempt, DeadLetter, Endpoint, Header, HeaderTemplate, Record, RenderedDelivery, RetiredKey, SigningKey};
+pub use records::{AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, Header, HeaderTemplate, Record, RenderedDelivery, Replay, RetiredKey, SigningKey};
 pub use redacted::Redacted;
 pub use registry::{Fingerprint, Registry, BUNDLED_SCHEMAS};
 

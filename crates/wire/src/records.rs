@@ -62,6 +62,14 @@ pub struct Endpoint {
     pub timeout_ms: Option<i32>,
     /// Do not verify the receiver's TLS certificate (the API's `validate_tls: false`).
     pub insecure_tls: bool,
+    /// One attempt only (the API's `retry_on_failure: false`).
+    pub single_attempt: bool,
+    /// Retry delays, comma-separated; `None`: the dispatcher's schedule.
+    pub retry_schedule: Option<String>,
+    /// Concurrency limit per dispatcher; `None`: the dispatcher's default.
+    pub max_in_flight: Option<i32>,
+    /// Requests per second per dispatcher; `None`: no limit.
+    pub max_rps: Option<i32>,
 }
 
 impl Record for Endpoint {
@@ -151,6 +159,33 @@ pub struct RenderedDelivery {
     pub timeout_ms: Option<i32>,
     /// Do not verify the receiver's TLS certificate (the API's `validate_tls: false`).
     pub insecure_tls: bool,
+    /// One attempt only (the API's `retry_on_failure: false`).
+    pub single_attempt: bool,
+    /// The endpoint's retry delays, comma-separated; `None`: the dispatcher's schedule.
+    pub retry_schedule: Option<String>,
+    /// The endpoint's concurrency limit per dispatcher; `None`: the dispatcher's default.
+    pub max_in_flight: Option<i32>,
+    /// The endpoint's requests per second per dispatcher; `None`: no limit.
+    pub max_rps: Option<i32>,
+    /// Unix ms before which the next attempt must not start (records in retry tiers).
+    pub due_at_ms: Option<i64>,
+    /// The attempts made so far (responses sealed); empty on first delivery and replay.
+    pub attempts: Vec<Attempt>,
+    /// The dead letter this delivery replays, if any.
+    pub replay_of: Option<String>,
+}
+
+impl RenderedDelivery {
+    /// Takes the endpoint's delivery policy: timeout, TLS check, retries and limits.
+    pub fn with_policy_of(mut self, endpoint: &Endpoint) -> Self {
+        self.timeout_ms = endpoint.timeout_ms;
+        self.insecure_tls = endpoint.insecure_tls;
+        self.single_attempt = endpoint.single_attempt;
+        self.retry_schedule.clone_from(&endpoint.retry_schedule);
+        self.max_in_flight = endpoint.max_in_flight;
+        self.max_rps = endpoint.max_rps;
+        self
+    }
 }
 
 impl Record for RenderedDelivery {
@@ -169,6 +204,8 @@ impl std::fmt::Debug for RenderedDelivery {
             .field("sensitive_headers", &"[redacted]")
             .field("body_len", &self.body.len())
             .field("transfer_id", &self.transfer_id)
+            .field("attempts", &self.attempts)
+            .field("due_at_ms", &self.due_at_ms)
             .finish_non_exhaustive()
     }
 }
@@ -330,4 +367,62 @@ impl std::fmt::Debug for AggregatedTrace {
             .field("trace_sealed", &"[redacted]")
             .finish_non_exhaustive()
     }
+}
+
+/// One attempt's outcome: the value of the attempt log `delivery-attempts`, keyed by
+/// endpoint id. Never holds a payload or a response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// The delivery.
+    pub delivery_id: String,
+    /// Its event.
+    pub event_id: String,
+    /// That event's type.
+    pub event_type: String,
+    /// Its endpoint (the record key).
+    pub endpoint_id: String,
+    /// The transfer, for sensitive-trace deliveries.
+    pub transfer_id: Option<String>,
+    /// 1-based attempt number; 0 when no request was made.
+    pub attempt: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// HTTP status, when there was a response.
+    pub status: Option<i32>,
+    /// `HL-…` code, when there was no response.
+    pub error_code: Option<String>,
+    /// `delivered`, `retrying` or `dead_lettered`.
+    pub outcome: String,
+    /// The dead letter's code, when dead-lettered.
+    pub reason_code: Option<String>,
+    /// RFC 3339, when retrying.
+    pub next_attempt_at: Option<String>,
+    /// The dead letter being replayed, if any.
+    pub replay_of: Option<String>,
+}
+
+impl Record for DeliveryAttempt {
+    const FULL_NAME: &'static str = "hookline.internal.DeliveryAttempt";
+}
+
+/// A dead letter re-queued for delivery: the value of the compacted
+/// `dead-letter-replays` topic, keyed by dead-letter id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// The dead letter (the record key).
+    pub dead_letter_id: String,
+    /// Its delivery.
+    pub delivery_id: String,
+    /// Its endpoint.
+    pub endpoint_id: String,
+    /// RFC 3339.
+    pub replayed_at: String,
+    /// `cli` or `api`.
+    pub requested_by: String,
+}
+
+impl Record for Replay {
+    const FULL_NAME: &'static str = "hookline.internal.Replay";
 }

@@ -27,17 +27,22 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
     ("endpoint.v2.avsc", include_str!("../../../schemas/endpoint.v2.avsc")),
     ("endpoint.v3.avsc", include_str!("../../../schemas/endpoint.v3.avsc")),
     ("endpoint.v4.avsc", include_str!("../../../schemas/endpoint.v4.avsc")),
+    ("endpoint.v5.avsc", include_str!("../../../schemas/endpoint.v5.avsc")),
     ("rendered-delivery.v1.avsc", include_str!("../../../schemas/rendered-delivery.v1.avsc")),
     ("rendered-delivery.v2.avsc", include_str!("../../../schemas/rendered-delivery.v2.avsc")),
     ("rendered-delivery.v3.avsc", include_str!("../../../schemas/rendered-delivery.v3.avsc")),
     ("rendered-delivery.v4.avsc", include_str!("../../../schemas/rendered-delivery.v4.avsc")),
+    ("rendered-delivery.v5.avsc", include_str!("../../../schemas/rendered-delivery.v5.avsc")),
     ("dead-letter.v1.avsc", include_str!("../../../schemas/dead-letter.v1.avsc")),
     ("dead-letter.v2.avsc", include_str!("../../../schemas/dead-letter.v2.avsc")),
     ("dead-letter.v3.avsc", include_str!("../../../schemas/dead-letter.v3.avsc")),
     ("dead-letter.v4.avsc", include_str!("../../../schemas/dead-letter.v4.avsc")),
+    ("dead-letter.v5.avsc", include_str!("../../../schemas/dead-letter.v5.avsc")),
     ("signing-key.v1.avsc", include_str!("../../../schemas/signing-key.v1.avsc")),
     ("signing-key.v2.avsc", include_str!("../../../schemas/signing-key.v2.avsc")),
     ("aggregated-trace.v1.avsc", include_str!("../../../schemas/aggregated-trace.v1.avsc")),
+    ("delivery-attempt.v1.avsc", include_str!("../../../schemas/delivery-attempt.v1.avsc")),
+    ("replay.v1.avsc", include_str!("../../../schemas/replay.v1.avsc")),
 ];
 
 /// Single-object encoding marker (Avro specification).

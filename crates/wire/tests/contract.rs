@@ -121,6 +121,48 @@ fn internal_records_round_trip_in_single_object_encoding() {
     };
     let bytes = reg.encode(&dl).unwrap();
     assert_eq!(reg.decode::<DeadLetter>(&bytes).unwrap(), dl);
+
+    // A delivery back from a retry tier carries its attempts; its dead letter too.
+    let retried = RenderedDelivery {
+        single_attempt: true,
+        retry_schedule: Some("1s,5s".into()),
+        max_in_flight: Some(4),
+        max_rps: Some(10),
+        due_at_ms: Some(1_700_000_000_000),
+        attempts: dl.attempts.clone(),
+        replay_of: Some("dl-1".into()),
+        ..delivery()
+    };
+    let bytes = reg.encode(&retried).unwrap();
+    assert_eq!(reg.decode::<RenderedDelivery>(&bytes).unwrap(), retried);
+    let dl = DeadLetter { delivery: Some(retried), ..dl };
+    let bytes = reg.encode(&dl).unwrap();
+    assert_eq!(reg.decode::<DeadLetter>(&bytes).unwrap(), dl);
+
+    let attempt = wire::DeliveryAttempt {
+        delivery_id: "d1".into(),
+        event_id: "ev1".into(),
+        event_type: "transfer.error".into(),
+        endpoint_id: "e1".into(),
+        attempt: 2,
+        started_at: "2023-10-15T19:19:08+00:00".into(),
+        duration_ms: 7,
+        status: Some(503),
+        outcome: "retrying".into(),
+        next_attempt_at: Some("2023-10-15T19:19:13+00:00".into()),
+        ..wire::DeliveryAttempt::default()
+    };
+    let bytes = reg.encode(&attempt).unwrap();
+    assert_eq!(reg.decode::<wire::DeliveryAttempt>(&bytes).unwrap(), attempt);
+    let replay = wire::Replay {
+        dead_letter_id: "dl-1".into(),
+        delivery_id: "d1".into(),
+        endpoint_id: "e1".into(),
+        replayed_at: "2023-10-15T19:19:08+00:00".into(),
+        requested_by: "cli".into(),
+    };
+    let bytes = reg.encode(&replay).unwrap();
+    assert_eq!(reg.decode::<wire::Replay>(&bytes).unwrap(), replay);
 }
 
 #[test]
@@ -308,7 +350,7 @@ fn sensitive_values_are_redacted_in_debug() {
 fn endpoints_written_with_v1_read_with_the_current_schema() {
     let reg = registry();
     let versions = reg.versions("hookline.internal.Endpoint").unwrap();
-    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     let v1 = versions[0].1;
     let bytes = old_endpoint(v1, apache_avro::types::Value::Union(1, Box::new("k".into())), Some(true));
     let read: Endpoint = reg.decode(&bytes).unwrap();

@@ -619,9 +619,9 @@ impl Core {
             body_sealed: true,
             body: request.body,
             transfer_id: transfer_id.map(str::to_owned),
-            timeout_ms: endpoint.timeout_ms,
-            insecure_tls: endpoint.insecure_tls,
-        };
+            ..RenderedDelivery::default()
+        }
+        .with_policy_of(endpoint);
         let bytes = self.shared.registry.encode(&seal_delivery(&self.shared.sealer, delivery))?;
         self.send(&self.shared.topics.rendered_deliveries, None, endpoint.id.as_bytes(), Some(&bytes))
     }
