@@ -2,9 +2,10 @@
 //! concurrently, up to a bound, and a record's offset is stored only once its handler
 //! says its effects are durable, never past a record still in flight.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::Consumer;
@@ -45,6 +46,9 @@ pub enum Outcome {
     Abandoned,
 }
 
+/// A handler at work: its ticket, topic and outcome when it ends.
+type Work = std::pin::Pin<Box<dyn Future<Output = (Ticket, String, Outcome)> + Send>>;
+
 /// Bounds of the loop.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -69,8 +73,7 @@ pub async fn consume_concurrently<F, Fut>(
     F: FnMut(Record) -> Fut,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
-    let mut in_flight: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = (Ticket, String, Outcome)> + Send>>> =
-        FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
     loop {
         tokio::select! {
             biased;
@@ -88,25 +91,149 @@ pub async fn consume_concurrently<F, Fut>(
                         continue;
                     }
                 };
-                let record = Record {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    timestamp_ms: message.timestamp().to_millis(),
-                    headers: message
-                        .headers()
-                        .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
-                        .unwrap_or_default(),
-                    received_at: std::time::Instant::now(),
-                };
+                let record = owned(&message);
                 drop(message);
                 let ticket = lock(tracker).begin(record.partition, record.offset);
                 let topic: String = record.topic.clone();
                 // Spawned, so handlers run on every worker thread, not only this loop's.
                 let work = tokio::spawn(handle(record));
                 in_flight.push(Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) }));
+            }
+        }
+    }
+    let drain = async {
+        while let Some((ticket, topic, outcome)) = in_flight.next().await {
+            finish(consumer, tracker, ticket, topic.as_str(), outcome);
+        }
+    };
+    if tokio::time::timeout(options.drain_timeout, drain).await.is_err() {
+        tracing::warn!(left = lock(tracker).in_flight(), "drain timed out; unfinished records will be read again");
+    }
+    commit_stored(consumer);
+}
+
+fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        timestamp_ms: message.timestamp().to_millis(),
+        headers: message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+            .unwrap_or_default(),
+        received_at: std::time::Instant::now(),
+    }
+}
+
+/// A partition whose head record is not due yet: paused, with the records already
+/// fetched held in order until they are.
+struct Held {
+    ticket_generation: Ticket,
+    records: VecDeque<(Ticket, Record, std::time::Instant)>,
+}
+
+/// Reads a delay topic (a retry tier) until `shutdown`: a record is handed to
+/// `handle` no sooner than `delay` after its timestamp, so every partition is in due
+/// order and waiting for its head holds nothing else. A partition whose head is not
+/// due is paused (the consumer keeps polling, so the group keeps it) and resumed when
+/// it is; due records are handled concurrently, up to the bound, and offsets follow
+/// as in [`consume_concurrently`]. Memory is bounded by what librdkafka fetched
+/// before the pause.
+pub async fn consume_delayed<F, Fut>(
+    consumer: &GroupConsumer,
+    tracker: &Arc<Mutex<OffsetTracker>>,
+    options: &ConsumeOptions,
+    delay: Duration,
+    shutdown: &CancellationToken,
+    mut handle: F,
+) where
+    F: FnMut(Record) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
+    let mut held: HashMap<(String, i32), Held> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let due_at = |record: &Record| {
+        let written = record.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let wait = written.map_or(Duration::ZERO, |w| (w + delay).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+        record.received_at + wait
+    };
+    let pause = |topic: &str, partition: i32, on: bool| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let result = if on { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        if let Err(e) = result {
+            // Not assigned any more: the new owner reads from the last commit.
+            tracing::debug!(topic, partition, error = %e, "pause/resume refused");
+        }
+    };
+    loop {
+        let spawn = |ticket: Ticket, record: Record, handle: &mut F, in_flight: &mut FuturesUnordered<_>| {
+            let topic = record.topic.clone();
+            let work = tokio::spawn(handle(record));
+            let fut: Work = Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) });
+            in_flight.push(fut);
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                finish(consumer, tracker, ticket, topic.as_str(), outcome);
+            }
+            _ = tick.tick() => {
+                let now = std::time::Instant::now();
+                held.retain(|(topic, partition), h| {
+                    // Revoked (and maybe reassigned) since: the records are read again.
+                    if !lock(tracker).is_current(h.ticket_generation) {
+                        pause(topic, *partition, false);
+                        return false;
+                    }
+                    while in_flight.len() < options.max_in_flight {
+                        match h.records.front() {
+                            Some((_, _, due)) if *due <= now => {
+                                let (ticket, record, _) = h.records.pop_front().expect("front exists");
+                                spawn(ticket, record, &mut handle, &mut in_flight);
+                            }
+                            _ => break,
+                        }
+                    }
+                    if h.records.is_empty() {
+                        pause(topic, *partition, false);
+                        return false;
+                    }
+                    true
+                });
+            }
+            message = consumer.recv(), if in_flight.len() < options.max_in_flight => {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consume error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let record = owned(&message);
+                drop(message);
+                let ticket = lock(tracker).begin(record.partition, record.offset);
+                let due = due_at(&record);
+                let key = (record.topic.clone(), record.partition);
+                let holding = held.get(&key).is_some_and(|h| lock(tracker).is_current(h.ticket_generation));
+                if !holding && due <= std::time::Instant::now() {
+                    spawn(ticket, record, &mut handle, &mut in_flight);
+                    continue;
+                }
+                if !holding {
+                    pause(&key.0, key.1, true);
+                    held.insert(key.clone(), Held { ticket_generation: ticket, records: VecDeque::new() });
+                }
+                if let Some(h) = held.get_mut(&key) {
+                    h.records.push_back((ticket, record, due));
+                }
             }
         }
     }

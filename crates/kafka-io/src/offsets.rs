@@ -63,6 +63,11 @@ impl OffsetTracker {
         }
     }
 
+    /// Whether the ticket's partition is still owned in the generation it was begun in.
+    pub fn is_current(&self, ticket: Ticket) -> bool {
+        self.partitions.get(&ticket.partition).is_some_and(|s| s.generation == ticket.generation)
+    }
+
     /// Forgets a revoked partition; tickets issued for it finish as no-ops.
     pub fn revoke(&mut self, partition: i32) {
         self.partitions.remove(&partition);
@@ -123,6 +128,7 @@ mod tests {
         // Reassigned: consumption restarts at the committed offset 7.
         let new7 = t.begin(0, 7);
         let new8 = t.begin(0, 8);
+        assert!(!t.is_current(old) && t.is_current(new7));
         assert_eq!(t.finish(old), None, "a stale ticket must not finish the new 7");
         assert_eq!(t.finish(new8), None);
         assert_eq!(t.finish(new7), Some(9));

@@ -1,32 +1,36 @@
-//! hookline-dispatcher: consumes `rendered-deliveries`, sends each request with a
-//! timeout, retries transient failures with jittered backoff, and writes what is
-//! exhausted or final to `dead-letter` with every attempt.
+//! hookline-dispatcher: consumes `rendered-deliveries` and the retry tiers, sends
+//! each request with a timeout, and moves what must wait to a retry tier, what is
+//! final or exhausted to `dead-letter` with every attempt, and every attempt's outcome
+//! to the attempt log.
 //!
-//! Deliveries run concurrently (up to a bound), so one slow endpoint does not hold
-//! up the others; a record's offset is stored once its outcome is final (delivered or
-//! dead-lettered), and never past a record still in flight.
-//!
-//! Retries here are in memory and short (seconds). Durable multi-day retry tiers are
-//! a later step: they replace [`Dispatcher::deliver`]'s backoff with a re-queue.
+//! A retry is a record in a retry tier topic with its due time (never a sleep that
+//! holds a partition): tier `i` hands a record over [`kafka_io::RETRY_TIERS`]`[i]`
+//! after it was written, and a record not due by then goes back to the tier its
+//! remaining wait calls for. Deliveries run concurrently (up to a bound) and every
+//! endpoint has its own concurrency limit, rate limit and circuit breaker, so one
+//! endpoint's failures never hold up another's deliveries; a record's offset is stored
+//! once its outcome is durable (delivered, re-queued or dead-lettered), and never past
+//! a record still in flight.
 
 pub mod deliver;
 pub mod guard;
+pub mod limits;
 pub mod retry;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use backon::{ExponentialBuilder, Retryable, Sleeper};
 use dead_letter::DeadLetters;
 use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, Topics};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
+use service_kit::schedule::RetrySchedule;
 use tokio_util::sync::CancellationToken;
-use wire::{Attempt, Registry, RenderedDelivery};
+use wire::{Attempt, DeliveryAttempt, Registry, RenderedDelivery};
 
-use crate::retry::Decision;
+use crate::limits::{Admission, CircuitSettings, EndpointState, Endpoints};
+use crate::retry::{AttemptOutcome, Next, Policy, Route};
 
 /// The dispatcher's configuration (`HOOKLINE_*` variables, see the README).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,21 +40,37 @@ pub struct Config {
     #[serde(flatten)]
     pub kafka: KafkaSettings,
     /// Consumer group of the dispatchers (`HOOKLINE_DISPATCHER_GROUP`); empty means
-    /// `<topic prefix>hookline-dispatcher`, so each pipeline on a cluster has its own group.
+    /// `<topic prefix>hookline-dispatcher`, so each pipeline on a cluster has its own
+    /// group. Each retry tier is read by the group `<group>-retry-<tier>`.
     pub dispatcher_group: String,
-    /// Deliveries in flight at once (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT`).
+    /// Deliveries in flight at once, per topic read (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT`).
     pub dispatcher_max_in_flight: usize,
-    /// Timeout of one HTTP attempt (`HOOKLINE_DELIVERY_TIMEOUT`).
+    /// Default timeout of one HTTP attempt (`HOOKLINE_DELIVERY_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
-    /// Attempts per delivery, the first included (`HOOKLINE_DELIVERY_ATTEMPTS`).
-    pub delivery_attempts: usize,
-    /// First retry delay; later ones double, with jitter (`HOOKLINE_RETRY_MIN_DELAY`).
+    /// Delays between attempts (`HOOKLINE_RETRY_SCHEDULE`), e.g. `0s,5s,5m,30m,2h,5h,10h,10h`.
+    pub retry_schedule: String,
+    /// Least wait after a 429 or a timeout (`HOOKLINE_RETRY_THROTTLE_MIN`).
     #[serde(with = "humantime_serde")]
-    pub retry_min_delay: Duration,
-    /// Longest retry delay, `Retry-After` included (`HOOKLINE_RETRY_MAX_DELAY`).
+    pub retry_throttle_min: Duration,
+    /// Longest `Retry-After` honoured (`HOOKLINE_RETRY_AFTER_MAX`).
     #[serde(with = "humantime_serde")]
-    pub retry_max_delay: Duration,
+    pub retry_after_max: Duration,
+    /// Deliveries in flight per endpoint unless it sets `max_in_flight`
+    /// (`HOOKLINE_ENDPOINT_MAX_IN_FLIGHT`).
+    pub endpoint_max_in_flight: usize,
+    /// Consecutive failed attempts that open an endpoint's circuit (`HOOKLINE_CIRCUIT_FAILURES`).
+    pub circuit_failures: u32,
+    /// First open period of a circuit (`HOOKLINE_CIRCUIT_COOLDOWN`).
+    #[serde(with = "humantime_serde")]
+    pub circuit_cooldown: Duration,
+    /// Longest open period (`HOOKLINE_CIRCUIT_MAX_COOLDOWN`).
+    #[serde(with = "humantime_serde")]
+    pub circuit_max_cooldown: Duration,
+    /// An endpoint failing this long without a success is disabled
+    /// (`HOOKLINE_ENDPOINT_DISABLE_AFTER`; `0s`: never).
+    #[serde(with = "humantime_serde")]
+    pub endpoint_disable_after: Duration,
     /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -68,9 +88,14 @@ impl Default for Config {
             dispatcher_group: String::new(),
             dispatcher_max_in_flight: 1000,
             delivery_timeout: Duration::from_secs(15),
-            delivery_attempts: 4,
-            retry_min_delay: Duration::from_millis(500),
-            retry_max_delay: Duration::from_secs(10),
+            retry_schedule: service_kit::schedule::DEFAULT_SCHEDULE.to_owned(),
+            retry_throttle_min: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(24 * 60 * 60),
+            endpoint_max_in_flight: 50,
+            circuit_failures: 5,
+            circuit_cooldown: Duration::from_secs(30),
+            circuit_max_cooldown: Duration::from_secs(10 * 60),
+            endpoint_disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             shutdown_timeout: Duration::from_secs(30),
             master_key: service_kit::Secret::default(),
             allowed_networks: String::new(),
@@ -80,14 +105,21 @@ impl Default for Config {
 
 struct Dispatcher {
     config: Config,
+    schedule: RetrySchedule,
     registry: Registry,
+    topics: Topics,
+    tiers: Vec<Duration>,
     client: reqwest::Client,
     /// For endpoints with `validate_tls: false` only.
     insecure_client: reqwest::Client,
     guard: Arc<guard::Guard>,
+    producer: FutureProducer,
     dead_letters: DeadLetters,
     sealer: signing::Sealer,
     keys: kafka_io::Table<wire::SigningKey>,
+    /// The endpoints as configured, to disable one and to see it enabled again.
+    endpoint_table: kafka_io::Table<wire::Endpoint>,
+    endpoints: Endpoints,
     /// The opened current signing key, by key id.
     rsa: Mutex<Option<Arc<signing::RsaKey>>>,
     /// The key id that failed to open, logged once.
@@ -100,7 +132,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     if config.dispatcher_group.is_empty() {
         config.dispatcher_group = format!("{}hookline-dispatcher", config.kafka.topic_prefix);
     }
-    anyhow::ensure!(config.delivery_attempts >= 1, "HOOKLINE_DELIVERY_ATTEMPTS must be at least 1");
+    let schedule = RetrySchedule::parse(&config.retry_schedule).map_err(|e| anyhow::anyhow!("HOOKLINE_RETRY_SCHEDULE: {e}"))?;
+    anyhow::ensure!(config.endpoint_max_in_flight >= 1, "HOOKLINE_ENDPOINT_MAX_IN_FLIGHT must be at least 1");
+    anyhow::ensure!(config.circuit_failures >= 1, "HOOKLINE_CIRCUIT_FAILURES must be at least 1");
     let guard = Arc::new(guard::Guard::parse(&config.allowed_networks).map_err(anyhow::Error::msg)?);
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
@@ -121,47 +155,70 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     };
     let (client, insecure_client) = (client(false)?, client(true)?);
     let producer = kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
-    let (consumer, tracker) = kafka_io::group_consumer(
-        &config.kafka,
-        "hookline-dispatcher",
-        &config.dispatcher_group,
-        &topics.rendered_deliveries,
-    )
-    .context("creating consumer")?;
-    tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, "dispatcher started");
+    let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "dispatcher");
+    let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
+    let endpoint_table = {
+        let registry = Registry::bundled().context("loading schemas")?;
+        kafka_io::Table::start(&config.kafka, &topics.endpoints, move |bytes| registry.decode::<wire::Endpoint>(bytes).ok(), shutdown.child_token())
+            .await
+            .context("reading endpoints")?
+    };
+    let circuit = CircuitSettings {
+        failures: config.circuit_failures,
+        cooldown: config.circuit_cooldown,
+        max_cooldown: config.circuit_max_cooldown.max(config.circuit_cooldown),
+    };
     let options =
         ConsumeOptions { max_in_flight: config.dispatcher_max_in_flight, drain_timeout: config.shutdown_timeout };
-    let dead_letters = DeadLetters::new(producer, topics.dead_letter.clone(), "dispatcher");
-    let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
+    let mut consumers = vec![(
+        kafka_io::group_consumer(&config.kafka, "hookline-dispatcher", &config.dispatcher_group, &topics.rendered_deliveries)
+            .context("creating consumer")?,
+        None,
+    )];
+    for ((name, delay), topic) in kafka_io::RETRY_TIERS.iter().zip(&topics.retry_tiers) {
+        let group = format!("{}-retry-{name}", config.dispatcher_group);
+        consumers.push((kafka_io::group_consumer(&config.kafka, "hookline-dispatcher", &group, topic).context("creating consumer")?, Some(*delay)));
+    }
+    tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, schedule = %schedule, "dispatcher started");
     let dispatcher = Arc::new(Dispatcher {
+        endpoints: Endpoints::new(config.endpoint_max_in_flight, circuit),
         config,
+        schedule,
         registry,
+        tiers: kafka_io::RETRY_TIERS.iter().map(|(_, d)| *d).collect(),
+        topics,
         client,
         insecure_client,
         guard,
+        producer,
         dead_letters,
         sealer,
         keys,
+        endpoint_table,
         rsa: Mutex::new(None),
         failed_kid: Mutex::new(None),
         shutdown: shutdown.clone(),
     });
-    kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
-        let dispatcher = dispatcher.clone();
-        async move { dispatcher.handle(record).await }
-    })
-    .await;
+    let loops = consumers.iter().map(|((consumer, tracker), delay)| {
+        let (dispatcher, options, shutdown) = (dispatcher.clone(), options.clone(), shutdown.clone());
+        async move {
+            let handle = |record| {
+                let dispatcher = dispatcher.clone();
+                async move { dispatcher.handle(record).await }
+            };
+            match delay {
+                None => kafka_io::consume_concurrently(consumer, tracker, &options, &shutdown, handle).await,
+                Some(delay) => kafka_io::consume_delayed(consumer, tracker, &options, *delay, &shutdown, handle).await,
+            }
+        }
+    });
+    futures::future::join_all(loops).await;
     Ok(())
 }
 
-/// Why a delivery stopped retrying.
-#[derive(Debug)]
-enum Stop {
-    /// Retryable failure (kept for backon's `when`).
-    Transient(Option<Duration>),
-    /// Final: the reason code.
-    Final(&'static str),
-    /// Shutdown between attempts.
+/// How handling a delivery ended, short of its outcome being durable.
+enum Halt {
+    /// Shutdown: the record is read again.
     Shutdown,
 }
 
@@ -177,6 +234,18 @@ impl Dispatcher {
                 return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
             }
         };
+        // Not due yet: a tier shorter than the wait handed it over, so it moves on.
+        if let Some(due) = delivery.due_at_ms {
+            match retry::route(until_ms(due), &self.tiers) {
+                Route::Now => {}
+                Route::Sleep(wait) => {
+                    if self.sleep(wait).await.is_err() {
+                        return Outcome::Abandoned;
+                    }
+                }
+                Route::Tier(tier) => return self.requeue(&record, delivery, tier).await,
+            }
+        }
         let opened = match self.open(&delivery) {
             Ok(d) => d,
             Err(code) => {
@@ -188,35 +257,259 @@ impl Dispatcher {
                 return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
             }
         };
+        match self.deliver(&record, delivery, &opened).await {
+            Ok(outcome) => outcome,
+            Err(Halt::Shutdown) => Outcome::Abandoned,
+        }
+    }
+
+    /// Attempts the delivery until it is delivered, re-queued to a retry tier or
+    /// dead-lettered, and makes that outcome durable.
+    async fn deliver(&self, record: &Record, mut delivery: RenderedDelivery, opened: &RenderedDelivery) -> Result<Outcome, Halt> {
         let scheme = signing::Scheme::parse(&delivery.signing_scheme).unwrap_or(signing::Scheme::None);
-        let (result, attempts) = self.deliver(&opened, scheme, record.received_at).await;
-        match result {
-            Ok(()) => Outcome::Done,
-            Err(Stop::Shutdown) => Outcome::Abandoned,
-            Err(stop) => {
-                let (code, reason) = match stop {
-                    Stop::Final(code) => (code, summary("final outcome", &attempts)),
-                    _ => ("HL-DELIVERY-EXHAUSTED", summary("retries exhausted", &attempts)),
-                };
-                tracing::warn!(delivery_id = %delivery.delivery_id, endpoint_id = %delivery.endpoint_id, code, attempts = attempts.len(), "delivery failed; dead-lettered");
-                let mut letter = self.dead_letters.letter(&record, code, &reason);
-                letter.event_id = Some(delivery.event_id.clone());
-                letter.endpoint_id = Some(delivery.endpoint_id.clone());
-                letter.delivery_id = Some(delivery.delivery_id.clone());
-                // A receiver may echo what it got (an API key, a trace): every kept
-                // response is sealed.
-                let attempts = attempts
-                    .into_iter()
-                    .map(|mut a| {
-                        let context = signing::delivery_context(&delivery.delivery_id, &format!("response/{}", a.attempt), &delivery.method, &delivery.url);
-                        a.response = a.response.map(|r| self.sealer.seal(r.as_bytes(), &context));
-                        a
-                    })
-                    .collect();
-                letter.delivery = Some(delivery);
-                letter.attempts = attempts;
-                self.dead_letters.write(&self.registry, letter, &self.shutdown).await
+        let policy = self.policy(&delivery);
+        let endpoint = self.endpoints.get(&delivery.endpoint_id, delivery.max_in_flight, delivery.max_rps);
+        if let Some(first) = delivery.attempts.first().and_then(|a| parse_time(&a.started_at)) {
+            lock(&endpoint.circuit).failing_at_least_since(first);
+        }
+        loop {
+            if let Some(code) = self.disabled(&endpoint, &delivery).await {
+                return Ok(self.dead_letter(record, delivery, code, "the endpoint is disabled after failing for too long".to_owned()).await);
             }
+            // Wait for the endpoint's turn; past its waiting room the delivery is
+            // deferred, not attempted, and keeps its attempts.
+            let turn = match endpoint.turn().await {
+                Ok(turn) => turn,
+                Err(wait) => return Ok(self.defer(record, delivery, wait).await),
+            };
+            let admission = lock(&endpoint.circuit).admit(self.endpoints.circuit_settings(), Instant::now());
+            let probe = match admission {
+                Admission::Go => false,
+                Admission::Probe => true,
+                Admission::Wait(until) => {
+                    drop(turn);
+                    return Ok(self.defer(record, delivery, until.saturating_duration_since(Instant::now())).await);
+                }
+            };
+            let number = i32::try_from(delivery.attempts.len() + 1).unwrap_or(i32::MAX);
+            let (outcome, mut attempt) = self.attempt(opened, scheme, number, record.received_at).await?;
+            drop(turn);
+            // Outages count against the circuit, answers close it; a probe that got
+            // neither (a 4xx) leaves it open.
+            let failed = matches!(outcome, AttemptOutcome::Timeout | AttemptOutcome::Connect | AttemptOutcome::Status { code: 408 | 500..=599, .. });
+            let answered = matches!(outcome, AttemptOutcome::Status { code: 200..=299, .. });
+            if failed || answered || probe {
+                lock(&endpoint.circuit).record(self.endpoints.circuit_settings(), !answered, Instant::now(), SystemTime::now());
+            }
+            // A receiver may echo what it got (an API key, a trace): every kept
+            // response is sealed before it leaves memory.
+            let context = signing::delivery_context(&delivery.delivery_id, &format!("response/{number}"), &delivery.method, &delivery.url);
+            attempt.response = attempt.response.map(|r| self.sealer.seal(r.as_bytes(), &context));
+            delivery.attempts.push(attempt.clone());
+            let jitter = rand::random::<f64>().mul_add(2.0, -1.0);
+            match retry::next(&policy, delivery.attempts.len(), &outcome, jitter) {
+                Next::Delivered => {
+                    self.log(&delivery, &attempt, "delivered", None, None);
+                    return Ok(Outcome::Done);
+                }
+                Next::DeadLetter(code) => {
+                    self.log(&delivery, &attempt, "dead_lettered", Some(code), None);
+                    let what = if code == "HL-DELIVERY-EXHAUSTED" || code == "HL-DELIVERY-FAILED" { "retries exhausted" } else { "final outcome" };
+                    let reason = summary(what, &delivery.attempts);
+                    return Ok(self.dead_letter(record, delivery, code, reason).await);
+                }
+                Next::Retry { wait } => {
+                    let due = SystemTime::now() + wait;
+                    self.log(&delivery, &attempt, "retrying", None, Some(due));
+                    match retry::route(wait, &self.tiers) {
+                        Route::Now => {}
+                        Route::Sleep(wait) => self.sleep(wait).await?,
+                        Route::Tier(tier) => {
+                            delivery.due_at_ms = Some(unix_ms(due));
+                            return Ok(self.requeue(record, delivery, tier).await);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The delivery's retry policy: its endpoint's schedule, or this dispatcher's.
+    fn policy(&self, delivery: &RenderedDelivery) -> Policy {
+        let schedule = match delivery.retry_schedule.as_deref().map(RetrySchedule::parse) {
+            Some(Ok(schedule)) => schedule,
+            Some(Err(_)) => {
+                tracing::warn!(endpoint_id = %delivery.endpoint_id, code = "HL-RETRY-SCHEDULE", "the endpoint's retry schedule does not parse; using HOOKLINE_RETRY_SCHEDULE");
+                self.schedule.clone()
+            }
+            None => self.schedule.clone(),
+        };
+        Policy {
+            schedule: schedule.delays().to_vec(),
+            single_attempt: delivery.single_attempt,
+            throttle_min: self.config.retry_throttle_min,
+            retry_after_max: self.config.retry_after_max,
+        }
+    }
+
+    /// One signed attempt.
+    async fn attempt(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, number: i32, received_at: Instant) -> Result<(AttemptOutcome, Attempt), Halt> {
+        if self.shutdown.is_cancelled() {
+            return Err(Halt::Shutdown);
+        }
+        // Every attempt is signed afresh, with the key current when it starts (a
+        // rotation applies to the next attempt): a retry hours later passes a
+        // receiver's window.
+        let rsa = if scheme == signing::Scheme::PrequelRsa {
+            let since = if number == 1 { received_at } else { Instant::now() };
+            Some(self.signing_key(since).await.ok_or(Halt::Shutdown)?)
+        } else {
+            None
+        };
+        let request = signing::Request { method: &delivery.method, url: &delivery.url, body: &delivery.body, id: &delivery.delivery_id };
+        let keys = signing::Keys { rsa: rsa.as_deref(), secrets: &delivery.signing_secrets };
+        let signature = match signing::sign(scheme, request, keys, time::OffsetDateTime::now_utc()) {
+            Ok(headers) => headers,
+            Err(e) => {
+                // Cannot sign: final, without a request.
+                let attempt = Attempt { attempt: number, started_at: wire::now_rfc3339(), duration_ms: 0, status: None, error_code: Some(e.code().to_owned()), response: None };
+                return Ok((AttemptOutcome::Invalid, attempt));
+            }
+        };
+        let client = if delivery.insecure_tls { &self.insecure_client } else { &self.client };
+        let timeout = delivery.timeout_ms.and_then(|ms| u64::try_from(ms).ok()).filter(|ms| *ms > 0).map_or(self.config.delivery_timeout, Duration::from_millis);
+        Ok(deliver::attempt(client, &self.guard, delivery, &signature, number, timeout).await)
+    }
+
+    /// Whether deliveries to this endpoint stop: it failed for longer than
+    /// `HOOKLINE_ENDPOINT_DISABLE_AFTER`. The first time, the endpoint is marked
+    /// inactive and `endpoint.disabled` is emitted; once it is enabled again (through
+    /// the API), its circuit starts afresh.
+    async fn disabled(&self, endpoint: &EndpointState, delivery: &RenderedDelivery) -> Option<&'static str> {
+        use std::sync::atomic::Ordering;
+        if self.config.endpoint_disable_after.is_zero() {
+            return None;
+        }
+        if endpoint.disabled.load(Ordering::Acquire) {
+            // Our own write is applied before the table can say it was enabled again.
+            if self.endpoint_table.sync().await.is_ok() && self.endpoint_table.get(&delivery.endpoint_id).is_some_and(|e| e.active) {
+                endpoint.disabled.store(false, Ordering::Release);
+                *lock(&endpoint.circuit) = limits::Circuit::new(self.endpoints.circuit_settings());
+                tracing::info!(endpoint_id = %delivery.endpoint_id, "endpoint enabled again");
+                return None;
+            }
+            return Some("HL-ENDPOINT-DISABLED");
+        }
+        let since = lock(&endpoint.circuit).failing_since()?;
+        if SystemTime::now().duration_since(since).unwrap_or_default() < self.config.endpoint_disable_after {
+            return None;
+        }
+        if !endpoint.disabled.swap(true, Ordering::AcqRel) {
+            self.disable(&delivery.endpoint_id, since).await;
+        }
+        Some("HL-ENDPOINT-DISABLED")
+    }
+
+    /// Marks the endpoint inactive and emits `endpoint.disabled`.
+    async fn disable(&self, endpoint_id: &str, since: SystemTime) {
+        let since = time::OffsetDateTime::from(since).format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let reason = format!("failing since {since} without a success");
+        tracing::warn!(endpoint_id, failing_since = %since, code = "HL-ENDPOINT-DISABLED", "endpoint disabled");
+        if let Some(mut endpoint) = self.endpoint_table.get(endpoint_id).filter(|e| e.active) {
+            endpoint.active = false;
+            endpoint.updated_at = wire::now_rfc3339();
+            match self.registry.encode(&endpoint) {
+                Ok(bytes) => {
+                    if let Err(e) = kafka_io::send_durably(&self.producer, &self.topics.endpoints, endpoint_id.as_bytes(), Some(&bytes), None, &self.shutdown).await {
+                        tracing::error!(endpoint_id, code = e.code(), "cannot mark the endpoint inactive");
+                    }
+                }
+                Err(e) => tracing::error!(endpoint_id, code = e.code(), "cannot encode the endpoint"),
+            }
+        }
+        let event = serde_json::json!({"type": "endpoint.disabled", "data": {"endpoint_id": endpoint_id, "reason": reason, "failing_since": since}});
+        match self.registry.event_from_json(&event) {
+            Ok((event, bytes)) => {
+                if let Err(e) = kafka_io::send_durably(&self.producer, &self.topics.events, event.key.as_bytes(), Some(&bytes), None, &self.shutdown).await {
+                    tracing::error!(endpoint_id, code = e.code(), "cannot emit endpoint.disabled");
+                }
+            }
+            Err(e) => tracing::error!(endpoint_id, code = e.code(), "cannot encode endpoint.disabled"),
+        }
+    }
+
+    /// Defers a delivery without an attempt (circuit open, endpoint busy): back to the
+    /// tier its wait calls for, its attempts unchanged.
+    async fn defer(&self, record: &Record, mut delivery: RenderedDelivery, wait: Duration) -> Outcome {
+        let wait = wait.max(self.tiers[0]);
+        delivery.due_at_ms = Some(unix_ms(SystemTime::now() + wait));
+        tracing::debug!(delivery_id = %delivery.delivery_id, endpoint_id = %delivery.endpoint_id, wait = ?wait, "deferred");
+        let tier = match retry::route(wait, &self.tiers) {
+            Route::Tier(tier) => tier,
+            Route::Now | Route::Sleep(_) => 0,
+        };
+        self.requeue(record, delivery, tier).await
+    }
+
+    /// Writes the delivery to a retry tier; its offset may move once Kafka has it.
+    async fn requeue(&self, record: &Record, delivery: RenderedDelivery, tier: usize) -> Outcome {
+        let bytes = match self.registry.encode(&delivery) {
+            Ok(bytes) => bytes,
+            Err(e) => return self.dead_letter(record, delivery, e.code(), "the delivery cannot be encoded for a retry tier".to_owned()).await,
+        };
+        match kafka_io::send_durably(&self.producer, &self.topics.retry_tiers[tier], delivery.endpoint_id.as_bytes(), Some(&bytes), None, &self.shutdown).await {
+            Ok(_) => Outcome::Done,
+            Err(kafka_io::SendError::Cancelled) => Outcome::Abandoned,
+            Err(e) => {
+                let reason = format!("the retry tier refused the delivery ({})", e.code());
+                self.dead_letter(record, delivery, e.code(), reason).await
+            }
+        }
+    }
+
+    async fn dead_letter(&self, record: &Record, mut delivery: RenderedDelivery, code: &str, reason: String) -> Outcome {
+        tracing::warn!(delivery_id = %delivery.delivery_id, endpoint_id = %delivery.endpoint_id, code, attempts = delivery.attempts.len(), "delivery failed; dead-lettered");
+        let mut letter = self.dead_letters.letter(record, code, &reason);
+        letter.event_id = Some(delivery.event_id.clone());
+        letter.endpoint_id = Some(delivery.endpoint_id.clone());
+        letter.delivery_id = Some(delivery.delivery_id.clone());
+        letter.attempts = std::mem::take(&mut delivery.attempts);
+        delivery.due_at_ms = None;
+        letter.delivery = Some(delivery);
+        self.dead_letters.write(&self.registry, letter, &self.shutdown).await
+    }
+
+    /// Records an attempt's outcome in the attempt log. Not waited for: the log is for
+    /// people, and a record lost in a crash costs no delivery.
+    fn log(&self, delivery: &RenderedDelivery, attempt: &Attempt, outcome: &str, reason_code: Option<&str>, next_at: Option<SystemTime>) {
+        let entry = DeliveryAttempt {
+            delivery_id: delivery.delivery_id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            endpoint_id: delivery.endpoint_id.clone(),
+            transfer_id: delivery.transfer_id.clone(),
+            attempt: attempt.attempt,
+            started_at: attempt.started_at.clone(),
+            duration_ms: attempt.duration_ms,
+            status: attempt.status,
+            error_code: attempt.error_code.clone(),
+            outcome: outcome.to_owned(),
+            reason_code: reason_code.map(str::to_owned),
+            next_attempt_at: next_at.and_then(|t| time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).ok()),
+            replay_of: delivery.replay_of.clone(),
+        };
+        let Ok(bytes) = self.registry.encode(&entry) else { return };
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topics.delivery_attempts).key(delivery.endpoint_id.as_bytes()).payload(&bytes);
+        if let Err((e, _)) = self.producer.send_result(record) {
+            tracing::debug!(error = %e, "attempt not logged");
+        }
+    }
+
+    /// Sleeps, cut short by shutdown.
+    async fn sleep(&self, wait: Duration) -> Result<(), Halt> {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(()),
+            _ = self.shutdown.cancelled() => Err(Halt::Shutdown),
         }
     }
 
@@ -230,6 +523,7 @@ impl Dispatcher {
             self.sealer.open(v, &context(part)).map(|p| String::from_utf8_lossy(&p).into_owned()).map_err(|_| "HL-SEAL-OPEN")
         };
         let mut d = delivery.clone();
+        d.attempts = Vec::new();
         for h in &mut d.sensitive_headers {
             h.value = open(&h.value, &format!("header/{}", h.name.to_ascii_lowercase()))?;
         }
@@ -277,62 +571,21 @@ impl Dispatcher {
             }
         }
     }
+}
 
-    /// Attempts the delivery until it is delivered, final, exhausted or shut down.
-    async fn deliver(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, received_at: std::time::Instant) -> (Result<(), Stop>, Vec<Attempt>) {
-        let attempts = Mutex::new(Vec::new());
-        let backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(self.config.retry_min_delay)
-            .with_max_delay(self.config.retry_max_delay)
-            .with_max_times(self.config.delivery_attempts - 1);
-        let max_delay = self.config.retry_max_delay;
-        let once = || async {
-            if self.shutdown.is_cancelled() {
-                return Err(Stop::Shutdown);
-            }
-            let number = i32::try_from(lock(&attempts).len() + 1).unwrap_or(i32::MAX);
-            // Every attempt is signed afresh, with the key current when it starts (a
-            // rotation applies to the next attempt): a retry hours later passes a
-            // receiver's window.
-            let rsa = if scheme == signing::Scheme::PrequelRsa {
-                let since = if number == 1 { received_at } else { std::time::Instant::now() };
-                Some(self.signing_key(since).await.ok_or(Stop::Shutdown)?)
-            } else {
-                None
-            };
-            let request = signing::Request { method: &delivery.method, url: &delivery.url, body: &delivery.body, id: &delivery.delivery_id };
-            let keys = signing::Keys { rsa: rsa.as_deref(), secrets: &delivery.signing_secrets };
-            let signature = match signing::sign(scheme, request, keys, time::OffsetDateTime::now_utc()) {
-                Ok(headers) => headers,
-                Err(e) => return Err(Stop::Final(e.code())),
-            };
-            let client = if delivery.insecure_tls { &self.insecure_client } else { &self.client };
-            let timeout = delivery.timeout_ms.and_then(|ms| u64::try_from(ms).ok()).filter(|ms| *ms > 0).map_or(self.config.delivery_timeout, Duration::from_millis);
-            let (outcome, record) = deliver::attempt(client, &self.guard, delivery, &signature, number, timeout).await;
-            lock(&attempts).push(record);
-            match retry::decide(&outcome) {
-                Decision::Delivered => Ok(()),
-                Decision::Retry { not_before } => Err(Stop::Transient(not_before)),
-                Decision::Final(code) => Err(Stop::Final(code)),
-            }
-        };
-        let result = once
-            .retry(backoff)
-            .sleep(ShutdownSleeper(self.shutdown.clone()))
-            .when(|stop| matches!(stop, Stop::Transient(_)))
-            .adjust(move |stop, delay| match (stop, delay) {
-                // Honour Retry-After within bounds: never sooner than asked, never past the cap.
-                (Stop::Transient(Some(after)), Some(delay)) => Some(delay.max(*after).min(max_delay)),
-                (_, delay) => delay,
-            })
-            .await;
-        let result = match result {
-            Err(Stop::Transient(_)) if self.shutdown.is_cancelled() => Err(Stop::Shutdown),
-            other => other,
-        };
-        (result, attempts.into_inner().unwrap_or_else(|p| p.into_inner()))
-    }
+/// Unix ms of `t`.
+fn unix_ms(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// How long until unix ms `due` (zero when past).
+fn until_ms(due: i64) -> Duration {
+    let now = unix_ms(SystemTime::now());
+    Duration::from_millis(u64::try_from(due.saturating_sub(now)).unwrap_or(0))
+}
+
+fn parse_time(rfc3339: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok().map(SystemTime::from)
 }
 
 /// "retries exhausted after 4 attempts; last: HTTP 503"
@@ -349,19 +602,3 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sleeps between attempts, cut short by shutdown.
-struct ShutdownSleeper(CancellationToken);
-
-impl Sleeper for ShutdownSleeper {
-    type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-    fn sleep(&self, dur: Duration) -> Self::Sleep {
-        let token = self.0.clone();
-        Box::pin(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(dur) => {}
-                _ = token.cancelled() => {}
-            }
-        })
-    }
-}

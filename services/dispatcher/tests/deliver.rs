@@ -28,9 +28,10 @@ fn delivery(id: &str, endpoint: &str, url: String) -> RenderedDelivery {
 fn config(kafka: kafka_io::KafkaSettings) -> dispatcher::Config {
     dispatcher::Config {
         kafka,
-        delivery_attempts: 3,
-        retry_min_delay: Duration::from_millis(50),
-        retry_max_delay: Duration::from_millis(400),
+        // Three attempts, the retries slept out in place (shorter than the first tier).
+        retry_schedule: "50ms,100ms".to_owned(),
+        // Timeouts and 429s would wait 30 s at least.
+        retry_throttle_min: Duration::from_millis(100),
         delivery_timeout: Duration::from_secs(2),
         master_key: service_kit::Secret::new(test_kit::MASTER_KEY),
         // The receivers are local.
