@@ -9,6 +9,7 @@ mod api;
 mod error;
 mod events;
 mod keys;
+mod policy;
 mod trace_endpoints;
 mod webhooks;
 

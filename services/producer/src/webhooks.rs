@@ -28,7 +28,7 @@ const WRAPPER: &str = "webhook";
 const FIELDS: &[&str] = &[
     "name", "description", "vendor", "url", "events", "api_key", "secret", "active", "method", "headers",
     "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids", "signing_scheme",
-    "timeout_ms", "validate_tls",
+    "timeout_ms", "validate_tls", "retry_on_failure", "retry_schedule", "max_in_flight", "max_rps",
 ];
 
 /// `POST /webhooks`.
@@ -310,6 +310,7 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
             ),
         };
     }
+    crate::policy::apply(endpoint, input, WRAPPER)?;
     check_whole(state, endpoint)
 }
 
@@ -468,6 +469,10 @@ fn public(endpoint: &Endpoint) -> Value {
         "model_ids": endpoint.model_ids,
         "timeout_ms": endpoint.timeout_ms,
         "validate_tls": !endpoint.insecure_tls,
+        "retry_on_failure": !endpoint.single_attempt,
+        "retry_schedule": endpoint.retry_schedule,
+        "max_in_flight": endpoint.max_in_flight,
+        "max_rps": endpoint.max_rps,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
     })
