@@ -254,16 +254,17 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
                 // A standard_webhooks secret replaced keeps signing for the overlap window.
                 endpoint.previous_secret = None;
                 endpoint.previous_secret_until = None;
-                if endpoint.signing_scheme == "standard_webhooks" && old_scheme == "standard_webhooks" {
-                    if let Some(old) = endpoint.secret.take() {
-                        let plain = state
-                            .sealer
-                            .open(&old, &signing::endpoint_context(&endpoint.id, "secret"))
-                            .map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
-                        let until = time::OffsetDateTime::now_utc() + state.rotation_overlap;
-                        endpoint.previous_secret = Some(state.sealer.seal(&plain, &signing::endpoint_context(&endpoint.id, "previous_secret")));
-                        endpoint.previous_secret_until = Some(wire::format_rfc3339(until));
-                    }
+                if endpoint.signing_scheme == "standard_webhooks"
+                    && old_scheme == "standard_webhooks"
+                    && let Some(old) = endpoint.secret.take()
+                {
+                    let plain = state
+                        .sealer
+                        .open(&old, &signing::endpoint_context(&endpoint.id, "secret"))
+                        .map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
+                    let until = time::OffsetDateTime::now_utc() + state.rotation_overlap;
+                    endpoint.previous_secret = Some(state.sealer.seal(&plain, &signing::endpoint_context(&endpoint.id, "previous_secret")));
+                    endpoint.previous_secret_until = Some(wire::format_rfc3339(until));
                 }
                 endpoint.secret = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(&endpoint.id, "secret")));
             }

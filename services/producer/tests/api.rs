@@ -22,8 +22,8 @@ struct Api {
 impl Api {
     async fn start(test: &str) -> Api {
         let config = Config { kafka: test_kit::kafka_settings(test), api_token: Secret::new(TOKEN), master_key: Secret::new(test_kit::MASTER_KEY), ..Config::default() };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the API");
+        let base = format!("http://{}", listener.local_addr().expect("its address"));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(producer::serve(config.clone(), listener, shutdown.clone()));
         let api = Api { base, client: reqwest::Client::new(), config, shutdown };
@@ -44,9 +44,9 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap();
+        let resp = req.send().await.expect("the API answers");
         let status = resp.status();
-        let text = resp.text().await.unwrap();
+        let text = resp.text().await.expect("a body");
         (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
     }
 }
