@@ -480,7 +480,7 @@ fn public(endpoint: &Endpoint) -> Value {
 }
 
 /// Echoes a caller's value only when short and printable.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 

@@ -1,0 +1,310 @@
+//! The attempt log's index, without I/O: each endpoint's recent deliveries and their
+//! attempts, built from `delivery-attempts` records in the order they were read, and
+//! held within fixed bounds (deliveries per endpoint, attempts per delivery, attempts
+//! in all), so memory does not grow with traffic or retention.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use wire::DeliveryAttempt;
+
+/// How much the index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    /// Attempts in all; beyond it the least recently active deliveries are dropped.
+    pub total_attempts: usize,
+    /// Deliveries per endpoint; beyond it the endpoint's least recently active are dropped.
+    pub per_endpoint: usize,
+    /// Attempts per delivery; beyond it its oldest attempts are dropped.
+    pub per_delivery: usize,
+}
+
+/// One attempt, as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    /// 1-based; 0 when no request was made.
+    pub attempt: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// HTTP status, when there was a response.
+    pub status: Option<i32>,
+    /// `HL-…` code, when there was no response.
+    pub error_code: Option<String>,
+    /// `delivered`, `retrying` or `dead_lettered`.
+    pub outcome: String,
+    /// The dead letter's code, when dead-lettered.
+    pub reason_code: Option<String>,
+    /// RFC 3339, when retrying.
+    pub next_attempt_at: Option<String>,
+}
+
+/// A delivery and its recent attempts, in the order they were recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// The delivery.
+    pub delivery_id: String,
+    /// Its event.
+    pub event_id: String,
+    /// That event's type.
+    pub event_type: String,
+    /// The dead letter replayed, when the latest replay-tagged record said so.
+    pub replay_of: Option<String>,
+    /// Never empty.
+    pub attempts: VecDeque<Attempt>,
+    /// Where its latest record came in the order the index read them.
+    seq: u64,
+}
+
+impl Delivery {
+    /// The latest attempt's outcome.
+    pub fn status(&self) -> &str {
+        self.attempts.back().map_or("", |a| a.outcome.as_str())
+    }
+
+    /// When the latest attempt started (RFC 3339).
+    pub fn last_attempt_at(&self) -> &str {
+        self.attempts.back().map_or("", |a| a.started_at.as_str())
+    }
+}
+
+#[derive(Debug, Default)]
+struct EndpointLog {
+    deliveries: HashMap<String, Delivery>,
+    /// Delivery ids by the position of their latest record: least recently active first.
+    by_activity: BTreeMap<u64, String>,
+}
+
+/// Every endpoint's recent deliveries, within [`Bounds`].
+#[derive(Debug)]
+pub(crate) struct AttemptIndex {
+    bounds: Bounds,
+    endpoints: HashMap<String, EndpointLog>,
+    /// The endpoint of every delivery held, by the position of the delivery's latest
+    /// record: the global eviction order.
+    by_activity: BTreeMap<u64, String>,
+    /// Attempts held in all.
+    attempts: usize,
+    next_seq: u64,
+}
+
+impl AttemptIndex {
+    /// An empty index. Every bound is at least 1, and `total_attempts` at least
+    /// `per_delivery` (so the record just added is never the one dropped).
+    pub fn new(bounds: Bounds) -> Self {
+        let bounds = Bounds {
+            per_delivery: bounds.per_delivery.max(1),
+            per_endpoint: bounds.per_endpoint.max(1),
+            total_attempts: bounds.total_attempts.max(bounds.per_delivery.max(1)),
+        };
+        AttemptIndex { bounds, endpoints: HashMap::new(), by_activity: BTreeMap::new(), attempts: 0, next_seq: 0 }
+    }
+
+    /// Adds one record (the next one read), then drops what the bounds no longer allow.
+    pub fn record(&mut self, record: DeliveryAttempt) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let DeliveryAttempt {
+            delivery_id,
+            event_id,
+            event_type,
+            endpoint_id,
+            transfer_id: _,
+            attempt,
+            started_at,
+            duration_ms,
+            status,
+            error_code,
+            outcome,
+            reason_code,
+            next_attempt_at,
+            replay_of,
+        } = record;
+        let log = self.endpoints.entry(endpoint_id.clone()).or_default();
+        let delivery = match log.deliveries.entry(delivery_id.clone()) {
+            Entry::Occupied(held) => {
+                let delivery = held.into_mut();
+                log.by_activity.remove(&delivery.seq);
+                self.by_activity.remove(&delivery.seq);
+                delivery
+            }
+            Entry::Vacant(new) => new.insert(Delivery {
+                delivery_id: delivery_id.clone(),
+                event_id,
+                event_type,
+                replay_of: None,
+                attempts: VecDeque::new(),
+                seq,
+            }),
+        };
+        delivery.seq = seq;
+        if replay_of.is_some() {
+            delivery.replay_of = replay_of;
+        }
+        delivery.attempts.push_back(Attempt { attempt, started_at, duration_ms, status, error_code, outcome, reason_code, next_attempt_at });
+        self.attempts += 1;
+        if delivery.attempts.len() > self.bounds.per_delivery {
+            delivery.attempts.pop_front();
+            self.attempts -= 1;
+        }
+        log.by_activity.insert(seq, delivery_id);
+        self.by_activity.insert(seq, endpoint_id.clone());
+        while log.deliveries.len() > self.bounds.per_endpoint {
+            let Some((oldest, id)) = log.by_activity.pop_first() else { break };
+            self.by_activity.remove(&oldest);
+            self.attempts -= log.deliveries.remove(&id).map_or(0, |d| d.attempts.len());
+        }
+        while self.attempts > self.bounds.total_attempts {
+            let Some((oldest, endpoint)) = self.by_activity.pop_first() else { break };
+            self.drop_delivery(&endpoint, oldest);
+        }
+    }
+
+    /// The endpoint's `limit` most recent deliveries, newest first: by when their latest
+    /// attempt started, then (same time, or a time that does not parse) by the order
+    /// their latest records were read.
+    pub fn recent(&self, endpoint_id: &str, limit: usize) -> Vec<Delivery> {
+        let Some(log) = self.endpoints.get(endpoint_id) else { return Vec::new() };
+        let mut deliveries: Vec<(Option<OffsetDateTime>, &Delivery)> =
+            log.deliveries.values().map(|d| (OffsetDateTime::parse(d.last_attempt_at(), &Rfc3339).ok(), d)).collect();
+        deliveries.sort_by(|(a_at, a), (b_at, b)| b_at.cmp(a_at).then(b.seq.cmp(&a.seq)));
+        deliveries.into_iter().take(limit).map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Attempts held in all.
+    #[cfg(test)]
+    fn attempts_held(&self) -> usize {
+        self.attempts
+    }
+
+    fn drop_delivery(&mut self, endpoint_id: &str, seq: u64) {
+        let Some(log) = self.endpoints.get_mut(endpoint_id) else { return };
+        if let Some(id) = log.by_activity.remove(&seq) {
+            self.attempts -= log.deliveries.remove(&id).map_or(0, |d| d.attempts.len());
+        }
+        if log.deliveries.is_empty() {
+            self.endpoints.remove(endpoint_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(endpoint: &str, delivery: &str, n: i32, second: u32, outcome: &str) -> DeliveryAttempt {
+        DeliveryAttempt {
+            delivery_id: delivery.to_owned(),
+            event_id: format!("event-of-{delivery}"),
+            event_type: "transfer.error".to_owned(),
+            endpoint_id: endpoint.to_owned(),
+            attempt: n,
+            started_at: format!("2026-11-23T10:00:{second:02}.000+00:00"),
+            duration_ms: 12,
+            status: Some(if outcome == "delivered" { 200 } else { 503 }),
+            outcome: outcome.to_owned(),
+            ..DeliveryAttempt::default()
+        }
+    }
+
+    fn ids(deliveries: &[Delivery]) -> Vec<&str> {
+        deliveries.iter().map(|d| d.delivery_id.as_str()).collect()
+    }
+
+    const ROOMY: Bounds = Bounds { total_attempts: 1000, per_endpoint: 100, per_delivery: 10 };
+
+    #[test]
+    fn groups_by_delivery_newest_first_per_endpoint() {
+        let mut index = AttemptIndex::new(ROOMY);
+        for r in [
+            attempt("a", "d1", 1, 0, "retrying"),
+            attempt("b", "e1", 1, 1, "delivered"),
+            attempt("a", "d2", 1, 2, "retrying"),
+            attempt("a", "d1", 2, 5, "delivered"),
+            attempt("a", "d2", 2, 7, "dead_lettered"),
+            attempt("a", "d3", 1, 6, "delivered"),
+        ] {
+            index.record(r);
+        }
+        let a = index.recent("a", 10);
+        assert_eq!(ids(&a), ["d2", "d3", "d1"], "by the latest attempt's start");
+        let d2 = &a[0];
+        assert_eq!((d2.status(), d2.last_attempt_at()), ("dead_lettered", "2026-11-23T10:00:07.000+00:00"));
+        assert_eq!(d2.attempts.iter().map(|x| (x.attempt, x.outcome.as_str())).collect::<Vec<_>>(), [(1, "retrying"), (2, "dead_lettered")]);
+        assert_eq!(d2.event_id, "event-of-d2");
+        assert_eq!(ids(&index.recent("a", 2)), ["d2", "d3"]);
+        assert_eq!(ids(&index.recent("b", 10)), ["e1"]);
+        assert!(index.recent("nobody", 10).is_empty());
+    }
+
+    #[test]
+    fn equal_or_unreadable_times_fall_back_to_read_order() {
+        let mut index = AttemptIndex::new(ROOMY);
+        let mut odd = attempt("a", "odd", 1, 0, "delivered");
+        odd.started_at = "yesterday".to_owned();
+        for r in [attempt("a", "first", 1, 3, "delivered"), odd, attempt("a", "second", 1, 3, "delivered")] {
+            index.record(r);
+        }
+        assert_eq!(ids(&index.recent("a", 10)), ["second", "first", "odd"]);
+    }
+
+    #[test]
+    fn a_replay_is_marked_and_takes_the_status() {
+        let mut index = AttemptIndex::new(ROOMY);
+        index.record(attempt("a", "d1", 1, 0, "dead_lettered"));
+        let mut replayed = attempt("a", "d1", 1, 9, "delivered");
+        replayed.replay_of = Some("dl-1".to_owned());
+        index.record(replayed);
+        let d1 = &index.recent("a", 1)[0];
+        assert_eq!((d1.status(), d1.replay_of.as_deref(), d1.attempts.len()), ("delivered", Some("dl-1"), 2));
+    }
+
+    #[test]
+    fn keeps_the_newest_attempts_of_a_delivery() {
+        let mut index = AttemptIndex::new(Bounds { per_delivery: 3, ..ROOMY });
+        for n in 1..=5 {
+            index.record(attempt("a", "d1", n, n.unsigned_abs(), "retrying"));
+        }
+        let kept: Vec<i32> = index.recent("a", 1)[0].attempts.iter().map(|a| a.attempt).collect();
+        assert_eq!(kept, [3, 4, 5]);
+        assert_eq!(index.attempts_held(), 3);
+    }
+
+    #[test]
+    fn keeps_the_most_recently_active_deliveries_of_an_endpoint() {
+        let mut index = AttemptIndex::new(Bounds { per_endpoint: 2, ..ROOMY });
+        index.record(attempt("a", "d1", 1, 0, "retrying"));
+        index.record(attempt("a", "d2", 1, 1, "retrying"));
+        index.record(attempt("a", "d1", 2, 2, "delivered")); // d1 active again: d2 is the oldest now
+        index.record(attempt("a", "d3", 1, 3, "delivered"));
+        index.record(attempt("b", "e1", 1, 4, "delivered"));
+        assert_eq!(ids(&index.recent("a", 10)), ["d3", "d1"]);
+        assert_eq!(ids(&index.recent("b", 10)), ["e1"], "other endpoints keep theirs");
+        assert_eq!(index.attempts_held(), 4);
+    }
+
+    #[test]
+    fn the_total_bound_drops_the_least_recently_active_anywhere() {
+        let mut index = AttemptIndex::new(Bounds { total_attempts: 4, per_delivery: 2, ..ROOMY });
+        index.record(attempt("a", "d1", 1, 0, "retrying"));
+        index.record(attempt("b", "e1", 1, 1, "retrying"));
+        index.record(attempt("a", "d2", 1, 2, "delivered"));
+        index.record(attempt("b", "e1", 2, 3, "delivered"));
+        assert_eq!(index.attempts_held(), 4);
+        index.record(attempt("b", "e2", 1, 4, "delivered")); // d1 is the least recently active
+        assert_eq!((ids(&index.recent("a", 10)), index.attempts_held()), (vec!["d2"], 4));
+        index.record(attempt("c", "f1", 1, 5, "retrying")); // then d2
+        assert!(index.recent("a", 10).is_empty());
+        assert_eq!((ids(&index.recent("b", 10)), index.attempts_held()), (vec!["e2", "e1"], 4));
+        index.record(attempt("c", "f2", 1, 6, "retrying")); // then e1, with both its attempts
+        assert_eq!((ids(&index.recent("b", 10)), index.attempts_held()), (vec!["e2"], 3));
+        for n in 0..100 {
+            index.record(attempt("z", &format!("z{n}"), 1, 6, "delivered"));
+        }
+        assert!(index.recent("a", 10).is_empty() && index.recent("c", 10).is_empty());
+        assert_eq!((index.attempts_held(), index.endpoints.len()), (4, 1), "emptied endpoints are forgotten");
+    }
+}
