@@ -1,10 +1,13 @@
 //! The attempt log's index, without I/O: each endpoint's recent deliveries and their
 //! attempts, built from `delivery-attempts` records in the order they were read, and
 //! held within fixed bounds (deliveries per endpoint, attempts per delivery, attempts
-//! in all), so memory does not grow with traffic or retention.
+//! in all), so memory does not grow with traffic or retention. Over the total, the
+//! endpoint holding the most attempts gives up its least recently active delivery: a
+//! busy endpoint cannot push a quiet one's history out.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -13,7 +16,8 @@ use wire::DeliveryAttempt;
 /// How much the index holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Bounds {
-    /// Attempts in all; beyond it the least recently active deliveries are dropped.
+    /// Attempts in all; beyond it the endpoint holding the most drops its least
+    /// recently active delivery.
     pub total_attempts: usize,
     /// Deliveries per endpoint; beyond it the endpoint's least recently active are dropped.
     pub per_endpoint: usize,
@@ -45,8 +49,8 @@ pub(crate) struct Attempt {
 /// A delivery and its recent attempts, in the order they were recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Delivery {
-    /// The delivery.
-    pub delivery_id: String,
+    /// The delivery (shared with the index's keys).
+    pub delivery_id: Arc<str>,
     /// Its event.
     pub event_id: String,
     /// That event's type.
@@ -73,19 +77,30 @@ impl Delivery {
 
 #[derive(Debug, Default)]
 struct EndpointLog {
-    deliveries: HashMap<String, Delivery>,
+    deliveries: HashMap<Arc<str>, Delivery>,
     /// Delivery ids by the position of their latest record: least recently active first.
-    by_activity: BTreeMap<u64, String>,
+    by_activity: BTreeMap<u64, Arc<str>>,
+    /// Attempts held for this endpoint.
+    attempts: usize,
+}
+
+impl EndpointLog {
+    /// Drops the least recently active delivery; returns how many attempts went with it.
+    fn drop_oldest(&mut self) -> usize {
+        let Some((_, id)) = self.by_activity.pop_first() else { return 0 };
+        let dropped = self.deliveries.remove(&id).map_or(0, |d| d.attempts.len());
+        self.attempts -= dropped;
+        dropped
+    }
 }
 
 /// Every endpoint's recent deliveries, within [`Bounds`].
 #[derive(Debug)]
 pub(crate) struct AttemptIndex {
     bounds: Bounds,
-    endpoints: HashMap<String, EndpointLog>,
-    /// The endpoint of every delivery held, by the position of the delivery's latest
-    /// record: the global eviction order.
-    by_activity: BTreeMap<u64, String>,
+    endpoints: HashMap<Arc<str>, EndpointLog>,
+    /// Every endpoint held, by the attempts it holds: the largest gives way first.
+    by_size: BTreeSet<(usize, Arc<str>)>,
     /// Attempts held in all.
     attempts: usize,
     next_seq: u64,
@@ -93,14 +108,14 @@ pub(crate) struct AttemptIndex {
 
 impl AttemptIndex {
     /// An empty index. Every bound is at least 1, and `total_attempts` at least
-    /// `per_delivery` (so the record just added is never the one dropped).
+    /// `per_delivery`.
     pub fn new(bounds: Bounds) -> Self {
         let bounds = Bounds {
             per_delivery: bounds.per_delivery.max(1),
             per_endpoint: bounds.per_endpoint.max(1),
             total_attempts: bounds.total_attempts.max(bounds.per_delivery.max(1)),
         };
-        AttemptIndex { bounds, endpoints: HashMap::new(), by_activity: BTreeMap::new(), attempts: 0, next_seq: 0 }
+        AttemptIndex { bounds, endpoints: HashMap::new(), by_size: BTreeSet::new(), attempts: 0, next_seq: 0 }
     }
 
     /// Adds one record (the next one read), then drops what the bounds no longer allow.
@@ -123,43 +138,67 @@ impl AttemptIndex {
             next_attempt_at,
             replay_of,
         } = record;
+        let endpoint_id: Arc<str> = match self.endpoints.get_key_value(endpoint_id.as_str()) {
+            Some((held, _)) => held.clone(),
+            None => endpoint_id.into(),
+        };
         let log = self.endpoints.entry(endpoint_id.clone()).or_default();
-        let delivery = match log.deliveries.entry(delivery_id.clone()) {
+        self.by_size.remove(&(log.attempts, endpoint_id.clone()));
+        let before = log.attempts;
+        let delivery = match log.deliveries.entry(delivery_id.as_str().into()) {
             Entry::Occupied(held) => {
                 let delivery = held.into_mut();
                 log.by_activity.remove(&delivery.seq);
-                self.by_activity.remove(&delivery.seq);
                 delivery
             }
-            Entry::Vacant(new) => new.insert(Delivery {
-                delivery_id: delivery_id.clone(),
-                event_id,
-                event_type,
-                replay_of: None,
-                attempts: VecDeque::new(),
-                seq,
-            }),
+            Entry::Vacant(new) => {
+                let id = new.key().clone();
+                new.insert(Delivery {
+                    delivery_id: id,
+                    event_id,
+                    event_type,
+                    replay_of: None,
+                    // Most deliveries succeed at the first attempt: no room for more until needed.
+                    attempts: VecDeque::with_capacity(1),
+                    seq,
+                })
+            }
         };
         delivery.seq = seq;
         if replay_of.is_some() {
             delivery.replay_of = replay_of;
         }
         delivery.attempts.push_back(Attempt { attempt, started_at, duration_ms, status, error_code, outcome, reason_code, next_attempt_at });
-        self.attempts += 1;
+        log.attempts += 1;
         if delivery.attempts.len() > self.bounds.per_delivery {
             delivery.attempts.pop_front();
-            self.attempts -= 1;
+            log.attempts -= 1;
         }
-        log.by_activity.insert(seq, delivery_id);
-        self.by_activity.insert(seq, endpoint_id.clone());
+        log.by_activity.insert(seq, delivery.delivery_id.clone());
         while log.deliveries.len() > self.bounds.per_endpoint {
-            let Some((oldest, id)) = log.by_activity.pop_first() else { break };
-            self.by_activity.remove(&oldest);
-            self.attempts -= log.deliveries.remove(&id).map_or(0, |d| d.attempts.len());
+            log.drop_oldest();
         }
+        self.attempts = self.attempts + log.attempts - before;
+        self.by_size.insert((log.attempts, endpoint_id.clone()));
         while self.attempts > self.bounds.total_attempts {
-            let Some((oldest, endpoint)) = self.by_activity.pop_first() else { break };
-            self.drop_delivery(&endpoint, oldest);
+            // The largest endpoint gives way, unless all it holds is the delivery just
+            // recorded (its oldest is then that one): the next largest does.
+            let endpoints = &self.endpoints;
+            let victim = self
+                .by_size
+                .iter()
+                .rev()
+                .find(|(_, id)| *id != endpoint_id || endpoints.get(id).is_some_and(|log| log.deliveries.len() > 1))
+                .cloned();
+            let Some((size, victim)) = victim else { break };
+            self.by_size.remove(&(size, victim.clone()));
+            let Some(log) = self.endpoints.get_mut(&victim) else { continue };
+            self.attempts -= log.drop_oldest();
+            if log.deliveries.is_empty() {
+                self.endpoints.remove(&victim);
+            } else {
+                self.by_size.insert((log.attempts, victim));
+            }
         }
     }
 
@@ -178,16 +217,6 @@ impl AttemptIndex {
     #[cfg(test)]
     fn attempts_held(&self) -> usize {
         self.attempts
-    }
-
-    fn drop_delivery(&mut self, endpoint_id: &str, seq: u64) {
-        let Some(log) = self.endpoints.get_mut(endpoint_id) else { return };
-        if let Some(id) = log.by_activity.remove(&seq) {
-            self.attempts -= log.deliveries.remove(&id).map_or(0, |d| d.attempts.len());
-        }
-        if log.deliveries.is_empty() {
-            self.endpoints.remove(endpoint_id);
-        }
     }
 }
 
@@ -211,7 +240,7 @@ mod tests {
     }
 
     fn ids(deliveries: &[Delivery]) -> Vec<&str> {
-        deliveries.iter().map(|d| d.delivery_id.as_str()).collect()
+        deliveries.iter().map(|d| &*d.delivery_id).collect()
     }
 
     const ROOMY: Bounds = Bounds { total_attempts: 1000, per_endpoint: 100, per_delivery: 10 };
@@ -287,24 +316,37 @@ mod tests {
     }
 
     #[test]
-    fn the_total_bound_drops_the_least_recently_active_anywhere() {
+    fn over_the_total_the_endpoint_holding_the_most_gives_way() {
         let mut index = AttemptIndex::new(Bounds { total_attempts: 4, per_delivery: 2, ..ROOMY });
         index.record(attempt("a", "d1", 1, 0, "retrying"));
         index.record(attempt("b", "e1", 1, 1, "retrying"));
-        index.record(attempt("a", "d2", 1, 2, "delivered"));
-        index.record(attempt("b", "e1", 2, 3, "delivered"));
+        index.record(attempt("b", "e1", 2, 2, "delivered"));
+        index.record(attempt("b", "e2", 1, 3, "delivered"));
         assert_eq!(index.attempts_held(), 4);
-        index.record(attempt("b", "e2", 1, 4, "delivered")); // d1 is the least recently active
-        assert_eq!((ids(&index.recent("a", 10)), index.attempts_held()), (vec!["d2"], 4));
-        index.record(attempt("c", "f1", 1, 5, "retrying")); // then d2
-        assert!(index.recent("a", 10).is_empty());
-        assert_eq!((ids(&index.recent("b", 10)), index.attempts_held()), (vec!["e2", "e1"], 4));
-        index.record(attempt("c", "f2", 1, 6, "retrying")); // then e1, with both its attempts
-        assert_eq!((ids(&index.recent("b", 10)), index.attempts_held()), (vec!["e2"], 3));
+        // b holds the most: its least recently active delivery goes, with both attempts,
+        // though a's d1 is older.
+        index.record(attempt("c", "f1", 1, 4, "retrying"));
+        let held = |index: &AttemptIndex| ["a", "b", "c"].map(|e| ids(&index.recent(e, 10)).join(","));
+        assert_eq!(held(&index), ["d1", "e2", "f1"]);
+        assert_eq!(index.attempts_held(), 3);
+        // A noisy endpoint pushes out only its own history.
         for n in 0..100 {
-            index.record(attempt("z", &format!("z{n}"), 1, 6, "delivered"));
+            index.record(attempt("z", &format!("z{n}"), 1, 5, "delivered"));
         }
-        assert!(index.recent("a", 10).is_empty() && index.recent("c", 10).is_empty());
-        assert_eq!((index.attempts_held(), index.endpoints.len()), (4, 1), "emptied endpoints are forgotten");
+        assert_eq!(held(&index), ["d1", "e2", "f1"]);
+        assert_eq!((ids(&index.recent("z", 10)), index.attempts_held()), (vec!["z99"], 4));
+    }
+
+    #[test]
+    fn the_delivery_just_recorded_stays() {
+        let mut index = AttemptIndex::new(Bounds { total_attempts: 4, per_delivery: 2, ..ROOMY });
+        for (endpoint, delivery) in [("a", "d1"), ("b", "e1"), ("c", "f1"), ("z", "z1")] {
+            index.record(attempt(endpoint, delivery, 1, 0, "retrying"));
+        }
+        // b is now the largest, but all it holds is e1: the next largest gives way.
+        index.record(attempt("b", "e1", 2, 1, "delivered"));
+        assert_eq!(index.recent("b", 10)[0].attempts.len(), 2);
+        assert_eq!((index.attempts_held(), index.endpoints.len()), (4, 3), "an emptied endpoint is forgotten");
+        assert!(index.recent("z", 10).is_empty());
     }
 }

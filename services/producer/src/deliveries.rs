@@ -67,7 +67,7 @@ fn shown(delivery: &Delivery) -> Value {
         })
         .collect();
     json!({
-        "delivery_id": delivery.delivery_id,
+        "delivery_id": &*delivery.delivery_id,
         "event_id": delivery.event_id,
         "event_type": delivery.event_type,
         "status": delivery.status(),
