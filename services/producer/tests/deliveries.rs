@@ -104,7 +104,7 @@ async fn lists_a_webhooks_deliveries_from_the_attempt_log() {
 
     // Two endpoints' attempts interleaved, as a dispatcher writes them.
     let mut timeout = attempt(&a, "d2", 1, 2, "retrying");
-    (timeout.status, timeout.error_code) = (None, Some("HL-DELIVERY-TIMEOUT".to_owned()));
+    (timeout.status, timeout.error_code) = (None, Some("HL-HTTP-TIMEOUT".to_owned()));
     let mut rejected = attempt(&a, "d2", 3, 30, "dead_lettered");
     (rejected.status, rejected.reason_code) = (Some(410), Some("HL-DELIVERY-REJECTED".to_owned()));
     let mut replayed = attempt(&a, "d3", 1, 10, "delivered");
@@ -127,7 +127,7 @@ async fn lists_a_webhooks_deliveries_from_the_attempt_log() {
     assert_eq!(listed[0], json!({
         "delivery_id": "d2", "event_id": "event-d2", "event_type": "transfer.error", "status": "dead_lettered",
         "attempts": [
-            {"attempt": 1, "started_at": "2026-11-23T10:00:02.000+00:00", "duration_ms": 41, "status": null, "error_code": "HL-DELIVERY-TIMEOUT",
+            {"attempt": 1, "started_at": "2026-11-23T10:00:02.000+00:00", "duration_ms": 41, "status": null, "error_code": "HL-HTTP-TIMEOUT",
              "outcome": "retrying", "reason_code": null, "next_attempt_at": "2026-11-23T10:01:02.000+00:00"},
             {"attempt": 2, "started_at": "2026-11-23T10:00:07.000+00:00", "duration_ms": 42, "status": 503, "error_code": null,
              "outcome": "retrying", "reason_code": null, "next_attempt_at": "2026-11-23T10:01:07.000+00:00"},
