@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::{events, keys, trace_endpoints, webhooks, AppState};
+use crate::{deliveries, events, keys, trace_endpoints, webhooks, AppState};
 
 /// The API's routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -21,6 +21,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", post(events::create))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/webhooks/{id}", get(webhooks::show).patch(webhooks::update).delete(webhooks::delete))
+        .route("/webhooks/{id}/deliveries", get(deliveries::list))
         .route("/sensitive-trace-endpoints", post(trace_endpoints::create).get(trace_endpoints::list))
         .route(
             "/sensitive-trace-endpoints/{id}",

@@ -1,14 +1,19 @@
 //! hookline-producer: the way into the pipeline for everything that does not write
 //! Kafka itself. HTTP ingest of events (validated against the Avro schemas) and the
 //! management API for webhooks and sensitive-trace endpoints, whose system of record
-//! is the compacted `endpoints` topic.
+//! is the compacted `endpoints` topic, and webhooks' recent deliveries, read from the
+//! attempt log (`delivery-attempts`).
 //!
 //! Architecture invariant: the API answers a write only after Kafka acknowledged it.
 
 mod api;
+mod attempt_index;
+mod attempt_log;
+mod deliveries;
 mod error;
 mod events;
 mod keys;
+mod policy;
 mod trace_endpoints;
 mod webhooks;
 
@@ -50,6 +55,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `prod` or `staging`: `.Environment` in the creation-time dry runs (`HOOKLINE_ENVIRONMENT`).
     pub environment: String,
+    /// Attempts the in-memory attempt log holds in all, and reads back at start
+    /// (`HOOKLINE_ATTEMPT_LOG_MAX_ATTEMPTS`).
+    pub attempt_log_max_attempts: usize,
 }
 
 impl Default for Config {
@@ -64,9 +72,16 @@ impl Default for Config {
             secret_rotation_overlap: Duration::from_secs(24 * 3600),
             shutdown_timeout: Duration::from_secs(30),
             environment: "prod".to_owned(),
+            attempt_log_max_attempts: 100_000,
         }
     }
 }
+
+/// Allowed values of `HOOKLINE_ATTEMPT_LOG_MAX_ATTEMPTS`.
+const ATTEMPT_LOG_BOUNDS: std::ops::RangeInclusive<usize> = 1_000..=10_000_000;
+/// Attempts the attempt log keeps per delivery (the newest): more than the 51 of the
+/// longest schedule (50 retries), so a delivery's whole first run is kept.
+const ATTEMPTS_PER_DELIVERY: usize = 100;
 
 /// What the handlers share.
 pub struct AppState {
@@ -80,6 +95,7 @@ pub struct AppState {
     keys: Table<wire::SigningKey>,
     rotation_overlap: Duration,
     environment: String,
+    attempts: attempt_log::AttemptLog,
     shutdown: CancellationToken,
 }
 
@@ -104,12 +120,26 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
         ),
     };
     anyhow::ensure!(matches!(config.environment.as_str(), "prod" | "staging"), "HOOKLINE_ENVIRONMENT must be prod or staging");
+    anyhow::ensure!(
+        ATTEMPT_LOG_BOUNDS.contains(&config.attempt_log_max_attempts),
+        "HOOKLINE_ATTEMPT_LOG_MAX_ATTEMPTS must be from {} to {}",
+        ATTEMPT_LOG_BOUNDS.start(),
+        ATTEMPT_LOG_BOUNDS.end()
+    );
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
     let producer = kafka_io::producer(&config.kafka, "hookline-producer").context("creating producer")?;
     let decoder = Arc::new(Registry::bundled().context("loading schemas")?);
+    let bounds = attempt_index::Bounds {
+        total_attempts: config.attempt_log_max_attempts,
+        per_endpoint: deliveries::MAX_LIMIT,
+        per_delivery: ATTEMPTS_PER_DELIVERY,
+    };
+    let attempts = attempt_log::AttemptLog::start(&config.kafka, &topics.delivery_attempts, bounds, decoder.clone(), shutdown.child_token())
+        .await
+        .context("reading the attempt log")?;
     let endpoints = Table::start(
         &config.kafka,
         &topics.endpoints,
@@ -136,6 +166,7 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
         keys,
         rotation_overlap: config.secret_rotation_overlap,
         environment: config.environment.clone(),
+        attempts,
         shutdown: shutdown.clone(),
     });
     keys::ensure_signing_key(&state).await?;

@@ -22,7 +22,10 @@ use crate::AppState;
 const KIND: &str = "sensitive_trace";
 /// The wrapper object of request and response bodies.
 const WRAPPER: &str = "sensitive_trace_endpoint";
-const FIELDS: &[&str] = &["name", "description", "url", "secret", "header_template", "body_template"];
+const FIELDS: &[&str] = &[
+    "name", "description", "url", "secret", "header_template", "body_template", "retry_on_failure", "retry_schedule",
+    "max_in_flight", "max_rps",
+];
 
 /// `POST /sensitive-trace-endpoints`.
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
@@ -108,6 +111,7 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     if let Some(v) = input.get("secret") {
         set_sealed(state, &endpoint.id, "secret", v, &path("secret"), &mut endpoint.secret)?;
     }
+    crate::policy::apply(endpoint, input, WRAPPER)?;
     dry_run(state, endpoint)
 }
 
@@ -127,6 +131,10 @@ fn public(endpoint: &Endpoint) -> Value {
         "secret": endpoint.secret.as_ref().map(|_| MASK),
         "header_template": endpoint.header_template,
         "body_template": endpoint.body_template,
+        "retry_on_failure": !endpoint.single_attempt,
+        "retry_schedule": endpoint.retry_schedule,
+        "max_in_flight": endpoint.max_in_flight,
+        "max_rps": endpoint.max_rps,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
     })

@@ -28,7 +28,7 @@ const WRAPPER: &str = "webhook";
 const FIELDS: &[&str] = &[
     "name", "description", "vendor", "url", "events", "api_key", "secret", "active", "method", "headers",
     "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids", "signing_scheme",
-    "timeout_ms", "validate_tls",
+    "timeout_ms", "validate_tls", "retry_on_failure", "retry_schedule", "max_in_flight", "max_rps",
 ];
 
 /// `POST /webhooks`.
@@ -254,16 +254,17 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
                 // A standard_webhooks secret replaced keeps signing for the overlap window.
                 endpoint.previous_secret = None;
                 endpoint.previous_secret_until = None;
-                if endpoint.signing_scheme == "standard_webhooks" && old_scheme == "standard_webhooks" {
-                    if let Some(old) = endpoint.secret.take() {
-                        let plain = state
-                            .sealer
-                            .open(&old, &signing::endpoint_context(&endpoint.id, "secret"))
-                            .map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
-                        let until = time::OffsetDateTime::now_utc() + state.rotation_overlap;
-                        endpoint.previous_secret = Some(state.sealer.seal(&plain, &signing::endpoint_context(&endpoint.id, "previous_secret")));
-                        endpoint.previous_secret_until = Some(wire::format_rfc3339(until));
-                    }
+                if endpoint.signing_scheme == "standard_webhooks"
+                    && old_scheme == "standard_webhooks"
+                    && let Some(old) = endpoint.secret.take()
+                {
+                    let plain = state
+                        .sealer
+                        .open(&old, &signing::endpoint_context(&endpoint.id, "secret"))
+                        .map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
+                    let until = time::OffsetDateTime::now_utc() + state.rotation_overlap;
+                    endpoint.previous_secret = Some(state.sealer.seal(&plain, &signing::endpoint_context(&endpoint.id, "previous_secret")));
+                    endpoint.previous_secret_until = Some(wire::format_rfc3339(until));
                 }
                 endpoint.secret = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(&endpoint.id, "secret")));
             }
@@ -310,6 +311,7 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
             ),
         };
     }
+    crate::policy::apply(endpoint, input, WRAPPER)?;
     check_whole(state, endpoint)
 }
 
@@ -468,13 +470,17 @@ fn public(endpoint: &Endpoint) -> Value {
         "model_ids": endpoint.model_ids,
         "timeout_ms": endpoint.timeout_ms,
         "validate_tls": !endpoint.insecure_tls,
+        "retry_on_failure": !endpoint.single_attempt,
+        "retry_schedule": endpoint.retry_schedule,
+        "max_in_flight": endpoint.max_in_flight,
+        "max_rps": endpoint.max_rps,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
     })
 }
 
 /// Echoes a caller's value only when short and printable.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 

@@ -22,8 +22,8 @@ struct Api {
 impl Api {
     async fn start(test: &str) -> Api {
         let config = Config { kafka: test_kit::kafka_settings(test), api_token: Secret::new(TOKEN), master_key: Secret::new(test_kit::MASTER_KEY), ..Config::default() };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the API");
+        let base = format!("http://{}", listener.local_addr().expect("its address"));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(producer::serve(config.clone(), listener, shutdown.clone()));
         let api = Api { base, client: reqwest::Client::new(), config, shutdown };
@@ -44,9 +44,9 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap();
+        let resp = req.send().await.expect("the API answers");
         let status = resp.status();
-        let text = resp.text().await.unwrap();
+        let text = resp.text().await.expect("a body");
         (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
     }
 }
@@ -193,6 +193,15 @@ async fn invalid_webhooks_get_400_naming_the_field() {
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "validate_tls": "no"}}), "webhook.validate_tls"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "timeout_ms": 5}}), "webhook.timeout_ms"),
         (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "timeout_ms": "15s"}}), "webhook.timeout_ms"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "retry_on_failure": "no"}}), "webhook.retry_on_failure"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "retry_schedule": "5s,soon"}}), "webhook.retry_schedule"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "retry_schedule": "5s,8days"}}), "webhook.retry_schedule"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "retry_schedule": []}}), "webhook.retry_schedule"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "retry_schedule": ["5s", 30]}}), "webhook.retry_schedule[1]"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "max_in_flight": 0}}), "webhook.max_in_flight"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "max_in_flight": 1001}}), "webhook.max_in_flight"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "max_rps": 10001}}), "webhook.max_rps"),
+        (json!({"webhook": {"name": "x", "vendor": "generic_post", "url": "https://h/x", "events": ["transfer.error"], "max_rps": "5"}}), "webhook.max_rps"),
         (json!({"name": "x"}), "name"),
         (json!([1, 2]), "webhook"),
     ];
@@ -225,6 +234,53 @@ async fn invalid_webhooks_get_400_naming_the_field() {
     assert_eq!(answer["error"]["code"], "HL-API-MALFORMED");
     let (status, _) = api.call(reqwest::Method::PATCH, "/webhooks/does-not-exist", Some(json!({"webhook": {"name": "y"}}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_delivery_policy_round_trips_through_the_endpoints_topic() {
+    let api = Api::start("policy").await;
+    let policy = |hook: &Value| -> Value {
+        let w = &hook["webhook"];
+        json!([w["retry_on_failure"], w["retry_schedule"], w["max_in_flight"], w["max_rps"]])
+    };
+    // Left out: retries on, the dispatcher's schedule and concurrency, no rate limit.
+    let (status, plain) = api.call(reqwest::Method::POST, "/webhooks", Some(webhook("https://example.com/plain"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    assert_eq!(policy(&plain), json!([true, null, null, null]));
+
+    let mut body = webhook("https://example.com/hook");
+    body["webhook"].as_object_mut().unwrap().extend(
+        json!({"retry_on_failure": false, "retry_schedule": ["0s", " 90s,1h 30m"], "max_in_flight": 10, "max_rps": 50}).as_object().unwrap().clone(),
+    );
+    let (status, created) = api.call(reqwest::Method::POST, "/webhooks", Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["webhook"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(policy(&created), json!([false, "0s,1m30s,1h30m", 10, 50]), "stored canonical");
+    let (_, got) = api.call(reqwest::Method::GET, &format!("/webhooks/{id}"), None).await;
+    assert_eq!(policy(&got), json!([false, "0s,1m30s,1h30m", 10, 50]));
+
+    // PATCH changes only what it names; null goes back to the default.
+    let patch = json!({"webhook": {"retry_on_failure": true, "retry_schedule": "5s,5m", "max_rps": null}});
+    let (status, patched) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(policy(&patched), json!([true, "5s,5m", 10, null]));
+    // A bad value is refused and changes nothing.
+    let (status, refused) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(json!({"webhook": {"max_in_flight": 5000, "max_rps": 7}}))).await;
+    assert_eq!((status, refused["error"]["field"].clone()), (StatusCode::BAD_REQUEST, json!("webhook.max_in_flight")));
+    let (status, patched) = api.call(reqwest::Method::PATCH, &format!("/webhooks/{id}"), Some(json!({"webhook": {"retry_schedule": null, "name": "renamed"}}))).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(policy(&patched), json!([true, null, 10, null]));
+    let (_, list) = api.call(reqwest::Method::GET, "/webhooks", None).await;
+    let listed = list["webhooks"].as_array().unwrap().iter().find(|w| w["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(policy(&json!({"webhook": listed})), json!([true, null, 10, null]));
+
+    // What the renderer reads: the stored endpoints, retries stored inverted.
+    let registry = wire::Registry::bundled().unwrap();
+    let topic = format!("{}endpoints", api.config.kafka.topic_prefix);
+    let stored: Vec<wire::Endpoint> =
+        records_of(&api.config.kafka, &topic, &id, 3).await.iter().map(|r| registry.decode(r.as_ref().unwrap()).unwrap()).collect();
+    let summary: Vec<Value> = stored.iter().map(|e| json!([e.single_attempt, e.retry_schedule, e.max_in_flight, e.max_rps])).collect();
+    assert_eq!(summary, [json!([true, "0s,1m30s,1h30m", 10, 50]), json!([false, "5s,5m", 10, null]), json!([false, null, 10, null])]);
 }
 
 #[tokio::test]
@@ -445,6 +501,10 @@ async fn invalid_sensitive_trace_endpoints_get_400_naming_the_field() {
         (ok(json!({"secret": 12})), "sensitive_trace_endpoint.secret"),
         (ok(json!({"events": ["*"]})), "sensitive_trace_endpoint.events"),
         (ok(json!({"name": ""})), "sensitive_trace_endpoint.name"),
+        (ok(json!({"retry_on_failure": 0})), "sensitive_trace_endpoint.retry_on_failure"),
+        (ok(json!({"retry_schedule": "later"})), "sensitive_trace_endpoint.retry_schedule"),
+        (ok(json!({"max_in_flight": -3})), "sensitive_trace_endpoint.max_in_flight"),
+        (ok(json!({"max_rps": 0})), "sensitive_trace_endpoint.max_rps"),
         (json!({"sensitive_trace_endpoint": {"url": "https://h/x"}}), "sensitive_trace_endpoint.name"),
         (json!({"sensitive_trace_endpoint": {"name": "x"}}), "sensitive_trace_endpoint.url"),
         (json!({"webhook": {"name": "x", "url": "https://h/x"}}), "webhook"),
@@ -469,6 +529,18 @@ async fn invalid_sensitive_trace_endpoints_get_400_naming_the_field() {
     assert_eq!(answer["error"]["field"], "sensitive_trace_endpoint.body_template");
     let (_, got) = api.call(reqwest::Method::GET, &format!("/sensitive-trace-endpoints/{id}"), None).await;
     assert_eq!(got["sensitive_trace_endpoint"]["body_template"], Value::Null);
+    // The delivery policy: defaults shown, then set like a webhook's.
+    let policy = |answer: &Value| {
+        let e = &answer["sensitive_trace_endpoint"];
+        json!([e["retry_on_failure"], e["retry_schedule"], e["max_in_flight"], e["max_rps"]])
+    };
+    assert_eq!(policy(&got), json!([true, null, null, null]));
+    let patch = json!({"sensitive_trace_endpoint": {"retry_on_failure": false, "retry_schedule": "1m, 1h", "max_in_flight": 1, "max_rps": 2}});
+    let (status, patched) = api.call(reqwest::Method::PATCH, &format!("/sensitive-trace-endpoints/{id}"), Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(policy(&patched), json!([false, "1m,1h", 1, 2]));
+    let (_, got) = api.call(reqwest::Method::GET, &format!("/sensitive-trace-endpoints/{id}"), None).await;
+    assert_eq!(policy(&got), json!([false, "1m,1h", 1, 2]));
 }
 
 #[tokio::test]
