@@ -1,6 +1,7 @@
 //! Guarantee 1 across a broker restart: a broker of its own (on a free port, with its
 //! own data folder) is restarted while events stream through the pipeline; every event
-//! must still arrive.
+//! must still arrive. The receiver answers each delivery's first attempt with 503, so
+//! every delivery also passes through a retry tier around the restart.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -44,9 +45,18 @@ async fn every_event_is_delivered_across_a_broker_restart() {
     let mut kafka = test_kit::kafka_settings("e2e-broker");
     kafka.kafka_brokers = format!("127.0.0.1:{port}");
 
-    let receiver = test_kit::Receiver::ok().await;
+    let seen = std::sync::Mutex::new(HashSet::new());
+    let receiver = test_kit::Receiver::scripted(move |req, _| {
+        let first = seen.lock().unwrap().insert(req.header("hookline-delivery-id").unwrap_or_default().to_owned());
+        test_kit::Answer::status(if first { 503 } else { 200 })
+    })
+    .await;
     let api_port = test_kit::free_port();
-    let env = pipeline_env(&kafka, api_port);
+    let mut env = pipeline_env(&kafka, api_port);
+    // The retry after the 503 goes through the shortest tier.
+    env.insert("HOOKLINE_RETRY_SCHEDULE".into(), "2s".into());
+    // Every delivery fails once: that is not an outage for the circuit breaker here.
+    env.insert("HOOKLINE_CIRCUIT_FAILURES".into(), "100000".into());
     let logs = test_kit::repo_root().join("target/e2e-logs").join(kafka.topic_prefix.trim_end_matches('-'));
     let base = format!("http://127.0.0.1:{api_port}");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
@@ -67,11 +77,24 @@ async fn every_event_is_delivered_across_a_broker_restart() {
     assert_eq!(sent.len(), EVENTS);
     assert_eq!(restarts.into_inner(), 1);
 
-    let transfers = |c: &[test_kit::Captured]| -> HashSet<String> {
-        c.iter().map(|r| r.json()["data"]["transfer_id"].as_str().unwrap_or_default().to_owned()).collect()
+    // Delivered: a transfer's delivery got a second request (its first was the 503).
+    let delivered = |c: &[test_kit::Captured]| -> HashSet<String> {
+        let mut firsts = HashSet::new();
+        c.iter()
+            .filter(|r| !firsts.insert(r.header("hookline-delivery-id").unwrap_or_default().to_owned()))
+            .map(|r| r.json()["data"]["transfer_id"].as_str().unwrap_or_default().to_owned())
+            .collect()
     };
-    let got = receiver.wait_until(Duration::from_secs(240), |c| transfers(c).len() >= EVENTS).await;
-    let distinct = transfers(&got);
-    println!("broker restart: {EVENTS} events, {} requests, {} duplicates, {} missing", got.len(), got.len() - distinct.len(), EVENTS - distinct.len());
+    let got = receiver.wait_until(Duration::from_secs(240), |c| delivered(c).len() >= EVENTS).await;
+    let distinct = delivered(&got);
+    let ids: HashSet<_> = got.iter().filter_map(|r| r.header("hookline-delivery-id")).collect();
+    println!(
+        "broker restart: {EVENTS} events, {} requests ({} first attempts answered 503), {} delivered, {} missing",
+        got.len(),
+        ids.len(),
+        distinct.len(),
+        EVENTS - distinct.len()
+    );
+    assert_eq!(ids.len(), EVENTS, "one delivery id per event");
     assert_eq!(distinct.len(), EVENTS, "events lost across the broker restart");
 }
