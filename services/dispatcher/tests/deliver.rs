@@ -2,6 +2,7 @@
 //! with their id header, transient failures are retried, final and exhausted ones are
 //! dead-lettered with every attempt, and a slow endpoint does not hold up a healthy one.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_io::Topics;
@@ -279,6 +280,70 @@ async fn per_endpoint_timeouts_and_response_excerpts() {
     assert!(signing::Sealer::is_sealed(&kept), "{kept}");
     let context = signing::delivery_context("d-sealed", "response/1", "POST", &receiver.url("/sealed"));
     assert_eq!(sealer.open(&kept, &context).unwrap(), b"gone for good: account 42 closed");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops within its bound").unwrap().unwrap();
+}
+
+/// An HTTPS receiver with a self-signed certificate: answers 200 to every request and
+/// counts them.
+async fn self_signed_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.cert.der().clone()], key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/tls", listener.local_addr().unwrap().port());
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                // A refused handshake (the verifying client) ends here.
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (url, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_tls_false_accepts_a_self_signed_certificate_and_only_then() {
+    test_kit::init_logs();
+    let kafka = test_kit::kafka_settings("tls");
+    let topics = Topics::new(&kafka.topic_prefix);
+    kafka_io::ensure_topics(&kafka, &topics.specs()).await.unwrap();
+    let registry = Registry::bundled().unwrap();
+    let (url, served) = self_signed_receiver().await;
+    // Both bodies are small JSON; the insecure one goes first in its own partition key.
+    let insecure = RenderedDelivery { insecure_tls: true, ..delivery("d-insecure", "ep-insecure", url.clone()) };
+    let verified = delivery("d-verified", "ep-verified", url);
+    let records: Vec<(&str, Vec<u8>)> = [&insecure, &verified].iter().map(|d| (d.endpoint_id.as_str(), registry.encode(*d).unwrap())).collect();
+    test_kit::produce(&kafka, &topics.rendered_deliveries, &records).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(dispatcher::run(config(kafka.clone()), shutdown.clone()));
+    let dead = test_kit::dead_letters(&test_kit::read_topic(&kafka, &topics.dead_letter, Duration::from_secs(60), |r| !r.is_empty()).await);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].delivery_id.as_deref(), Some("d-verified"), "the verifying client refuses the certificate");
+    assert!(dead[0].attempts.iter().all(|a| a.status.is_none() && a.error_code.as_deref() == Some("HL-HTTP-CONNECT")));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while served.load(std::sync::atomic::Ordering::SeqCst) < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1, "validate_tls: false delivered once, over TLS");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(40), task).await.expect("stops within its bound").unwrap().unwrap();
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -106,7 +106,7 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
         .create_with_context(Deliveries { floors: floors.clone(), changelog: shared.topics.sensitive_trace_changelog.clone() })
         .context("creating the transactional producer")?;
     // Fences a previous instance with this id and aborts what it left open.
-    producer.init_transactions(CALL_TIMEOUT).context("initialising transactions")?;
+    patiently("initialising transactions", &shutdown, || producer.init_transactions(CALL_TIMEOUT))?;
     let mut reader_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator-changelog", &format!("{}-changelog", settings.group));
     reader_config
         .set("enable.auto.commit", "false")
@@ -114,7 +114,7 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
         .set("fetch.wait.max.ms", "10")
         .set("queued.max.messages.kbytes", "8192");
     let changelog: ChangelogReader = reader_config.create_with_context(EndIsNoError).context("creating the changelog reader")?;
-    check_partitions(&changelog, &shared.topics)?;
+    check_partitions(&changelog, &shared.topics, &shutdown)?;
     let core = Arc::new(Mutex::new(Core {
         shared,
         settings: settings.clone(),
@@ -147,9 +147,9 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
 
 /// The changelog must be partitioned like `events`: partition p holds the state of the
 /// transfers whose events are in partition p.
-fn check_partitions(reader: &ChangelogReader, topics: &kafka_io::Topics) -> anyhow::Result<()> {
+fn check_partitions(reader: &ChangelogReader, topics: &kafka_io::Topics, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let count = |topic: &str| -> anyhow::Result<usize> {
-        let metadata = reader.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let metadata = patiently("reading partitions", shutdown, || reader.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
         Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
     };
     let (events, changelog) = (count(&topics.events)?, count(&topics.sensitive_trace_changelog)?);
@@ -160,6 +160,22 @@ fn check_partitions(reader: &ChangelogReader, topics: &kafka_io::Topics) -> anyh
         topics.events
     );
     Ok(())
+}
+
+/// Retries a start-up call while Kafka is away (a broker restarting as the renderer
+/// starts), for up to a minute or until shutdown.
+fn patiently<T>(what: &str, shutdown: &CancellationToken, mut call: impl FnMut() -> KafkaResult<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline && !shutdown.is_cancelled() => {
+                tracing::info!(error = %e, "{what}: retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_owned())),
+        }
+    }
 }
 
 fn run(consumer: &GroupConsumer, core: &Mutex<Core>, shutdown: &CancellationToken) -> anyhow::Result<()> {
