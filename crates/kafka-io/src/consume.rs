@@ -35,6 +35,31 @@ pub struct Record {
     pub headers: Vec<(String, Vec<u8>)>,
     /// When this process received it (its own clock, unlike `timestamp_ms`).
     pub received_at: std::time::Instant,
+    /// The consume loop's claim on the record's partition.
+    pub owner: Option<Owner>,
+}
+
+/// A record's claim on its partition: gone once the partition is revoked.
+#[derive(Clone)]
+pub struct Owner {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    ticket: Ticket,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner").field("ticket", &self.ticket).finish()
+    }
+}
+
+impl Record {
+    /// Whether this process still owns the record's partition (in the generation it
+    /// read the record in). A handler about to write the record's effect checks it,
+    /// so a record revoked meanwhile is handled once, by the partition's new owner,
+    /// not also here.
+    pub fn still_owned(&self) -> bool {
+        self.owner.as_ref().is_none_or(|o| lock(&o.tracker).is_current(o.ticket))
+    }
 }
 
 /// What became of a record.
@@ -74,14 +99,25 @@ pub async fn consume_concurrently<F, Fut>(
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
+    // The assignment is paused because the loop is full.
+    let mut full = false;
+    // A pause outlives a rebalance (librdkafka keeps it for partitions assigned again),
+    // so whatever was paused is resumed again every second while there is room.
+    let mut unpause = tokio::time::interval(Duration::from_secs(1));
+    unpause.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
+                if full && in_flight.len() < options.max_in_flight {
+                    pause_assignment(consumer, false, |_, _| false);
+                    full = false;
+                }
             }
-            message = consumer.recv(), if in_flight.len() < options.max_in_flight => {
+            _ = unpause.tick(), if !full => pause_assignment(consumer, false, |_, _| false),
+            message = consumer.recv() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {
@@ -91,13 +127,18 @@ pub async fn consume_concurrently<F, Fut>(
                         continue;
                     }
                 };
-                let record = owned(&message);
+                let mut record = owned(&message);
                 drop(message);
                 let ticket = lock(tracker).begin(record.partition, record.offset);
+                record.owner = Some(Owner { tracker: tracker.clone(), ticket });
                 let topic: String = record.topic.clone();
                 // Spawned, so handlers run on every worker thread, not only this loop's.
                 let work = tokio::spawn(handle(record));
                 in_flight.push(Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) }));
+                if in_flight.len() >= options.max_in_flight {
+                    pause_assignment(consumer, true, |_, _| false);
+                    full = true;
+                }
             }
         }
     }
@@ -125,6 +166,24 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
             .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
             .unwrap_or_default(),
         received_at: std::time::Instant::now(),
+        owner: None,
+    }
+}
+
+/// Pauses (or resumes) every assigned partition but those `keep` says to leave alone.
+/// A full loop pauses its assignment instead of not polling: a consumer that does not
+/// poll within `max.poll.interval.ms` is dropped from its group.
+fn pause_assignment(consumer: &GroupConsumer, pause: bool, keep: impl Fn(&str, i32) -> bool) {
+    let Ok(assignment) = consumer.assignment() else { return };
+    let mut tpl = TopicPartitionList::new();
+    for e in assignment.elements() {
+        if !keep(e.topic(), e.partition()) {
+            tpl.add_partition(e.topic(), e.partition());
+        }
+    }
+    let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, pause, "pause/resume refused");
     }
 }
 
@@ -155,11 +214,16 @@ pub async fn consume_delayed<F, Fut>(
 {
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
+    // The assignment is paused because the loop is full.
+    let mut full = false;
+    let mut last_unpause = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let due_at = |record: &Record| {
         let written = record.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-        let wait = written.map_or(Duration::ZERO, |w| (w + delay).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+        // Never longer than the delay: a writer whose clock runs ahead does not hold
+        // the partition (the handler checks the record's own due time anyway).
+        let wait = written.map_or(Duration::ZERO, |w| (w + delay).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)).min(delay);
         record.received_at + wait
     };
     let pause = |topic: &str, partition: i32, on: bool| {
@@ -183,9 +247,18 @@ pub async fn consume_delayed<F, Fut>(
             _ = shutdown.cancelled() => break,
             Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
+                if full && in_flight.len() < options.max_in_flight {
+                    pause_assignment(consumer, false, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                    full = false;
+                }
             }
             _ = tick.tick() => {
                 let now = std::time::Instant::now();
+                // A pause outlives a rebalance: resume what is neither held nor full.
+                if !full && last_unpause.elapsed() >= Duration::from_secs(1) {
+                    pause_assignment(consumer, false, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                    last_unpause = now;
+                }
                 held.retain(|(topic, partition), h| {
                     // Revoked (and maybe reassigned) since: the records are read again.
                     if !lock(tracker).is_current(h.ticket_generation) {
@@ -208,7 +281,7 @@ pub async fn consume_delayed<F, Fut>(
                     true
                 });
             }
-            message = consumer.recv(), if in_flight.len() < options.max_in_flight => {
+            message = consumer.recv() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {
@@ -217,14 +290,19 @@ pub async fn consume_delayed<F, Fut>(
                         continue;
                     }
                 };
-                let record = owned(&message);
+                let mut record = owned(&message);
                 drop(message);
                 let ticket = lock(tracker).begin(record.partition, record.offset);
+                record.owner = Some(Owner { tracker: tracker.clone(), ticket });
                 let due = due_at(&record);
                 let key = (record.topic.clone(), record.partition);
                 let holding = held.get(&key).is_some_and(|h| lock(tracker).is_current(h.ticket_generation));
                 if !holding && due <= std::time::Instant::now() {
                     spawn(ticket, record, &mut handle, &mut in_flight);
+                    if in_flight.len() >= options.max_in_flight {
+                        pause_assignment(consumer, true, |_, _| false);
+                        full = true;
+                    }
                     continue;
                 }
                 if !holding {

@@ -16,7 +16,7 @@ mod topics;
 
 pub use client::{commit_stored, CommitOnRevoke, GroupConsumer, KafkaSettings, consumer_config, group_consumer, producer, producer_config};
 pub use tokio_util::sync::CancellationToken;
-pub use consume::{consume_concurrently, consume_delayed, ConsumeOptions, Outcome, Record};
+pub use consume::{consume_concurrently, consume_delayed, ConsumeOptions, Outcome, Owner, Record};
 pub use offsets::{OffsetTracker, Ticket};
 pub use send::{send_durably, SendError};
 pub use table::{Table, TableEntry};

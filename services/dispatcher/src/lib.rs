@@ -29,7 +29,7 @@ use service_kit::schedule::RetrySchedule;
 use tokio_util::sync::CancellationToken;
 use wire::{Attempt, DeliveryAttempt, Registry, RenderedDelivery};
 
-use crate::limits::{Admission, CircuitSettings, EndpointState, Endpoints};
+use crate::limits::{Admission, CircuitSettings, Disabled, EndpointState, Endpoints};
 use crate::retry::{AttemptOutcome, Next, Policy, Route};
 
 /// The dispatcher's configuration (`HOOKLINE_*` variables, see the README).
@@ -181,7 +181,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     }
     tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, schedule = %schedule, "dispatcher started");
     let dispatcher = Arc::new(Dispatcher {
-        endpoints: Endpoints::new(config.endpoint_max_in_flight, circuit),
+        // No endpoint takes more than a quarter of the slots (as many again wait).
+        endpoints: Endpoints::new(config.endpoint_max_in_flight, config.dispatcher_max_in_flight / 4, circuit),
         config,
         schedule,
         registry,
@@ -268,32 +269,39 @@ impl Dispatcher {
     async fn deliver(&self, record: &Record, mut delivery: RenderedDelivery, opened: &RenderedDelivery) -> Result<Outcome, Halt> {
         let scheme = signing::Scheme::parse(&delivery.signing_scheme).unwrap_or(signing::Scheme::None);
         let policy = self.policy(&delivery);
-        let endpoint = self.endpoints.get(&delivery.endpoint_id, delivery.max_in_flight, delivery.max_rps);
-        if let Some(first) = delivery.attempts.first().and_then(|a| parse_time(&a.started_at)) {
+        let endpoint = self.endpoints.get(&delivery.endpoint_id, delivery.max_in_flight, delivery.max_rps, &delivery.rendered_at);
+        // After a restart the circuit starts closed, but a retried delivery knows since
+        // when its endpoint has been down (its attempts were all outages).
+        let outages = delivery.attempts.iter().all(|a| a.status.is_none_or(|s| s == 408 || (500..600).contains(&s)));
+        if outages && let Some(first) = delivery.attempts.first().and_then(|a| parse_time(&a.started_at)) {
             lock(&endpoint.circuit).failing_at_least_since(first);
         }
         loop {
             if let Some(code) = self.disabled(&endpoint, &delivery).await {
                 return Ok(self.dead_letter(record, delivery, code, "the endpoint is disabled after failing for too long".to_owned()).await);
             }
-            // Wait for the endpoint's turn; past its waiting room the delivery is
-            // deferred, not attempted, and keeps its attempts.
-            let turn = match endpoint.turn().await {
-                Ok(turn) => turn,
-                Err(wait) => return Ok(self.defer(record, delivery, wait).await),
-            };
+            // The circuit first: while it is open nothing waits for a turn.
             let admission = lock(&endpoint.circuit).admit(self.endpoints.circuit_settings(), Instant::now());
             let probe = match admission {
                 Admission::Go => false,
                 Admission::Probe => true,
-                Admission::Wait(until) => {
-                    drop(turn);
-                    return Ok(self.defer(record, delivery, until.saturating_duration_since(Instant::now())).await);
+                Admission::Wait(until) => return Ok(self.defer(record, delivery, until.saturating_duration_since(Instant::now())).await),
+            };
+            // Then the endpoint's turn; past its waiting room or its rate the delivery
+            // is deferred, not attempted, and keeps its attempts.
+            let turn = match endpoint.turn().await {
+                Ok(turn) => turn,
+                Err(wait) => {
+                    if probe {
+                        lock(&endpoint.circuit).release_probe(Instant::now());
+                    }
+                    return Ok(self.defer(record, delivery, wait).await);
                 }
             };
             let number = i32::try_from(delivery.attempts.len() + 1).unwrap_or(i32::MAX);
             let (outcome, mut attempt) = self.attempt(opened, scheme, number, record.received_at).await?;
             drop(turn);
+            endpoint.observe(Duration::from_millis(u64::try_from(attempt.duration_ms).unwrap_or(0)));
             // Outages count against the circuit, answers close it; a probe that got
             // neither (a 4xx) leaves it open.
             let failed = matches!(outcome, AttemptOutcome::Timeout | AttemptOutcome::Connect | AttemptOutcome::Status { code: 408 | 500..=599, .. });
@@ -386,38 +394,65 @@ impl Dispatcher {
     /// inactive and `endpoint.disabled` is emitted; once it is enabled again (through
     /// the API), its circuit starts afresh.
     async fn disabled(&self, endpoint: &EndpointState, delivery: &RenderedDelivery) -> Option<&'static str> {
-        use std::sync::atomic::Ordering;
         if self.config.endpoint_disable_after.is_zero() {
             return None;
         }
-        if endpoint.disabled.load(Ordering::Acquire) {
-            // Our own write is applied before the table can say it was enabled again.
-            if self.endpoint_table.sync().await.is_ok() && self.endpoint_table.get(&delivery.endpoint_id).is_some_and(|e| e.active) {
-                endpoint.disabled.store(false, Ordering::Release);
+        let state = lock(&endpoint.disabled).clone();
+        match state {
+            Some(Disabled::Writing) => return Some("HL-ENDPOINT-DISABLED"),
+            Some(Disabled::Written(ours)) => {
+                // Enabled again: a record newer than the inactive one we wrote (a PATCH)
+                // says active.
+                let enabled = self.endpoint_table.sync().await.is_ok()
+                    && self.endpoint_table.get(&delivery.endpoint_id).is_some_and(|e| e.active && e.updated_at != ours);
+                if !enabled {
+                    return Some("HL-ENDPOINT-DISABLED");
+                }
+                *lock(&endpoint.disabled) = None;
                 *lock(&endpoint.circuit) = limits::Circuit::new(self.endpoints.circuit_settings());
                 tracing::info!(endpoint_id = %delivery.endpoint_id, "endpoint enabled again");
                 return None;
             }
-            return Some("HL-ENDPOINT-DISABLED");
+            None => {}
         }
-        let since = lock(&endpoint.circuit).failing_since()?;
+        let since = {
+            let circuit = lock(&endpoint.circuit);
+            // Only an endpoint this dispatcher saw fail (not only old attempts) is disabled.
+            if circuit.consecutive_failures() < self.endpoints.circuit_settings().failures {
+                return None;
+            }
+            circuit.failing_since()?
+        };
         if SystemTime::now().duration_since(since).unwrap_or_default() < self.config.endpoint_disable_after {
             return None;
         }
-        if !endpoint.disabled.swap(true, Ordering::AcqRel) {
-            self.disable(&delivery.endpoint_id, since).await;
+        {
+            let mut disabled = lock(&endpoint.disabled);
+            if disabled.is_some() {
+                return Some("HL-ENDPOINT-DISABLED");
+            }
+            *disabled = Some(Disabled::Writing);
         }
+        let written = self.disable(&delivery.endpoint_id, since).await;
+        *lock(&endpoint.disabled) = Some(Disabled::Written(written));
         Some("HL-ENDPOINT-DISABLED")
     }
 
-    /// Marks the endpoint inactive and emits `endpoint.disabled`.
-    async fn disable(&self, endpoint_id: &str, since: SystemTime) {
+    /// Marks the endpoint inactive and emits `endpoint.disabled`; returns the
+    /// `updated_at` of the record written.
+    async fn disable(&self, endpoint_id: &str, since: SystemTime) -> String {
         let since = time::OffsetDateTime::from(since).format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let reason = format!("failing since {since} without a success");
         tracing::warn!(endpoint_id, failing_since = %since, code = "HL-ENDPOINT-DISABLED", "endpoint disabled");
-        if let Some(mut endpoint) = self.endpoint_table.get(endpoint_id).filter(|e| e.active) {
+        let updated_at = wire::now_rfc3339();
+        // Read after a sync, so a recent change to the endpoint is not undone.
+        let current = match self.endpoint_table.sync().await {
+            Ok(()) => self.endpoint_table.get(endpoint_id),
+            Err(_) => None,
+        };
+        if let Some(mut endpoint) = current.filter(|e| e.active) {
             endpoint.active = false;
-            endpoint.updated_at = wire::now_rfc3339();
+            endpoint.updated_at.clone_from(&updated_at);
             match self.registry.encode(&endpoint) {
                 Ok(bytes) => {
                     if let Err(e) = kafka_io::send_durably(&self.producer, &self.topics.endpoints, endpoint_id.as_bytes(), Some(&bytes), None, &self.shutdown).await {
@@ -436,6 +471,7 @@ impl Dispatcher {
             }
             Err(e) => tracing::error!(endpoint_id, code = e.code(), "cannot encode endpoint.disabled"),
         }
+        updated_at
     }
 
     /// Defers a delivery without an attempt (circuit open, endpoint busy): back to the
@@ -453,6 +489,11 @@ impl Dispatcher {
 
     /// Writes the delivery to a retry tier; its offset may move once Kafka has it.
     async fn requeue(&self, record: &Record, delivery: RenderedDelivery, tier: usize) -> Outcome {
+        // Revoked meanwhile: the partition's new owner carries the delivery on, and a
+        // second copy here would fork its retries.
+        if !record.still_owned() {
+            return Outcome::Abandoned;
+        }
         let bytes = match self.registry.encode(&delivery) {
             Ok(bytes) => bytes,
             Err(e) => return self.dead_letter(record, delivery, e.code(), "the delivery cannot be encoded for a retry tier".to_owned()).await,
@@ -468,6 +509,9 @@ impl Dispatcher {
     }
 
     async fn dead_letter(&self, record: &Record, mut delivery: RenderedDelivery, code: &str, reason: String) -> Outcome {
+        if !record.still_owned() {
+            return Outcome::Abandoned;
+        }
         tracing::warn!(delivery_id = %delivery.delivery_id, endpoint_id = %delivery.endpoint_id, code, attempts = delivery.attempts.len(), "delivery failed; dead-lettered");
         let mut letter = self.dead_letters.letter(record, code, &reason);
         letter.event_id = Some(delivery.event_id.clone());

@@ -2,14 +2,13 @@
 //! one endpoint's failures or volume never take the capacity another one needs.
 //!
 //! The circuit breaker is a pure state machine on an injected clock (table-tested
-//! below); the limits are a semaphore and a `governor` rate limiter per endpoint.
+//! below); the limits are a semaphore and a reservation clock per endpoint (a send
+//! time is reserved, so a backlog is spread over time instead of polled).
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// When a circuit opens and for how long.
@@ -75,7 +74,16 @@ impl Circuit {
                 self.state = State::Probing { since: now };
                 Admission::Probe
             }
-            State::Probing { .. } => Admission::Wait(now + settings.cooldown.min(Duration::from_secs(1)).max(Duration::from_millis(100))),
+            // The others come back after a cooldown, by when the probe has its answer.
+            State::Probing { .. } => Admission::Wait(now + settings.cooldown),
+        }
+    }
+
+    /// Gives back a probe that was not sent (its delivery was deferred): the next
+    /// delivery probes instead.
+    pub fn release_probe(&mut self, now: Instant) {
+        if matches!(self.state, State::Probing { .. }) {
+            self.state = State::Open { until: now };
         }
     }
 
@@ -99,6 +107,11 @@ impl Circuit {
         }
     }
 
+    /// Failed attempts in a row seen by this process.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive
+    }
+
     /// Since when the endpoint has failed without a success in between.
     pub fn failing_since(&self) -> Option<SystemTime> {
         self.failing_since
@@ -119,16 +132,39 @@ impl Circuit {
     }
 }
 
-/// One endpoint's isolation state.
+/// One endpoint's isolation state: one per endpoint id, whatever limits its
+/// deliveries carry (the newest rendered ones set them).
 pub struct EndpointState {
     /// Its circuit breaker.
     pub circuit: Mutex<Circuit>,
     slots: Arc<Semaphore>,
-    limit: usize,
+    limits: Mutex<Limits>,
     waiting: std::sync::atomic::AtomicUsize,
-    rate: Option<(u32, DefaultDirectRateLimiter)>,
-    /// Set once an `endpoint.disabled` event was emitted for it.
-    pub disabled: std::sync::atomic::AtomicBool,
+    /// Deferrals since a delivery last got its turn: the backlog beyond the waiting room.
+    deferrals: std::sync::atomic::AtomicU32,
+    /// Recent attempt duration (an exponential average), to size deferrals.
+    latency: Mutex<Duration>,
+    /// Disabling: set while `endpoint.disabled` is being written, then holds the
+    /// `updated_at` of the inactive record written.
+    pub disabled: Mutex<Option<Disabled>>,
+}
+
+/// An endpoint this dispatcher disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disabled {
+    /// The inactive record is being written.
+    Writing,
+    /// Written, with this `updated_at`; a record with another one (a PATCH) may
+    /// enable it again.
+    Written(String),
+}
+
+struct Limits {
+    /// `rendered_at` of the delivery that set them.
+    set_by: String,
+    limit: usize,
+    /// Requests per second, and the next free send time (a reservation clock).
+    rate: Option<(u32, Instant)>,
 }
 
 /// A delivery's turn at its endpoint: hold it for the attempt.
@@ -136,64 +172,127 @@ pub struct Turn {
     _slot: OwnedSemaphorePermit,
 }
 
+/// Assumed attempt duration of an endpoint not attempted yet.
+const INITIAL_LATENCY: Duration = Duration::from_millis(250);
+/// Longest deferral of a busy endpoint's delivery.
+const MAX_DEFERRAL: Duration = Duration::from_secs(5 * 60);
+/// A rate-limit wait up to this is slept out holding the slot; longer ones defer.
+const MAX_PACING_SLEEP: Duration = Duration::from_secs(1);
+
 impl EndpointState {
-    fn new(limit: usize, rps: Option<u32>, circuit: &CircuitSettings) -> Self {
+    fn new(limit: usize, rps: Option<u32>, set_by: &str, circuit: &CircuitSettings) -> Self {
         EndpointState {
             circuit: Mutex::new(Circuit::new(circuit)),
             slots: Arc::new(Semaphore::new(limit)),
-            limit,
+            limits: Mutex::new(Limits { set_by: set_by.to_owned(), limit, rate: rps.map(|r| (r, Instant::now())) }),
             waiting: std::sync::atomic::AtomicUsize::new(0),
-            rate: rps.and_then(NonZeroU32::new).map(|r| (r.get(), RateLimiter::direct(Quota::per_second(r)))),
-            disabled: std::sync::atomic::AtomicBool::new(false),
+            deferrals: std::sync::atomic::AtomicU32::new(0),
+            latency: Mutex::new(INITIAL_LATENCY),
+            disabled: Mutex::new(None),
         }
     }
 
+    /// Takes the limits of a delivery rendered later than the one that set them.
+    fn update(&self, limit: usize, rps: Option<u32>, rendered_at: &str) {
+        let mut limits = lock(&self.limits);
+        if rendered_at <= limits.set_by.as_str() {
+            return;
+        }
+        limits.set_by = rendered_at.to_owned();
+        if limits.rate.map(|(r, _)| r) != rps {
+            limits.rate = rps.map(|r| (r, Instant::now()));
+        }
+        if limit > limits.limit {
+            self.slots.add_permits(limit - limits.limit);
+        } else if limit < limits.limit {
+            // Slots in use are taken out as they come back.
+            let (slots, fewer) = (self.slots.clone(), u32::try_from(limits.limit - limit).unwrap_or(u32::MAX));
+            tokio::spawn(async move {
+                if let Ok(permits) = slots.acquire_many_owned(fewer).await {
+                    permits.forget();
+                }
+            });
+        }
+        limits.limit = limit;
+    }
+
     /// Waits for a slot and the rate limit, or says how long to defer the delivery
-    /// instead: at most `limit` deliveries wait here, so a slow endpoint's backlog
-    /// goes back to a retry tier instead of taking the dispatcher's capacity.
+    /// instead. At most `limit` deliveries wait for a slot and a rate-limit wait longer
+    /// than a second is not slept out, so a slow or rate-limited endpoint's backlog
+    /// goes back to a retry tier instead of taking the dispatcher's capacity; each
+    /// deferral in a row waits longer (up to 5 min), so a backlog is not rewritten
+    /// every second.
     pub async fn turn(&self) -> Result<Turn, Duration> {
         use std::sync::atomic::Ordering;
+        let limit = lock(&self.limits).limit;
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
-                if waiting >= self.limit {
+                if waiting >= limit {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
-                    return Err(self.backlog_wait(waiting));
+                    return Err(self.deferral());
                 }
                 let slot = self.slots.clone().acquire_owned().await;
                 self.waiting.fetch_sub(1, Ordering::AcqRel);
                 slot.map_err(|_| Duration::from_secs(1))?
             }
         };
-        if let Some((_, limiter)) = &self.rate {
-            limiter.until_ready().await;
-        }
+        // Pacing: reserve the next send time.
+        let pause = {
+            let mut limits = lock(&self.limits);
+            match &mut limits.rate {
+                None => Duration::ZERO,
+                Some((rps, next_free)) => {
+                    let now = Instant::now();
+                    let at = (*next_free).max(now);
+                    let pause = at - now;
+                    if pause > MAX_PACING_SLEEP {
+                        // Deferred, not reserved: it comes back when the rate allows.
+                        drop(slot);
+                        return Err(pause);
+                    }
+                    *next_free = at + Duration::from_secs(1) / *rps;
+                    pause
+                }
+            }
+        };
+        tokio::time::sleep(pause).await;
+        self.deferrals.store(0, Ordering::Release);
         Ok(Turn { _slot: slot })
     }
 
-    /// How long a delivery beyond the waiting room is deferred: the backlog's share of
-    /// the rate limit, or a second.
-    fn backlog_wait(&self, waiting: usize) -> Duration {
-        let backlog = u64::try_from(waiting + self.limit).unwrap_or(u64::MAX);
-        match &self.rate {
-            Some((rps, _)) => Duration::from_secs((backlog / u64::from(*rps)).max(1)),
-            None => Duration::from_secs(1),
-        }
+    /// How long the backlog ahead of a deferred delivery takes to drain: deferrals
+    /// since the last turn × recent attempt duration ÷ the concurrency limit, between
+    /// 1 s and 5 min, ±20%. A fast endpoint's burst comes back in a second; a slow
+    /// endpoint's large backlog is spread over minutes instead of rewritten every second.
+    fn deferral(&self) -> Duration {
+        let n = self.deferrals.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let limit = u32::try_from(lock(&self.limits).limit).unwrap_or(u32::MAX).max(1);
+        let drain = (*lock(&self.latency) * n / limit).clamp(Duration::from_secs(1), MAX_DEFERRAL);
+        drain.mul_f64(rand::random::<f64>().mul_add(0.4, 0.8))
+    }
+
+    /// Records how long an attempt took.
+    pub fn observe(&self, took: Duration) {
+        let mut latency = lock(&self.latency);
+        *latency = (*latency * 7 + took) / 8;
     }
 }
 
 /// The isolation state of every endpoint this dispatcher delivered to.
 pub struct Endpoints {
     default_limit: usize,
+    max_limit: usize,
     circuit: CircuitSettings,
-    states: Mutex<HashMap<String, (usize, Option<u32>, Arc<EndpointState>)>>,
+    states: Mutex<HashMap<String, Arc<EndpointState>>>,
 }
 
 impl Endpoints {
-    /// Empty; `default_limit` applies to endpoints without `max_in_flight`.
-    pub fn new(default_limit: usize, circuit: CircuitSettings) -> Self {
-        Endpoints { default_limit, circuit, states: Mutex::new(HashMap::new()) }
+    /// Empty; `default_limit` applies to endpoints without `max_in_flight`, and no
+    /// endpoint gets more than `max_limit` (a share of the dispatcher's capacity).
+    pub fn new(default_limit: usize, max_limit: usize, circuit: CircuitSettings) -> Self {
+        Endpoints { default_limit, max_limit: max_limit.max(1), circuit, states: Mutex::new(HashMap::new()) }
     }
 
     /// The circuit settings.
@@ -201,25 +300,22 @@ impl Endpoints {
         &self.circuit
     }
 
-    /// The endpoint's state, made anew (circuit kept) when its limits changed.
-    pub fn get(&self, endpoint_id: &str, max_in_flight: Option<i32>, max_rps: Option<i32>) -> Arc<EndpointState> {
-        let limit = max_in_flight.and_then(|n| usize::try_from(n).ok()).filter(|n| *n > 0).unwrap_or(self.default_limit);
+    /// The endpoint's state, its limits updated when `rendered_at` is newer than the
+    /// delivery's that set them.
+    pub fn get(&self, endpoint_id: &str, max_in_flight: Option<i32>, max_rps: Option<i32>, rendered_at: &str) -> Arc<EndpointState> {
+        let limit = max_in_flight.and_then(|n| usize::try_from(n).ok()).filter(|n| *n > 0).unwrap_or(self.default_limit).min(self.max_limit);
         let rps = max_rps.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        match states.get(endpoint_id) {
-            Some((l, r, state)) if *l == limit && *r == rps => state.clone(),
-            previous => {
-                let fresh = EndpointState::new(limit, rps, &self.circuit);
-                if let Some((_, _, old)) = previous {
-                    let circuit = old.circuit.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    *fresh.circuit.lock().unwrap_or_else(|p| p.into_inner()) = circuit;
-                }
-                let fresh = Arc::new(fresh);
-                states.insert(endpoint_id.to_owned(), (limit, rps, fresh.clone()));
-                fresh
-            }
-        }
+        let state = lock(&self.states)
+            .entry(endpoint_id.to_owned())
+            .or_insert_with(|| Arc::new(EndpointState::new(limit, rps, rendered_at, &self.circuit)))
+            .clone();
+        state.update(limit, rps, rendered_at);
+        state
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -245,7 +341,9 @@ mod tests {
         assert_eq!(c.admit(&s, at(3)), Admission::Wait(at(12)), "three: open for the cooldown");
         assert_eq!(c.failing_since(), Some(wall), "since the first failure of the streak");
         assert_eq!(c.admit(&s, at(12)), Admission::Probe, "half-open: one probe");
-        assert!(matches!(c.admit(&s, at(12)), Admission::Wait(_)), "the others wait for it");
+        assert_eq!(c.admit(&s, at(12)), Admission::Wait(at(22)), "the others wait a cooldown for it");
+        c.release_probe(at(12));
+        assert_eq!(c.admit(&s, at(12)), Admission::Probe, "a probe given back goes to the next delivery");
         c.record(&s, true, at(13), wall);
         assert_eq!(c.admit(&s, at(14)), Admission::Wait(at(33)), "failed probe: cooldown doubled");
         assert_eq!(c.admit(&s, at(33)), Admission::Probe);
@@ -280,30 +378,60 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_endpoint_defers_what_exceeds_its_waiting_room() {
-        let endpoints = Endpoints::new(2, settings());
-        let state = endpoints.get("ep", None, None);
+        let endpoints = Endpoints::new(2, 100, settings());
+        let state = endpoints.get("ep", None, None, "t1");
         let a = state.turn().await.expect("slot 1");
-        let _b = state.turn().await.expect("slot 2");
-        let waiters: Vec<_> = (0..2).map(|_| tokio::spawn({ let s = state.clone(); async move { s.turn().await.is_ok() } })).collect();
+        let b = state.turn().await.expect("slot 2");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = state.clone();
+                tokio::spawn(async move { s.turn().await.is_ok() })
+            })
+            .collect();
         while state.waiting.load(std::sync::atomic::Ordering::Acquire) < 2 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(state.turn().await.err(), Some(Duration::from_secs(1)), "the fifth is deferred");
-        drop(a);
-        drop(_b);
+        let deferred = state.turn().await.err().expect("the fifth is deferred");
+        assert!((800..=1200).contains(&deferred.as_millis()), "about a second: {deferred:?}");
+        // A slow endpoint (10 s an attempt) with 40 deferred, 2 at a time: about 200 s.
+        for _ in 0..16 {
+            state.observe(Duration::from_secs(10));
+        }
+        let mut later = Duration::ZERO;
+        for _ in 0..39 {
+            later = state.turn().await.err().expect("deferred");
+        }
+        assert!(later >= Duration::from_secs(100) && later <= MAX_DEFERRAL, "the backlog's drain time: {later:?}");
+        drop((a, b));
         for w in waiters {
             assert!(w.await.unwrap(), "the waiting ones get their turn");
         }
-        let limited = endpoints.get("slow", Some(1), Some(2));
-        let _turn = limited.turn().await.expect("slot");
-        let waiter = tokio::spawn({ let s = limited.clone(); async move { s.turn().await.is_ok() } });
-        while limited.waiting.load(std::sync::atomic::Ordering::Acquire) < 1 {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(limited.turn().await.err(), Some(Duration::from_secs(1)), "2 in line at 2/s: a second");
-        drop(_turn);
-        assert!(waiter.await.unwrap());
-        assert!(Arc::ptr_eq(&endpoints.get("slow", Some(1), Some(2)), &limited), "same limits, same state");
-        assert!(!Arc::ptr_eq(&endpoints.get("slow", Some(3), Some(2)), &limited), "changed limits, new state");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_endpoint_spreads_its_sends_and_defers_past_a_second() {
+        let endpoints = Endpoints::new(10, 100, settings());
+        let state = endpoints.get("ep", None, Some(1), "t1");
+        let _first = state.turn().await.expect("at once");
+        let _second = state.turn().await.expect("a second later, slept out");
+        let third = state.turn().await.err().expect("two seconds out: deferred");
+        assert!(third > Duration::from_millis(1500), "{third:?}");
+    }
+
+    #[tokio::test]
+    async fn one_state_per_endpoint_whose_newest_deliveries_set_the_limits() {
+        let endpoints = Endpoints::new(10, 4, settings());
+        let state = endpoints.get("ep", Some(1), None, "2026-01-01T00:00:01Z");
+        let _one = state.turn().await.expect("the one slot");
+        let newer = endpoints.get("ep", Some(3), None, "2026-01-01T00:00:02Z");
+        assert!(Arc::ptr_eq(&state, &newer), "the same state: circuit and slots are shared");
+        let older = endpoints.get("ep", Some(1), None, "2026-01-01T00:00:01Z");
+        assert!(Arc::ptr_eq(&state, &older));
+        let _two = state.turn().await.expect("raised to 3 by the newer delivery");
+        let _three = state.turn().await.expect("an older delivery does not lower it");
+        let capped = endpoints.get("big", Some(1000), None, "t");
+        let turns: Vec<_> = futures::future::join_all((0..4).map(|_| capped.turn())).await;
+        assert!(turns.iter().all(Result::is_ok));
+        assert_eq!(capped.slots.available_permits(), 0, "capped at the dispatcher's share (4)");
     }
 }
