@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,8 @@ pub struct Service {
 
 impl Service {
     /// Starts `name` (a binary) with `env`; its output goes to `log_dir/<name>.<n>.log`.
-    pub fn start(name: &'static str, env: &HashMap<String, String>, log_dir: &PathBuf) -> Service {
-        let mut service = Service { name, env: env.clone(), child: None, log_dir: log_dir.clone(), starts: 0 };
+    pub fn start(name: &'static str, env: &HashMap<String, String>, log_dir: &Path) -> Service {
+        let mut service = Service { name, env: env.clone(), child: None, log_dir: log_dir.to_path_buf(), starts: 0 };
         service.spawn();
         service
     }
@@ -132,10 +132,10 @@ pub fn pipeline_env(kafka: &kafka_io::KafkaSettings, api_port: u16) -> HashMap<S
 pub async fn wait_healthy(client: &reqwest::Client, base: &str, within: Duration) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -10,9 +10,9 @@ use tests::{Pipeline, TOKEN};
 const SEED_SLACK: &str = "{\"attachments\": [{\"text\": {{printf \"*Prequel Sensitive Trace | Destination:* %s\\n\\n*<https://YOUR_ADMIN_HOST/destinations/%s|View Destination>*\\n\\n*Environment:* %s\\n\\n*Timestamp:* %s\\n\\n*Traces:*\\n```json\\n%s\\n```\" .DestinationId .DestinationId .Environment .Timestamp .SensitiveTraces | printf \"%q\"}}, \"color\": \"danger\", \"mrkdwn_in\": [\"text\"]}]}";
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> Value {
-    let resp = client.post(url).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+    let resp = client.post(url).bearer_auth(TOKEN).json(&body).send().await.expect("request");
     let status = resp.status();
-    let body: Value = resp.json().await.unwrap();
+    let body: Value = resp.json().await.expect("JSON body");
     assert!(status.is_success(), "{status}: {body}");
     body
 }

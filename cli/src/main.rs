@@ -2,6 +2,9 @@
 //!
 //! `hookline events send` produces one JSON-described event, through the producer API
 //! (`--api`) or straight to Kafka (`--kafka`), validated against the Avro schemas either way.
+//! `hookline dlq list|show|replay` inspects and replays dead letters ([`dlq`]).
+
+mod dlq;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -27,6 +30,9 @@ enum Command {
     Template(TemplateCommand),
     /// Verify a signed request as a receiver would; exits 0 when valid, else says why.
     Verify(VerifyArgs),
+    /// Inspect and replay dead letters (settings from the services' HOOKLINE_* variables).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 #[derive(Args)]
@@ -107,13 +113,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Events(EventsCommand::Send(args)) => send(args).await,
-            Command::Template(TemplateCommand::Render { template, data }) => render(&template, &data),
-            Command::Verify(args) => verify(&args),
+            Command::Events(EventsCommand::Send(args)) => send(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Template(TemplateCommand::Render { template, data }) => render(&template, &data).map(|()| ExitCode::SUCCESS),
+            Command::Verify(args) => verify(&args).map(|()| ExitCode::SUCCESS),
+            Command::Dlq(command) => dlq::run(command).await,
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("hookline: {e:#}");
             ExitCode::FAILURE

@@ -4,16 +4,16 @@ use std::process::Command;
 
 fn run(template: &str, data: &str) -> std::process::Output {
     let dir = std::env::temp_dir().join(format!("hl-cli-{}-{}", std::process::id(), template.len()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("t.tmpl"), template).unwrap();
-    std::fs::write(dir.join("d.json"), data).unwrap();
+    std::fs::create_dir_all(&dir).expect("test setup");
+    std::fs::write(dir.join("t.tmpl"), template).expect("test setup");
+    std::fs::write(dir.join("d.json"), data).expect("test setup");
     Command::new(env!("CARGO_BIN_EXE_hookline"))
         .args(["template", "render", "--template"])
         .arg(dir.join("t.tmpl"))
         .arg("--data")
         .arg(dir.join("d.json"))
         .output()
-        .unwrap()
+        .expect("run hookline")
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::process::Command;
 use signing::{sign, Keys, Request, RsaKey, Scheme};
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hookline")).arg("verify").args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hookline")).arg("verify").args(args).output().expect("run hookline");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 

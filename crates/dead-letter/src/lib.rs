@@ -10,6 +10,14 @@ use kafka_io::{CancellationToken, Outcome, Record, SendError};
 use rdkafka::producer::FutureProducer;
 use wire::{DeadLetter, Registry};
 
+/// Appended to a letter's reason when its raw record was dropped to fit the topic.
+pub const PAYLOAD_DROPPED: &str = " [raw record dropped: too large for the dead-letter topic]";
+/// Appended to a letter's reason when its request body was dropped to fit the topic:
+/// the request it keeps is no longer the one that was rendered, and is not replayed.
+pub const BODY_DROPPED: &str = " [request body dropped: too large for the dead-letter topic]";
+/// Appended to a letter's reason when its whole request was dropped to fit the topic.
+pub const REQUEST_DROPPED: &str = " [request dropped: too large for the dead-letter topic]";
+
 /// Writes dead letters of one stage to the dead-letter topic.
 #[derive(Clone)]
 pub struct DeadLetters {
@@ -77,18 +85,18 @@ impl DeadLetters {
 /// Drops the largest part still there; false when nothing is left to drop.
 fn shrink(letter: &mut DeadLetter) -> bool {
     if letter.payload.take().is_some() {
-        letter.reason.push_str(" [raw record dropped: too large for the dead-letter topic]");
+        letter.reason.push_str(PAYLOAD_DROPPED);
         return true;
     }
-    if let Some(delivery) = letter.delivery.as_mut() {
-        if !delivery.body.is_empty() {
-            delivery.body.clear();
-            letter.reason.push_str(" [request body dropped: too large for the dead-letter topic]");
-            return true;
-        }
+    if let Some(delivery) = letter.delivery.as_mut()
+        && !delivery.body.is_empty()
+    {
+        delivery.body.clear();
+        letter.reason.push_str(BODY_DROPPED);
+        return true;
     }
     if letter.delivery.take().is_some() {
-        letter.reason.push_str(" [request dropped: too large for the dead-letter topic]");
+        letter.reason.push_str(REQUEST_DROPPED);
         return true;
     }
     false

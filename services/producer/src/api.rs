@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::{deliveries, events, keys, trace_endpoints, webhooks, AppState};
+use crate::{dead_letters, deliveries, events, keys, trace_endpoints, webhooks, AppState};
 
 /// The API's routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -27,6 +27,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/sensitive-trace-endpoints/{id}",
             get(trace_endpoints::show).patch(trace_endpoints::update).delete(trace_endpoints::delete),
         )
+        .route("/webhooks/{id}/recover", post(dead_letters::recover))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/replay", post(dead_letters::replay))
+        .route("/dead-letters/{id}", get(dead_letters::show))
         .route("/signatures/webhook-key/rotate", post(keys::rotate_key))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

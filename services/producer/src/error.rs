@@ -83,6 +83,16 @@ impl ApiError {
         }
     }
 
+    /// 503 with what went wrong (a read Kafka did not answer, a replay not committed).
+    pub fn unavailable_because(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code, message: message.into(), field: None }
+    }
+
+    /// 409: the request collided with another one; it may be sent again.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::CONFLICT, code, message: message.into(), field: None }
+    }
+
     /// 500 for our own failure (never the caller's mistake).
     pub fn internal(code: &'static str) -> Self {
         ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code, message: "internal error".to_owned(), field: None }

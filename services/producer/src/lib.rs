@@ -1,14 +1,15 @@
 //! hookline-producer: the way into the pipeline for everything that does not write
 //! Kafka itself. HTTP ingest of events (validated against the Avro schemas) and the
 //! management API for webhooks and sensitive-trace endpoints, whose system of record
-//! is the compacted `endpoints` topic, and webhooks' recent deliveries, read from the
-//! attempt log (`delivery-attempts`).
+//! is the compacted `endpoints` topic, webhooks' recent deliveries, read from the
+//! attempt log (`delivery-attempts`), and dead letters (list, show, replay).
 //!
 //! Architecture invariant: the API answers a write only after Kafka acknowledged it.
 
 mod api;
 mod attempt_index;
 mod attempt_log;
+mod dead_letters;
 mod deliveries;
 mod error;
 mod events;
@@ -96,6 +97,7 @@ pub struct AppState {
     rotation_overlap: Duration,
     environment: String,
     attempts: attempt_log::AttemptLog,
+    dead_letters: dead_letter_ops::Store,
     shutdown: CancellationToken,
 }
 
@@ -155,6 +157,7 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
     );
     let max_body_bytes = config.api_max_body_bytes;
     let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
+    let dead_letters = dead_letter_ops::Store::new(config.kafka.clone()).context("loading schemas")?;
     let state = Arc::new(AppState {
         registry,
         topics,
@@ -167,6 +170,7 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
         rotation_overlap: config.secret_rotation_overlap,
         environment: config.environment.clone(),
         attempts,
+        dead_letters,
         shutdown: shutdown.clone(),
     });
     keys::ensure_signing_key(&state).await?;

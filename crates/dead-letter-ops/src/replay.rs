@@ -1,0 +1,449 @@
+//! Replaying dead letters: each matching letter that holds its request is re-queued to
+//! `rendered-deliveries` ([`crate::requeue`]) and marked on `dead-letter-replays`, both
+//! in one Kafka transaction.
+//!
+//! Exactly one re-queue per dead letter:
+//! - a letter with a mark is skipped (`already_replayed`); a replay that fails again
+//!   is a new dead letter with a new id, replayable in turn;
+//! - every replay uses the transactional id `<prefix>hookline-dead-letter-replay`, and
+//!   reads the marks only after `init_transactions`: a second replay fences the first
+//!   (which fails with [`OpsError::Conflict`], nothing written) or, started after the
+//!   first committed, reads its marks;
+//! - letters of one run that carry the same delivery id (a delivery dead-lettered twice
+//!   after a crash) are re-queued once and all marked (`duplicates`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use kafka_io::{Table, TopicSpec};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::Serialize;
+use signing::Sealer;
+use time::OffsetDateTime;
+use wire::{DeadLetter, Endpoint, RenderedDelivery};
+
+use crate::scan::{scan, Missing};
+use crate::{codes, parse_rfc3339, OpsError, Store};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a replay's transaction may stay open; also how long librdkafka retries a send.
+const TRANSACTION_TIMEOUT: &str = "60000";
+
+/// Which dead letters to replay; every field given must match.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// Only this endpoint's.
+    pub endpoint_id: Option<String>,
+    /// Only those that failed at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only those that failed before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Only these dead letters (empty: any).
+    pub ids: Vec<String>,
+}
+
+impl ReplayFilter {
+    /// True when nothing narrows it: every dead letter matches.
+    pub fn is_everything(&self) -> bool {
+        self.endpoint_id.is_none() && self.since.is_none() && self.until.is_none() && self.ids.is_empty()
+    }
+
+    /// True when `letter` passes.
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        let endpoint = letter.endpoint_id.as_deref().or(letter.delivery.as_ref().map(|d| d.endpoint_id.as_str()));
+        let failed_at = parse_rfc3339(&letter.failed_at);
+        self.endpoint_id.as_deref().is_none_or(|e| endpoint == Some(e))
+            && self.since.is_none_or(|since| failed_at.is_some_and(|t| t >= since))
+            && self.until.is_none_or(|until| failed_at.is_some_and(|t| t < until))
+            && (self.ids.is_empty() || self.ids.contains(&letter.id))
+    }
+}
+
+/// A replay to run.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// The letters.
+    pub filter: ReplayFilter,
+    /// Report what would happen; write nothing.
+    pub dry_run: bool,
+    /// Who asked (`cli`, `api`), kept in each mark.
+    pub requested_by: String,
+}
+
+/// What happened to one matching letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LetterOutcome {
+    /// The dead letter.
+    pub id: String,
+    /// Its delivery.
+    pub delivery_id: Option<String>,
+    /// Its endpoint.
+    pub endpoint_id: Option<String>,
+    /// `requeued` (in a dry run: would be), `already_replayed`, `duplicate` or `refused`.
+    pub outcome: &'static str,
+    /// Why it was refused.
+    pub code: Option<&'static str>,
+}
+
+/// What a replay did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Dead letters the filter selected.
+    pub matched: usize,
+    /// Re-queued for delivery.
+    pub requeued: usize,
+    /// Skipped: replayed before.
+    pub already_replayed: usize,
+    /// Marked without a re-queue: another letter of this run carries the same delivery.
+    pub duplicates: usize,
+    /// Not re-queued, by code (`HL-REPLAY-ENDPOINT-DELETED` ...).
+    pub refused: BTreeMap<String, usize>,
+    /// Ids asked for that no dead letter has.
+    pub not_found: Vec<String>,
+    /// Each matching letter, oldest first.
+    pub letters: Vec<LetterOutcome>,
+}
+
+/// How a replay is getting on, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// This many deliveries are about to be written.
+    Writing(usize),
+    /// One more was acknowledged (in the open transaction).
+    Written,
+    /// The transaction is being committed.
+    Committing,
+}
+
+/// What a run writes: a delivery per re-queued letter, a mark per re-queued or duplicate letter.
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    pub deliveries: Vec<RenderedDelivery>,
+    pub marks: Vec<wire::Replay>,
+}
+
+/// Decides, without I/O, what happens to each of `letters` (oldest first): `marks` holds
+/// the ids replayed before, `endpoint` gives an endpoint's current configuration with
+/// its secrets open (`Err(())`: they do not open).
+pub(crate) fn plan(
+    mut letters: Vec<DeadLetter>,
+    request: &ReplayRequest,
+    marks: &HashSet<String>,
+    endpoint: impl Fn(&str) -> Option<Result<Endpoint, ()>>,
+    sealer: &Sealer,
+    now: OffsetDateTime,
+) -> (ReplaySummary, Writes) {
+    letters.sort_by_cached_key(|l| (parse_rfc3339(&l.failed_at), l.id.clone()));
+    let mut summary = ReplaySummary { dry_run: request.dry_run, matched: letters.len(), ..ReplaySummary::default() };
+    let found: HashSet<&str> = letters.iter().map(|l| l.id.as_str()).collect();
+    summary.not_found = request.filter.ids.iter().filter(|id| !found.contains(id.as_str())).cloned().collect();
+    let mut writes = Writes::default();
+    // Delivery id -> index of its re-queued delivery in `writes`.
+    let mut requeued: HashMap<String, usize> = HashMap::new();
+    let replayed_at = wire::format_rfc3339(now);
+    for letter in &letters {
+        let d = letter.delivery.as_ref();
+        let mut outcome = LetterOutcome {
+            id: letter.id.clone(),
+            delivery_id: letter.delivery_id.clone().or_else(|| d.map(|d| d.delivery_id.clone())),
+            endpoint_id: letter.endpoint_id.clone().or_else(|| d.map(|d| d.endpoint_id.clone())),
+            outcome: "refused",
+            code: None,
+        };
+        let decided = if marks.contains(&letter.id) {
+            Ok("already_replayed")
+        } else {
+            decide(letter, &endpoint, sealer, now).map(|delivery| {
+                let mark = wire::Replay {
+                    dead_letter_id: letter.id.clone(),
+                    delivery_id: delivery.delivery_id.clone(),
+                    endpoint_id: delivery.endpoint_id.clone(),
+                    replayed_at: replayed_at.clone(),
+                    requested_by: request.requested_by.clone(),
+                };
+                writes.marks.push(mark);
+                match requeued.get(&delivery.delivery_id) {
+                    // Letters go oldest first: the newest of a delivery is re-queued.
+                    Some(&i) => writes.deliveries[i] = delivery,
+                    None => {
+                        requeued.insert(delivery.delivery_id.clone(), writes.deliveries.len());
+                        writes.deliveries.push(delivery);
+                    }
+                }
+                "requeued"
+            })
+        };
+        match decided {
+            Ok(o) => outcome.outcome = o,
+            Err(code) => {
+                outcome.code = Some(code);
+                *summary.refused.entry(code.to_owned()).or_default() += 1;
+            }
+        }
+        summary.letters.push(outcome);
+    }
+    // Of the letters of one delivery, the one re-queued is the one its delivery replays.
+    let requeued_letters: HashSet<&str> = writes.deliveries.iter().filter_map(|d| d.replay_of.as_deref()).collect();
+    for o in &mut summary.letters {
+        if o.outcome == "requeued" && !requeued_letters.contains(o.id.as_str()) {
+            o.outcome = "duplicate";
+        }
+    }
+    summary.requeued = summary.letters.iter().filter(|o| o.outcome == "requeued").count();
+    summary.duplicates = summary.letters.iter().filter(|o| o.outcome == "duplicate").count();
+    summary.already_replayed = summary.letters.iter().filter(|o| o.outcome == "already_replayed").count();
+    (summary, writes)
+}
+
+fn decide(letter: &DeadLetter, endpoint: &impl Fn(&str) -> Option<Result<Endpoint, ()>>, sealer: &Sealer, now: OffsetDateTime) -> Result<RenderedDelivery, &'static str> {
+    let d = letter.delivery.as_ref().ok_or(codes::NOT_REPLAYABLE)?;
+    let endpoint = match endpoint(&d.endpoint_id) {
+        None => return Err(codes::ENDPOINT_DELETED),
+        Some(Err(())) => return Err(codes::SEAL_OPEN),
+        Some(Ok(e)) => e,
+    };
+    if !endpoint.active {
+        return Err(codes::ENDPOINT_INACTIVE);
+    }
+    crate::requeue(letter, &endpoint, sealer, now)
+}
+
+impl Store {
+    /// Replays the letters `request` selects (see the module documentation). `endpoints`
+    /// is the live `endpoints` table (synced here), `sealer` the master key's.
+    pub async fn replay(
+        &self,
+        request: &ReplayRequest,
+        endpoints: &Table<Endpoint>,
+        sealer: &Sealer,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<ReplaySummary, OpsError> {
+        let registry = self.registry.clone();
+        let filter = request.filter.clone();
+        let letters = scan(&self.settings, &self.topics.dead_letter, Missing::Error, Vec::new(), move |letters: &mut Vec<DeadLetter>, r| {
+            if let Some(letter) = r.payload.and_then(|p| registry.decode::<DeadLetter>(p).ok()).filter(|l| filter.matches(l)) {
+                letters.push(letter);
+            }
+        })
+        .await?;
+        // Fence any replay still open before reading the marks (see the module documentation).
+        let producer = if request.dry_run { None } else { Some(self.transactional_producer().await?) };
+        let marks: HashSet<String> = self.marks().await?.into_keys().collect();
+        endpoints.sync().await?;
+        let lookup = |id: &str| {
+            endpoints.get(id).map(|mut e| service_kit::open_endpoint_secrets(sealer, &mut e).map(|()| e).map_err(|_| ()))
+        };
+        let (summary, writes) = plan(letters, request, &marks, lookup, sealer, OffsetDateTime::now_utc());
+        let Some(producer) = producer else { return Ok(summary) };
+        if writes.marks.is_empty() {
+            return Ok(summary);
+        }
+        progress(Progress::Writing(writes.deliveries.len()));
+        match self.write(&producer, &writes, progress).await {
+            Ok(()) => {
+                tracing::info!(requeued = summary.requeued, duplicates = summary.duplicates, requested_by = %request.requested_by, "dead letters replayed");
+                Ok(summary)
+            }
+            Err(e) => {
+                // Fenced by another replay, the producer failed for good and purged what
+                // it held: whatever error surfaced first, the cause is the conflict.
+                let fenced = producer.client().fatal_error().is_some_and(|(code, _)| is_fenced(code));
+                let abort = producer.clone();
+                let _ = tokio::task::spawn_blocking(move || abort.abort_transaction(CALL_TIMEOUT)).await;
+                Err(match e {
+                    _ if fenced => OpsError::Conflict,
+                    OpsError::Kafka(k) => OpsError::NotCommitted(k),
+                    other => other,
+                })
+            }
+        }
+    }
+
+    async fn transactional_producer(&self) -> Result<FutureProducer, OpsError> {
+        let spec = TopicSpec { name: self.topics.dead_letter_replays.clone(), compacted: true };
+        kafka_io::ensure_topics(&self.settings, &[spec]).await?;
+        let mut config = kafka_io::producer_config(&self.settings, "hookline-dead-letter-replay");
+        config
+            .set("transactional.id", format!("{}hookline-dead-letter-replay", self.settings.topic_prefix))
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT)
+            .set("message.timeout.ms", TRANSACTION_TIMEOUT);
+        let producer: FutureProducer = config.create()?;
+        let init = producer.clone();
+        tokio::task::spawn_blocking(move || init.init_transactions(CALL_TIMEOUT)).await.map_err(|_| OpsError::Kafka(KafkaError::Canceled))?.map_err(conflict)?;
+        Ok(producer)
+    }
+
+    /// Writes the deliveries and marks in one transaction and commits it.
+    async fn write(&self, producer: &FutureProducer, writes: &Writes, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<(), OpsError> {
+        producer.begin_transaction().map_err(conflict)?;
+        let mut records: Vec<(&str, &str, Vec<u8>, bool)> = Vec::with_capacity(writes.deliveries.len() + writes.marks.len());
+        for d in &writes.deliveries {
+            records.push((&self.topics.rendered_deliveries, &d.endpoint_id, self.registry.encode(d)?, true));
+        }
+        for m in &writes.marks {
+            records.push((&self.topics.dead_letter_replays, &m.dead_letter_id, self.registry.encode(m)?, false));
+        }
+        let mut pending = std::collections::VecDeque::new();
+        for (topic, key, bytes, is_delivery) in &records {
+            loop {
+                match producer.send_result(FutureRecord::to(topic).key(*key).payload(bytes)) {
+                    Ok(ack) => {
+                        pending.push_back((ack, *is_delivery));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // Room comes back as earlier records are acknowledged.
+                        let Some((ack, is_delivery)) = pending.pop_front() else {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        };
+                        acknowledged(ack.await, is_delivery, progress)?;
+                    }
+                    Err((e, _)) => return Err(conflict(e)),
+                }
+            }
+        }
+        while let Some((ack, is_delivery)) = pending.pop_front() {
+            acknowledged(ack.await, is_delivery, progress)?;
+        }
+        progress(Progress::Committing);
+        let mut tries = 0;
+        loop {
+            let commit = producer.clone();
+            let result = tokio::task::spawn_blocking(move || commit.commit_transaction(CALL_TIMEOUT))
+                .await
+                .map_err(|_| OpsError::Kafka(KafkaError::Canceled))?;
+            match result {
+                Ok(()) => return Ok(()),
+                // A commit that timed out may be asked again: it completes the same one.
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => tries += 1,
+                Err(e) => return Err(conflict(e)),
+            }
+        }
+    }
+}
+
+fn acknowledged<E>(ack: Result<OwnedDeliveryResult, E>, is_delivery: bool, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<(), OpsError> {
+    match ack {
+        Ok(Ok(_)) => {
+            if is_delivery {
+                progress(Progress::Written);
+            }
+            Ok(())
+        }
+        Ok(Err((e, _))) => Err(conflict(e)),
+        Err(_) => Err(OpsError::Kafka(KafkaError::Canceled)),
+    }
+}
+
+/// A Kafka error, as [`OpsError::Conflict`] when another replay fenced this one.
+fn conflict(e: KafkaError) -> OpsError {
+    let code = match &e {
+        KafkaError::Transaction(r) => Some(r.code()),
+        other => other.rdkafka_error_code(),
+    };
+    if code.is_some_and(is_fenced) { OpsError::Conflict } else { OpsError::Kafka(e) }
+}
+
+fn is_fenced(code: RDKafkaErrorCode) -> bool {
+    matches!(code, RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::list::tests::letter;
+
+    fn endpoints(id: &str) -> Option<Result<Endpoint, ()>> {
+        let e = |active| Endpoint { id: id.to_owned(), url: "https://now.example/hook".into(), active, signing_scheme: "prequel_rsa".into(), ..Endpoint::default() };
+        match id {
+            "ep-live" => Some(Ok(e(true))),
+            "ep-off" => Some(Ok(e(false))),
+            "ep-sealed" => Some(Err(())),
+            _ => None,
+        }
+    }
+
+    fn request(ids: &[&str]) -> ReplayRequest {
+        ReplayRequest { filter: ReplayFilter { ids: ids.iter().map(|s| (*s).to_owned()).collect(), ..ReplayFilter::default() }, dry_run: false, requested_by: "cli".into() }
+    }
+
+    #[test]
+    fn each_letter_is_requeued_skipped_or_refused_with_a_code() {
+        let sealer = Sealer::from_base64(&Sealer::new_master_key()).unwrap();
+        let at = |m: u32| format!("2024-01-15T10:{m:02}:00.000+00:00");
+        let mut twin_old = letter("twin-old", &at(5), Some("ep-live"), "HL-X");
+        let mut twin_new = letter("twin-new", &at(6), Some("ep-live"), "HL-X");
+        for l in [&mut twin_old, &mut twin_new] {
+            l.delivery_id = Some("del-twin".into());
+            l.delivery.as_mut().unwrap().delivery_id = "del-twin".into();
+        }
+        let letters = vec![
+            twin_new,
+            letter("live", &at(0), Some("ep-live"), "HL-X"),
+            letter("gone", &at(1), Some("ep-gone"), "HL-X"),
+            letter("unreadable", &at(2), None, "HL-WIRE-UNDECODABLE"),
+            letter("done", &at(3), Some("ep-live"), "HL-X"),
+            letter("off", &at(4), Some("ep-off"), "HL-X"),
+            twin_old,
+            letter("sealed", &at(7), Some("ep-sealed"), "HL-X"),
+        ];
+        let marks: HashSet<String> = ["done".to_owned()].into();
+        let now = parse_rfc3339("2024-01-16T00:00:00Z").unwrap();
+        let (summary, writes) = plan(letters, &request(&["live", "missing"]), &marks, endpoints, &sealer, now);
+        let outcomes: Vec<(&str, &str, Option<&str>)> = summary.letters.iter().map(|o| (o.id.as_str(), o.outcome, o.code)).collect();
+        assert_eq!(outcomes, [
+            ("live", "requeued", None),
+            ("gone", "refused", Some(codes::ENDPOINT_DELETED)),
+            ("unreadable", "refused", Some(codes::NOT_REPLAYABLE)),
+            ("done", "already_replayed", None),
+            ("off", "refused", Some(codes::ENDPOINT_INACTIVE)),
+            ("twin-old", "duplicate", None),
+            ("twin-new", "requeued", None),
+            ("sealed", "refused", Some(codes::SEAL_OPEN)),
+        ]);
+        assert_eq!((summary.matched, summary.requeued, summary.already_replayed, summary.duplicates), (8, 2, 1, 1));
+        assert_eq!(summary.refused.values().sum::<usize>(), 4);
+        assert_eq!(summary.refused[codes::ENDPOINT_DELETED], 1);
+        assert_eq!(summary.not_found, ["missing"]);
+
+        // Two deliveries (the twins once, as the newer letter), three marks.
+        let replays: Vec<(&str, Option<&str>)> = writes.deliveries.iter().map(|d| (d.delivery_id.as_str(), d.replay_of.as_deref())).collect();
+        assert_eq!(replays, [("del-live", Some("live")), ("del-twin", Some("twin-new"))]);
+        assert!(writes.deliveries.iter().all(|d| d.url == "https://now.example/hook"));
+        let marked: Vec<&str> = writes.marks.iter().map(|m| m.dead_letter_id.as_str()).collect();
+        assert_eq!(marked, ["live", "twin-old", "twin-new"]);
+        assert!(writes.marks.iter().all(|m| m.requested_by == "cli" && m.replayed_at == "2024-01-16T00:00:00.000+00:00"));
+    }
+
+    #[test]
+    fn the_filter_selects_by_endpoint_window_and_ids() {
+        let l = letter("a", "2024-01-15T10:00:00.000+00:00", Some("ep-1"), "HL-X");
+        let at = |s: &str| parse_rfc3339(s);
+        let f = |endpoint: Option<&str>, since: Option<&str>, until: Option<&str>, ids: &[&str]| ReplayFilter {
+            endpoint_id: endpoint.map(str::to_owned),
+            since: since.and_then(at),
+            until: until.and_then(at),
+            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let table = [
+            (f(None, None, None, &[]), true),
+            (f(Some("ep-1"), None, None, &[]), true),
+            (f(Some("ep-2"), None, None, &[]), false),
+            (f(None, Some("2024-01-15T10:00:00Z"), None, &[]), true),
+            (f(None, Some("2024-01-15T10:00:01Z"), None, &[]), false),
+            (f(None, None, Some("2024-01-15T10:00:00Z"), &[]), false),
+            (f(None, None, Some("2024-01-15T10:00:01Z"), &[]), true),
+            (f(None, None, None, &["b", "a"]), true),
+            (f(Some("ep-1"), None, None, &["b"]), false),
+        ];
+        for (filter, want) in table {
+            assert_eq!(filter.matches(&l), want, "{filter:?}");
+        }
+        assert!(f(None, None, None, &[]).is_everything() && !f(None, None, None, &["a"]).is_everything());
+    }
+}
