@@ -246,3 +246,67 @@ async fn a_black_holed_endpoint_does_not_slow_a_healthy_one() {
     // The circuit opened: far fewer attempts than deliveries reached the black hole.
     assert!(connections < 200, "{connections} connections to the black hole");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_too_long_is_disabled_announced_and_recovered() {
+    test_kit::init_logs();
+    // Disabled after 3 s of failing (5 days by default), its circuit quick to retry.
+    let pipeline = Pipeline::start(
+        "disable",
+        &[
+            ("HOOKLINE_ENDPOINT_DISABLE_AFTER", "3s"),
+            ("HOOKLINE_CIRCUIT_FAILURES", "2"),
+            ("HOOKLINE_CIRCUIT_COOLDOWN", "1s"),
+            ("HOOKLINE_CIRCUIT_MAX_COOLDOWN", "1s"),
+            ("HOOKLINE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s"),
+        ],
+    )
+    .await;
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let down = Receiver::scripted({
+        let fixed = fixed.clone();
+        move |_, _| Answer::status(if fixed.load(std::sync::atomic::Ordering::SeqCst) { 200 } else { 500 })
+    })
+    .await;
+    let watcher = Receiver::ok().await;
+    let since = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let failing = webhook(&pipeline, &down.url("/down"), json!({})).await;
+    // Another webhook is told, through the pipeline, that the first was disabled.
+    let body = json!({"webhook": {"name": "watch", "vendor": "generic_post", "url": watcher.url("/watch"), "events": ["endpoint.disabled"]}});
+    pipeline.post("/webhooks", &body).await;
+    let sent = send_events(&pipeline.client, &pipeline.base, 0..5, 5, |_| {}).await;
+    assert_eq!(sent.len(), 5);
+
+    let told = watcher.wait_until(Duration::from_secs(90), |got| !got.is_empty()).await;
+    let announced = told.first().map(Captured::json).expect("endpoint.disabled delivered to the watcher");
+    assert_eq!(announced["type"], "endpoint.disabled");
+    assert_eq!(announced["data"]["endpoint_id"], failing.as_str());
+    let got: Value = pipeline.client.get(format!("{}/webhooks/{failing}", pipeline.base)).bearer_auth(tests::TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["webhook"]["active"], false, "marked inactive: {got}");
+
+    // Every delivery ends dead-lettered; those after the disabling say so.
+    let topics = kafka_io::Topics::new(&pipeline.kafka.topic_prefix);
+    let read = test_kit::read_topic(&pipeline.kafka, &topics.dead_letter, Duration::from_secs(60), |r| {
+        test_kit::dead_letters(r).iter().filter_map(|d| d.delivery_id.clone()).collect::<HashSet<_>>().len() >= 5
+    })
+    .await;
+    let dead = test_kit::dead_letters(&read);
+    assert!(dead.iter().any(|d| d.reason_code == "HL-ENDPOINT-DISABLED"), "{:?}", dead.iter().map(|d| &d.reason_code).collect::<Vec<_>>());
+
+    // Fixed and enabled again: recover replays what was dead-lettered.
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let resp = pipeline.client.patch(format!("{}/webhooks/{failing}", pipeline.base)).bearer_auth(tests::TOKEN).json(&json!({"webhook": {"active": true}})).send().await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let before = down.captured().len();
+    let summary = pipeline.post(&format!("/webhooks/{failing}/recover"), &json!({ "since": since })).await;
+    let after = down.wait_until(Duration::from_secs(60), |got| distinct(&got[before..]).len() >= 5).await;
+    println!(
+        "disable: 5 events; endpoint.disabled announced; {} dead letters ({} HL-ENDPOINT-DISABLED); recover matched {} and re-queued {}; {} requests after it",
+        dead.len(),
+        dead.iter().filter(|d| d.reason_code == "HL-ENDPOINT-DISABLED").count(),
+        summary["matched"],
+        summary["requeued"],
+        after.len() - before
+    );
+    assert_eq!(distinct(&after[before..]).len(), 5, "every delivery recovered once the endpoint is back");
+}

@@ -203,10 +203,15 @@ impl Registry {
         let writer = &family.versions[*index].schema;
         let reader = &family.versions[family.current].schema;
         let mut datum = &bytes[HEADER_LEN..];
-        let value = GenericDatumReader::builder(writer)
-            .reader_schema(reader)
-            .build()
-            .and_then(|r| r.read_value(&mut datum))
+        // Written with the current schema: read as written. Resolving it against itself
+        // would re-pick union branches by shape (the first branch a record fits), and
+        // turn one event type's data into another's.
+        let read = if *index == family.current {
+            GenericDatumReader::builder(writer).build().and_then(|r| r.read_value(&mut datum))
+        } else {
+            GenericDatumReader::builder(writer).reader_schema(reader).build().and_then(|r| r.read_value(&mut datum))
+        };
+        let value = read
             // The library's message may quote the datum: keep only what we can say safely.
             .map_err(|_| WireError::Datum(format!("datum does not match {full_name} schema")))?;
         if !datum.is_empty() {

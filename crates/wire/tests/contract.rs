@@ -396,3 +396,15 @@ fn sensitive_fields_come_from_the_schema() {
     assert!(r.sensitive_fields("transfer.completed").is_empty());
     assert!(r.sensitive_fields("no.such_type").is_empty());
 }
+
+#[test]
+fn every_event_type_round_trips_through_its_encoding() {
+    let reg = registry();
+    for t in reg.event_types() {
+        let sample = reg.sample_event(t).unwrap();
+        let json = serde_json::json!({"type": t, "data": sample.data});
+        let (event, bytes) = reg.event_from_json(&json).unwrap_or_else(|e| panic!("{t}: {e}"));
+        let read = reg.decode_event(&bytes).unwrap_or_else(|e| panic!("{t} does not decode: {e}"));
+        assert_eq!((read.event_type.as_str(), &read.data), (t, &event.data), "{t}");
+    }
+}
