@@ -10,7 +10,7 @@
 //! Seal contexts name the delivery id, method and URL (`signing::delivery_context`),
 //! so every sealed part is opened with the old URL and sealed again with the new one.
 
-use signing::{delivery_context, Sealer};
+use signing::Sealer;
 use time::OffsetDateTime;
 use wire::{DeadLetter, Endpoint, RenderedDelivery};
 
@@ -81,43 +81,17 @@ fn signing_secrets(endpoint: &Endpoint, scheme: &str, now: OffsetDateTime) -> Ve
     endpoint.secret.iter().cloned().chain(previous).collect()
 }
 
-/// The delivery with its sealed parts open (in memory only). Values not sealed (written
-/// before sealing existed) pass as they are; signing secrets are replaced, not opened.
+/// The delivery with its sealed parts open (in memory only); its signing secrets are
+/// replaced by the endpoint's current ones, not opened.
 fn open(d: &RenderedDelivery, sealer: &Sealer) -> Result<RenderedDelivery, &'static str> {
-    let context = |part: &str| delivery_context(&d.delivery_id, part, &d.method, &d.url);
-    let mut open = d.clone();
-    for h in &mut open.sensitive_headers {
-        if Sealer::is_sealed(&h.value) {
-            let plain = sealer.open(&h.value, &context(&header_part(&h.name))).map_err(|_| codes::SEAL_OPEN)?;
-            h.value = String::from_utf8(plain).map_err(|_| codes::SEAL_OPEN)?;
-        }
-    }
-    if d.body_sealed {
-        let text = std::str::from_utf8(&d.body).map_err(|_| codes::SEAL_OPEN)?;
-        open.body = sealer.open(text, &context("body")).map_err(|_| codes::SEAL_OPEN)?;
-    }
-    open.signing_secrets.clear();
-    Ok(open)
+    let mut stripped = d.clone();
+    stripped.signing_secrets.clear();
+    service_kit::open_delivery(sealer, &stripped).map_err(|_| codes::SEAL_OPEN)
 }
 
 /// Seals what a delivery carries for its (new) URL, as the renderer does.
-fn seal(mut d: RenderedDelivery, sealer: &Sealer) -> RenderedDelivery {
-    let context = |part: &str| delivery_context(&d.delivery_id, part, &d.method, &d.url);
-    let headers: Vec<String> = d.sensitive_headers.iter().map(|h| sealer.seal(h.value.as_bytes(), &context(&header_part(&h.name)))).collect();
-    let secrets: Vec<String> = d.signing_secrets.iter().map(|s| sealer.seal(s.as_bytes(), &context("signing-secret"))).collect();
-    let body = d.body_sealed.then(|| sealer.seal(&d.body, &context("body")).into_bytes());
-    for (h, sealed) in d.sensitive_headers.iter_mut().zip(headers) {
-        h.value = sealed;
-    }
-    d.signing_secrets = secrets;
-    if let Some(body) = body {
-        d.body = body;
-    }
-    d
-}
-
-fn header_part(name: &str) -> String {
-    format!("header/{}", name.to_ascii_lowercase())
+fn seal(d: RenderedDelivery, sealer: &Sealer) -> RenderedDelivery {
+    service_kit::seal_delivery(sealer, d)
 }
 
 #[cfg(test)]
@@ -189,7 +163,7 @@ mod tests {
         assert_eq!((d.timeout_ms, d.max_rps), (Some(2500), Some(7)));
         assert_eq!(d.signing_scheme, "standard_webhooks");
         // Sealed for the new URL: opens there, and not under the old one.
-        let ctx = |part: &str, url: &str| delivery_context("del-1", part, "POST", url);
+        let ctx = |part: &str, url: &str| signing::delivery_context("del-1", part, "POST", url);
         let open = |v: &str, part: &str, url: &str| s.open(v, &ctx(part, url)).map(|p| String::from_utf8(p).unwrap());
         assert_eq!(open(&d.sensitive_headers[0].value, "header/authorization", "https://new.example/v2").unwrap(), "Bearer key-1");
         assert!(open(&d.sensitive_headers[0].value, "header/authorization", "https://old.example/hook").is_err());

@@ -142,15 +142,7 @@ pub async fn consume_concurrently<F, Fut>(
             }
         }
     }
-    let drain = async {
-        while let Some((ticket, topic, outcome)) = in_flight.next().await {
-            finish(consumer, tracker, ticket, topic.as_str(), outcome);
-        }
-    };
-    if tokio::time::timeout(options.drain_timeout, drain).await.is_err() {
-        tracing::warn!(left = lock(tracker).in_flight(), "drain timed out; unfinished records will be read again");
-    }
-    commit_stored(consumer);
+    drain(consumer, tracker, options, in_flight).await;
 }
 
 fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
@@ -315,12 +307,18 @@ pub async fn consume_delayed<F, Fut>(
             }
         }
     }
-    let drain = async {
+    drain(consumer, tracker, options, in_flight).await;
+}
+
+/// At shutdown: waits up to the drain timeout for records in flight, then commits
+/// what was stored. Records not finished are read again by the partition's next owner.
+async fn drain(consumer: &GroupConsumer, tracker: &Arc<Mutex<OffsetTracker>>, options: &ConsumeOptions, mut in_flight: FuturesUnordered<Work>) {
+    let wait = async {
         while let Some((ticket, topic, outcome)) = in_flight.next().await {
             finish(consumer, tracker, ticket, topic.as_str(), outcome);
         }
     };
-    if tokio::time::timeout(options.drain_timeout, drain).await.is_err() {
+    if tokio::time::timeout(options.drain_timeout, wait).await.is_err() {
         tracing::warn!(left = lock(tracker).in_flight(), "drain timed out; unfinished records will be read again");
     }
     commit_stored(consumer);

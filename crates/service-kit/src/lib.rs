@@ -296,6 +296,59 @@ pub fn open_signing_key(sealer: &signing::Sealer, key: &wire::SigningKey) -> any
     Ok(signing::RsaKey::from_pkcs8(&der, key.kid.clone())?)
 }
 
+/// The seal context of one part of a delivery (`body`, `signing-secret`,
+/// `header/<lower-case name>`): bound to its id, method and URL.
+fn delivery_part(d: &wire::RenderedDelivery, part: &str) -> String {
+    signing::delivery_context(&d.delivery_id, part, &d.method, &d.url)
+}
+
+fn header_part(name: &str) -> String {
+    format!("header/{}", name.to_ascii_lowercase())
+}
+
+/// Seals what a delivery carries of secrets before it is written to Kafka: the values
+/// of its sensitive headers, its signing secrets, and its body when it holds a secret
+/// (`body_sealed`). The dispatcher opens them at send time ([`open_delivery`]).
+pub fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) -> wire::RenderedDelivery {
+    let headers: Vec<String> = d.sensitive_headers.iter().map(|h| sealer.seal(h.value.as_bytes(), &delivery_part(&d, &header_part(&h.name)))).collect();
+    let secrets: Vec<String> = d.signing_secrets.iter().map(|s| sealer.seal(s.as_bytes(), &delivery_part(&d, "signing-secret"))).collect();
+    let body = d.body_sealed.then(|| sealer.seal(&d.body, &delivery_part(&d, "body")).into_bytes());
+    for (h, sealed) in d.sensitive_headers.iter_mut().zip(headers) {
+        h.value = sealed;
+    }
+    d.signing_secrets = secrets;
+    if let Some(body) = body {
+        d.body = body;
+    }
+    d
+}
+
+/// The delivery with its sealed parts opened, for memory only. Values that are not
+/// sealed (written before sealing existed) pass as they are. Errors with
+/// `HL-SEAL-OPEN` when a part does not open with this key and context.
+pub fn open_delivery(sealer: &signing::Sealer, d: &wire::RenderedDelivery) -> Result<wire::RenderedDelivery, &'static str> {
+    const CODE: &str = "HL-SEAL-OPEN";
+    let open = |v: &str, part: &str| -> Result<String, &'static str> {
+        if !signing::Sealer::is_sealed(v) {
+            return Ok(v.to_owned());
+        }
+        let plain = sealer.open(v, &delivery_part(d, part)).map_err(|_| CODE)?;
+        String::from_utf8(plain).map_err(|_| CODE)
+    };
+    let mut opened = d.clone();
+    for h in &mut opened.sensitive_headers {
+        h.value = open(&h.value, &header_part(&h.name))?;
+    }
+    for s in &mut opened.signing_secrets {
+        *s = open(s, "signing-secret")?;
+    }
+    if d.body_sealed {
+        let text = std::str::from_utf8(&d.body).map_err(|_| CODE)?;
+        opened.body = sealer.open(text, &delivery_part(d, "body")).map_err(|_| CODE)?;
+    }
+    Ok(opened)
+}
+
 /// Opens, in memory, the sealed secrets of an endpoint read from Kafka (`api_key`,
 /// `secret`, `previous_secret`); values written before sealing existed pass as they
 /// are. On failure, names the field that did not open (it stays sealed).

@@ -559,26 +559,9 @@ impl Dispatcher {
 
     /// The delivery with its sealed parts opened (kept in memory only).
     fn open(&self, delivery: &RenderedDelivery) -> Result<RenderedDelivery, &'static str> {
-        let context = |part: &str| signing::delivery_context(&delivery.delivery_id, part, &delivery.method, &delivery.url);
-        let open = |v: &str, part: &str| -> Result<String, &'static str> {
-            if !signing::Sealer::is_sealed(v) {
-                return Ok(v.to_owned());
-            }
-            self.sealer.open(v, &context(part)).map(|p| String::from_utf8_lossy(&p).into_owned()).map_err(|_| "HL-SEAL-OPEN")
-        };
-        let mut d = delivery.clone();
-        d.attempts = Vec::new();
-        for h in &mut d.sensitive_headers {
-            h.value = open(&h.value, &format!("header/{}", h.name.to_ascii_lowercase()))?;
-        }
-        for s in &mut d.signing_secrets {
-            *s = open(s, "signing-secret")?;
-        }
-        if d.body_sealed {
-            let text = String::from_utf8(std::mem::take(&mut d.body)).map_err(|_| "HL-SEAL-OPEN")?;
-            d.body = self.sealer.open(&text, &context("body")).map_err(|_| "HL-SEAL-OPEN")?;
-        }
-        Ok(d)
+        let mut opened = service_kit::open_delivery(&self.sealer, delivery)?;
+        opened.attempts = Vec::new();
+        Ok(opened)
     }
 
     /// The account's current signing key: keys written before this record was received

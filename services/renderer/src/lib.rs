@@ -345,20 +345,4 @@ fn open_endpoint(sealer: &signing::Sealer, mut endpoint: Endpoint) -> Result<End
     }
 }
 
-/// Seals what a delivery carries of secrets before it is written to Kafka: the values
-/// of its sensitive headers, its signing secrets, and its body when a template put the
-/// secret there. The dispatcher opens them at send time.
-pub(crate) fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) -> wire::RenderedDelivery {
-    let context = |part: &str| signing::delivery_context(&d.delivery_id, part, &d.method, &d.url);
-    let headers: Vec<String> = d.sensitive_headers.iter().map(|h| sealer.seal(h.value.as_bytes(), &context(&format!("header/{}", h.name.to_ascii_lowercase())))).collect();
-    let secrets: Vec<String> = d.signing_secrets.iter().map(|s| sealer.seal(s.as_bytes(), &context("signing-secret"))).collect();
-    let body = d.body_sealed.then(|| sealer.seal(&d.body, &context("body")).into_bytes());
-    for (h, sealed) in d.sensitive_headers.iter_mut().zip(headers) {
-        h.value = sealed;
-    }
-    d.signing_secrets = secrets;
-    if let Some(body) = body {
-        d.body = body;
-    }
-    d
-}
+pub(crate) use service_kit::seal_delivery;
