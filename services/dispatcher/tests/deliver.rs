@@ -152,7 +152,7 @@ async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
     let started = Instant::now();
     let task = tokio::spawn(dispatcher::run(config, shutdown.clone()));
     let got = receiver
-        .wait_until(HANG, |c| c.iter().filter(|c| c.uri == "/ok").count() == 20)
+        .wait_until(HANG, |c| c.iter().filter(|c| c.uri == "/ok").count() == 20 && c.iter().filter(|c| c.uri == "/hang").count() == 5)
         .await;
     // Causal, not a speed check: the healthy deliveries all arrived while the hanging
     // ones were still unanswered.
