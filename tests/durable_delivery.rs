@@ -19,7 +19,7 @@ type Counts = Arc<Mutex<HashMap<String, usize>>>;
 
 fn count(counts: &Counts, req: &Captured) -> usize {
     let id = req.header("hookline-delivery-id").unwrap_or_default().to_owned();
-    let mut counts = counts.lock().unwrap();
+    let mut counts = counts.lock().expect("test setup");
     let n = counts.entry(id).or_insert(0);
     *n += 1;
     *n
@@ -28,8 +28,8 @@ fn count(counts: &Counts, req: &Captured) -> usize {
 /// A receiver that cuts the connection in the middle of its first answer to each
 /// delivery (half a status line), and answers 200 after that.
 async fn cutting_receiver() -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/cut", listener.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test setup");
+    let url = format!("http://{}/cut", listener.local_addr().expect("test setup"));
     let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
     let log = seen.clone();
     tokio::spawn(async move {
@@ -62,7 +62,7 @@ async fn cutting_receiver() -> (String, Arc<Mutex<Vec<(String, bool)>>>) {
                 let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
                 let id = head.lines().find_map(|l| l.strip_prefix("hookline-delivery-id:")).unwrap_or_default().trim().to_owned();
                 let first = {
-                    let mut log = log.lock().unwrap();
+                    let mut log = log.lock().expect("test setup");
                     let first = !log.iter().any(|(seen, _)| *seen == id);
                     log.push((id, !first));
                     first
@@ -132,7 +132,7 @@ async fn every_delivery_is_delivered_or_dead_lettered_through_faults_and_a_kill(
         let ids: HashSet<_> = dead.iter().filter_map(|d| d.delivery_id.clone()).collect();
         // The flaky receiver's third request for a delivery is its first 200.
         let delivered = |got: &[Captured]| group(got).values().filter(|requests| requests.len() >= 3).count();
-        let cut_done = cut.lock().unwrap().iter().filter(|(_, answered)| *answered).map(|(id, _)| id.clone()).collect::<HashSet<_>>().len();
+        let cut_done = cut.lock().expect("test setup").iter().filter(|(_, answered)| *answered).map(|(id, _)| id.clone()).collect::<HashSet<_>>().len();
         if (ids.len() >= 2 * EVENTS && delivered(&flaky.captured()) >= EVENTS && cut_done >= EVENTS) || Instant::now() > deadline {
             break dead;
         }
@@ -149,12 +149,12 @@ async fn every_delivery_is_delivered_or_dead_lettered_through_faults_and_a_kill(
         let ok = requests.len().saturating_sub(2);
         assert!(ok >= 1, "{id} never delivered: {} requests", requests.len());
         duplicates += ok - 1;
-        let (first, last) = (requests.first().unwrap(), requests.last().unwrap());
+        let (first, last) = (requests.first().expect("test setup"), requests.last().expect("test setup"));
         assert!(timestamp(last) > timestamp(first), "{id}: a retry seconds later carries a fresh timestamp");
         assert!(requests.iter().all(|r| r.body == first.body), "{id}: the same request every time");
     }
     // Cut mid-response: retried, then delivered.
-    let cut = cut.lock().unwrap().clone();
+    let cut = cut.lock().expect("test setup").clone();
     let cut_ids: HashSet<_> = cut.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(cut_ids.len(), EVENTS);
     assert!(cut_ids.iter().all(|id| cut.iter().any(|(i, answered)| i == id && *answered)), "every cut delivery retried and answered");
@@ -178,7 +178,7 @@ async fn every_delivery_is_delivered_or_dead_lettered_through_faults_and_a_kill(
     let log: Vec<wire::DeliveryAttempt> = test_kit::read_topic(&pipeline.kafka, &topics.delivery_attempts, Duration::from_secs(5), |_| false)
         .await
         .iter()
-        .filter_map(|r| wire::Registry::bundled().unwrap().decode(r.value.as_deref()?).ok())
+        .filter_map(|r| wire::Registry::bundled().expect("test setup").decode(r.value.as_deref()?).ok())
         .collect();
     let outcomes = |endpoint: &str, outcome: &str| log.iter().filter(|a| a.endpoint_id == endpoint && a.outcome == outcome).map(|a| a.delivery_id.clone()).collect::<HashSet<_>>().len();
     assert_eq!(outcomes(&flaky_id, "delivered"), EVENTS);
@@ -213,14 +213,14 @@ async fn a_black_holed_endpoint_does_not_slow_a_healthy_one() {
     test_kit::init_logs();
     let pipeline = Pipeline::start("blackhole", &[("HOOKLINE_RETRY_SCHEDULE", "1s,1s"), ("HOOKLINE_RETRY_THROTTLE_MIN", "1s"), ("HOOKLINE_CIRCUIT_COOLDOWN", "2s")]).await;
     // Accepts connections and never answers.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hole_url = format!("http://{}/hole", hole.local_addr().unwrap());
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test setup");
+    let hole_url = format!("http://{}/hole", hole.local_addr().expect("test setup"));
     let held = Arc::new(Mutex::new(Vec::new()));
     tokio::spawn({
         let held = held.clone();
         async move {
             while let Ok((socket, _)) = hole.accept().await {
-                held.lock().unwrap().push(socket);
+                held.lock().expect("test setup").push(socket);
             }
         }
     });
@@ -237,7 +237,7 @@ async fn a_black_holed_endpoint_does_not_slow_a_healthy_one() {
     let got = healthy.wait_until(Duration::from_secs(60), |got| distinct(got).len() >= 200 + sent.len()).await;
     let beside = started.elapsed();
     assert_eq!(distinct(&got).len(), 400, "the healthy endpoint got every delivery");
-    let connections = held.lock().unwrap().len();
+    let connections = held.lock().expect("test setup").len();
     println!(
         "black hole: 200 events to a healthy endpoint alone in {:.2} s; 200 more beside a black-holed endpoint (10 s timeout) in {:.2} s; the black hole took {connections} connections",
         alone.as_secs_f64(),
@@ -269,7 +269,7 @@ async fn an_endpoint_failing_too_long_is_disabled_announced_and_recovered() {
     })
     .await;
     let watcher = Receiver::ok().await;
-    let since = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let since = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("test setup");
     let failing = webhook(&pipeline, &down.url("/down"), json!({})).await;
     // Another webhook is told, through the pipeline, that the first was disabled.
     let body = json!({"webhook": {"name": "watch", "vendor": "generic_post", "url": watcher.url("/watch"), "events": ["endpoint.disabled"]}});
@@ -281,7 +281,7 @@ async fn an_endpoint_failing_too_long_is_disabled_announced_and_recovered() {
     let announced = told.first().map(Captured::json).expect("endpoint.disabled delivered to the watcher");
     assert_eq!(announced["type"], "endpoint.disabled");
     assert_eq!(announced["data"]["endpoint_id"], failing.as_str());
-    let got: Value = pipeline.client.get(format!("{}/webhooks/{failing}", pipeline.base)).bearer_auth(tests::TOKEN).send().await.unwrap().json().await.unwrap();
+    let got: Value = pipeline.client.get(format!("{}/webhooks/{failing}", pipeline.base)).bearer_auth(tests::TOKEN).send().await.expect("test setup").json().await.expect("test setup");
     assert_eq!(got["webhook"]["active"], false, "marked inactive: {got}");
 
     // Every delivery ends dead-lettered; those after the disabling say so.
@@ -295,7 +295,7 @@ async fn an_endpoint_failing_too_long_is_disabled_announced_and_recovered() {
 
     // Fixed and enabled again: recover replays what was dead-lettered.
     fixed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let resp = pipeline.client.patch(format!("{}/webhooks/{failing}", pipeline.base)).bearer_auth(tests::TOKEN).json(&json!({"webhook": {"active": true}})).send().await.unwrap();
+    let resp = pipeline.client.patch(format!("{}/webhooks/{failing}", pipeline.base)).bearer_auth(tests::TOKEN).json(&json!({"webhook": {"active": true}})).send().await.expect("test setup");
     assert!(resp.status().is_success(), "{}", resp.status());
     let before = down.captured().len();
     let summary = pipeline.post(&format!("/webhooks/{failing}/recover"), &json!({ "since": since })).await;

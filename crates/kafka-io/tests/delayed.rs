@@ -10,15 +10,18 @@ use tokio_util::sync::CancellationToken;
 
 const DELAY: Duration = Duration::from_secs(2);
 
+/// (partition, offset, record timestamp, handed-over time) of each record handed over.
+type Seen = Vec<(i32, i64, i64, i64)>;
+
 fn now_ms() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).expect("test setup").as_millis()).expect("test setup")
 }
 
 /// Runs a delayed consumer in `group` until it has handed over `expect` records or
 /// `within` passes; returns (partition, offset, record timestamp, handed-over time) of each.
-async fn consume(settings: &kafka_io::KafkaSettings, topic: &str, group: &str, expect: usize, within: Duration) -> Vec<(i32, i64, i64, i64)> {
-    let (consumer, tracker) = kafka_io::group_consumer(settings, "test", group, topic).unwrap();
-    let seen: Arc<Mutex<Vec<(i32, i64, i64, i64)>>> = Arc::default();
+async fn consume(settings: &kafka_io::KafkaSettings, topic: &str, group: &str, expect: usize, within: Duration) -> Seen {
+    let (consumer, tracker) = kafka_io::group_consumer(settings, "test", group, topic).expect("test setup");
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let shutdown = CancellationToken::new();
     // Two in flight: the loop is full most of the time and must pause, not stop polling.
     let options = ConsumeOptions { max_in_flight: 2, drain_timeout: Duration::from_secs(5) };
@@ -28,7 +31,7 @@ async fn consume(settings: &kafka_io::KafkaSettings, topic: &str, group: &str, e
             kafka_io::consume_delayed(&consumer, &tracker, &options, DELAY, &shutdown, |record| {
                 let seen = seen.clone();
                 async move {
-                    seen.lock().unwrap().push((record.partition, record.offset, record.timestamp_ms.unwrap_or_default(), now_ms()));
+                    seen.lock().expect("test setup").push((record.partition, record.offset, record.timestamp_ms.unwrap_or_default(), now_ms()));
                     // A little work, so records overlap.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Outcome::Done
@@ -39,7 +42,7 @@ async fn consume(settings: &kafka_io::KafkaSettings, topic: &str, group: &str, e
     };
     let watch = async {
         let deadline = tokio::time::Instant::now() + within;
-        while seen.lock().unwrap().len() < expect && tokio::time::Instant::now() < deadline {
+        while seen.lock().expect("test setup").len() < expect && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Let offsets be stored and committed.
@@ -47,18 +50,17 @@ async fn consume(settings: &kafka_io::KafkaSettings, topic: &str, group: &str, e
         shutdown.cancel();
     };
     tokio::join!(run, watch);
-    let seen = seen.lock().unwrap().clone();
-    seen
+    seen.lock().expect("test setup").clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_handed_over_after_their_delay_once_each() {
     let settings = test_kit::kafka_settings("delayed");
     let topic = format!("{}tier", settings.topic_prefix);
-    kafka_io::ensure_topics(&settings, &[TopicSpec { name: topic.clone(), compacted: false }]).await.unwrap();
+    kafka_io::ensure_topics(&settings, &[TopicSpec { name: topic.clone(), compacted: false }]).await.expect("test setup");
     let group = format!("{}group", settings.topic_prefix);
     // Two waves a second apart, over every partition.
-    let wave: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("k{i}"), vec![u8::try_from(i).unwrap()])).collect();
+    let wave: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("k{i}"), vec![u8::try_from(i).expect("test setup")])).collect();
     let records: Vec<(&str, Vec<u8>)> = wave.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let started = now_ms();
     test_kit::produce(&settings, &topic, &records).await;
@@ -73,7 +75,7 @@ async fn records_are_handed_over_after_their_delay_once_each() {
     assert_eq!(offsets.len(), 12, "once each");
     for (_, offset, timestamp, handed) in &seen {
         assert!(*timestamp >= started - 1000, "offset {offset}: a timestamp of this run");
-        assert!(handed >= &(timestamp + i64::try_from(DELAY.as_millis()).unwrap()), "offset {offset} handed over {} ms after it was written", handed - timestamp);
+        assert!(handed >= &(timestamp + i64::try_from(DELAY.as_millis()).expect("test setup")), "offset {offset} handed over {} ms after it was written", handed - timestamp);
     }
     // Offsets were committed: the group has nothing left to hand over.
     let again = consume(&settings, &topic, &group, 1, Duration::from_secs(6)).await;

@@ -289,12 +289,12 @@ async fn per_endpoint_timeouts_and_response_excerpts() {
 async fn self_signed_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("test receiver");
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.cert.der().clone()], key).unwrap();
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.cert.der().clone()], key).expect("test receiver");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://127.0.0.1:{}/tls", listener.local_addr().unwrap().port());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test receiver");
+    let url = format!("https://127.0.0.1:{}/tls", listener.local_addr().expect("test receiver").port());
     let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = served.clone();
     tokio::spawn(async move {
