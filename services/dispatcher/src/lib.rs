@@ -181,8 +181,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     }
     tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, schedule = %schedule, "dispatcher started");
     let dispatcher = Arc::new(Dispatcher {
-        // No endpoint takes more than a quarter of the slots (as many again wait).
-        endpoints: Endpoints::new(config.endpoint_max_in_flight, config.dispatcher_max_in_flight / 4, circuit),
+        // No endpoint holds more than half the slots (in flight and waiting).
+        endpoints: Endpoints::new(config.endpoint_max_in_flight, config.dispatcher_max_in_flight / 2, circuit),
         config,
         schedule,
         registry,

@@ -139,6 +139,8 @@ pub struct EndpointState {
     pub circuit: Mutex<Circuit>,
     slots: Arc<Semaphore>,
     limits: Mutex<Limits>,
+    /// The most deliveries it may hold, in flight and waiting together.
+    share: usize,
     waiting: std::sync::atomic::AtomicUsize,
     /// Deferrals since a delivery last got its turn: the backlog beyond the waiting room.
     deferrals: std::sync::atomic::AtomicU32,
@@ -180,8 +182,9 @@ const MAX_DEFERRAL: Duration = Duration::from_secs(5 * 60);
 const MAX_PACING_SLEEP: Duration = Duration::from_secs(1);
 
 impl EndpointState {
-    fn new(limit: usize, rps: Option<u32>, set_by: &str, circuit: &CircuitSettings) -> Self {
+    fn new(limit: usize, share: usize, rps: Option<u32>, set_by: &str, circuit: &CircuitSettings) -> Self {
         EndpointState {
+            share,
             circuit: Mutex::new(Circuit::new(circuit)),
             slots: Arc::new(Semaphore::new(limit)),
             limits: Mutex::new(Limits { set_by: set_by.to_owned(), limit, rate: rps.map(|r| (r, Instant::now())) }),
@@ -217,7 +220,7 @@ impl EndpointState {
     }
 
     /// Waits for a slot and the rate limit, or says how long to defer the delivery
-    /// instead. At most `limit` deliveries wait for a slot and a rate-limit wait longer
+    /// instead. At most the endpoint's share wait for a slot and a rate-limit wait longer
     /// than a second is not slept out, so a slow or rate-limited endpoint's backlog
     /// goes back to a retry tier instead of taking the dispatcher's capacity; each
     /// deferral in a row waits longer (up to 5 min), so a backlog is not rewritten
@@ -229,7 +232,8 @@ impl EndpointState {
             Ok(slot) => slot,
             Err(_) => {
                 let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
-                if waiting >= limit {
+                // The waiting room: what the endpoint's share leaves beyond its slots.
+                if waiting >= self.share.saturating_sub(limit).max(1) {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(self.deferral());
                 }
@@ -283,16 +287,19 @@ impl EndpointState {
 /// The isolation state of every endpoint this dispatcher delivered to.
 pub struct Endpoints {
     default_limit: usize,
-    max_limit: usize,
+    share: usize,
     circuit: CircuitSettings,
     states: Mutex<HashMap<String, Arc<EndpointState>>>,
 }
 
 impl Endpoints {
-    /// Empty; `default_limit` applies to endpoints without `max_in_flight`, and no
-    /// endpoint gets more than `max_limit` (a share of the dispatcher's capacity).
-    pub fn new(default_limit: usize, max_limit: usize, circuit: CircuitSettings) -> Self {
-        Endpoints { default_limit, max_limit: max_limit.max(1), circuit, states: Mutex::new(HashMap::new()) }
+    /// Empty; `default_limit` applies to endpoints without `max_in_flight`. No
+    /// endpoint holds more than `share` deliveries (in flight and waiting), nor has
+    /// more than half of that in flight: the rest of the dispatcher's capacity stays
+    /// for the others. A burst to a healthy endpoint waits its turn within the share
+    /// instead of being deferred.
+    pub fn new(default_limit: usize, share: usize, circuit: CircuitSettings) -> Self {
+        Endpoints { default_limit, share: share.max(2), circuit, states: Mutex::new(HashMap::new()) }
     }
 
     /// The circuit settings.
@@ -303,11 +310,11 @@ impl Endpoints {
     /// The endpoint's state, its limits updated when `rendered_at` is newer than the
     /// delivery's that set them.
     pub fn get(&self, endpoint_id: &str, max_in_flight: Option<i32>, max_rps: Option<i32>, rendered_at: &str) -> Arc<EndpointState> {
-        let limit = max_in_flight.and_then(|n| usize::try_from(n).ok()).filter(|n| *n > 0).unwrap_or(self.default_limit).min(self.max_limit);
+        let limit = max_in_flight.and_then(|n| usize::try_from(n).ok()).filter(|n| *n > 0).unwrap_or(self.default_limit).min(self.share / 2);
         let rps = max_rps.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
         let state = lock(&self.states)
             .entry(endpoint_id.to_owned())
-            .or_insert_with(|| Arc::new(EndpointState::new(limit, rps, rendered_at, &self.circuit)))
+            .or_insert_with(|| Arc::new(EndpointState::new(limit, self.share, rps, rendered_at, &self.circuit)))
             .clone();
         state.update(limit, rps, rendered_at);
         state
@@ -378,7 +385,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_endpoint_defers_what_exceeds_its_waiting_room() {
-        let endpoints = Endpoints::new(2, 100, settings());
+        // 2 slots, 2 more may wait.
+        let endpoints = Endpoints::new(2, 4, settings());
         let state = endpoints.get("ep", None, None, "t1");
         let a = state.turn().await.expect("slot 1");
         let b = state.turn().await.expect("slot 2");
@@ -420,7 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_state_per_endpoint_whose_newest_deliveries_set_the_limits() {
-        let endpoints = Endpoints::new(10, 4, settings());
+        let endpoints = Endpoints::new(10, 8, settings());
         let state = endpoints.get("ep", Some(1), None, "2026-01-01T00:00:01Z");
         let _one = state.turn().await.expect("the one slot");
         let newer = endpoints.get("ep", Some(3), None, "2026-01-01T00:00:02Z");
@@ -429,6 +437,7 @@ mod tests {
         assert!(Arc::ptr_eq(&state, &older));
         let _two = state.turn().await.expect("raised to 3 by the newer delivery");
         let _three = state.turn().await.expect("an older delivery does not lower it");
+        assert_eq!(state.slots.available_permits(), 0);
         let capped = endpoints.get("big", Some(1000), None, "t");
         let turns: Vec<_> = futures::future::join_all((0..4).map(|_| capped.turn())).await;
         assert!(turns.iter().all(Result::is_ok));
