@@ -99,18 +99,24 @@ pub async fn consume_concurrently<F, Fut>(
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
-    // What was paused because the loop is full.
-    let mut full: Option<Option<TopicPartitionList>> = None;
+    // The assignment is paused because the loop is full.
+    let mut full = false;
+    // A pause outlives a rebalance (librdkafka keeps it for partitions assigned again),
+    // so whatever was paused is resumed again every second while there is room.
+    let mut unpause = tokio::time::interval(Duration::from_secs(1));
+    unpause.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                if in_flight.len() < options.max_in_flight && let Some(paused) = full.take() {
-                    resume(consumer, paused, |_, _| false);
+                if full && in_flight.len() < options.max_in_flight {
+                    pause_assignment(consumer, false, |_, _| false);
+                    full = false;
                 }
             }
+            _ = unpause.tick(), if !full => pause_assignment(consumer, false, |_, _| false),
             message = consumer.recv() => {
                 let message = match message {
                     Ok(m) => m,
@@ -130,7 +136,8 @@ pub async fn consume_concurrently<F, Fut>(
                 let work = tokio::spawn(handle(record));
                 in_flight.push(Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) }));
                 if in_flight.len() >= options.max_in_flight {
-                    pause_full(consumer, &mut full);
+                    pause_assignment(consumer, true, |_, _| false);
+                    full = true;
                 }
             }
         }
@@ -155,49 +162,20 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-/// Pauses every assigned partition and returns them, for [`resume`]. A full loop
-/// pauses its assignment instead of not polling: a consumer that does not poll within
-/// `max.poll.interval.ms` is dropped from its group.
-fn pause_all(consumer: &GroupConsumer) -> Option<TopicPartitionList> {
-    let assignment = consumer.assignment().ok()?;
-    if let Err(e) = consumer.pause(&assignment) {
-        tracing::debug!(error = %e, "pause refused");
-    }
-    Some(assignment)
-}
-
-/// Pauses the assignment of a loop that just became full; a loop already full pauses
-/// what was assigned since as well.
-fn pause_full(consumer: &GroupConsumer, full: &mut Option<Option<TopicPartitionList>>) {
-    let Some(now) = pause_all(consumer) else {
-        full.get_or_insert(None);
-        return;
-    };
-    match full {
-        Some(Some(paused)) => {
-            for e in now.elements() {
-                if paused.find_partition(e.topic(), e.partition()).is_none() {
-                    paused.add_partition(e.topic(), e.partition());
-                }
-            }
-        }
-        _ => *full = Some(Some(now)),
-    }
-}
-
-/// Resumes what [`pause_all`] paused, but for the partitions `keep` says stay paused.
-/// By name, not by the current assignment: an application pause outlives a
-/// rebalance, so a partition paused, revoked and assigned again is still paused.
-fn resume(consumer: &GroupConsumer, paused: Option<TopicPartitionList>, keep: impl Fn(&str, i32) -> bool) {
-    let Some(paused) = paused else { return };
+/// Pauses (or resumes) every assigned partition but those `keep` says to leave alone.
+/// A full loop pauses its assignment instead of not polling: a consumer that does not
+/// poll within `max.poll.interval.ms` is dropped from its group.
+fn pause_assignment(consumer: &GroupConsumer, pause: bool, keep: impl Fn(&str, i32) -> bool) {
+    let Ok(assignment) = consumer.assignment() else { return };
     let mut tpl = TopicPartitionList::new();
-    for e in paused.elements() {
+    for e in assignment.elements() {
         if !keep(e.topic(), e.partition()) {
             tpl.add_partition(e.topic(), e.partition());
         }
     }
-    if let Err(e) = consumer.resume(&tpl) {
-        tracing::debug!(error = %e, "resume refused");
+    let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, pause, "pause/resume refused");
     }
 }
 
@@ -228,8 +206,9 @@ pub async fn consume_delayed<F, Fut>(
 {
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
-    // What was paused because the loop is full.
-    let mut full: Option<Option<TopicPartitionList>> = None;
+    // The assignment is paused because the loop is full.
+    let mut full = false;
+    let mut last_unpause = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let due_at = |record: &Record| {
@@ -260,12 +239,18 @@ pub async fn consume_delayed<F, Fut>(
             _ = shutdown.cancelled() => break,
             Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                if in_flight.len() < options.max_in_flight && let Some(paused) = full.take() {
-                    resume(consumer, paused, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                if full && in_flight.len() < options.max_in_flight {
+                    pause_assignment(consumer, false, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                    full = false;
                 }
             }
             _ = tick.tick() => {
                 let now = std::time::Instant::now();
+                // A pause outlives a rebalance: resume what is neither held nor full.
+                if !full && last_unpause.elapsed() >= Duration::from_secs(1) {
+                    pause_assignment(consumer, false, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                    last_unpause = now;
+                }
                 held.retain(|(topic, partition), h| {
                     // Revoked (and maybe reassigned) since: the records are read again.
                     if !lock(tracker).is_current(h.ticket_generation) {
@@ -307,7 +292,8 @@ pub async fn consume_delayed<F, Fut>(
                 if !holding && due <= std::time::Instant::now() {
                     spawn(ticket, record, &mut handle, &mut in_flight);
                     if in_flight.len() >= options.max_in_flight {
-                        pause_full(consumer, &mut full);
+                        pause_assignment(consumer, true, |_, _| false);
+                        full = true;
                     }
                     continue;
                 }
