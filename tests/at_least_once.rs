@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use tests::{create_webhook, send_events, Pipeline};
+use tests::{Pipeline, create_webhook, send_events};
 
 const EVENTS: usize = 5000;
 
@@ -15,8 +15,17 @@ async fn every_event_is_delivered_across_kill_9() {
     let receiver = test_kit::Receiver::ok().await;
     let mut pipeline = Pipeline::start("e2e-kill", &[]).await;
     let base = pipeline.base.clone();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let endpoint_id = create_webhook(&client, &base, &receiver.url("/hook"), &["transfer.started"]).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let endpoint_id = create_webhook(
+        &client,
+        &base,
+        &receiver.url("/hook"),
+        &["transfer.started"],
+    )
+    .await;
 
     // Events stream in from a task of their own while, here, the services are killed
     // at points of the delivery stream itself, so each kill lands mid-work.
@@ -25,13 +34,25 @@ async fn every_event_is_delivered_across_kill_9() {
         tokio::spawn(async move { send_events(&client, &base, 0..EVENTS, 32, |_| {}).await })
     };
     let transfers = |c: &[test_kit::Captured]| -> HashSet<String> {
-        c.iter().map(|r| r.json()["data"]["transfer_id"].as_str().unwrap_or_default().to_owned()).collect()
+        c.iter()
+            .map(|r| {
+                r.json()["data"]["transfer_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
     };
     let mut kills = 0;
     for (fraction, victims) in [(1, "renderer"), (2, "dispatcher"), (3, "both")] {
         let goal = EVENTS * fraction / 5;
-        let got = receiver.wait_until(Duration::from_secs(120), |c| transfers(c).len() >= goal).await;
-        assert!(transfers(&got).len() >= goal, "the pipeline stalled before {goal} deliveries");
+        let got = receiver
+            .wait_until(Duration::from_secs(120), |c| transfers(c).len() >= goal)
+            .await;
+        assert!(
+            transfers(&got).len() >= goal,
+            "the pipeline stalled before {goal} deliveries"
+        );
         if victims != "dispatcher" {
             pipeline.renderer.kill9_and_restart();
             kills += 1;
@@ -43,7 +64,9 @@ async fn every_event_is_delivered_across_kill_9() {
     }
     let sent = sender.await.unwrap();
     assert_eq!(sent.len(), EVENTS);
-    let got = receiver.wait_until(Duration::from_secs(240), |c| transfers(c).len() >= EVENTS).await;
+    let got = receiver
+        .wait_until(Duration::from_secs(240), |c| transfers(c).len() >= EVENTS)
+        .await;
 
     // Every event arrived, each with the delivery id derived from (event, endpoint).
     let expected: HashMap<String, String> = sent
@@ -54,18 +77,32 @@ async fn every_event_is_delivered_across_kill_9() {
     for request in &got {
         let body = request.json();
         let transfer = body["data"]["transfer_id"].as_str().unwrap().to_owned();
-        assert_eq!(request.header("hookline-delivery-id"), expected.get(&transfer).map(String::as_str), "{transfer}");
+        assert_eq!(
+            request.header("hookline-delivery-id"),
+            expected.get(&transfer).map(String::as_str),
+            "{transfer}"
+        );
         *seen.entry(transfer).or_default() += 1;
     }
     let missing: Vec<_> = expected.keys().filter(|t| !seen.contains_key(*t)).collect();
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
-    println!("at-least-once: {EVENTS} events, {kills} kills, {} requests, {duplicates} duplicates, {} missing", got.len(), missing.len());
-    assert!(missing.is_empty(), "{} events lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    println!(
+        "at-least-once: {EVENTS} events, {kills} kills, {} requests, {duplicates} duplicates, {} missing",
+        got.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(kills, 4);
 
     // Nothing was dead-lettered: the receiver always answered 200.
     let topic = format!("{}dead-letter", pipeline.kafka.topic_prefix);
-    let dead = test_kit::read_topic(&pipeline.kafka, &topic, Duration::from_secs(2), |_| false).await;
+    let dead =
+        test_kit::read_topic(&pipeline.kafka, &topic, Duration::from_secs(2), |_| false).await;
     assert!(dead.is_empty(), "{} dead letters", dead.len());
 
     // Graceful shutdown: SIGTERM, and each exits 0 within its bound.
@@ -75,6 +112,9 @@ async fn every_event_is_delivered_across_kill_9() {
         ("dispatcher", &mut pipeline.dispatcher),
     ] {
         let status = service.terminate(Duration::from_secs(40));
-        assert!(status.is_some_and(|s| s.success()), "{name} did not exit cleanly: {status:?}");
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} did not exit cleanly: {status:?}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{create_webhook, pipeline_env, send_events, wait_healthy, Service};
+use tests::{Service, create_webhook, pipeline_env, send_events, wait_healthy};
 
 const EVENTS: usize = 1000;
 
@@ -22,7 +22,10 @@ impl Broker {
         let status = Command::new(test_kit::repo_root().join("ops/kafka/broker"))
             .arg(command)
             .env("HOOKLINE_KAFKA_PORT", self.port.to_string())
-            .env("HOOKLINE_KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
+            .env(
+                "HOOKLINE_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
             .env("HOOKLINE_KAFKA_DATA_DIR", &self.data)
             .status()
             .expect("ops/kafka/broker");
@@ -40,14 +43,22 @@ impl Drop for Broker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_delivered_across_a_broker_restart() {
     let port = test_kit::free_port();
-    let broker = Broker { port, controller_port: test_kit::free_port(), data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")) };
+    let broker = Broker {
+        port,
+        controller_port: test_kit::free_port(),
+        data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")),
+    };
     broker.run("start");
     let mut kafka = test_kit::kafka_settings("e2e-broker");
     kafka.kafka_brokers = format!("127.0.0.1:{port}");
 
     let seen = std::sync::Mutex::new(HashSet::new());
     let receiver = test_kit::Receiver::scripted(move |req, _| {
-        let first = seen.lock().unwrap().insert(req.header("hookline-delivery-id").unwrap_or_default().to_owned());
+        let first = seen.lock().unwrap().insert(
+            req.header("hookline-delivery-id")
+                .unwrap_or_default()
+                .to_owned(),
+        );
         test_kit::Answer::status(if first { 503 } else { 200 })
     })
     .await;
@@ -57,14 +68,25 @@ async fn every_event_is_delivered_across_a_broker_restart() {
     env.insert("HOOKLINE_RETRY_SCHEDULE".into(), "2s".into());
     // Every delivery fails once: that is not an outage for the circuit breaker here.
     env.insert("HOOKLINE_CIRCUIT_FAILURES".into(), "100000".into());
-    let logs = test_kit::repo_root().join("target/e2e-logs").join(kafka.topic_prefix.trim_end_matches('-'));
+    let logs = test_kit::repo_root()
+        .join("target/e2e-logs")
+        .join(kafka.topic_prefix.trim_end_matches('-'));
     let base = format!("http://127.0.0.1:{api_port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
     let _producer = Service::start("hookline-producer", &env, &logs);
     let _renderer = Service::start("hookline-renderer", &env, &logs);
     let _dispatcher = Service::start("hookline-dispatcher", &env, &logs);
     wait_healthy(&client, &base, Duration::from_secs(60)).await;
-    create_webhook(&client, &base, &receiver.url("/hook"), &["transfer.started"]).await;
+    create_webhook(
+        &client,
+        &base,
+        &receiver.url("/hook"),
+        &["transfer.started"],
+    )
+    .await;
 
     let restarts = std::sync::atomic::AtomicUsize::new(0);
     let sent = send_events(&client, &base, 0..EVENTS, 16, |accepted| {
@@ -81,13 +103,29 @@ async fn every_event_is_delivered_across_a_broker_restart() {
     let delivered = |c: &[test_kit::Captured]| -> HashSet<String> {
         let mut firsts = HashSet::new();
         c.iter()
-            .filter(|r| !firsts.insert(r.header("hookline-delivery-id").unwrap_or_default().to_owned()))
-            .map(|r| r.json()["data"]["transfer_id"].as_str().unwrap_or_default().to_owned())
+            .filter(|r| {
+                !firsts.insert(
+                    r.header("hookline-delivery-id")
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .map(|r| {
+                r.json()["data"]["transfer_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .collect()
     };
-    let got = receiver.wait_until(Duration::from_secs(240), |c| delivered(c).len() >= EVENTS).await;
+    let got = receiver
+        .wait_until(Duration::from_secs(240), |c| delivered(c).len() >= EVENTS)
+        .await;
     let distinct = delivered(&got);
-    let ids: HashSet<_> = got.iter().filter_map(|r| r.header("hookline-delivery-id")).collect();
+    let ids: HashSet<_> = got
+        .iter()
+        .filter_map(|r| r.header("hookline-delivery-id"))
+        .collect();
     println!(
         "broker restart: {EVENTS} events, {} requests ({} first attempts answered 503), {} delivered, {} missing",
         got.len(),
@@ -96,5 +134,9 @@ async fn every_event_is_delivered_across_a_broker_restart() {
         EVENTS - distinct.len()
     );
     assert_eq!(ids.len(), EVENTS, "one delivery id per event");
-    assert_eq!(distinct.len(), EVENTS, "events lost across the broker restart");
+    assert_eq!(
+        distinct.len(),
+        EVENTS,
+        "events lost across the broker restart"
+    );
 }

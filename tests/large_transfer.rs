@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use test_kit::Receiver;
 use tests::Pipeline;
 
@@ -14,15 +14,31 @@ const MAX_BODY: usize = 1024 * 1024;
 /// Trace sizes: every hundredth 64 KiB, the others 200 B to 4 KiB (times
 /// `LARGE_TRANSFER_SCALE`, default 1, to see memory stay flat as transfers grow).
 fn trace_len(i: usize) -> usize {
-    let scale: usize = std::env::var("LARGE_TRANSFER_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    if i % 100 == 7 { 64 * 1024 } else { (200 + (i * 7919) % 3800) * scale }
+    let scale: usize = std::env::var("LARGE_TRANSFER_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    if i % 100 == 7 {
+        64 * 1024
+    } else {
+        (200 + (i * 7919) % 3800) * scale
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_traces_arrive_as_numbered_parts_within_the_maximum_body() {
     let receiver = Receiver::ok().await;
-    let pipeline = Pipeline::start("e2e-large", &[("HOOKLINE_SENSITIVE_TRACE_MAX_BODY_BYTES", &MAX_BODY.to_string())]).await;
-    pipeline.create_trace_endpoint(json!({"name": "big", "url": receiver.url("/big"), "secret": "tok"})).await;
+    let pipeline = Pipeline::start(
+        "e2e-large",
+        &[(
+            "HOOKLINE_SENSITIVE_TRACE_MAX_BODY_BYTES",
+            &MAX_BODY.to_string(),
+        )],
+    )
+    .await;
+    pipeline
+        .create_trace_endpoint(json!({"name": "big", "url": receiver.url("/big"), "secret": "tok"}))
+        .await;
     let rss_before = peak_rss_kib(pipeline.renderer.pid());
 
     // The engine writes Avro to `events` itself (sealing the trace, as the API does).
@@ -44,7 +60,10 @@ async fn ten_thousand_traces_arrive_as_numbered_parts_within_the_maximum_body() 
                 (event.key.clone(), registry.encode_event(&event).expect("encodes"))
             })
             .collect();
-        let borrowed: Vec<(&str, Vec<u8>)> = records.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let borrowed: Vec<(&str, Vec<u8>)> = records
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
         test_kit::produce(&pipeline.kafka, &topic, &borrowed).await;
     }
     pipeline
@@ -53,28 +72,59 @@ async fn ten_thousand_traces_arrive_as_numbered_parts_within_the_maximum_body() 
         .await;
 
     let got = receiver
-        .wait_until(Duration::from_secs(300), |c| c.iter().any(|r| r.header("hookline-trace-last-part") == Some("true")))
+        .wait_until(Duration::from_secs(300), |c| {
+            c.iter()
+                .any(|r| r.header("hookline-trace-last-part") == Some("true"))
+        })
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let elapsed = started.elapsed();
     let mut parts = receiver.captured();
     assert!(parts.len() >= got.len());
-    parts.sort_by_key(|r| r.header("hookline-trace-part").and_then(|p| p.parse::<u32>().ok()).expect("numbered"));
+    parts.sort_by_key(|r| {
+        r.header("hookline-trace-part")
+            .and_then(|p| p.parse::<u32>().ok())
+            .expect("numbered")
+    });
     let mut seen = Vec::with_capacity(TRACES);
     for (i, part) in parts.iter().enumerate() {
-        assert_eq!(part.header("hookline-trace-part"), Some((i + 1).to_string().as_str()), "parts are numbered 1..n once each");
-        assert_eq!(part.header("hookline-trace-last-part"), Some(if i + 1 == parts.len() { "true" } else { "false" }));
-        assert!(part.body.len() <= MAX_BODY, "part {} is {} bytes", i + 1, part.body.len());
+        assert_eq!(
+            part.header("hookline-trace-part"),
+            Some((i + 1).to_string().as_str()),
+            "parts are numbered 1..n once each"
+        );
+        assert_eq!(
+            part.header("hookline-trace-last-part"),
+            Some(if i + 1 == parts.len() {
+                "true"
+            } else {
+                "false"
+            })
+        );
+        assert!(
+            part.body.len() <= MAX_BODY,
+            "part {} is {} bytes",
+            i + 1,
+            part.body.len()
+        );
         let body: Value = part.json();
         assert_eq!(body["part"], json!(i + 1));
         assert_eq!(body["last_part"], json!(i + 1 == parts.len()));
         for t in body["sensitive_traces"].as_array().expect("traces") {
             let text = t["trace"].as_str().expect("trace");
             seen.push(text[..5].parse::<usize>().expect("numbered trace"));
-            assert_eq!(text.len(), 6 + trace_len(seen[seen.len() - 1]), "traces arrive whole");
+            assert_eq!(
+                text.len(),
+                6 + trace_len(seen[seen.len() - 1]),
+                "traces arrive whole"
+            );
         }
     }
-    assert_eq!(seen, (0..TRACES).collect::<Vec<_>>(), "every trace once, in order");
+    assert_eq!(
+        seen,
+        (0..TRACES).collect::<Vec<_>>(),
+        "every trace once, in order"
+    );
     let rss_after = peak_rss_kib(pipeline.renderer.pid());
     println!(
         "large transfer: {TRACES} traces, {:.1} MiB of trace text, {} parts of at most {} KiB, {:.1} s from first write to last part; renderer peak RSS {} MiB before, {} MiB after",
@@ -89,7 +139,8 @@ async fn ten_thousand_traces_arrive_as_numbered_parts_within_the_maximum_body() 
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
 fn peak_rss_kib(pid: Option<u32>) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.expect("running"))).expect("proc status");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.expect("running")))
+        .expect("proc status");
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

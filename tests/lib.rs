@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The API token the tests' producers use.
 pub const TOKEN: &str = "e2e-token";
@@ -18,7 +18,11 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
     let path = dir.join(name);
-    assert!(path.is_file(), "{} is missing: build the binaries first (`cargo build --bins`; ./ops/test does)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --bins`; ./ops/test does)",
+        path.display()
+    );
     path
 }
 
@@ -34,7 +38,13 @@ pub struct Service {
 impl Service {
     /// Starts `name` (a binary) with `env`; its output goes to `log_dir/<name>.<n>.log`.
     pub fn start(name: &'static str, env: &HashMap<String, String>, log_dir: &Path) -> Service {
-        let mut service = Service { name, env: env.clone(), child: None, log_dir: log_dir.to_path_buf(), starts: 0 };
+        let mut service = Service {
+            name,
+            env: env.clone(),
+            child: None,
+            log_dir: log_dir.to_path_buf(),
+            starts: 0,
+        };
         service.spawn();
         service
     }
@@ -42,7 +52,11 @@ impl Service {
     fn spawn(&mut self) {
         std::fs::create_dir_all(&self.log_dir).expect("log dir");
         self.starts += 1;
-        let log = File::create(self.log_dir.join(format!("{}.{}.log", self.name, self.starts))).expect("log file");
+        let log = File::create(
+            self.log_dir
+                .join(format!("{}.{}.log", self.name, self.starts)),
+        )
+        .expect("log file");
         let child = Command::new(bin(self.name))
             .envs(&self.env)
             .stdin(Stdio::null())
@@ -76,7 +90,10 @@ impl Service {
     /// after `bound` (then it is killed).
     pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + bound;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -91,7 +108,11 @@ impl Service {
 
     /// What the current run printed so far.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(self.log_dir.join(format!("{}.{}.log", self.name, self.starts))).unwrap_or_default()
+        std::fs::read_to_string(
+            self.log_dir
+                .join(format!("{}.{}.log", self.name, self.starts)),
+        )
+        .unwrap_or_default()
     }
 
     /// The process id while it runs.
@@ -101,7 +122,9 @@ impl Service {
 
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -116,7 +139,10 @@ pub fn pipeline_env(kafka: &kafka_io::KafkaSettings, api_port: u16) -> HashMap<S
     let mut env = HashMap::new();
     env.insert("HOOKLINE_KAFKA_BROKERS".into(), kafka.kafka_brokers.clone());
     env.insert("HOOKLINE_TOPIC_PREFIX".into(), kafka.topic_prefix.clone());
-    env.insert("HOOKLINE_TOPIC_PARTITIONS".into(), kafka.topic_partitions.to_string());
+    env.insert(
+        "HOOKLINE_TOPIC_PARTITIONS".into(),
+        kafka.topic_partitions.to_string(),
+    );
     env.insert("HOOKLINE_API_ADDR".into(), format!("127.0.0.1:{api_port}"));
     env.insert("HOOKLINE_API_TOKEN".into(), TOKEN.into());
     env.insert("HOOKLINE_MASTER_KEY".into(), test_kit::MASTER_KEY.into());
@@ -143,9 +169,21 @@ pub async fn wait_healthy(client: &reqwest::Client, base: &str, within: Duration
 }
 
 /// Creates a generic_post webhook for `events` and returns its id.
-pub async fn create_webhook(client: &reqwest::Client, base: &str, url: &str, events: &[&str]) -> String {
-    let body = json!({"webhook": {"name": "e2e", "vendor": "generic_post", "url": url, "events": events}});
-    let resp = client.post(format!("{base}/webhooks")).bearer_auth(TOKEN).json(&body).send().await.expect("create webhook");
+pub async fn create_webhook(
+    client: &reqwest::Client,
+    base: &str,
+    url: &str,
+    events: &[&str],
+) -> String {
+    let body =
+        json!({"webhook": {"name": "e2e", "vendor": "generic_post", "url": url, "events": events}});
+    let resp = client
+        .post(format!("{base}/webhooks"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("create webhook");
     assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
     let created: Value = resp.json().await.expect("json");
     created["webhook"]["id"].as_str().expect("id").to_owned()
@@ -174,15 +212,25 @@ pub async fn send_events(
             let progress = &progress;
             async move {
                 loop {
-                    let sent = client.post(format!("{base}/events")).bearer_auth(TOKEN).json(&event(n)).send().await;
+                    let sent = client
+                        .post(format!("{base}/events"))
+                        .bearer_auth(TOKEN)
+                        .json(&event(n))
+                        .send()
+                        .await;
                     if let Ok(resp) = sent {
                         if resp.status() == reqwest::StatusCode::ACCEPTED {
                             let body: Value = resp.json().await.expect("json");
-                            let done = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                            let done =
+                                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                             progress(done);
                             return (n, body["id"].as_str().expect("id").to_owned());
                         }
-                        assert!(resp.status().is_server_error(), "event {n} refused: {}", resp.status());
+                        assert!(
+                            resp.status().is_server_error(),
+                            "event {n} refused: {}",
+                            resp.status()
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -221,20 +269,42 @@ impl Pipeline {
         let kafka = test_kit::kafka_settings(test);
         let port = test_kit::free_port();
         let mut env = pipeline_env(&kafka, port);
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let logs = test_kit::repo_root().join("target/e2e-logs").join(kafka.topic_prefix.trim_end_matches('-'));
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let logs = test_kit::repo_root()
+            .join("target/e2e-logs")
+            .join(kafka.topic_prefix.trim_end_matches('-'));
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let producer = Service::start("hookline-producer", &env, &logs);
         let renderer = Service::start("hookline-renderer", &env, &logs);
         let dispatcher = Service::start("hookline-dispatcher", &env, &logs);
         wait_healthy(&client, &base, Duration::from_secs(60)).await;
-        Pipeline { kafka, env, base, client, logs, producer, renderer, dispatcher }
+        Pipeline {
+            kafka,
+            env,
+            base,
+            client,
+            logs,
+            producer,
+            renderer,
+            dispatcher,
+        }
     }
 
     /// POSTs `body` to `path` with the token; panics unless it succeeds.
     pub async fn post(&self, path: &str, body: &Value) -> Value {
-        let resp = self.client.post(format!("{}{path}", self.base)).bearer_auth(TOKEN).json(body).send().await.expect("POST");
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         assert!(status.is_success(), "POST {path}: {status}: {body}");
@@ -243,14 +313,26 @@ impl Pipeline {
 
     /// Creates a sensitive-trace endpoint and returns its id.
     pub async fn create_trace_endpoint(&self, endpoint: Value) -> String {
-        let created = self.post("/sensitive-trace-endpoints", &json!({ "sensitive_trace_endpoint": endpoint })).await;
-        created["sensitive_trace_endpoint"]["id"].as_str().expect("id").to_owned()
+        let created = self
+            .post(
+                "/sensitive-trace-endpoints",
+                &json!({ "sensitive_trace_endpoint": endpoint }),
+            )
+            .await;
+        created["sensitive_trace_endpoint"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
     }
 
     /// Everything the services printed so far.
     pub fn output(&self) -> Vec<u8> {
         let mut all = Vec::new();
-        for entry in std::fs::read_dir(&self.logs).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(&self.logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             all.extend(std::fs::read(entry.path()).unwrap_or_default());
         }
         all

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use test_kit::{Captured, Receiver};
 use tests::{Pipeline, Service, TOKEN};
 
@@ -19,7 +19,11 @@ fn transfer_events(n: usize) -> (Vec<Value>, Vec<String>) {
     let mut events = Vec::new();
     let mut expected = Vec::new();
     for i in 0..(1 + n % 7) {
-        let context = if (n + i) % 5 == 4 { "model_validation" } else { "write_destination" };
+        let context = if (n + i) % 5 == 4 {
+            "model_validation"
+        } else {
+            "write_destination"
+        };
         let text = format!("trace {n}.{i}");
         if context != "model_validation" {
             expected.push(text.clone());
@@ -37,10 +41,19 @@ fn completed(n: usize) -> Value {
 
 async fn post_event((client, base): (&reqwest::Client, &str), event: &Value) {
     loop {
-        let sent = client.post(format!("{base}/events")).bearer_auth(TOKEN).json(event).send().await;
+        let sent = client
+            .post(format!("{base}/events"))
+            .bearer_auth(TOKEN)
+            .json(event)
+            .send()
+            .await;
         match sent {
             Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => return,
-            Ok(r) => assert!(r.status().is_server_error(), "event refused: {}", r.status()),
+            Ok(r) => assert!(
+                r.status().is_server_error(),
+                "event refused: {}",
+                r.status()
+            ),
             Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -50,7 +63,11 @@ async fn post_event((client, base): (&reqwest::Client, &str), event: &Value) {
 /// Two endpoints: the seed's default body (the transfer is told by its destination) and
 /// a template naming the transfer.
 async fn endpoints(pipeline: &Pipeline, receiver: &Receiver) {
-    pipeline.create_trace_endpoint(json!({"name": "defaults", "url": receiver.url("/defaults"), "secret": "tok"})).await;
+    pipeline
+        .create_trace_endpoint(
+            json!({"name": "defaults", "url": receiver.url("/defaults"), "secret": "tok"}),
+        )
+        .await;
     pipeline
         .create_trace_endpoint(json!({"name": "templated", "url": receiver.url("/templated"),
             "body_template": "{\"transfer\": \"{{.TransferId}}\", \"traces\": {{.SensitiveTraces}}}"}))
@@ -64,18 +81,37 @@ fn check(got: &[Captured], transfers: usize) -> usize {
     for r in got {
         let body = r.json();
         let (transfer, traces) = match r.uri.as_str() {
-            "/defaults" => (body["destination_id"].as_str().expect("destination").replace("dest-", "tr-"), body["sensitive_traces"].clone()),
-            "/templated" => (body["transfer"].as_str().expect("transfer").to_owned(), body["traces"].clone()),
+            "/defaults" => (
+                body["destination_id"]
+                    .as_str()
+                    .expect("destination")
+                    .replace("dest-", "tr-"),
+                body["sensitive_traces"].clone(),
+            ),
+            "/templated" => (
+                body["transfer"].as_str().expect("transfer").to_owned(),
+                body["traces"].clone(),
+            ),
             other => panic!("unexpected request to {other}"),
         };
-        let texts = traces.as_array().expect("array").iter().map(|t| t["trace"].as_str().expect("trace").to_owned()).collect();
-        per.entry((r.uri.clone(), transfer)).or_default().push(texts);
+        let texts = traces
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|t| t["trace"].as_str().expect("trace").to_owned())
+            .collect();
+        per.entry((r.uri.clone(), transfer))
+            .or_default()
+            .push(texts);
     }
     let (mut lost, mut duplicated, mut incomplete) = (0, 0, 0);
     for uri in ["/defaults", "/templated"] {
         for n in 0..transfers {
             let (_, expected) = transfer_events(n);
-            match per.get(&(uri.to_owned(), format!("tr-{n}"))).map(Vec::as_slice) {
+            match per
+                .get(&(uri.to_owned(), format!("tr-{n}")))
+                .map(Vec::as_slice)
+            {
                 // Only model validation errors: nothing is forwarded, no request.
                 None | Some([]) if expected.is_empty() => {}
                 Some(_) if expected.is_empty() => duplicated += 1,
@@ -85,14 +121,21 @@ fn check(got: &[Captured], transfers: usize) -> usize {
             }
         }
     }
-    println!("traces: {transfers} transfers, {} requests, {lost} lost, {duplicated} duplicated or unexpected, {incomplete} incomplete", got.len());
+    println!(
+        "traces: {transfers} transfers, {} requests, {lost} lost, {duplicated} duplicated or unexpected, {incomplete} incomplete",
+        got.len()
+    );
     assert_eq!((lost, duplicated, incomplete), (0, 0, 0));
     got.len()
 }
 
 async fn wait_for_all(receiver: &Receiver, transfers: usize, within: Duration) -> Vec<Captured> {
-    let with_traces = (0..transfers).filter(|n| !transfer_events(*n).1.is_empty()).count();
-    receiver.wait_until(within, |c| c.len() >= 2 * with_traces).await;
+    let with_traces = (0..transfers)
+        .filter(|n| !transfer_events(*n).1.is_empty())
+        .count();
+    receiver
+        .wait_until(within, |c| c.len() >= 2 * with_traces)
+        .await;
     // A duplicate, if there were one, would follow shortly.
     tokio::time::sleep(Duration::from_secs(3)).await;
     receiver.captured()
@@ -103,7 +146,8 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
     const TRANSFERS: usize = 240;
     const KILLS: usize = 4;
     let receiver = Receiver::ok().await;
-    let mut pipeline = Pipeline::start("e2e-trace-crash", &[("HOOKLINE_INSTANCE_ID", "renderer-1")]).await;
+    let mut pipeline =
+        Pipeline::start("e2e-trace-crash", &[("HOOKLINE_INSTANCE_ID", "renderer-1")]).await;
     endpoints(&pipeline, &receiver).await;
 
     let (client, base) = (pipeline.client.clone(), pipeline.base.clone());
@@ -117,7 +161,12 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
                 async move {
                     // The end follows the last trace at once: both often fall in one
                     // transaction of the aggregator.
-                    for (i, event) in transfer_events(n).0.iter().chain([&completed(n)]).enumerate() {
+                    for (i, event) in transfer_events(n)
+                        .0
+                        .iter()
+                        .chain([&completed(n)])
+                        .enumerate()
+                    {
                         if i > 0 && event["type"] != "transfer.completed" {
                             tokio::time::sleep(Duration::from_millis(150)).await;
                         }
@@ -135,8 +184,15 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
         let mut kills = Vec::new();
         for k in 0..KILLS {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while !pipeline.renderer.output().contains("aggregator partitions assigned") {
-                assert!(Instant::now() < deadline, "the renderer never got its partitions");
+            while !pipeline
+                .renderer
+                .output()
+                .contains("aggregator partitions assigned")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the renderer never got its partitions"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(Duration::from_millis(200 + (seed >> (k * 8)) % 1300)).await;
@@ -148,17 +204,26 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
     };
     let ((), kills) = tokio::join!(streaming, killing);
     println!("kills after events {kills:?} of {total}");
-    assert!(kills.iter().all(|k| *k < total), "every kill happened while events were streaming: {kills:?}");
+    assert!(
+        kills.iter().all(|k| *k < total),
+        "every kill happened while events were streaming: {kills:?}"
+    );
     let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(180)).await;
     let requests = check(&got, TRANSFERS);
-    println!("trace crash: {TRANSFERS} transfers, {total} events, {KILLS} kills, {requests} requests, 0 lost, 0 duplicates");
+    println!(
+        "trace crash: {TRANSFERS} transfers, {total} events, {KILLS} kills, {requests} requests, 0 lost, 0 duplicates"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_renderer_takes_over_the_transfers_of_one_killed() {
     const TRANSFERS: usize = 90;
     let receiver = Receiver::ok().await;
-    let mut pipeline = Pipeline::start("e2e-trace-takeover", &[("HOOKLINE_INSTANCE_ID", "renderer-1")]).await;
+    let mut pipeline = Pipeline::start(
+        "e2e-trace-takeover",
+        &[("HOOKLINE_INSTANCE_ID", "renderer-1")],
+    )
+    .await;
     let mut env = pipeline.env.clone();
     env.insert("HOOKLINE_INSTANCE_ID".into(), "renderer-2".into());
     let _second = Service::start("hookline-renderer", &env, &pipeline.logs.join("second"));
@@ -166,8 +231,16 @@ async fn a_second_renderer_takes_over_the_transfers_of_one_killed() {
     // Both in the group, each with partitions: the first one's log shows an assignment
     // after the second joined.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count_in(&pipeline, "hookline-renderer.1.log", "aggregator partitions assigned") < 2 {
-        assert!(Instant::now() < deadline, "the second renderer never joined the group");
+    while count_in(
+        &pipeline,
+        "hookline-renderer.1.log",
+        "aggregator partitions assigned",
+    ) < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the second renderer never joined the group"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -198,10 +271,21 @@ async fn a_second_renderer_takes_over_the_transfers_of_one_killed() {
     assert!(killed_at < total, "killed after the stream ended");
     let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(120)).await;
     let requests = check(&got, TRANSFERS);
-    assert!(count_in(&pipeline, "hookline-renderer.1.log", "aggregator partitions assigned") >= 2);
-    println!("trace takeover: {TRANSFERS} transfers, {total} events, 1 of 2 renderers killed after {killed_at}, {requests} requests, 0 lost, 0 duplicates");
+    assert!(
+        count_in(
+            &pipeline,
+            "hookline-renderer.1.log",
+            "aggregator partitions assigned"
+        ) >= 2
+    );
+    println!(
+        "trace takeover: {TRANSFERS} transfers, {total} events, 1 of 2 renderers killed after {killed_at}, {requests} requests, 0 lost, 0 duplicates"
+    );
 }
 
 fn count_in(pipeline: &Pipeline, file: &str, needle: &str) -> usize {
-    std::fs::read_to_string(pipeline.logs.join(file)).unwrap_or_default().matches(needle).count()
+    std::fs::read_to_string(pipeline.logs.join(file))
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
 }

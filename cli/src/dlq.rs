@@ -5,9 +5,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use dead_letter_ops::{Cursor, Entry, ListFilter, OpsError, Page, Progress, ReplayFilter, ReplayRequest, ReplaySummary, Shown, Store};
+use dead_letter_ops::{
+    Cursor, Entry, ListFilter, OpsError, Page, Progress, ReplayFilter, ReplayRequest,
+    ReplaySummary, Shown, Store,
+};
 use kafka_io::{KafkaSettings, Table, Topics};
 use serde::{Deserialize, Serialize};
 use service_kit::Secret;
@@ -107,8 +110,14 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
 fn load_config() -> anyhow::Result<Config> {
     let file = match std::env::var_os("HOOKLINE_CONFIG") {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("HOOKLINE_CONFIG names {}, which cannot be read", path.to_string_lossy()))?;
-            let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.to_string_lossy()))?;
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "HOOKLINE_CONFIG names {}, which cannot be read",
+                    path.to_string_lossy()
+                )
+            })?;
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("{} is not valid TOML", path.to_string_lossy()))?;
             let known = serde_json::to_value(Config::default())?;
             let used: serde_json::Map<String, serde_json::Value> = table
                 .into_iter()
@@ -119,12 +128,18 @@ fn load_config() -> anyhow::Result<Config> {
         }
         None => None,
     };
-    let vars = std::env::vars().filter_map(|(k, v)| Some((k.strip_prefix("HOOKLINE_")?.to_ascii_lowercase(), v)));
+    let vars = std::env::vars()
+        .filter_map(|(k, v)| Some((k.strip_prefix("HOOKLINE_")?.to_ascii_lowercase(), v)));
     service_kit::config_from(file, vars)
 }
 
-fn time_arg(flag: &str, text: Option<&str>, now: OffsetDateTime) -> anyhow::Result<Option<OffsetDateTime>> {
-    text.map(|t| dead_letter_ops::parse_time(t, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))).transpose()
+fn time_arg(
+    flag: &str,
+    text: Option<&str>,
+    now: OffsetDateTime,
+) -> anyhow::Result<Option<OffsetDateTime>> {
+    text.map(|t| dead_letter_ops::parse_time(t, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+        .transpose()
 }
 
 fn coded(e: OpsError) -> anyhow::Error {
@@ -140,8 +155,22 @@ async fn list(store: &Store, args: ListArgs) -> anyhow::Result<ExitCode> {
         since: time_arg("since", args.since.as_deref(), OffsetDateTime::now_utc())?,
         reason_code: args.reason,
     };
-    let cursor = args.cursor.as_deref().map(Cursor::parse).transpose().map_err(|_| anyhow::anyhow!("--cursor: not a cursor a listing printed"))?;
-    let page = store.list(&filter, &Page { limit: args.limit, cursor }).await.map_err(coded)?;
+    let cursor = args
+        .cursor
+        .as_deref()
+        .map(Cursor::parse)
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--cursor: not a cursor a listing printed"))?;
+    let page = store
+        .list(
+            &filter,
+            &Page {
+                limit: args.limit,
+                cursor,
+            },
+        )
+        .await
+        .map_err(coded)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&page)?);
         return Ok(ExitCode::SUCCESS);
@@ -149,7 +178,10 @@ async fn list(store: &Store, args: ListArgs) -> anyhow::Result<ExitCode> {
     if page.dead_letters.is_empty() {
         println!("no dead letters");
     } else {
-        println!("{:<36}  {:<29}  {:<10}  {:<26}  {:<36}  {:<22}  {:<12}  REPLAYED", "ID", "FAILED AT", "STAGE", "CODE", "ENDPOINT", "EVENT TYPE", "ATTEMPTS");
+        println!(
+            "{:<36}  {:<29}  {:<10}  {:<26}  {:<36}  {:<22}  {:<12}  REPLAYED",
+            "ID", "FAILED AT", "STAGE", "CODE", "ENDPOINT", "EVENT TYPE", "ATTEMPTS"
+        );
         for e in &page.dead_letters {
             println!(
                 "{:<36}  {:<29}  {:<10}  {:<26}  {:<36}  {:<22}  {:<12}  {}",
@@ -160,12 +192,19 @@ async fn list(store: &Store, args: ListArgs) -> anyhow::Result<ExitCode> {
                 e.endpoint_id.as_deref().unwrap_or("-"),
                 e.event_type.as_deref().unwrap_or("-"),
                 attempts(e),
-                e.replayed_at.as_deref().unwrap_or(if e.replayable { "no" } else { "not replayable" }),
+                e.replayed_at.as_deref().unwrap_or(if e.replayable {
+                    "no"
+                } else {
+                    "not replayable"
+                }),
             );
         }
     }
     if page.unreadable > 0 {
-        println!("({} record(s) of the topic are not readable dead letters)", page.unreadable);
+        println!(
+            "({} record(s) of the topic are not readable dead letters)",
+            page.unreadable
+        );
     }
     if let Some(next) = page.next_cursor {
         println!("more: --cursor {next}");
@@ -190,7 +229,10 @@ async fn show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
         bail!("HL-DLQ-NOT-FOUND: no dead letter has the id {id}");
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "dead_letter": shown }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "dead_letter": shown }))?
+        );
     } else {
         print_shown(&shown);
     }
@@ -206,12 +248,24 @@ fn print_shown(s: &Shown) {
         ("stage", e.stage.clone()),
         ("reason", format!("{}: {}", e.reason_code, e.reason)),
         ("endpoint", or_dash(&e.endpoint_id)),
-        ("event", format!("{} ({})", or_dash(&e.event_id), or_dash(&e.event_type))),
+        (
+            "event",
+            format!("{} ({})", or_dash(&e.event_id), or_dash(&e.event_type)),
+        ),
         ("delivery", or_dash(&e.delivery_id)),
         ("transfer", or_dash(&e.transfer_id)),
         ("source", s.source.clone()),
         ("replay of", or_dash(&e.replay_of)),
-        ("replayed at", e.replayed_at.clone().unwrap_or_else(|| if e.replayable { "not yet".to_owned() } else { "not replayable".to_owned() })),
+        (
+            "replayed at",
+            e.replayed_at.clone().unwrap_or_else(|| {
+                if e.replayable {
+                    "not yet".to_owned()
+                } else {
+                    "not replayable".to_owned()
+                }
+            }),
+        ),
     ] {
         println!("{k:<12} {v}");
     }
@@ -219,15 +273,31 @@ fn print_shown(s: &Shown) {
         println!("{:<12} {n} bytes [redacted]", "raw record");
     }
     for a in &e.attempts {
-        let outcome = a.status.map(|s| format!("HTTP {s}")).or_else(|| a.error_code.clone()).unwrap_or_else(|| "no outcome".to_owned());
-        println!("attempt {:<4} {}  {} ms  {}{}", a.number, a.started_at, a.duration_ms, outcome, a.response.map(|r| format!("  response {r}")).unwrap_or_default());
+        let outcome = a
+            .status
+            .map(|s| format!("HTTP {s}"))
+            .or_else(|| a.error_code.clone())
+            .unwrap_or_else(|| "no outcome".to_owned());
+        println!(
+            "attempt {:<4} {}  {} ms  {}{}",
+            a.number,
+            a.started_at,
+            a.duration_ms,
+            outcome,
+            a.response
+                .map(|r| format!("  response {r}"))
+                .unwrap_or_default()
+        );
     }
     let Some(r) = &s.request else { return };
     println!("\n{} {}", r.method, r.url);
     for h in &r.headers {
         println!("{}: {}", h.name, h.value);
     }
-    println!("(signing: {}; rendered at {})", r.signing_scheme, r.rendered_at);
+    println!(
+        "(signing: {}; rendered at {})",
+        r.signing_scheme, r.rendered_at
+    );
     match (&r.body, r.body_sealed) {
         (_, true) => println!("\n[body sealed: {} bytes]", r.body_bytes),
         (Some(body), false) => {
@@ -260,9 +330,14 @@ async fn replay(store: &Store, config: &Config, args: ReplayArgs) -> anyhow::Res
     let topics = Topics::new(&config.kafka.topic_prefix);
     service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
     let registry = std::sync::Arc::new(wire::Registry::bundled()?);
-    let endpoints = Table::start(&config.kafka, &topics.endpoints, move |b| registry.decode::<wire::Endpoint>(b).ok(), shutdown.child_token())
-        .await
-        .with_context(|| format!("reading {}", topics.endpoints))?;
+    let endpoints = Table::start(
+        &config.kafka,
+        &topics.endpoints,
+        move |b| registry.decode::<wire::Endpoint>(b).ok(),
+        shutdown.child_token(),
+    )
+    .await
+    .with_context(|| format!("reading {}", topics.endpoints))?;
     let bar = indicatif::ProgressBar::new_spinner().with_message("reading dead letters");
     if args.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -272,7 +347,10 @@ async fn replay(store: &Store, config: &Config, args: ReplayArgs) -> anyhow::Res
         let bar = bar.clone();
         move |p: Progress| match p {
             Progress::Writing(n) => {
-                bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} re-queued {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} re-queued {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
                 bar.set_length(n as u64);
                 bar.set_message("");
             }
@@ -280,7 +358,11 @@ async fn replay(store: &Store, config: &Config, args: ReplayArgs) -> anyhow::Res
             Progress::Committing => bar.set_message("committing"),
         }
     };
-    let request = ReplayRequest { filter, dry_run: args.dry_run, requested_by: "cli".to_owned() };
+    let request = ReplayRequest {
+        filter,
+        dry_run: args.dry_run,
+        requested_by: "cli".to_owned(),
+    };
     let result = store.replay(&request, &endpoints, &sealer, &progress).await;
     bar.finish_and_clear();
     let summary = result.map_err(coded)?;
@@ -290,26 +372,42 @@ async fn replay(store: &Store, config: &Config, args: ReplayArgs) -> anyhow::Res
         print_summary(&summary);
     }
     let refused = !summary.refused.is_empty() || !summary.not_found.is_empty();
-    Ok(if refused { ExitCode::from(SOME_REFUSED) } else { ExitCode::SUCCESS })
+    Ok(if refused {
+        ExitCode::from(SOME_REFUSED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_summary(s: &ReplaySummary) {
     if s.dry_run {
         println!("dry run: nothing was written");
     }
-    let requeued = if s.dry_run { "would re-queue" } else { "re-queued" };
+    let requeued = if s.dry_run {
+        "would re-queue"
+    } else {
+        "re-queued"
+    };
     println!("{:<17} {}", "matched", s.matched);
     println!("{requeued:<17} {}", s.requeued);
     println!("{:<17} {}", "already replayed", s.already_replayed);
     if s.duplicates > 0 {
-        println!("{:<17} {} (same delivery as a letter re-queued now; marked)", "duplicates", s.duplicates);
+        println!(
+            "{:<17} {} (same delivery as a letter re-queued now; marked)",
+            "duplicates", s.duplicates
+        );
     }
     println!("{:<17} {}", "refused", s.refused.values().sum::<usize>());
     for (code, n) in &s.refused {
         println!("  {code:<32} {n}");
     }
     for l in s.letters.iter().filter(|l| l.outcome == "refused") {
-        println!("refused {} (endpoint {}): {}", l.id, l.endpoint_id.as_deref().unwrap_or("-"), l.code.unwrap_or("-"));
+        println!(
+            "refused {} (endpoint {}): {}",
+            l.id,
+            l.endpoint_id.as_deref().unwrap_or("-"),
+            l.code.unwrap_or("-")
+        );
     }
     for id in &s.not_found {
         println!("not found: {id}");

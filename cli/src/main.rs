@@ -14,7 +14,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hookline", version, about = "Operate a hookline webhook pipeline")]
+#[command(
+    name = "hookline",
+    version,
+    about = "Operate a hookline webhook pipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +93,11 @@ struct SendArgs {
     #[arg(long, short)]
     file: PathBuf,
     /// Producer API base URL (the default route).
-    #[arg(long, env = "HOOKLINE_API_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "HOOKLINE_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     api: String,
     /// API bearer token.
     #[arg(long, env = "HOOKLINE_API_TOKEN", hide_env_values = true)]
@@ -104,7 +112,10 @@ struct SendArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hookline: {e}");
@@ -113,8 +124,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Events(EventsCommand::Send(args)) => send(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Template(TemplateCommand::Render { template, data }) => render(&template, &data).map(|()| ExitCode::SUCCESS),
+            Command::Events(EventsCommand::Send(args)) => {
+                send(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Template(TemplateCommand::Render { template, data }) => {
+                render(&template, &data).map(|()| ExitCode::SUCCESS)
+            }
             Command::Verify(args) => verify(&args).map(|()| ExitCode::SUCCESS),
             Command::Dlq(command) => dlq::run(command).await,
         }
@@ -129,13 +144,18 @@ fn main() -> ExitCode {
 }
 
 fn render(template: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {
-    let source = std::fs::read_to_string(template).with_context(|| format!("reading {}", template.display()))?;
-    let data = std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
-    let data: serde_json::Value = serde_json::from_str(&data).context("the data file is not valid JSON")?;
+    let source = std::fs::read_to_string(template)
+        .with_context(|| format!("reading {}", template.display()))?;
+    let data =
+        std::fs::read_to_string(data).with_context(|| format!("reading {}", data.display()))?;
+    let data: serde_json::Value =
+        serde_json::from_str(&data).context("the data file is not valid JSON")?;
     anyhow::ensure!(data.is_object(), "the data file must hold a JSON object");
     let parsed = templates::Template::parse("template", &source, templates::Limits::default())
         .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
-    let bytes = parsed.render(&templates::data_from_json(&data)).map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    let bytes = parsed
+        .render(&templates::data_from_json(&data))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
@@ -146,31 +166,54 @@ fn render(template: &std::path::Path, data: &std::path::Path) -> anyhow::Result<
 fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
     let scheme = signing::Scheme::parse(&args.scheme)
         .with_context(|| format!("unknown scheme; one of {}", signing::SCHEMES.join(", ")))?;
-    let text = std::fs::read_to_string(&args.headers).with_context(|| format!("reading {}", args.headers.display()))?;
+    let text = std::fs::read_to_string(&args.headers)
+        .with_context(|| format!("reading {}", args.headers.display()))?;
     let headers: Vec<(String, String)> = match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(serde_json::Value::Object(map)) => {
-            map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect()
-        }
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect(),
         _ => text
             .lines()
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
             .collect(),
     };
-    let body = std::fs::read(&args.body).with_context(|| format!("reading {}", args.body.display()))?;
+    let body =
+        std::fs::read(&args.body).with_context(|| format!("reading {}", args.body.display()))?;
     let pem;
     let verifier = match (&args.public_key, &args.secret) {
         (Some(path), _) => {
-            pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             signing::Verifier::PublicKeyPem(&pem)
         }
         (None, Some(secret)) => signing::Verifier::Secret(secret),
         (None, None) => bail!("give --public-key (prequel_rsa) or --secret (HMAC schemes)"),
     };
-    let request = signing::Request { method: &args.method.to_ascii_uppercase(), url: &args.url, body: &body, id: "" };
+    let request = signing::Request {
+        method: &args.method.to_ascii_uppercase(),
+        url: &args.url,
+        body: &body,
+        id: "",
+    };
     let tolerance = i64::try_from(args.tolerance.as_secs()).unwrap_or(i64::MAX);
-    signing::verify(scheme, &headers, request, verifier, tolerance, time::OffsetDateTime::now_utc())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    signing::verify(
+        scheme,
+        &headers,
+        request,
+        verifier,
+        tolerance,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
     println!("valid");
     Ok(())
 }
@@ -178,12 +221,16 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let text = if args.file.as_os_str() == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading standard input")?;
         s
     } else {
-        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let event: serde_json::Value = serde_json::from_str(&text).context("the event is not valid JSON")?;
+    let event: serde_json::Value =
+        serde_json::from_str(&text).context("the event is not valid JSON")?;
     let id = match &args.kafka {
         Some(brokers) => send_to_kafka(brokers, &args.topic_prefix, &event).await?,
         None => send_to_api(&args.api, args.token.as_deref(), &event).await?,
@@ -192,27 +239,51 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send_to_api(api: &str, token: Option<&str>, event: &serde_json::Value) -> anyhow::Result<String> {
-    let mut request = reqwest::Client::new().post(format!("{}/events", api.trim_end_matches('/'))).json(event);
+async fn send_to_api(
+    api: &str,
+    token: Option<&str>,
+    event: &serde_json::Value,
+) -> anyhow::Result<String> {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/events", api.trim_end_matches('/')))
+        .json(event);
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
-    let response = request.send().await.with_context(|| format!("cannot reach the producer API at {api}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the producer API at {api}"))?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     if !status.is_success() {
         let error = &body["error"];
         match error["field"].as_str() {
-            Some(field) => bail!("{status}: {field}: {}", error["message"].as_str().unwrap_or("refused")),
-            None => bail!("{status}: {}", error["message"].as_str().unwrap_or("refused")),
+            Some(field) => bail!(
+                "{status}: {field}: {}",
+                error["message"].as_str().unwrap_or("refused")
+            ),
+            None => bail!(
+                "{status}: {}",
+                error["message"].as_str().unwrap_or("refused")
+            ),
         }
     }
-    body["id"].as_str().map(str::to_owned).context("the API answered without an id")
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the API answered without an id")
 }
 
-async fn send_to_kafka(brokers: &str, prefix: &str, event: &serde_json::Value) -> anyhow::Result<String> {
+async fn send_to_kafka(
+    brokers: &str,
+    prefix: &str,
+    event: &serde_json::Value,
+) -> anyhow::Result<String> {
     let registry = wire::Registry::bundled()?;
-    let (event, bytes) = registry.event_from_json(event).map_err(|e| anyhow::anyhow!("invalid event: {e}"))?;
+    let (event, bytes) = registry
+        .event_from_json(event)
+        .map_err(|e| anyhow::anyhow!("invalid event: {e}"))?;
     let settings = kafka_io::KafkaSettings {
         kafka_brokers: brokers.to_owned(),
         topic_prefix: prefix.to_owned(),
@@ -221,7 +292,14 @@ async fn send_to_kafka(brokers: &str, prefix: &str, event: &serde_json::Value) -
     let producer = kafka_io::producer(&settings, "hookline-cli")?;
     let topic = kafka_io::Topics::new(prefix).events;
     let never = tokio_util::sync::CancellationToken::new();
-    let send = kafka_io::send_durably(&producer, &topic, event.key.as_bytes(), Some(&bytes), None, &never);
+    let send = kafka_io::send_durably(
+        &producer,
+        &topic,
+        event.key.as_bytes(),
+        Some(&bytes),
+        None,
+        &never,
+    );
     tokio::time::timeout(std::time::Duration::from_secs(30), send)
         .await
         .with_context(|| format!("Kafka at {brokers} did not acknowledge within 30 s"))??;

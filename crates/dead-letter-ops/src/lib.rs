@@ -28,10 +28,10 @@ use kafka_io::{KafkaSettings, Topics};
 use time::OffsetDateTime;
 use wire::Registry;
 
-pub use list::{AttemptInfo, Cursor, Entry, ListFilter, ListPage, Page, DEFAULT_LIMIT, MAX_LIMIT};
+pub use list::{AttemptInfo, Cursor, DEFAULT_LIMIT, Entry, ListFilter, ListPage, MAX_LIMIT, Page};
 pub use replay::{LetterOutcome, Progress, ReplayFilter, ReplayRequest, ReplaySummary};
 pub use requeue::{current_url, requeue};
-pub use show::{redact_url, Shown, ShownHeader, ShownRequest, BODY_PREVIEW_BYTES};
+pub use show::{BODY_PREVIEW_BYTES, Shown, ShownHeader, ShownRequest, redact_url};
 
 /// Refusal codes of a replay, one per letter that is not re-queued.
 pub mod codes {
@@ -62,11 +62,15 @@ pub enum OpsError {
     #[error("reading {0} made no progress for 30 s")]
     Stalled(String),
     /// Another replay ran at the same time and fenced this one; nothing was written.
-    #[error("another replay ran at the same time and this one wrote nothing; run it again (what the other re-queued is skipped)")]
+    #[error(
+        "another replay ran at the same time and this one wrote nothing; run it again (what the other re-queued is skipped)"
+    )]
     Conflict,
     /// A replay's transaction failed: it was aborted, or its outcome is unknown. Running
     /// the replay again is safe: letters it re-queued, if it did, are marked and skipped.
-    #[error("the replay did not complete (kafka: {0}); run it again: letters already re-queued are skipped")]
+    #[error(
+        "the replay did not complete (kafka: {0}); run it again: letters already re-queued are skipped"
+    )]
     NotCommitted(rdkafka::error::KafkaError),
     /// A record could not be encoded.
     #[error("encoding: {0}")]
@@ -83,7 +87,9 @@ impl OpsError {
     /// The stable code.
     pub fn code(&self) -> &'static str {
         match self {
-            OpsError::Kafka(_) | OpsError::Stalled(_) | OpsError::Topics(_) => "HL-KAFKA-UNAVAILABLE",
+            OpsError::Kafka(_) | OpsError::Stalled(_) | OpsError::Topics(_) => {
+                "HL-KAFKA-UNAVAILABLE"
+            }
             OpsError::NoTopic(_) => "HL-DLQ-NO-TOPIC",
             OpsError::Conflict => "HL-REPLAY-CONFLICT",
             OpsError::NotCommitted(_) => "HL-REPLAY-NOT-COMMITTED",
@@ -105,7 +111,11 @@ impl Store {
     /// The store of the pipeline `settings` names.
     pub fn new(settings: KafkaSettings) -> Result<Store, OpsError> {
         let topics = Topics::new(&settings.topic_prefix);
-        Ok(Store { settings, topics, registry: Arc::new(Registry::bundled()?) })
+        Ok(Store {
+            settings,
+            topics,
+            registry: Arc::new(Registry::bundled()?),
+        })
     }
 
     /// The topic names.
@@ -153,7 +163,11 @@ mod tests {
             ("-5h", None),
         ];
         for (text, want) in table {
-            assert_eq!(parse_time(text, now).ok(), want.map(|w| parse_rfc3339(w).unwrap()), "{text}");
+            assert_eq!(
+                parse_time(text, now).ok(),
+                want.map(|w| parse_rfc3339(w).unwrap()),
+                "{text}"
+            );
         }
     }
 }

@@ -24,8 +24,8 @@ use signing::Sealer;
 use time::OffsetDateTime;
 use wire::{DeadLetter, Endpoint, RenderedDelivery};
 
-use crate::scan::{scan, Missing};
-use crate::{codes, parse_rfc3339, OpsError, Store};
+use crate::scan::{Missing, scan};
+use crate::{OpsError, Store, codes, parse_rfc3339};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a replay's transaction may stay open; also how long librdkafka retries a send.
@@ -47,16 +47,28 @@ pub struct ReplayFilter {
 impl ReplayFilter {
     /// True when nothing narrows it: every dead letter matches.
     pub fn is_everything(&self) -> bool {
-        self.endpoint_id.is_none() && self.since.is_none() && self.until.is_none() && self.ids.is_empty()
+        self.endpoint_id.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.ids.is_empty()
     }
 
     /// True when `letter` passes.
     pub fn matches(&self, letter: &DeadLetter) -> bool {
-        let endpoint = letter.endpoint_id.as_deref().or(letter.delivery.as_ref().map(|d| d.endpoint_id.as_str()));
+        let endpoint = letter
+            .endpoint_id
+            .as_deref()
+            .or(letter.delivery.as_ref().map(|d| d.endpoint_id.as_str()));
         let failed_at = parse_rfc3339(&letter.failed_at);
-        self.endpoint_id.as_deref().is_none_or(|e| endpoint == Some(e))
-            && self.since.is_none_or(|since| failed_at.is_some_and(|t| t >= since))
-            && self.until.is_none_or(|until| failed_at.is_some_and(|t| t < until))
+        self.endpoint_id
+            .as_deref()
+            .is_none_or(|e| endpoint == Some(e))
+            && self
+                .since
+                .is_none_or(|since| failed_at.is_some_and(|t| t >= since))
+            && self
+                .until
+                .is_none_or(|until| failed_at.is_some_and(|t| t < until))
             && (self.ids.is_empty() || self.ids.contains(&letter.id))
     }
 }
@@ -138,9 +150,19 @@ pub(crate) fn plan(
     now: OffsetDateTime,
 ) -> (ReplaySummary, Writes) {
     letters.sort_by_cached_key(|l| (parse_rfc3339(&l.failed_at), l.id.clone()));
-    let mut summary = ReplaySummary { dry_run: request.dry_run, matched: letters.len(), ..ReplaySummary::default() };
+    let mut summary = ReplaySummary {
+        dry_run: request.dry_run,
+        matched: letters.len(),
+        ..ReplaySummary::default()
+    };
     let found: HashSet<&str> = letters.iter().map(|l| l.id.as_str()).collect();
-    summary.not_found = request.filter.ids.iter().filter(|id| !found.contains(id.as_str())).cloned().collect();
+    summary.not_found = request
+        .filter
+        .ids
+        .iter()
+        .filter(|id| !found.contains(id.as_str()))
+        .cloned()
+        .collect();
     let mut writes = Writes::default();
     // Delivery id -> index of its re-queued delivery in `writes`.
     let mut requeued: HashMap<String, usize> = HashMap::new();
@@ -149,8 +171,14 @@ pub(crate) fn plan(
         let d = letter.delivery.as_ref();
         let mut outcome = LetterOutcome {
             id: letter.id.clone(),
-            delivery_id: letter.delivery_id.clone().or_else(|| d.map(|d| d.delivery_id.clone())),
-            endpoint_id: letter.endpoint_id.clone().or_else(|| d.map(|d| d.endpoint_id.clone())),
+            delivery_id: letter
+                .delivery_id
+                .clone()
+                .or_else(|| d.map(|d| d.delivery_id.clone())),
+            endpoint_id: letter
+                .endpoint_id
+                .clone()
+                .or_else(|| d.map(|d| d.endpoint_id.clone())),
             outcome: "refused",
             code: None,
         };
@@ -187,19 +215,40 @@ pub(crate) fn plan(
         summary.letters.push(outcome);
     }
     // Of the letters of one delivery, the one re-queued is the one its delivery replays.
-    let requeued_letters: HashSet<&str> = writes.deliveries.iter().filter_map(|d| d.replay_of.as_deref()).collect();
+    let requeued_letters: HashSet<&str> = writes
+        .deliveries
+        .iter()
+        .filter_map(|d| d.replay_of.as_deref())
+        .collect();
     for o in &mut summary.letters {
         if o.outcome == "requeued" && !requeued_letters.contains(o.id.as_str()) {
             o.outcome = "duplicate";
         }
     }
-    summary.requeued = summary.letters.iter().filter(|o| o.outcome == "requeued").count();
-    summary.duplicates = summary.letters.iter().filter(|o| o.outcome == "duplicate").count();
-    summary.already_replayed = summary.letters.iter().filter(|o| o.outcome == "already_replayed").count();
+    summary.requeued = summary
+        .letters
+        .iter()
+        .filter(|o| o.outcome == "requeued")
+        .count();
+    summary.duplicates = summary
+        .letters
+        .iter()
+        .filter(|o| o.outcome == "duplicate")
+        .count();
+    summary.already_replayed = summary
+        .letters
+        .iter()
+        .filter(|o| o.outcome == "already_replayed")
+        .count();
     (summary, writes)
 }
 
-fn decide(letter: &DeadLetter, endpoint: &impl Fn(&str) -> Option<Result<Endpoint, ()>>, sealer: &Sealer, now: OffsetDateTime) -> Result<RenderedDelivery, &'static str> {
+fn decide(
+    letter: &DeadLetter,
+    endpoint: &impl Fn(&str) -> Option<Result<Endpoint, ()>>,
+    sealer: &Sealer,
+    now: OffsetDateTime,
+) -> Result<RenderedDelivery, &'static str> {
     let d = letter.delivery.as_ref().ok_or(codes::NOT_REPLAYABLE)?;
     let endpoint = match endpoint(&d.endpoint_id) {
         None => return Err(codes::ENDPOINT_DELETED),
@@ -224,21 +273,48 @@ impl Store {
     ) -> Result<ReplaySummary, OpsError> {
         let registry = self.registry.clone();
         let filter = request.filter.clone();
-        let letters = scan(&self.settings, &self.topics.dead_letter, Missing::Error, Vec::new(), move |letters: &mut Vec<DeadLetter>, r| {
-            if let Some(letter) = r.payload.and_then(|p| registry.decode::<DeadLetter>(p).ok()).filter(|l| filter.matches(l)) {
-                letters.push(letter);
-            }
-        })
+        let letters = scan(
+            &self.settings,
+            &self.topics.dead_letter,
+            Missing::Error,
+            Vec::new(),
+            move |letters: &mut Vec<DeadLetter>, r| {
+                if let Some(letter) = r
+                    .payload
+                    .and_then(|p| registry.decode::<DeadLetter>(p).ok())
+                    .filter(|l| filter.matches(l))
+                {
+                    letters.push(letter);
+                }
+            },
+        )
         .await?;
         // Fence any replay still open before reading the marks (see the module documentation).
-        let producer = if request.dry_run { None } else { Some(self.transactional_producer().await?) };
+        let producer = if request.dry_run {
+            None
+        } else {
+            Some(self.transactional_producer().await?)
+        };
         let marks: HashSet<String> = self.marks().await?.into_keys().collect();
         endpoints.sync().await?;
         let lookup = |id: &str| {
-            endpoints.get(id).map(|mut e| service_kit::open_endpoint_secrets(sealer, &mut e).map(|()| e).map_err(|_| ()))
+            endpoints.get(id).map(|mut e| {
+                service_kit::open_endpoint_secrets(sealer, &mut e)
+                    .map(|()| e)
+                    .map_err(|_| ())
+            })
         };
-        let (summary, writes) = plan(letters, request, &marks, lookup, sealer, OffsetDateTime::now_utc());
-        let Some(producer) = producer else { return Ok(summary) };
+        let (summary, writes) = plan(
+            letters,
+            request,
+            &marks,
+            lookup,
+            sealer,
+            OffsetDateTime::now_utc(),
+        );
+        let Some(producer) = producer else {
+            return Ok(summary);
+        };
         if writes.marks.is_empty() {
             return Ok(summary);
         }
@@ -251,9 +327,13 @@ impl Store {
             Err(e) => {
                 // Fenced by another replay, the producer failed for good and purged what
                 // it held: whatever error surfaced first, the cause is the conflict.
-                let fenced = producer.client().fatal_error().is_some_and(|(code, _)| is_fenced(code));
+                let fenced = producer
+                    .client()
+                    .fatal_error()
+                    .is_some_and(|(code, _)| is_fenced(code));
                 let abort = producer.clone();
-                let _ = tokio::task::spawn_blocking(move || abort.abort_transaction(CALL_TIMEOUT)).await;
+                let _ = tokio::task::spawn_blocking(move || abort.abort_transaction(CALL_TIMEOUT))
+                    .await;
                 Err(match e {
                     _ if fenced => OpsError::Conflict,
                     OpsError::Kafka(k) => OpsError::NotCommitted(k),
@@ -264,28 +344,53 @@ impl Store {
     }
 
     async fn transactional_producer(&self) -> Result<FutureProducer, OpsError> {
-        let spec = TopicSpec { name: self.topics.dead_letter_replays.clone(), compacted: true };
+        let spec = TopicSpec {
+            name: self.topics.dead_letter_replays.clone(),
+            compacted: true,
+        };
         kafka_io::ensure_topics(&self.settings, &[spec]).await?;
         let mut config = kafka_io::producer_config(&self.settings, "hookline-dead-letter-replay");
         config
-            .set("transactional.id", format!("{}hookline-dead-letter-replay", self.settings.topic_prefix))
+            .set(
+                "transactional.id",
+                format!("{}hookline-dead-letter-replay", self.settings.topic_prefix),
+            )
             .set("transaction.timeout.ms", TRANSACTION_TIMEOUT)
             .set("message.timeout.ms", TRANSACTION_TIMEOUT);
         let producer: FutureProducer = config.create()?;
         let init = producer.clone();
-        tokio::task::spawn_blocking(move || init.init_transactions(CALL_TIMEOUT)).await.map_err(|_| OpsError::Kafka(KafkaError::Canceled))?.map_err(conflict)?;
+        tokio::task::spawn_blocking(move || init.init_transactions(CALL_TIMEOUT))
+            .await
+            .map_err(|_| OpsError::Kafka(KafkaError::Canceled))?
+            .map_err(conflict)?;
         Ok(producer)
     }
 
     /// Writes the deliveries and marks in one transaction and commits it.
-    async fn write(&self, producer: &FutureProducer, writes: &Writes, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<(), OpsError> {
+    async fn write(
+        &self,
+        producer: &FutureProducer,
+        writes: &Writes,
+        progress: &(dyn Fn(Progress) + Send + Sync),
+    ) -> Result<(), OpsError> {
         producer.begin_transaction().map_err(conflict)?;
-        let mut records: Vec<(&str, &str, Vec<u8>, bool)> = Vec::with_capacity(writes.deliveries.len() + writes.marks.len());
+        let mut records: Vec<(&str, &str, Vec<u8>, bool)> =
+            Vec::with_capacity(writes.deliveries.len() + writes.marks.len());
         for d in &writes.deliveries {
-            records.push((&self.topics.rendered_deliveries, &d.endpoint_id, self.registry.encode(d)?, true));
+            records.push((
+                &self.topics.rendered_deliveries,
+                &d.endpoint_id,
+                self.registry.encode(d)?,
+                true,
+            ));
         }
         for m in &writes.marks {
-            records.push((&self.topics.dead_letter_replays, &m.dead_letter_id, self.registry.encode(m)?, false));
+            records.push((
+                &self.topics.dead_letter_replays,
+                &m.dead_letter_id,
+                self.registry.encode(m)?,
+                false,
+            ));
         }
         let mut pending = std::collections::VecDeque::new();
         for (topic, key, bytes, is_delivery) in &records {
@@ -314,9 +419,10 @@ impl Store {
         let mut tries = 0;
         loop {
             let commit = producer.clone();
-            let result = tokio::task::spawn_blocking(move || commit.commit_transaction(CALL_TIMEOUT))
-                .await
-                .map_err(|_| OpsError::Kafka(KafkaError::Canceled))?;
+            let result =
+                tokio::task::spawn_blocking(move || commit.commit_transaction(CALL_TIMEOUT))
+                    .await
+                    .map_err(|_| OpsError::Kafka(KafkaError::Canceled))?;
             match result {
                 Ok(()) => return Ok(()),
                 // A commit that timed out may be asked again: it completes the same one.
@@ -327,7 +433,11 @@ impl Store {
     }
 }
 
-fn acknowledged<E>(ack: Result<OwnedDeliveryResult, E>, is_delivery: bool, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<(), OpsError> {
+fn acknowledged<E>(
+    ack: Result<OwnedDeliveryResult, E>,
+    is_delivery: bool,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<(), OpsError> {
     match ack {
         Ok(Ok(_)) => {
             if is_delivery {
@@ -346,11 +456,20 @@ fn conflict(e: KafkaError) -> OpsError {
         KafkaError::Transaction(r) => Some(r.code()),
         other => other.rdkafka_error_code(),
     };
-    if code.is_some_and(is_fenced) { OpsError::Conflict } else { OpsError::Kafka(e) }
+    if code.is_some_and(is_fenced) {
+        OpsError::Conflict
+    } else {
+        OpsError::Kafka(e)
+    }
 }
 
 fn is_fenced(code: RDKafkaErrorCode) -> bool {
-    matches!(code, RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
 }
 
 #[cfg(test)]
@@ -359,7 +478,13 @@ mod tests {
     use crate::list::tests::letter;
 
     fn endpoints(id: &str) -> Option<Result<Endpoint, ()>> {
-        let e = |active| Endpoint { id: id.to_owned(), url: "https://now.example/hook".into(), active, signing_scheme: "prequel_rsa".into(), ..Endpoint::default() };
+        let e = |active| Endpoint {
+            id: id.to_owned(),
+            url: "https://now.example/hook".into(),
+            active,
+            signing_scheme: "prequel_rsa".into(),
+            ..Endpoint::default()
+        };
         match id {
             "ep-live" => Some(Ok(e(true))),
             "ep-off" => Some(Ok(e(false))),
@@ -369,7 +494,14 @@ mod tests {
     }
 
     fn request(ids: &[&str]) -> ReplayRequest {
-        ReplayRequest { filter: ReplayFilter { ids: ids.iter().map(|s| (*s).to_owned()).collect(), ..ReplayFilter::default() }, dry_run: false, requested_by: "cli".into() }
+        ReplayRequest {
+            filter: ReplayFilter {
+                ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+                ..ReplayFilter::default()
+            },
+            dry_run: false,
+            requested_by: "cli".into(),
+        }
     }
 
     #[test]
@@ -394,41 +526,85 @@ mod tests {
         ];
         let marks: HashSet<String> = ["done".to_owned()].into();
         let now = parse_rfc3339("2024-01-16T00:00:00Z").unwrap();
-        let (summary, writes) = plan(letters, &request(&["live", "missing"]), &marks, endpoints, &sealer, now);
-        let outcomes: Vec<(&str, &str, Option<&str>)> = summary.letters.iter().map(|o| (o.id.as_str(), o.outcome, o.code)).collect();
-        assert_eq!(outcomes, [
-            ("live", "requeued", None),
-            ("gone", "refused", Some(codes::ENDPOINT_DELETED)),
-            ("unreadable", "refused", Some(codes::NOT_REPLAYABLE)),
-            ("done", "already_replayed", None),
-            ("off", "refused", Some(codes::ENDPOINT_INACTIVE)),
-            ("twin-old", "duplicate", None),
-            ("twin-new", "requeued", None),
-            ("sealed", "refused", Some(codes::SEAL_OPEN)),
-        ]);
-        assert_eq!((summary.matched, summary.requeued, summary.already_replayed, summary.duplicates), (8, 2, 1, 1));
+        let (summary, writes) = plan(
+            letters,
+            &request(&["live", "missing"]),
+            &marks,
+            endpoints,
+            &sealer,
+            now,
+        );
+        let outcomes: Vec<(&str, &str, Option<&str>)> = summary
+            .letters
+            .iter()
+            .map(|o| (o.id.as_str(), o.outcome, o.code))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("live", "requeued", None),
+                ("gone", "refused", Some(codes::ENDPOINT_DELETED)),
+                ("unreadable", "refused", Some(codes::NOT_REPLAYABLE)),
+                ("done", "already_replayed", None),
+                ("off", "refused", Some(codes::ENDPOINT_INACTIVE)),
+                ("twin-old", "duplicate", None),
+                ("twin-new", "requeued", None),
+                ("sealed", "refused", Some(codes::SEAL_OPEN)),
+            ]
+        );
+        assert_eq!(
+            (
+                summary.matched,
+                summary.requeued,
+                summary.already_replayed,
+                summary.duplicates
+            ),
+            (8, 2, 1, 1)
+        );
         assert_eq!(summary.refused.values().sum::<usize>(), 4);
         assert_eq!(summary.refused[codes::ENDPOINT_DELETED], 1);
         assert_eq!(summary.not_found, ["missing"]);
 
         // Two deliveries (the twins once, as the newer letter), three marks.
-        let replays: Vec<(&str, Option<&str>)> = writes.deliveries.iter().map(|d| (d.delivery_id.as_str(), d.replay_of.as_deref())).collect();
-        assert_eq!(replays, [("del-live", Some("live")), ("del-twin", Some("twin-new"))]);
-        assert!(writes.deliveries.iter().all(|d| d.url == "https://now.example/hook"));
-        let marked: Vec<&str> = writes.marks.iter().map(|m| m.dead_letter_id.as_str()).collect();
+        let replays: Vec<(&str, Option<&str>)> = writes
+            .deliveries
+            .iter()
+            .map(|d| (d.delivery_id.as_str(), d.replay_of.as_deref()))
+            .collect();
+        assert_eq!(
+            replays,
+            [("del-live", Some("live")), ("del-twin", Some("twin-new"))]
+        );
+        assert!(
+            writes
+                .deliveries
+                .iter()
+                .all(|d| d.url == "https://now.example/hook")
+        );
+        let marked: Vec<&str> = writes
+            .marks
+            .iter()
+            .map(|m| m.dead_letter_id.as_str())
+            .collect();
         assert_eq!(marked, ["live", "twin-old", "twin-new"]);
-        assert!(writes.marks.iter().all(|m| m.requested_by == "cli" && m.replayed_at == "2024-01-16T00:00:00.000+00:00"));
+        assert!(
+            writes.marks.iter().all(
+                |m| m.requested_by == "cli" && m.replayed_at == "2024-01-16T00:00:00.000+00:00"
+            )
+        );
     }
 
     #[test]
     fn the_filter_selects_by_endpoint_window_and_ids() {
         let l = letter("a", "2024-01-15T10:00:00.000+00:00", Some("ep-1"), "HL-X");
         let at = |s: &str| parse_rfc3339(s);
-        let f = |endpoint: Option<&str>, since: Option<&str>, until: Option<&str>, ids: &[&str]| ReplayFilter {
-            endpoint_id: endpoint.map(str::to_owned),
-            since: since.and_then(at),
-            until: until.and_then(at),
-            ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        let f = |endpoint: Option<&str>, since: Option<&str>, until: Option<&str>, ids: &[&str]| {
+            ReplayFilter {
+                endpoint_id: endpoint.map(str::to_owned),
+                since: since.and_then(at),
+                until: until.and_then(at),
+                ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+            }
         };
         let table = [
             (f(None, None, None, &[]), true),
@@ -444,6 +620,9 @@ mod tests {
         for (filter, want) in table {
             assert_eq!(filter.matches(&l), want, "{filter:?}");
         }
-        assert!(f(None, None, None, &[]).is_everything() && !f(None, None, None, &["a"]).is_everything());
+        assert!(
+            f(None, None, None, &[]).is_everything()
+                && !f(None, None, None, &["a"]).is_everything()
+        );
     }
 }

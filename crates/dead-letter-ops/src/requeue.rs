@@ -18,14 +18,23 @@ use crate::codes;
 
 /// The delivery to re-queue for `letter` (whose request must be there) to `endpoint`
 /// (its secrets open), or the refusal code.
-pub fn requeue(letter: &DeadLetter, endpoint: &Endpoint, sealer: &Sealer, now: OffsetDateTime) -> Result<RenderedDelivery, &'static str> {
+pub fn requeue(
+    letter: &DeadLetter,
+    endpoint: &Endpoint,
+    sealer: &Sealer,
+    now: OffsetDateTime,
+) -> Result<RenderedDelivery, &'static str> {
     let old = letter.delivery.as_ref().ok_or(codes::NOT_REPLAYABLE)?;
     if letter.reason.contains(dead_letter::BODY_DROPPED) {
         return Err(codes::BODY_DROPPED);
     }
     let mut d = open(old, sealer)?;
     d.url = current_url(old, endpoint)?;
-    d.signing_scheme = if endpoint.signing_scheme.is_empty() { "none".to_owned() } else { endpoint.signing_scheme.clone() };
+    d.signing_scheme = if endpoint.signing_scheme.is_empty() {
+        "none".to_owned()
+    } else {
+        endpoint.signing_scheme.clone()
+    };
     d.signing_secrets = signing_secrets(endpoint, &d.signing_scheme, now);
     d.attempts.clear();
     d.due_at_ms = None;
@@ -35,7 +44,10 @@ pub fn requeue(letter: &DeadLetter, endpoint: &Endpoint, sealer: &Sealer, now: O
 
 /// Where the replay goes: the endpoint's current URL when it is a plain URL, else the
 /// rendered one (a template's output for this event, or a vendor's public URL).
-pub fn current_url(delivery: &RenderedDelivery, endpoint: &Endpoint) -> Result<String, &'static str> {
+pub fn current_url(
+    delivery: &RenderedDelivery,
+    endpoint: &Endpoint,
+) -> Result<String, &'static str> {
     let configured = endpoint.url.trim();
     if configured.is_empty() || configured.contains("{{") {
         return Ok(delivery.url.clone());
@@ -74,10 +86,13 @@ fn signing_secrets(endpoint: &Endpoint, scheme: &str, now: OffsetDateTime) -> Ve
     if scheme == "none" || scheme == "prequel_rsa" {
         return Vec::new();
     }
-    let previous = endpoint
-        .previous_secret
-        .clone()
-        .filter(|_| endpoint.previous_secret_until.as_deref().and_then(crate::parse_rfc3339).is_some_and(|until| until > now));
+    let previous = endpoint.previous_secret.clone().filter(|_| {
+        endpoint
+            .previous_secret_until
+            .as_deref()
+            .and_then(crate::parse_rfc3339)
+            .is_some_and(|until| until > now)
+    });
     endpoint.secret.iter().cloned().chain(previous).collect()
 }
 
@@ -140,11 +155,24 @@ mod tests {
             body: b"{\"secret\":\"s\"}".to_vec(),
             timeout_ms: Some(100),
             due_at_ms: Some(5),
-            attempts: vec![Attempt { attempt: 1, started_at: String::new(), duration_ms: 1, status: Some(503), error_code: None, response: None }],
+            attempts: vec![Attempt {
+                attempt: 1,
+                started_at: String::new(),
+                duration_ms: 1,
+                status: Some(503),
+                error_code: None,
+                response: None,
+            }],
             ..RenderedDelivery::default()
         };
         d = seal(d, &s);
-        DeadLetter { id: "dl-1".into(), reason_code: "HL-DELIVERY-REJECTED".into(), reason: "final".into(), delivery: Some(d), ..crate::list::tests::letter("dl-1", "2024-01-15T10:00:00Z", None, "HL-X") }
+        DeadLetter {
+            id: "dl-1".into(),
+            reason_code: "HL-DELIVERY-REJECTED".into(),
+            reason: "final".into(),
+            delivery: Some(d),
+            ..crate::list::tests::letter("dl-1", "2024-01-15T10:00:00Z", None, "HL-X")
+        }
     }
 
     fn now() -> OffsetDateTime {
@@ -164,12 +192,42 @@ mod tests {
         assert_eq!(d.signing_scheme, "standard_webhooks");
         // Sealed for the new URL: opens there, and not under the old one.
         let ctx = |part: &str, url: &str| signing::delivery_context("del-1", part, "POST", url);
-        let open = |v: &str, part: &str, url: &str| s.open(v, &ctx(part, url)).map(|p| String::from_utf8(p).unwrap());
-        assert_eq!(open(&d.sensitive_headers[0].value, "header/authorization", "https://new.example/v2").unwrap(), "Bearer key-1");
-        assert!(open(&d.sensitive_headers[0].value, "header/authorization", "https://old.example/hook").is_err());
-        let secrets: Vec<String> = d.signing_secrets.iter().map(|v| open(v, "signing-secret", "https://new.example/v2").unwrap()).collect();
+        let open = |v: &str, part: &str, url: &str| {
+            s.open(v, &ctx(part, url))
+                .map(|p| String::from_utf8(p).unwrap())
+        };
+        assert_eq!(
+            open(
+                &d.sensitive_headers[0].value,
+                "header/authorization",
+                "https://new.example/v2"
+            )
+            .unwrap(),
+            "Bearer key-1"
+        );
+        assert!(
+            open(
+                &d.sensitive_headers[0].value,
+                "header/authorization",
+                "https://old.example/hook"
+            )
+            .is_err()
+        );
+        let secrets: Vec<String> = d
+            .signing_secrets
+            .iter()
+            .map(|v| open(v, "signing-secret", "https://new.example/v2").unwrap())
+            .collect();
         assert_eq!(secrets, ["whsec_new", "whsec_old"]);
-        assert_eq!(open(std::str::from_utf8(&d.body).unwrap(), "body", "https://new.example/v2").unwrap(), "{\"secret\":\"s\"}");
+        assert_eq!(
+            open(
+                std::str::from_utf8(&d.body).unwrap(),
+                "body",
+                "https://new.example/v2"
+            )
+            .unwrap(),
+            "{\"secret\":\"s\"}"
+        );
         assert_eq!(d.headers, letter.delivery.as_ref().unwrap().headers);
     }
 
@@ -179,46 +237,116 @@ mod tests {
         let letter = sealed_letter("https://old.example/hook");
         let mut e = endpoint("https://new.example/v2");
         let later = crate::parse_rfc3339("2024-01-17T00:00:00Z").unwrap();
-        assert_eq!(requeue(&letter, &e, &s, later).unwrap().signing_secrets.len(), 1, "the previous secret's overlap is over");
+        assert_eq!(
+            requeue(&letter, &e, &s, later)
+                .unwrap()
+                .signing_secrets
+                .len(),
+            1,
+            "the previous secret's overlap is over"
+        );
         e.signing_scheme = "prequel_rsa".into();
         let d = requeue(&letter, &e, &s, now()).unwrap();
         assert!(d.signing_secrets.is_empty() && d.signing_scheme == "prequel_rsa");
         e.signing_scheme = String::new();
-        assert_eq!(requeue(&letter, &e, &s, now()).unwrap().signing_scheme, "none");
+        assert_eq!(
+            requeue(&letter, &e, &s, now()).unwrap().signing_scheme,
+            "none"
+        );
     }
 
     #[test]
     fn refusals_have_codes() {
         let s = sealer();
         let e = endpoint("https://new.example/v2");
-        let no_request = DeadLetter { delivery: None, ..sealed_letter("https://x.example/") };
-        assert_eq!(requeue(&no_request, &e, &s, now()), Err(codes::NOT_REPLAYABLE));
+        let no_request = DeadLetter {
+            delivery: None,
+            ..sealed_letter("https://x.example/")
+        };
+        assert_eq!(
+            requeue(&no_request, &e, &s, now()),
+            Err(codes::NOT_REPLAYABLE)
+        );
         let mut dropped = sealed_letter("https://x.example/");
         dropped.reason.push_str(dead_letter::BODY_DROPPED);
         assert_eq!(requeue(&dropped, &e, &s, now()), Err(codes::BODY_DROPPED));
         let other_key = Sealer::from_base64(&Sealer::new_master_key()).unwrap();
-        assert_eq!(requeue(&sealed_letter("https://x.example/"), &e, &other_key, now()), Err(codes::SEAL_OPEN));
+        assert_eq!(
+            requeue(&sealed_letter("https://x.example/"), &e, &other_key, now()),
+            Err(codes::SEAL_OPEN)
+        );
         let mut moved = sealed_letter("https://x.example/");
         moved.delivery.as_mut().unwrap().url = "https://elsewhere.example/".into();
-        assert_eq!(requeue(&moved, &e, &s, now()), Err(codes::SEAL_OPEN), "sealed for another URL");
-        assert_eq!(requeue(&sealed_letter("https://x.example/"), &endpoint("ftp://x"), &s, now()), Err(codes::BAD_URL));
+        assert_eq!(
+            requeue(&moved, &e, &s, now()),
+            Err(codes::SEAL_OPEN),
+            "sealed for another URL"
+        );
+        assert_eq!(
+            requeue(
+                &sealed_letter("https://x.example/"),
+                &endpoint("ftp://x"),
+                &s,
+                now()
+            ),
+            Err(codes::BAD_URL)
+        );
     }
 
     #[test]
     fn the_url_is_the_endpoints_unless_templated_and_generic_get_keeps_its_event() {
-        let d = |url: &str, method: &str| RenderedDelivery { url: url.into(), method: method.into(), event_type: "transfer.started".into(), ..RenderedDelivery::default() };
-        let e = |url: &str, vendor: &str| Endpoint { url: url.into(), vendor: vendor.into(), ..Endpoint::default() };
+        let d = |url: &str, method: &str| RenderedDelivery {
+            url: url.into(),
+            method: method.into(),
+            event_type: "transfer.started".into(),
+            ..RenderedDelivery::default()
+        };
+        let e = |url: &str, vendor: &str| Endpoint {
+            url: url.into(),
+            vendor: vendor.into(),
+            ..Endpoint::default()
+        };
         let get = "https://old.example/cb?k=1&type=transfer.started&version=2023-10-15&api_version=2023-10-15&created_at=x&data.transfer_id=t-1";
         let table = [
-            (d("https://old.example/a", "POST"), e("https://new.example/b", "generic_post"), "https://new.example/b"),
-            (d("https://old.example/d-7", "POST"), e("https://new.example/{{.DestinationId}}", "generic_post"), "https://old.example/d-7"),
-            (d("https://events.pagerduty.com/v2/enqueue", "POST"), e("", "pagerduty"), "https://events.pagerduty.com/v2/enqueue"),
-            (d(get, "GET"), e("https://new.example/cb2?z=9", "generic_get"), "https://new.example/cb2?z=9&type=transfer.started&version=2023-10-15&api_version=2023-10-15&created_at=x&data.transfer_id=t-1"),
-            (d("https://old.example/cb?odd=1", "GET"), e("https://new.example/cb2", "generic_get"), "https://old.example/cb?odd=1"),
-            (d("https://old.example/cb", "POST"), e("https://new.example/cb2", "generic_get"), "https://new.example/cb2"),
+            (
+                d("https://old.example/a", "POST"),
+                e("https://new.example/b", "generic_post"),
+                "https://new.example/b",
+            ),
+            (
+                d("https://old.example/d-7", "POST"),
+                e("https://new.example/{{.DestinationId}}", "generic_post"),
+                "https://old.example/d-7",
+            ),
+            (
+                d("https://events.pagerduty.com/v2/enqueue", "POST"),
+                e("", "pagerduty"),
+                "https://events.pagerduty.com/v2/enqueue",
+            ),
+            (
+                d(get, "GET"),
+                e("https://new.example/cb2?z=9", "generic_get"),
+                "https://new.example/cb2?z=9&type=transfer.started&version=2023-10-15&api_version=2023-10-15&created_at=x&data.transfer_id=t-1",
+            ),
+            (
+                d("https://old.example/cb?odd=1", "GET"),
+                e("https://new.example/cb2", "generic_get"),
+                "https://old.example/cb?odd=1",
+            ),
+            (
+                d("https://old.example/cb", "POST"),
+                e("https://new.example/cb2", "generic_get"),
+                "https://new.example/cb2",
+            ),
         ];
         for (delivery, endpoint, want) in table {
-            assert_eq!(current_url(&delivery, &endpoint).unwrap(), want, "{} -> {}", delivery.url, endpoint.url);
+            assert_eq!(
+                current_url(&delivery, &endpoint).unwrap(),
+                want,
+                "{} -> {}",
+                delivery.url,
+                endpoint.url
+            );
         }
     }
 }

@@ -40,7 +40,13 @@ pub(crate) enum Missing {
 }
 
 /// Reads `topic` up to its end as of now, folding each record into `acc` with `f`.
-pub(crate) async fn scan<A, F>(settings: &KafkaSettings, topic: &str, missing: Missing, acc: A, f: F) -> Result<A, OpsError>
+pub(crate) async fn scan<A, F>(
+    settings: &KafkaSettings,
+    topic: &str,
+    missing: Missing,
+    acc: A,
+    f: F,
+) -> Result<A, OpsError>
 where
     A: Send + 'static,
     F: FnMut(&mut A, Read<'_>) + Send + 'static,
@@ -51,11 +57,21 @@ where
         .map_err(|_| OpsError::Kafka(KafkaError::Canceled))?
 }
 
-fn scan_blocking<A, F>(settings: &KafkaSettings, topic: &str, missing: Missing, mut acc: A, mut f: F) -> Result<A, OpsError>
+fn scan_blocking<A, F>(
+    settings: &KafkaSettings,
+    topic: &str,
+    missing: Missing,
+    mut acc: A,
+    mut f: F,
+) -> Result<A, OpsError>
 where
     F: FnMut(&mut A, Read<'_>),
 {
-    let mut config = kafka_io::consumer_config(settings, "hookline-dead-letter-ops", "hookline-dead-letter-ops-unused");
+    let mut config = kafka_io::consumer_config(
+        settings,
+        "hookline-dead-letter-ops",
+        "hookline-dead-letter-ops-unused",
+    );
     config.set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
@@ -98,13 +114,24 @@ where
                 }
             }
         }
-        if ends.iter().all(|(p, end)| positions.get(p).is_some_and(|at| at >= end)) {
+        if ends
+            .iter()
+            .all(|(p, end)| positions.get(p).is_some_and(|at| at >= end))
+        {
             return Ok(acc);
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 last_progress = Instant::now();
-                f(&mut acc, Read { partition: m.partition(), offset: m.offset(), key: m.key(), payload: m.payload() });
+                f(
+                    &mut acc,
+                    Read {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key(),
+                        payload: m.payload(),
+                    },
+                );
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => {

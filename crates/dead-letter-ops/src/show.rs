@@ -8,7 +8,7 @@ use serde::Serialize;
 use wire::{DeadLetter, RenderedDelivery};
 
 use crate::list::Entry;
-use crate::scan::{scan, Missing};
+use crate::scan::{Missing, scan};
 use crate::{OpsError, Store};
 
 /// The most body text [`Shown`] holds.
@@ -69,16 +69,27 @@ impl Shown {
     pub fn of(letter: &DeadLetter) -> Shown {
         let mut entry = Entry::of(letter);
         let kept: Vec<bool> = if letter.attempts.is_empty() {
-            letter.delivery.as_ref().map(|d| d.attempts.iter().map(|a| a.response.is_some()).collect()).unwrap_or_default()
+            letter
+                .delivery
+                .as_ref()
+                .map(|d| d.attempts.iter().map(|a| a.response.is_some()).collect())
+                .unwrap_or_default()
         } else {
-            letter.attempts.iter().map(|a| a.response.is_some()).collect()
+            letter
+                .attempts
+                .iter()
+                .map(|a| a.response.is_some())
+                .collect()
         };
         for (a, kept) in entry.attempts.iter_mut().zip(kept) {
             a.response = kept.then_some(SEALED);
         }
         Shown {
             entry,
-            source: format!("{}/{}@{}", letter.source_topic, letter.source_partition, letter.source_offset),
+            source: format!(
+                "{}/{}@{}",
+                letter.source_topic, letter.source_partition, letter.source_offset
+            ),
             payload_bytes: letter.payload.as_ref().map(Vec::len),
             request: letter.delivery.as_ref().map(ShownRequest::of),
         }
@@ -90,8 +101,14 @@ impl ShownRequest {
         let headers = d
             .headers
             .iter()
-            .map(|h| ShownHeader { name: h.name.clone(), value: h.value.clone() })
-            .chain(d.sensitive_headers.iter().map(|h| ShownHeader { name: h.name.clone(), value: REDACTED.to_owned() }))
+            .map(|h| ShownHeader {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .chain(d.sensitive_headers.iter().map(|h| ShownHeader {
+                name: h.name.clone(),
+                value: REDACTED.to_owned(),
+            }))
             .collect();
         let (body, body_truncated) = if d.body_sealed || d.body.is_empty() {
             (None, false)
@@ -120,13 +137,18 @@ fn floor_char_boundary(s: &str, max: usize) -> usize {
     if max >= s.len() {
         return s.len();
     }
-    (0..=max).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0)
+    (0..=max)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0)
 }
 
 /// `url` with every query value, user info and fragment replaced by `[redacted]`;
 /// scheme, host, port, path and query keys stay.
 pub fn redact_url(raw: &str) -> String {
-    let Ok(url) = url::Url::parse(raw) else { return REDACTED.to_owned() };
+    let Ok(url) = url::Url::parse(raw) else {
+        return REDACTED.to_owned();
+    };
     let mut out = format!("{}://", url.scheme());
     if !url.username().is_empty() || url.password().is_some() {
         out.push_str(REDACTED);
@@ -162,13 +184,25 @@ impl Store {
     pub async fn show(&self, id: &str) -> Result<Option<Shown>, OpsError> {
         let registry = self.registry.clone();
         let wanted = id.to_owned();
-        let found = scan(&self.settings, &self.topics.dead_letter, Missing::Error, None, move |found: &mut Option<Shown>, r| {
-            if let Some(letter) = r.payload.and_then(|p| registry.decode::<DeadLetter>(p).ok()).filter(|l| l.id == wanted) {
-                *found = Some(Shown::of(&letter));
-            }
-        })
+        let found = scan(
+            &self.settings,
+            &self.topics.dead_letter,
+            Missing::Error,
+            None,
+            move |found: &mut Option<Shown>, r| {
+                if let Some(letter) = r
+                    .payload
+                    .and_then(|p| registry.decode::<DeadLetter>(p).ok())
+                    .filter(|l| l.id == wanted)
+                {
+                    *found = Some(Shown::of(&letter));
+                }
+            },
+        )
         .await?;
-        let Some(mut shown) = found else { return Ok(None) };
+        let Some(mut shown) = found else {
+            return Ok(None);
+        };
         shown.entry.replayed_at = self.marks().await?.remove(id).map(|m| m.replayed_at);
         Ok(Some(shown))
     }
@@ -184,9 +218,18 @@ mod tests {
     fn urls_keep_their_place_and_lose_their_values() {
         let table = [
             ("https://example.com/hook", "https://example.com/hook"),
-            ("https://example.com:8443/a/b?token=s3cr3t&x=1", "https://example.com:8443/a/b?token=[redacted]&x=[redacted]"),
-            ("http://u:pw@example.com/?flag", "http://[redacted]@example.com/?flag=[redacted]"),
-            ("https://example.com/p?a=1#frag", "https://example.com/p?a=[redacted]#[redacted]"),
+            (
+                "https://example.com:8443/a/b?token=s3cr3t&x=1",
+                "https://example.com:8443/a/b?token=[redacted]&x=[redacted]",
+            ),
+            (
+                "http://u:pw@example.com/?flag",
+                "http://[redacted]@example.com/?flag=[redacted]",
+            ),
+            (
+                "https://example.com/p?a=1#frag",
+                "https://example.com/p?a=[redacted]#[redacted]",
+            ),
             ("not a url s3cr3t", "[redacted]"),
         ];
         for (raw, want) in table {
@@ -196,27 +239,53 @@ mod tests {
 
     #[test]
     fn a_shown_letter_redacts_secrets_and_sealed_bodies() {
-        let mut l = letter("a", "2024-01-15T10:00:00.000+00:00", Some("ep-1"), "HL-DELIVERY-REJECTED");
+        let mut l = letter(
+            "a",
+            "2024-01-15T10:00:00.000+00:00",
+            Some("ep-1"),
+            "HL-DELIVERY-REJECTED",
+        );
         let d = l.delivery.as_mut().unwrap();
         d.headers = vec![Header::new("Content-Type", "application/json")];
         d.sensitive_headers = vec![Header::new("Authorization", "hl1:canary-sealed-key")];
         let shown = Shown::of(&l);
         let request = shown.request.as_ref().unwrap();
         assert_eq!(request.url, "https://example.com/hook?token=[redacted]");
-        assert_eq!(request.headers, vec![
-            ShownHeader { name: "Content-Type".into(), value: "application/json".into() },
-            ShownHeader { name: "Authorization".into(), value: "[redacted]".into() },
-        ]);
-        assert_eq!(request.body.as_deref(), Some("{\"canary\":\"canary-body\"}"), "a clear body is shown");
+        assert_eq!(
+            request.headers,
+            vec![
+                ShownHeader {
+                    name: "Content-Type".into(),
+                    value: "application/json".into()
+                },
+                ShownHeader {
+                    name: "Authorization".into(),
+                    value: "[redacted]".into()
+                },
+            ]
+        );
+        assert_eq!(
+            request.body.as_deref(),
+            Some("{\"canary\":\"canary-body\"}"),
+            "a clear body is shown"
+        );
         assert_eq!(shown.entry.attempts[0].response, Some("[sealed]"));
         let json = serde_json::to_string(&shown).unwrap();
-        assert!(!json.contains("canary-query") && !json.contains("canary-sealed-key") && !json.contains("canary-response"), "{json}");
+        assert!(
+            !json.contains("canary-query")
+                && !json.contains("canary-sealed-key")
+                && !json.contains("canary-response"),
+            "{json}"
+        );
 
         l.delivery.as_mut().unwrap().body_sealed = true;
         l.payload = Some(b"raw canary-payload".to_vec());
         let shown = Shown::of(&l);
         let json = serde_json::to_string(&shown).unwrap();
-        assert!(!json.contains("canary-body") && !json.contains("canary-payload"), "{json}");
+        assert!(
+            !json.contains("canary-body") && !json.contains("canary-payload"),
+            "{json}"
+        );
         assert_eq!(shown.payload_bytes, Some(18));
         let request = shown.request.unwrap();
         assert!(request.body.is_none() && request.body_sealed && request.body_bytes > 0);

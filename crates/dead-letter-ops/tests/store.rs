@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use dead_letter_ops::{codes, ListFilter, OpsError, Page, Progress, ReplayFilter, ReplayRequest, Store};
+use dead_letter_ops::{
+    ListFilter, OpsError, Page, Progress, ReplayFilter, ReplayRequest, Store, codes,
+};
 use kafka_io::{KafkaSettings, Table, Topics};
 use signing::Sealer;
 use tokio_util::sync::CancellationToken;
@@ -47,14 +49,22 @@ fn letter(n: usize, endpoint_id: &str, url: &str) -> DeadLetter {
         method: "POST".into(),
         url: url.to_owned(),
         headers: vec![Header::new("Content-Type", "application/json")],
-        sensitive_headers: vec![Header::new("Authorization", s.seal(format!("Bearer {CANARY_KEY}").as_bytes(), &ctx("header/authorization")))],
+        sensitive_headers: vec![Header::new(
+            "Authorization",
+            s.seal(
+                format!("Bearer {CANARY_KEY}").as_bytes(),
+                &ctx("header/authorization"),
+            ),
+        )],
         signing_scheme: "fivetran_hmac".into(),
         signing_secrets: vec![s.seal(b"old-secret", &ctx("signing-secret"))],
         body_sealed: true,
         body: s.seal(CANARY_BODY.as_bytes(), &ctx("body")).into_bytes(),
         ..RenderedDelivery::default()
     };
-    let failed_at = wire::format_rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(60 - n as i64));
+    let failed_at = wire::format_rfc3339(
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(60 - n as i64),
+    );
     DeadLetter {
         id: format!("dl-{n:02}"),
         reason_code: "HL-DELIVERY-REJECTED".into(),
@@ -92,60 +102,129 @@ async fn fixture(test: &str, letters: &[DeadLetter], endpoints: &[Endpoint]) -> 
     test_kit::init_logs();
     let kafka = test_kit::kafka_settings(test);
     let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs()).await.expect("test setup");
+    kafka_io::ensure_topics(&kafka, &topics.specs())
+        .await
+        .expect("test setup");
     let registry = Registry::bundled().expect("test setup");
-    let records: Vec<(&str, Vec<u8>)> = endpoints.iter().map(|e| (e.id.as_str(), registry.encode(e).expect("test setup"))).collect();
+    let records: Vec<(&str, Vec<u8>)> = endpoints
+        .iter()
+        .map(|e| (e.id.as_str(), registry.encode(e).expect("test setup")))
+        .collect();
     test_kit::produce(&kafka, &topics.endpoints, &records).await;
     // Keyed by dead-letter id, so the letters spread over the partitions.
-    let mut records: Vec<(&str, Vec<u8>)> = letters.iter().map(|l| (l.id.as_str(), registry.encode(l).expect("test setup"))).collect();
+    let mut records: Vec<(&str, Vec<u8>)> = letters
+        .iter()
+        .map(|l| (l.id.as_str(), registry.encode(l).expect("test setup")))
+        .collect();
     records.push(("junk", b"not a dead letter".to_vec()));
     test_kit::produce(&kafka, &topics.dead_letter, &records).await;
     let shutdown = CancellationToken::new();
     let decoder = Registry::bundled().expect("test setup");
-    let table = Table::start(&kafka, &topics.endpoints, move |b| decoder.decode::<Endpoint>(b).ok(), shutdown.child_token()).await.expect("test setup");
+    let table = Table::start(
+        &kafka,
+        &topics.endpoints,
+        move |b| decoder.decode::<Endpoint>(b).ok(),
+        shutdown.child_token(),
+    )
+    .await
+    .expect("test setup");
     let store = Store::new(kafka.clone()).expect("test setup");
-    Fixture { kafka, topics, store, endpoints: table, _shutdown: shutdown.drop_guard() }
+    Fixture {
+        kafka,
+        topics,
+        store,
+        endpoints: table,
+        _shutdown: shutdown.drop_guard(),
+    }
 }
 
 impl Fixture {
-    async fn replay(&self, filter: ReplayFilter, dry_run: bool) -> Result<dead_letter_ops::ReplaySummary, OpsError> {
-        let request = ReplayRequest { filter, dry_run, requested_by: "test".into() };
-        self.store.replay(&request, &self.endpoints, &sealer(), &|_: Progress| {}).await
+    async fn replay(
+        &self,
+        filter: ReplayFilter,
+        dry_run: bool,
+    ) -> Result<dead_letter_ops::ReplaySummary, OpsError> {
+        let request = ReplayRequest {
+            filter,
+            dry_run,
+            requested_by: "test".into(),
+        };
+        self.store
+            .replay(&request, &self.endpoints, &sealer(), &|_: Progress| {})
+            .await
     }
 
     /// Every delivery on `rendered-deliveries` for `endpoint_id`: a sentinel written
     /// after the replays, on the same key (so the same partition), ends the read.
     async fn deliveries(&self, endpoint_id: &str) -> Vec<RenderedDelivery> {
-        test_kit::produce(&self.kafka, &self.topics.rendered_deliveries, &[(endpoint_id, b"sentinel".to_vec())]).await;
-        let records = test_kit::read_topic(&self.kafka, &self.topics.rendered_deliveries, Duration::from_secs(60), |r| {
-            r.iter().any(|r| r.value.as_deref() == Some(b"sentinel"))
-        })
+        test_kit::produce(
+            &self.kafka,
+            &self.topics.rendered_deliveries,
+            &[(endpoint_id, b"sentinel".to_vec())],
+        )
         .await;
-        assert!(records.iter().any(|r| r.value.as_deref() == Some(b"sentinel")), "the sentinel was not read back");
+        let records = test_kit::read_topic(
+            &self.kafka,
+            &self.topics.rendered_deliveries,
+            Duration::from_secs(60),
+            |r| r.iter().any(|r| r.value.as_deref() == Some(b"sentinel")),
+        )
+        .await;
+        assert!(
+            records
+                .iter()
+                .any(|r| r.value.as_deref() == Some(b"sentinel")),
+            "the sentinel was not read back"
+        );
         let registry = Registry::bundled().expect("test setup");
         records
             .iter()
-            .filter(|r| r.key.as_deref() == Some(endpoint_id) && r.value.as_deref() != Some(b"sentinel"))
-            .map(|r| registry.decode::<RenderedDelivery>(r.value.as_ref().expect("test setup")).expect("test setup"))
+            .filter(|r| {
+                r.key.as_deref() == Some(endpoint_id) && r.value.as_deref() != Some(b"sentinel")
+            })
+            .map(|r| {
+                registry
+                    .decode::<RenderedDelivery>(r.value.as_ref().expect("test setup"))
+                    .expect("test setup")
+            })
             .collect()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_in_pages_newest_first_and_shows_without_secrets() {
-    let letters: Vec<DeadLetter> = (0..12).map(|n| letter(n, if n % 3 == 0 { "ep-b" } else { "ep-a" }, "https://old.example/hook?token=canary-query")).collect();
+    let letters: Vec<DeadLetter> = (0..12)
+        .map(|n| {
+            letter(
+                n,
+                if n % 3 == 0 { "ep-b" } else { "ep-a" },
+                "https://old.example/hook?token=canary-query",
+            )
+        })
+        .collect();
     let f = fixture("dlq-list", &letters, &[]).await;
 
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
-        let page = Page { limit: 5, cursor: cursor.as_deref().map(|c| dead_letter_ops::Cursor::parse(c).unwrap()) };
+        let page = Page {
+            limit: 5,
+            cursor: cursor
+                .as_deref()
+                .map(|c| dead_letter_ops::Cursor::parse(c).unwrap()),
+        };
         let got = f.store.list(&ListFilter::default(), &page).await.unwrap();
         assert_eq!(got.unreadable, 1, "the junk record is counted, not listed");
         assert!(got.dead_letters.len() <= 5);
         seen.extend(got.dead_letters.iter().map(|e| e.id.clone()));
         let json = serde_json::to_string(&got).unwrap();
-        for canary in [CANARY_KEY, CANARY_BODY, "canary-query", "canary-response", "old.example"] {
+        for canary in [
+            CANARY_KEY,
+            CANARY_BODY,
+            "canary-query",
+            "canary-response",
+            "old.example",
+        ] {
             assert!(!json.contains(canary), "{canary} listed: {json}");
         }
         match got.next_cursor {
@@ -156,22 +235,74 @@ async fn lists_in_pages_newest_first_and_shows_without_secrets() {
     let newest_first: Vec<String> = (0..12).rev().map(|n| format!("dl-{n:02}")).collect();
     assert_eq!(seen, newest_first);
 
-    let only_b = f.store.list(&ListFilter { endpoint_id: Some("ep-b".into()), ..ListFilter::default() }, &Page::default()).await.unwrap();
-    assert_eq!(only_b.dead_letters.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["dl-09", "dl-06", "dl-03", "dl-00"]);
-    let since = time::OffsetDateTime::now_utc() - time::Duration::minutes(50) - time::Duration::seconds(30);
-    let recent = f.store.list(&ListFilter { since: Some(since), ..ListFilter::default() }, &Page::default()).await.unwrap();
-    assert_eq!(recent.dead_letters.len(), 2, "dl-10 and dl-11 failed in the last 50 minutes");
-    let none = f.store.list(&ListFilter { reason_code: Some("HL-OTHER".into()), ..ListFilter::default() }, &Page::default()).await.unwrap();
+    let only_b = f
+        .store
+        .list(
+            &ListFilter {
+                endpoint_id: Some("ep-b".into()),
+                ..ListFilter::default()
+            },
+            &Page::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        only_b
+            .dead_letters
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["dl-09", "dl-06", "dl-03", "dl-00"]
+    );
+    let since =
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(50) - time::Duration::seconds(30);
+    let recent = f
+        .store
+        .list(
+            &ListFilter {
+                since: Some(since),
+                ..ListFilter::default()
+            },
+            &Page::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        recent.dead_letters.len(),
+        2,
+        "dl-10 and dl-11 failed in the last 50 minutes"
+    );
+    let none = f
+        .store
+        .list(
+            &ListFilter {
+                reason_code: Some("HL-OTHER".into()),
+                ..ListFilter::default()
+            },
+            &Page::default(),
+        )
+        .await
+        .unwrap();
     assert!(none.dead_letters.is_empty());
 
-    let shown = f.store.show("dl-04").await.unwrap().expect("dl-04 is there");
+    let shown = f
+        .store
+        .show("dl-04")
+        .await
+        .unwrap()
+        .expect("dl-04 is there");
     let json = serde_json::to_string(&shown).unwrap();
     for canary in [CANARY_KEY, CANARY_BODY, "canary-query", "canary-response"] {
         assert!(!json.contains(canary), "{canary} shown: {json}");
     }
     let request = shown.request.unwrap();
     assert_eq!(request.url, "https://old.example/hook?token=[redacted]");
-    assert!(request.headers.iter().any(|h| h.name == "Authorization" && h.value == "[redacted]"));
+    assert!(
+        request
+            .headers
+            .iter()
+            .any(|h| h.name == "Authorization" && h.value == "[redacted]")
+    );
     assert!(request.body_sealed && request.body.is_none());
     assert_eq!(shown.entry.attempts[0].response, Some("[sealed]"));
     assert!(f.store.show("dl-99").await.unwrap().is_none());
@@ -182,18 +313,42 @@ async fn a_replay_requeues_each_letter_once_resealed_for_the_current_url() {
     let old = "https://old.example/hook";
     let mut letters: Vec<DeadLetter> = (0..6).map(|n| letter(n, "ep-a", old)).collect();
     letters.push(letter(6, "ep-deleted", old));
-    letters.push(DeadLetter { delivery: None, payload: Some(b"raw".to_vec()), ..letter(7, "ep-a", old) });
-    let f = fixture("dlq-replay", &letters, &[endpoint("ep-a", "https://new.example/v2")]).await;
+    letters.push(DeadLetter {
+        delivery: None,
+        payload: Some(b"raw".to_vec()),
+        ..letter(7, "ep-a", old)
+    });
+    let f = fixture(
+        "dlq-replay",
+        &letters,
+        &[endpoint("ep-a", "https://new.example/v2")],
+    )
+    .await;
 
-    let dry = f.replay(ReplayFilter { endpoint_id: Some("ep-a".into()), ..ReplayFilter::default() }, true).await.unwrap();
+    let dry = f
+        .replay(
+            ReplayFilter {
+                endpoint_id: Some("ep-a".into()),
+                ..ReplayFilter::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
     assert!(dry.dry_run);
     assert_eq!((dry.matched, dry.requeued, dry.already_replayed), (7, 6, 0));
     assert_eq!(dry.refused.get(codes::NOT_REPLAYABLE), Some(&1));
 
     // The dry run wrote nothing: the first real replay still re-queues every letter.
-    let everything = ReplayFilter { since: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(2)), ..ReplayFilter::default() };
+    let everything = ReplayFilter {
+        since: Some(time::OffsetDateTime::now_utc() - time::Duration::hours(2)),
+        ..ReplayFilter::default()
+    };
     let first = f.replay(everything.clone(), false).await.unwrap();
-    assert_eq!((first.matched, first.requeued, first.already_replayed), (8, 6, 0));
+    assert_eq!(
+        (first.matched, first.requeued, first.already_replayed),
+        (8, 6, 0)
+    );
     assert_eq!(first.refused.get(codes::ENDPOINT_DELETED), Some(&1));
     assert_eq!(first.refused.get(codes::NOT_REPLAYABLE), Some(&1));
     let again = f.replay(everything, false).await.unwrap();
@@ -203,25 +358,70 @@ async fn a_replay_requeues_each_letter_once_resealed_for_the_current_url() {
     assert_eq!(deliveries.len(), 6, "each letter re-queued once");
     let s = sealer();
     let ids: HashSet<String> = deliveries.iter().map(|d| d.delivery_id.clone()).collect();
-    assert_eq!(ids, (0..6).map(|n| format!("del-{n}")).collect::<HashSet<_>>());
+    assert_eq!(
+        ids,
+        (0..6).map(|n| format!("del-{n}")).collect::<HashSet<_>>()
+    );
     for d in &deliveries {
         let n = &d.delivery_id[4..];
         assert_eq!(d.replay_of.as_deref(), Some(format!("dl-{n:0>2}").as_str()));
         assert_eq!(d.url, "https://new.example/v2");
-        let ctx = |part: &str| signing::delivery_context(&d.delivery_id, part, "POST", "https://new.example/v2");
-        assert_eq!(s.open(&d.sensitive_headers[0].value, &ctx("header/authorization")).unwrap(), format!("Bearer {CANARY_KEY}").into_bytes());
-        assert_eq!(s.open(std::str::from_utf8(&d.body).unwrap(), &ctx("body")).unwrap(), CANARY_BODY.as_bytes());
-        assert_eq!(s.open(&d.signing_secrets[0], &ctx("signing-secret")).unwrap(), b"hmac-secret", "the endpoint's current secret");
+        let ctx = |part: &str| {
+            signing::delivery_context(&d.delivery_id, part, "POST", "https://new.example/v2")
+        };
+        assert_eq!(
+            s.open(&d.sensitive_headers[0].value, &ctx("header/authorization"))
+                .unwrap(),
+            format!("Bearer {CANARY_KEY}").into_bytes()
+        );
+        assert_eq!(
+            s.open(std::str::from_utf8(&d.body).unwrap(), &ctx("body"))
+                .unwrap(),
+            CANARY_BODY.as_bytes()
+        );
+        assert_eq!(
+            s.open(&d.signing_secrets[0], &ctx("signing-secret"))
+                .unwrap(),
+            b"hmac-secret",
+            "the endpoint's current secret"
+        );
     }
-    let listed = f.store.list(&ListFilter { endpoint_id: Some("ep-a".into()), ..ListFilter::default() }, &Page::default()).await.unwrap();
-    assert_eq!(listed.dead_letters.iter().filter(|e| e.replayed_at.is_some()).count(), 6);
+    let listed = f
+        .store
+        .list(
+            &ListFilter {
+                endpoint_id: Some("ep-a".into()),
+                ..ListFilter::default()
+            },
+            &Page::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .dead_letters
+            .iter()
+            .filter(|e| e.replayed_at.is_some())
+            .count(),
+        6
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replays_at_once_requeue_each_letter_once() {
-    let letters: Vec<DeadLetter> = (0..20).map(|n| letter(n, "ep-a", "https://old.example/hook")).collect();
-    let f = fixture("dlq-race", &letters, &[endpoint("ep-a", "https://new.example/v2")]).await;
-    let filter = ReplayFilter { endpoint_id: Some("ep-a".into()), ..ReplayFilter::default() };
+    let letters: Vec<DeadLetter> = (0..20)
+        .map(|n| letter(n, "ep-a", "https://old.example/hook"))
+        .collect();
+    let f = fixture(
+        "dlq-race",
+        &letters,
+        &[endpoint("ep-a", "https://new.example/v2")],
+    )
+    .await;
+    let filter = ReplayFilter {
+        endpoint_id: Some("ep-a".into()),
+        ..ReplayFilter::default()
+    };
     let (a, b) = tokio::join!(f.replay(filter.clone(), false), f.replay(filter, false));
     // A replay fenced by the other, or whose commit failed, wrote nothing; the other
     // re-queued everything, or found it marked.
@@ -229,12 +429,22 @@ async fn two_replays_at_once_requeue_each_letter_once() {
     for result in [&a, &b] {
         match result {
             Ok(summary) => requeued += summary.requeued,
-            Err(e) => assert!(matches!(e, OpsError::Conflict | OpsError::NotCommitted(_)), "unexpected failure: {e}"),
+            Err(e) => assert!(
+                matches!(e, OpsError::Conflict | OpsError::NotCommitted(_)),
+                "unexpected failure: {e}"
+            ),
         }
     }
     assert!(a.is_ok() || b.is_ok(), "both failed: {a:?} {b:?}");
     let deliveries = f.deliveries("ep-a").await;
     assert_eq!(requeued, 20);
     assert_eq!(deliveries.len(), 20, "each letter re-queued once");
-    assert_eq!(deliveries.iter().map(|d| d.delivery_id.as_str()).collect::<HashSet<_>>().len(), 20);
+    assert_eq!(
+        deliveries
+            .iter()
+            .map(|d| d.delivery_id.as_str())
+            .collect::<HashSet<_>>()
+            .len(),
+        20
+    );
 }

@@ -29,7 +29,11 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Dead letters of `stage` (`renderer`, `dispatcher`) to `topic`.
     pub fn new(producer: FutureProducer, topic: String, stage: &'static str) -> Self {
-        DeadLetters { producer, topic, stage }
+        DeadLetters {
+            producer,
+            topic,
+            stage,
+        }
     }
 
     /// A dead letter for `record` with a stable `code` and a `reason` that must hold no
@@ -54,13 +58,32 @@ impl DeadLetters {
     }
 
     /// Writes `letter` and waits for Kafka's acknowledgement.
-    pub async fn write(&self, registry: &Registry, mut letter: DeadLetter, shutdown: &CancellationToken) -> Outcome {
+    pub async fn write(
+        &self,
+        registry: &Registry,
+        mut letter: DeadLetter,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
         let mut backoff = Duration::from_millis(100);
         loop {
             let error = match registry.encode(&letter) {
                 Ok(bytes) => {
-                    let key = letter.endpoint_id.as_deref().unwrap_or(&letter.id).as_bytes().to_vec();
-                    match kafka_io::send_durably(&self.producer, &self.topic, &key, Some(&bytes), None, shutdown).await {
+                    let key = letter
+                        .endpoint_id
+                        .as_deref()
+                        .unwrap_or(&letter.id)
+                        .as_bytes()
+                        .to_vec();
+                    match kafka_io::send_durably(
+                        &self.producer,
+                        &self.topic,
+                        &key,
+                        Some(&bytes),
+                        None,
+                        shutdown,
+                    )
+                    .await
+                    {
                         Ok(_) => return Outcome::Done,
                         Err(SendError::Cancelled) => return Outcome::Abandoned,
                         Err(e) => e.code(),
@@ -143,7 +166,11 @@ mod tests {
         assert!(shrink(&mut l));
         assert!(l.payload.is_none() && l.delivery.as_ref().is_some_and(|d| !d.body.is_empty()));
         assert!(shrink(&mut l));
-        assert!(l.delivery.as_ref().is_some_and(|d| d.body.is_empty() && d.url == "https://x"));
+        assert!(
+            l.delivery
+                .as_ref()
+                .is_some_and(|d| d.body.is_empty() && d.url == "https://x")
+        );
         assert!(shrink(&mut l));
         assert!(l.delivery.is_none());
         assert!(!shrink(&mut l));

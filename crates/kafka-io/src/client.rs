@@ -13,9 +13,11 @@
 use std::sync::{Arc, Mutex};
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
 use crate::offsets::OffsetTracker;
@@ -74,12 +76,18 @@ pub fn producer_config(settings: &KafkaSettings, client_id: &str) -> ClientConfi
         .set("compression.type", &settings.kafka_compression)
         // Delivery is retried inside librdkafka for this long, then handed back to us.
         .set("message.timeout.ms", "120000")
-        .set("message.max.bytes", (crate::MAX_RECORD_BYTES + 64 * 1024).to_string());
+        .set(
+            "message.max.bytes",
+            (crate::MAX_RECORD_BYTES + 64 * 1024).to_string(),
+        );
     config
 }
 
 /// An idempotent producer.
-pub fn producer(settings: &KafkaSettings, client_id: &str) -> rdkafka::error::KafkaResult<FutureProducer> {
+pub fn producer(
+    settings: &KafkaSettings,
+    client_id: &str,
+) -> rdkafka::error::KafkaResult<FutureProducer> {
     producer_config(settings, client_id).create()
 }
 
@@ -138,7 +146,9 @@ impl ConsumerContext for CommitOnRevoke {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(partitions) => tracing::info!(partitions = partitions.count(), "partitions assigned"),
+            Rebalance::Assign(partitions) => {
+                tracing::info!(partitions = partitions.count(), "partitions assigned")
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
@@ -156,8 +166,11 @@ pub fn group_consumer(
     topic: &str,
 ) -> rdkafka::error::KafkaResult<(GroupConsumer, Arc<Mutex<OffsetTracker>>)> {
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
-    let context = CommitOnRevoke { tracker: tracker.clone() };
-    let consumer: GroupConsumer = consumer_config(settings, client_id, group).create_with_context(context)?;
+    let context = CommitOnRevoke {
+        tracker: tracker.clone(),
+    };
+    let consumer: GroupConsumer =
+        consumer_config(settings, client_id, group).create_with_context(context)?;
     consumer.subscribe(&[topic])?;
     Ok((consumer, tracker))
 }

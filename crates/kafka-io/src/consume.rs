@@ -13,7 +13,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{commit_stored, GroupConsumer};
+use crate::client::{GroupConsumer, commit_stored};
 use crate::offsets::{OffsetTracker, Ticket};
 
 /// A consumed record, owned so its handling can outlive the poll.
@@ -48,7 +48,9 @@ pub struct Owner {
 
 impl std::fmt::Debug for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Owner").field("ticket", &self.ticket).finish()
+        f.debug_struct("Owner")
+            .field("ticket", &self.ticket)
+            .finish()
     }
 }
 
@@ -58,7 +60,9 @@ impl Record {
     /// so a record revoked meanwhile is handled once, by the partition's new owner,
     /// not also here.
     pub fn still_owned(&self) -> bool {
-        self.owner.as_ref().is_none_or(|o| lock(&o.tracker).is_current(o.ticket))
+        self.owner
+            .as_ref()
+            .is_none_or(|o| lock(&o.tracker).is_current(o.ticket))
     }
 }
 
@@ -155,7 +159,16 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         timestamp_ms: message.timestamp().to_millis(),
         headers: message
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
         received_at: std::time::Instant::now(),
         owner: None,
@@ -166,14 +179,20 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
 /// A full loop pauses its assignment instead of not polling: a consumer that does not
 /// poll within `max.poll.interval.ms` is dropped from its group.
 fn pause_assignment(consumer: &GroupConsumer, pause: bool, keep: impl Fn(&str, i32) -> bool) {
-    let Ok(assignment) = consumer.assignment() else { return };
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
     let mut tpl = TopicPartitionList::new();
     for e in assignment.elements() {
         if !keep(e.topic(), e.partition()) {
             tpl.add_partition(e.topic(), e.partition());
         }
     }
-    let result = if pause { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
     if let Err(e) = result {
         tracing::debug!(error = %e, pause, "pause/resume refused");
     }
@@ -212,26 +231,43 @@ pub async fn consume_delayed<F, Fut>(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let due_at = |record: &Record| {
-        let written = record.timestamp_ms.and_then(|ms| u64::try_from(ms).ok()).map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+        let written = record
+            .timestamp_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
         // Never longer than the delay: a writer whose clock runs ahead does not hold
         // the partition (the handler checks the record's own due time anyway).
-        let wait = written.map_or(Duration::ZERO, |w| (w + delay).duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)).min(delay);
+        let wait = written
+            .map_or(Duration::ZERO, |w| {
+                (w + delay)
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
+            .min(delay);
         record.received_at + wait
     };
     let pause = |topic: &str, partition: i32, on: bool| {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, partition);
-        let result = if on { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+        let result = if on {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
         if let Err(e) = result {
             // Not assigned any more: the new owner reads from the last commit.
             tracing::debug!(topic, partition, error = %e, "pause/resume refused");
         }
     };
     loop {
-        let spawn = |ticket: Ticket, record: Record, handle: &mut F, in_flight: &mut FuturesUnordered<_>| {
+        let spawn = |ticket: Ticket,
+                     record: Record,
+                     handle: &mut F,
+                     in_flight: &mut FuturesUnordered<_>| {
             let topic = record.topic.clone();
             let work = tokio::spawn(handle(record));
-            let fut: Work = Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) });
+            let fut: Work =
+                Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) });
             in_flight.push(fut);
         };
         tokio::select! {
@@ -312,25 +348,47 @@ pub async fn consume_delayed<F, Fut>(
 
 /// At shutdown: waits up to the drain timeout for records in flight, then commits
 /// what was stored. Records not finished are read again by the partition's next owner.
-async fn drain(consumer: &GroupConsumer, tracker: &Arc<Mutex<OffsetTracker>>, options: &ConsumeOptions, mut in_flight: FuturesUnordered<Work>) {
+async fn drain(
+    consumer: &GroupConsumer,
+    tracker: &Arc<Mutex<OffsetTracker>>,
+    options: &ConsumeOptions,
+    mut in_flight: FuturesUnordered<Work>,
+) {
     let wait = async {
         while let Some((ticket, topic, outcome)) = in_flight.next().await {
             finish(consumer, tracker, ticket, topic.as_str(), outcome);
         }
     };
-    if tokio::time::timeout(options.drain_timeout, wait).await.is_err() {
-        tracing::warn!(left = lock(tracker).in_flight(), "drain timed out; unfinished records will be read again");
+    if tokio::time::timeout(options.drain_timeout, wait)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = lock(tracker).in_flight(),
+            "drain timed out; unfinished records will be read again"
+        );
     }
     commit_stored(consumer);
 }
 
-fn finish(consumer: &GroupConsumer, tracker: &Arc<Mutex<OffsetTracker>>, ticket: Ticket, topic: &str, outcome: Outcome) {
+fn finish(
+    consumer: &GroupConsumer,
+    tracker: &Arc<Mutex<OffsetTracker>>,
+    ticket: Ticket,
+    topic: &str,
+    outcome: Outcome,
+) {
     if outcome != Outcome::Done {
         return;
     }
-    let Some(position) = lock(tracker).finish(ticket) else { return };
+    let Some(position) = lock(tracker).finish(ticket) else {
+        return;
+    };
     let mut tpl = TopicPartitionList::new();
-    if tpl.add_partition_offset(topic, ticket.partition, Offset::Offset(position)).is_ok() {
+    if tpl
+        .add_partition_offset(topic, ticket.partition, Offset::Offset(position))
+        .is_ok()
+    {
         if let Err(e) = consumer.store_offsets(&tpl) {
             // The partition was revoked meanwhile: its new owner reads from the last commit.
             tracing::debug!(partition = ticket.partition, error = %e, "offset not stored");

@@ -14,10 +14,13 @@ mod send;
 mod table;
 mod topics;
 
-pub use client::{commit_stored, CommitOnRevoke, GroupConsumer, KafkaSettings, consumer_config, group_consumer, producer, producer_config};
-pub use tokio_util::sync::CancellationToken;
-pub use consume::{consume_concurrently, consume_delayed, ConsumeOptions, Outcome, Owner, Record};
+pub use client::{
+    CommitOnRevoke, GroupConsumer, KafkaSettings, commit_stored, consumer_config, group_consumer,
+    producer, producer_config,
+};
+pub use consume::{ConsumeOptions, Outcome, Owner, Record, consume_concurrently, consume_delayed};
 pub use offsets::{OffsetTracker, Ticket};
-pub use send::{send_durably, SendError};
+pub use send::{SendError, send_durably};
 pub use table::{Table, TableEntry};
-pub use topics::{ensure_topics, TopicError, TopicSpec, Topics, RETRY_TIERS};
+pub use tokio_util::sync::CancellationToken;
+pub use topics::{RETRY_TIERS, TopicError, TopicSpec, Topics, ensure_topics};

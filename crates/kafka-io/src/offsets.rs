@@ -40,11 +40,20 @@ impl OffsetTracker {
         let generations = &mut self.generations;
         let state = self.partitions.entry(partition).or_insert_with(|| {
             *generations += 1;
-            PartitionState { generation: *generations, next: offset, stored: offset, ..Default::default() }
+            PartitionState {
+                generation: *generations,
+                next: offset,
+                stored: offset,
+                ..Default::default()
+            }
         });
         state.pending.insert(offset);
         state.next = state.next.max(offset + 1);
-        Ticket { partition, offset, generation: state.generation }
+        Ticket {
+            partition,
+            offset,
+            generation: state.generation,
+        }
     }
 
     /// Records that the ticket's work is durable. Returns the partition's new position
@@ -65,7 +74,9 @@ impl OffsetTracker {
 
     /// Whether the ticket's partition is still owned in the generation it was begun in.
     pub fn is_current(&self, ticket: Ticket) -> bool {
-        self.partitions.get(&ticket.partition).is_some_and(|s| s.generation == ticket.generation)
+        self.partitions
+            .get(&ticket.partition)
+            .is_some_and(|s| s.generation == ticket.generation)
     }
 
     /// Forgets a revoked partition; tickets issued for it finish as no-ops.
@@ -129,7 +140,11 @@ mod tests {
         let new7 = t.begin(0, 7);
         let new8 = t.begin(0, 8);
         assert!(!t.is_current(old) && t.is_current(new7));
-        assert_eq!(t.finish(old), None, "a stale ticket must not finish the new 7");
+        assert_eq!(
+            t.finish(old),
+            None,
+            "a stale ticket must not finish the new 7"
+        );
         assert_eq!(t.finish(new8), None);
         assert_eq!(t.finish(new7), Some(9));
     }

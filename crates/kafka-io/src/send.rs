@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{future_producer::Delivery, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, future_producer::Delivery};
 use tokio_util::sync::CancellationToken;
 
 /// Why a record could not be written.
@@ -60,7 +60,10 @@ pub async fn send_durably(
         if let Some(code) = permanent(&error) {
             return Err(SendError::Refused(code));
         }
-        if !matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {
+        if !matches!(
+            error,
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+        ) {
             tracing::warn!(topic, error = %error, retry_in = ?backoff, "kafka send failed; retrying");
         }
         tokio::select! {

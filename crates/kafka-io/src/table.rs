@@ -82,7 +82,8 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         decode: impl Fn(&[u8]) -> Option<V> + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) -> KafkaResult<Self> {
-        let mut config = crate::client::consumer_config(settings, "hookline-table", "hookline-table-unused");
+        let mut config =
+            crate::client::consumer_config(settings, "hookline-table", "hookline-table-unused");
         config.set("enable.auto.commit", "false");
         let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
         let queries: Arc<BaseConsumer> = Arc::new(config.create()?);
@@ -106,12 +107,27 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
             synced_from: Mutex::new(None),
             sync_lock: tokio::sync::Mutex::new(()),
         });
-        let table = Table { shared: shared.clone(), queries, topic: topic.to_owned(), partitions, shutdown: shutdown.clone() };
+        let table = Table {
+            shared: shared.clone(),
+            queries,
+            topic: topic.to_owned(),
+            partitions,
+            shutdown: shutdown.clone(),
+        };
         let decode: Arc<Decode<V>> = Arc::new(decode);
-        tokio::spawn(follow(consumer, shared, decode, topic.to_owned(), shutdown.clone()));
+        tokio::spawn(follow(
+            consumer,
+            shared,
+            decode,
+            topic.to_owned(),
+            shutdown.clone(),
+        ));
         // Right after topics are created, a client's metadata can still lag (NotLeader):
         // such errors pass within seconds.
-        retry_for(START_PATIENCE, "loading the table", &shutdown, || table.sync()).await?;
+        retry_for(START_PATIENCE, "loading the table", &shutdown, || {
+            table.sync()
+        })
+        .await?;
         Ok(table)
     }
 
@@ -135,12 +151,17 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
     pub async fn sync(&self) -> KafkaResult<()> {
         let started = Instant::now();
         let high: Vec<(i32, i64, i64)> = {
-            let (consumer, topic, partitions) = (self.queries.clone(), self.topic.clone(), self.partitions.clone());
+            let (consumer, topic, partitions) = (
+                self.queries.clone(),
+                self.topic.clone(),
+                self.partitions.clone(),
+            );
             let query = blocking(move || {
                 partitions
                     .iter()
                     .map(|p| {
-                        let (low, high) = consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
+                        let (low, high) =
+                            consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
                         Ok((*p, low, high))
                     })
                     .collect()
@@ -154,7 +175,8 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
             let progress = self.shared.progress.notified();
             let behind = {
                 let applied = lock(&self.shared.applied);
-                high.iter().any(|(p, low, high)| high > low && applied.get(p).is_none_or(|a| a < high))
+                high.iter()
+                    .any(|(p, low, high)| high > low && applied.get(p).is_none_or(|a| a < high))
             };
             if !behind {
                 let mut synced_from = lock(&self.shared.synced_from);
@@ -188,7 +210,10 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
 
     /// The live values for which `keep` holds (only those are cloned).
     pub fn select(&self, keep: impl Fn(&V) -> bool) -> Vec<V> {
-        self.read().values().filter_map(|e| e.value.as_ref().filter(|v| keep(v)).cloned()).collect()
+        self.read()
+            .values()
+            .filter_map(|e| e.value.as_ref().filter(|v| keep(v)).cloned())
+            .collect()
     }
 
     /// Applies a write this process made and Kafka acknowledged, without waiting to
@@ -198,7 +223,10 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, TableEntry<V>>> {
-        self.shared.entries.read().unwrap_or_else(|p| p.into_inner())
+        self.shared
+            .entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -207,7 +235,14 @@ fn apply<V>(shared: &Shared<V>, key: &str, partition: i32, offset: i64, value: O
     match entries.get(key) {
         Some(e) if e.partition == partition && e.offset >= offset => {}
         _ => {
-            entries.insert(key.to_owned(), TableEntry { partition, offset, value });
+            entries.insert(
+                key.to_owned(),
+                TableEntry {
+                    partition,
+                    offset,
+                    value,
+                },
+            );
         }
     }
 }
@@ -253,10 +288,14 @@ async fn follow<V>(
                 None => apply(&shared, key, partition, offset, None),
                 Some(bytes) => match decode(bytes) {
                     Some(v) => apply(&shared, key, partition, offset, Some(v)),
-                    None => tracing::warn!(topic = %topic, partition, offset, code = "HL-TABLE-UNREADABLE", "skipping unreadable record"),
+                    None => {
+                        tracing::warn!(topic = %topic, partition, offset, code = "HL-TABLE-UNREADABLE", "skipping unreadable record")
+                    }
                 },
             },
-            _ => tracing::warn!(topic = %topic, partition, offset, code = "HL-TABLE-NO-KEY", "skipping record without a UTF-8 key"),
+            _ => {
+                tracing::warn!(topic = %topic, partition, offset, code = "HL-TABLE-NO-KEY", "skipping record without a UTF-8 key")
+            }
         }
         {
             let mut applied = lock(&shared.applied);
@@ -276,17 +315,28 @@ fn partitions_of(consumer: &BaseConsumer, topic: &str) -> KafkaResult<Vec<i32>> 
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition));
+        return Err(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
     }
     Ok(partitions)
 }
 
 /// Runs a blocking librdkafka call off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> KafkaResult<T> + Send + 'static) -> KafkaResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| KafkaError::Canceled)?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> KafkaResult<T> + Send + 'static,
+) -> KafkaResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| KafkaError::Canceled)?
 }
 
-async fn retry_for<T, F, Fut>(patience: Duration, what: &str, shutdown: &CancellationToken, mut attempt: F) -> KafkaResult<T>
+async fn retry_for<T, F, Fut>(
+    patience: Duration,
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> KafkaResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = KafkaResult<T>>,

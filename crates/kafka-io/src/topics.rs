@@ -54,7 +54,10 @@ impl Topics {
             dead_letter: format!("{prefix}dead-letter"),
             keys: format!("{prefix}keys"),
             sensitive_trace_changelog: format!("{prefix}sensitive-trace-changelog"),
-            retry_tiers: RETRY_TIERS.iter().map(|(name, _)| format!("{prefix}retry-{name}")).collect(),
+            retry_tiers: RETRY_TIERS
+                .iter()
+                .map(|(name, _)| format!("{prefix}retry-{name}"))
+                .collect(),
             delivery_attempts: format!("{prefix}delivery-attempts"),
             dead_letter_replays: format!("{prefix}dead-letter-replays"),
         }
@@ -63,16 +66,43 @@ impl Topics {
     /// Every topic with the cleanup policy it needs.
     pub fn specs(&self) -> Vec<TopicSpec> {
         let mut specs = vec![
-            TopicSpec { name: self.events.clone(), compacted: false },
-            TopicSpec { name: self.endpoints.clone(), compacted: true },
-            TopicSpec { name: self.rendered_deliveries.clone(), compacted: false },
-            TopicSpec { name: self.dead_letter.clone(), compacted: false },
-            TopicSpec { name: self.keys.clone(), compacted: true },
-            TopicSpec { name: self.sensitive_trace_changelog.clone(), compacted: true },
-            TopicSpec { name: self.delivery_attempts.clone(), compacted: false },
-            TopicSpec { name: self.dead_letter_replays.clone(), compacted: true },
+            TopicSpec {
+                name: self.events.clone(),
+                compacted: false,
+            },
+            TopicSpec {
+                name: self.endpoints.clone(),
+                compacted: true,
+            },
+            TopicSpec {
+                name: self.rendered_deliveries.clone(),
+                compacted: false,
+            },
+            TopicSpec {
+                name: self.dead_letter.clone(),
+                compacted: false,
+            },
+            TopicSpec {
+                name: self.keys.clone(),
+                compacted: true,
+            },
+            TopicSpec {
+                name: self.sensitive_trace_changelog.clone(),
+                compacted: true,
+            },
+            TopicSpec {
+                name: self.delivery_attempts.clone(),
+                compacted: false,
+            },
+            TopicSpec {
+                name: self.dead_letter_replays.clone(),
+                compacted: true,
+            },
         ];
-        specs.extend(self.retry_tiers.iter().map(|name| TopicSpec { name: name.clone(), compacted: false }));
+        specs.extend(self.retry_tiers.iter().map(|name| TopicSpec {
+            name: name.clone(),
+            compacted: false,
+        }));
         specs
     }
 }
@@ -87,22 +117,35 @@ pub struct TopicSpec {
 }
 
 /// Creates the topics that do not exist yet; existing topics are left as they are.
-pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<(), TopicError> {
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
         crate::client::producer_config(settings, "hookline-admin").create()?;
     let max_bytes = crate::MAX_RECORD_BYTES.to_string();
     let new: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
-            let topic = NewTopic::new(&s.name, settings.topic_partitions, TopicReplication::Fixed(settings.topic_replication))
-                .set("max.message.bytes", &max_bytes);
-            if s.compacted { topic.set("cleanup.policy", "compact") } else { topic }
+            let topic = NewTopic::new(
+                &s.name,
+                settings.topic_partitions,
+                TopicReplication::Fixed(settings.topic_replication),
+            )
+            .set("max.message.bytes", &max_bytes);
+            if s.compacted {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new, &options).await? {
         match result {
-            Ok(name) => tracing::info!(topic = %name, partitions = settings.topic_partitions, "topic created"),
+            Ok(name) => {
+                tracing::info!(topic = %name, partitions = settings.topic_partitions, "topic created")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => return Err(TopicError::Topic(name, code)),
         }
@@ -113,13 +156,17 @@ pub async fn ensure_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Res
     loop {
         let ready = {
             // Blocking, but only at start-up and answered locally by the broker.
-            let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+            let metadata = admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(10))?;
             specs.iter().all(|spec| {
                 metadata.topics().iter().any(|t| {
                     t.name() == spec.name
                         && t.error().is_none()
                         && !t.partitions().is_empty()
-                        && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
                 })
             })
         };

@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use wire::{Endpoint, Registry};
 
@@ -32,13 +32,19 @@ fn bench(c: &mut Criterion) {
     };
     let compiled = render::compile(endpoint.clone()).unwrap();
     c.bench_function("render seed Slack template (full request)", |b| {
-        b.iter(|| render::render(black_box(&event), &compiled, "prod", "2024-01-15T10:30:00Z").unwrap())
+        b.iter(|| {
+            render::render(black_box(&event), &compiled, "prod", "2024-01-15T10:30:00Z").unwrap()
+        })
     });
     c.bench_function("compile the seed Slack endpoint (parse templates)", |b| {
         b.iter(|| render::compile(black_box(endpoint.clone())).unwrap())
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let addr = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -48,9 +54,21 @@ fn bench(c: &mut Criterion) {
     });
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/hook");
-    let body = render::render(&event, &compiled, "prod", "now").unwrap().body;
+    let body = render::render(&event, &compiled, "prod", "now")
+        .unwrap()
+        .body;
     c.bench_function("one HTTP POST to a local receiver (keep-alive)", |b| {
-        b.iter(|| runtime.block_on(async { client.post(&url).body(body.clone()).send().await.unwrap().status() }))
+        b.iter(|| {
+            runtime.block_on(async {
+                client
+                    .post(&url)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
     });
 }
 

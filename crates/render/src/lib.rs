@@ -8,19 +8,28 @@ pub mod subscription;
 pub mod traces;
 pub mod vendors;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use templates::{Limits, Template, TemplateError};
 use uuid::Uuid;
 use wire::{Endpoint, Event, Header, Registry, RenderedDelivery};
 
-pub use subscription::{outcome, subscribed, type_matches, valid_pattern, Outcome};
-pub use traces::{compile_traces, render_traces, trace_timestamp, validate_traces, CompiledTraces, FlushReason, TraceBatch, TracesRequest};
+pub use subscription::{Outcome, outcome, subscribed, type_matches, valid_pattern};
+pub use traces::{
+    CompiledTraces, FlushReason, TraceBatch, TracesRequest, compile_traces, render_traces,
+    trace_timestamp, validate_traces,
+};
 
 /// Namespace of delivery ids: UUID v5 of `<len(event id)>:<event id><endpoint id>`.
 const DELIVERY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_4c2e_9a3d_4e57_8c10_d2a4_f0b3_7e91);
 
 /// The vendors requests can be shaped for.
-pub const VENDORS: &[&str] = &["generic_post", "generic_get", "slack", "pagerduty", "datadog"];
+pub const VENDORS: &[&str] = &[
+    "generic_post",
+    "generic_get",
+    "slack",
+    "pagerduty",
+    "datadog",
+];
 /// Vendors whose request a template may shape (the others have a fixed shape).
 pub const TEMPLATED_VENDORS: &[&str] = &["generic_post", "generic_get"];
 /// Methods an endpoint may use.
@@ -70,7 +79,10 @@ impl RenderError {
     }
 
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        RenderError::Invalid { field: field.into(), message: message.into() }
+        RenderError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -92,19 +104,35 @@ pub struct Compiled {
 /// Parses an endpoint's templates.
 pub fn compile(endpoint: Endpoint) -> Result<Compiled, RenderError> {
     let parse = |field: &str, src: &str| {
-        Template::parse(field, src, Limits::default()).map_err(|error| RenderError::Template { field: field.to_owned(), error })
+        Template::parse(field, src, Limits::default()).map_err(|error| RenderError::Template {
+            field: field.to_owned(),
+            error,
+        })
     };
     if !VENDORS.contains(&endpoint.vendor.as_str()) {
         return Err(RenderError::UnsupportedVendor(endpoint.vendor.clone()));
     }
     let url = parse("url", &endpoint.url)?;
-    let header_template = endpoint.header_template.as_deref().map(|t| parse("header_template", t)).transpose()?;
+    let header_template = endpoint
+        .header_template
+        .as_deref()
+        .map(|t| parse("header_template", t))
+        .transpose()?;
     let headers = endpoint
         .headers
         .iter()
-        .map(|h| Ok((h.name.clone(), parse(&format!("headers.{}", h.name), &h.value)?)))
+        .map(|h| {
+            Ok((
+                h.name.clone(),
+                parse(&format!("headers.{}", h.name), &h.value)?,
+            ))
+        })
         .collect::<Result<Vec<_>, RenderError>>()?;
-    let body = endpoint.body_template.as_deref().map(|t| parse("body_template", t)).transpose()?;
+    let body = endpoint
+        .body_template
+        .as_deref()
+        .map(|t| parse("body_template", t))
+        .transpose()?;
     let uses_payload = std::iter::once(endpoint.url.as_str())
         .chain(endpoint.header_template.as_deref())
         .chain(endpoint.body_template.as_deref())
@@ -112,8 +140,17 @@ pub fn compile(endpoint: Endpoint) -> Result<Compiled, RenderError> {
         .any(|t| t.contains("Payload"));
     // A templated body can print the secret in ways no text search finds (`{{.}}`):
     // with a secret, every templated body is sealed. PagerDuty's body carries the key.
-    let body_has_secret = (endpoint.body_template.is_some() && endpoint.secret.is_some()) || endpoint.vendor == "pagerduty";
-    Ok(Compiled { endpoint, url, header_template, headers, body, uses_payload, body_has_secret })
+    let body_has_secret = (endpoint.body_template.is_some() && endpoint.secret.is_some())
+        || endpoint.vendor == "pagerduty";
+    Ok(Compiled {
+        endpoint,
+        url,
+        header_template,
+        headers,
+        body,
+        uses_payload,
+        body_has_secret,
+    })
 }
 
 /// The stable id of the delivery of `event_id` to `endpoint_id`: the same on every
@@ -133,10 +170,23 @@ pub fn template_data(event: &Event, endpoint: &Endpoint, environment: &str) -> V
     template_data_with(event, endpoint, environment, true)
 }
 
-fn template_data_with(event: &Event, endpoint: &Endpoint, environment: &str, payload: bool) -> Value {
+fn template_data_with(
+    event: &Event,
+    endpoint: &Endpoint,
+    environment: &str,
+    payload: bool,
+) -> Value {
     let d = &event.data;
     let first = |paths: &[&str]| {
-        paths.iter().find_map(|p| p.split('.').try_fold(d, |v, k| v.get(k)).and_then(Value::as_str).map(str::to_owned)).unwrap_or_default()
+        paths
+            .iter()
+            .find_map(|p| {
+                p.split('.')
+                    .try_fold(d, |v, k| v.get(k))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default()
     };
     let list = |paths: &[&str]| -> String {
         let mut ids: Vec<&str> = Vec::new();
@@ -155,7 +205,11 @@ fn template_data_with(event: &Event, endpoint: &Endpoint, environment: &str, pay
         }
         Value::from(ids).to_string()
     };
-    let traces = if event.event_type.ends_with(".sensitive_trace") { Value::Array(vec![d.clone()]) } else { json!([]) };
+    let traces = if event.event_type.ends_with(".sensitive_trace") {
+        Value::Array(vec![d.clone()])
+    } else {
+        json!([])
+    };
     json!({
         "Environment": environment,
         "Timestamp": event.created_at,
@@ -177,14 +231,27 @@ fn template_data_with(event: &Event, endpoint: &Endpoint, environment: &str, pay
 }
 
 /// The request `compiled` gets for `event`.
-pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at: &str) -> Result<RenderedDelivery, RenderError> {
+pub fn render(
+    event: &Event,
+    compiled: &Compiled,
+    environment: &str,
+    rendered_at: &str,
+) -> Result<RenderedDelivery, RenderError> {
     let endpoint = &compiled.endpoint;
-    let data = templates::data_from_json(&template_data_with(event, endpoint, environment, compiled.uses_payload));
+    let data = templates::data_from_json(&template_data_with(
+        event,
+        endpoint,
+        environment,
+        compiled.uses_payload,
+    ));
     let template_err = |field: &str| {
         let field = field.to_owned();
         move |error| RenderError::Template { field, error }
     };
-    let url_text = compiled.url.render_string(&data).map_err(template_err("url"))?;
+    let url_text = compiled
+        .url
+        .render_string(&data)
+        .map_err(template_err("url"))?;
     let url_text = match (url_text.trim(), endpoint.vendor.as_str()) {
         ("", "pagerduty") => vendors::PAGERDUTY_URL.to_owned(),
         ("", "datadog") => vendors::DATADOG_URL.to_owned(),
@@ -196,24 +263,39 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
     let (method, body) = match endpoint.vendor.as_str() {
         "slack" => ("POST".to_owned(), json_bytes(&vendors::slack(event))),
         "pagerduty" => {
-            let key = endpoint.api_key.as_deref().ok_or_else(|| RenderError::invalid("api_key", "pagerduty needs the routing key as api_key"))?;
-            ("POST".to_owned(), json_bytes(&vendors::pagerduty(event, key)))
+            let key = endpoint.api_key.as_deref().ok_or_else(|| {
+                RenderError::invalid("api_key", "pagerduty needs the routing key as api_key")
+            })?;
+            (
+                "POST".to_owned(),
+                json_bytes(&vendors::pagerduty(event, key)),
+            )
         }
         "datadog" => {
-            let key = endpoint.api_key.as_deref().ok_or_else(|| RenderError::invalid("api_key", "datadog needs the API key as api_key"))?;
+            let key = endpoint.api_key.as_deref().ok_or_else(|| {
+                RenderError::invalid("api_key", "datadog needs the API key as api_key")
+            })?;
             sensitive.push(Header::new("DD-API-KEY", key));
             ("POST".to_owned(), json_bytes(&vendors::datadog(event)))
         }
         vendor => {
-            let default = if vendor == "generic_get" { "GET" } else { "POST" };
-            let method = endpoint.method.clone().unwrap_or_else(|| default.to_owned());
+            let default = if vendor == "generic_get" {
+                "GET"
+            } else {
+                "POST"
+            };
+            let method = endpoint
+                .method
+                .clone()
+                .unwrap_or_else(|| default.to_owned());
             let body = match (method.as_str(), &compiled.body) {
                 ("GET" | "DELETE", _) => Vec::new(),
                 (_, Some(t)) => t.render(&data).map_err(template_err("body_template"))?,
                 (_, None) => json_bytes(&event.envelope_json()),
             };
             if vendor == "generic_get" && method == "GET" {
-                url.query_pairs_mut().extend_pairs(vendors::query_pairs(&event.envelope_json()));
+                url.query_pairs_mut()
+                    .extend_pairs(vendors::query_pairs(&event.envelope_json()));
             }
             if let Some(key) = endpoint.api_key.as_deref().filter(|k| !k.is_empty()) {
                 sensitive.push(Header::new("Authorization", format!("Bearer {key}")));
@@ -222,7 +304,9 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
         }
     };
     if let Some(t) = &compiled.header_template {
-        let text = t.render_string(&data).map_err(template_err("header_template"))?;
+        let text = t
+            .render_string(&data)
+            .map_err(template_err("header_template"))?;
         for header in header_lines("header_template", &text)? {
             set(&mut sensitive, header);
         }
@@ -232,18 +316,28 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
         let value = t.render_string(&data).map_err(template_err(&field))?;
         set(&mut sensitive, valid_header(&field, name, value.trim())?);
     }
-    let sets = |name: &str| sensitive.iter().any(|h: &Header| h.name.eq_ignore_ascii_case(name));
+    let sets = |name: &str| {
+        sensitive
+            .iter()
+            .any(|h: &Header| h.name.eq_ignore_ascii_case(name))
+    };
     if !body.is_empty() && !sets("content-type") {
         headers.push(Header::new("Content-Type", "application/json"));
     }
-    let signing_scheme = if endpoint.signing_scheme.is_empty() { "none".to_owned() } else { endpoint.signing_scheme.clone() };
+    let signing_scheme = if endpoint.signing_scheme.is_empty() {
+        "none".to_owned()
+    } else {
+        endpoint.signing_scheme.clone()
+    };
     let signing_secrets = if signing_scheme == "none" || signing_scheme == "prequel_rsa" {
         Vec::new()
     } else {
-        let previous = endpoint
-            .previous_secret
-            .clone()
-            .filter(|_| endpoint.previous_secret_until.as_deref().is_some_and(|until| until_is_after(until, rendered_at)));
+        let previous = endpoint.previous_secret.clone().filter(|_| {
+            endpoint
+                .previous_secret_until
+                .as_deref()
+                .is_some_and(|until| until_is_after(until, rendered_at))
+        });
         endpoint.secret.iter().cloned().chain(previous).collect()
     };
     Ok(RenderedDelivery {
@@ -267,30 +361,48 @@ pub fn render(event: &Event, compiled: &Compiled, environment: &str, rendered_at
 }
 
 /// Dry-runs `compiled` with a sample of every event type it subscribes to.
-pub fn validate(compiled: &Compiled, registry: &Registry, environment: &str) -> Result<(), RenderError> {
+pub fn validate(
+    compiled: &Compiled,
+    registry: &Registry,
+    environment: &str,
+) -> Result<(), RenderError> {
     let endpoint = &compiled.endpoint;
-    let types: Vec<&str> =
-        registry.event_types().into_iter().filter(|t| endpoint.events.iter().any(|p| type_matches(p, t))).collect();
+    let types: Vec<&str> = registry
+        .event_types()
+        .into_iter()
+        .filter(|t| endpoint.events.iter().any(|p| type_matches(p, t)))
+        .collect();
     for t in types {
-        let Some(sample) = registry.sample_event(t) else { continue };
-        render(&sample, compiled, environment, "2023-10-15T19:19:08+00:00").map_err(|e| match e {
-            RenderError::Template { field, error } => RenderError::Template {
-                field,
-                error: match error {
-                    TemplateError::Exec(m) => TemplateError::Exec(format!("with a sample {t} event: {m}")),
-                    other => other,
+        let Some(sample) = registry.sample_event(t) else {
+            continue;
+        };
+        render(&sample, compiled, environment, "2023-10-15T19:19:08+00:00").map_err(
+            |e| match e {
+                RenderError::Template { field, error } => RenderError::Template {
+                    field,
+                    error: match error {
+                        TemplateError::Exec(m) => {
+                            TemplateError::Exec(format!("with a sample {t} event: {m}"))
+                        }
+                        other => other,
+                    },
                 },
+                RenderError::Invalid { field, message } => RenderError::Invalid {
+                    field,
+                    message: format!("with a sample {t} event: {message}"),
+                },
+                other => other,
             },
-            RenderError::Invalid { field, message } => RenderError::Invalid { field, message: format!("with a sample {t} event: {message}") },
-            other => other,
-        })?;
+        )?;
     }
     Ok(())
 }
 
 /// True when the RFC 3339 time `until` is after `now` (also RFC 3339).
 fn until_is_after(until: &str, now: &str) -> bool {
-    let parse = |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok();
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
     match (parse(until), parse(now)) {
         (Some(u), Some(n)) => u > n,
         (Some(u), None) => u > time::OffsetDateTime::now_utc(),
@@ -308,15 +420,22 @@ pub(crate) fn request_url(text: &str, secret: Option<&str>) -> Result<url::Url, 
     if let Some(secret) = secret.filter(|s| !s.is_empty())
         && text.contains(secret)
     {
-        return Err(RenderError::invalid("url", "must not carry the secret (URLs are logged); use a header"));
+        return Err(RenderError::invalid(
+            "url",
+            "must not carry the secret (URLs are logged); use a header",
+        ));
     }
     absolute_url(text)
 }
 
 fn absolute_url(text: &str) -> Result<url::Url, RenderError> {
-    let url = url::Url::parse(text).map_err(|e| RenderError::invalid("url", format!("not an absolute URL ({e})")))?;
+    let url = url::Url::parse(text)
+        .map_err(|e| RenderError::invalid("url", format!("not an absolute URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(RenderError::invalid("url", "must be an absolute http or https URL"));
+        return Err(RenderError::invalid(
+            "url",
+            "must be an absolute http or https URL",
+        ));
     }
     Ok(url)
 }
@@ -324,21 +443,42 @@ fn absolute_url(text: &str) -> Result<url::Url, RenderError> {
 /// Headers a template may not set: they frame the request, or hookline sets them
 /// (the delivery id, the signatures), and a second copy would confuse receivers.
 pub const RESERVED_HEADERS: &[&str] = &[
-    "content-length", "transfer-encoding", "content-encoding", "host", "connection", "hookline-delivery-id",
-    "x-prequel-webhook-timestamp", "x-prequel-webhook-signature", "x-prequel-webhook-digest", "x-prequel-webhook-key-id",
-    "webhook-id", "webhook-timestamp", "webhook-signature", "x-fivetran-signature-256", "x-webhook-signature",
+    "content-length",
+    "transfer-encoding",
+    "content-encoding",
+    "host",
+    "connection",
+    "hookline-delivery-id",
+    "x-prequel-webhook-timestamp",
+    "x-prequel-webhook-signature",
+    "x-prequel-webhook-digest",
+    "x-prequel-webhook-key-id",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-fivetran-signature-256",
+    "x-webhook-signature",
 ];
 
 fn valid_header(field: &str, name: &str, value: &str) -> Result<Header, RenderError> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
-        return Err(RenderError::invalid(field, "a header name must be a token (letters, digits, -)"));
+        return Err(RenderError::invalid(
+            field,
+            "a header name must be a token (letters, digits, -)",
+        ));
     }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(RenderError::invalid(field, format!("{name} is set by hookline and cannot be templated")));
+        return Err(RenderError::invalid(
+            field,
+            format!("{name} is set by hookline and cannot be templated"),
+        ));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(RenderError::invalid(field, format!("the value of {name} has control characters")));
+        return Err(RenderError::invalid(
+            field,
+            format!("the value of {name} has control characters"),
+        ));
     }
     Ok(Header::new(name, value))
 }
@@ -353,9 +493,15 @@ pub(crate) fn header_lines(field: &str, text: &str) -> Result<Vec<Header>, Rende
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(RenderError::invalid(field, format!("line {} is not `Key: Value`", i + 1)));
+            return Err(RenderError::invalid(
+                field,
+                format!("line {} is not `Key: Value`", i + 1),
+            ));
         };
-        set(&mut headers, valid_header(field, name.trim(), value.trim())?);
+        set(
+            &mut headers,
+            valid_header(field, name.trim(), value.trim())?,
+        );
     }
     Ok(headers)
 }

@@ -64,7 +64,12 @@ pub fn valid_pattern(pattern: &str, known: &[&str]) -> bool {
 
 /// Traces of model validation errors are never forwarded, to any endpoint.
 pub fn is_model_validation_trace(event: &Event) -> bool {
-    event.event_type.ends_with(".sensitive_trace") && event.data.get("execution_context").and_then(serde_json::Value::as_str) == Some("model_validation")
+    event.event_type.ends_with(".sensitive_trace")
+        && event
+            .data
+            .get("execution_context")
+            .and_then(serde_json::Value::as_str)
+            == Some("model_validation")
 }
 
 /// True when `endpoint` should receive `event`.
@@ -72,11 +77,27 @@ pub fn subscribed(endpoint: &Endpoint, event: &Event) -> bool {
     endpoint.active
         && endpoint.kind == "webhook"
         && !is_model_validation_trace(event)
-        && endpoint.events.iter().any(|p| type_matches(p, &event.event_type))
-        && (endpoint.triggers.is_empty() || endpoint.triggers.iter().any(|t| t == outcome(event).as_str()))
-        && restricted_to(&endpoint.destination_ids, &ids(event, &["destination_id", "error.destination_id"]))
-        && restricted_to(&endpoint.source_ids, &ids(event, &["source_ids", "source_id"]))
-        && restricted_to(&endpoint.model_ids, &ids(event, &["model_ids", "model_id", "error.models"]))
+        && endpoint
+            .events
+            .iter()
+            .any(|p| type_matches(p, &event.event_type))
+        && (endpoint.triggers.is_empty()
+            || endpoint
+                .triggers
+                .iter()
+                .any(|t| t == outcome(event).as_str()))
+        && restricted_to(
+            &endpoint.destination_ids,
+            &ids(event, &["destination_id", "error.destination_id"]),
+        )
+        && restricted_to(
+            &endpoint.source_ids,
+            &ids(event, &["source_ids", "source_id"]),
+        )
+        && restricted_to(
+            &endpoint.model_ids,
+            &ids(event, &["model_ids", "model_id", "error.models"]),
+        )
 }
 
 fn restricted_to(allowed: &[String], found: &[String]) -> bool {
@@ -90,7 +111,9 @@ fn ids(event: &Event, paths: &[&str]) -> Vec<String> {
         let found = path.split('.').try_fold(&event.data, |v, part| v.get(part));
         match found {
             Some(Value::String(s)) => out.push(s.clone()),
-            Some(Value::Array(items)) => out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned)),
+            Some(Value::Array(items)) => {
+                out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+            }
             _ => {}
         }
     }
@@ -138,7 +161,15 @@ mod tests {
             assert_eq!(type_matches(pattern, t), expected, "{pattern} {t}");
         }
         let known = ["transfer.error", "source.created"];
-        for (pattern, expected) in [("*", true), ("transfer.*", true), ("nope.*", false), ("transfer.error", true), ("transfer.x", false), ("a*", false), ("*.*", false)] {
+        for (pattern, expected) in [
+            ("*", true),
+            ("transfer.*", true),
+            ("nope.*", false),
+            ("transfer.error", true),
+            ("transfer.x", false),
+            ("a*", false),
+            ("*.*", false),
+        ] {
             assert_eq!(valid_pattern(pattern, &known), expected, "{pattern}");
         }
     }
@@ -147,8 +178,16 @@ mod tests {
     fn outcomes() {
         let table = [
             ("transfer.error", json!({}), Outcome::Failure),
-            ("transfer.completed", json!({"status": "SUCCESS"}), Outcome::Success),
-            ("transfer.completed", json!({"status": "PARTIAL_ERROR"}), Outcome::Failure),
+            (
+                "transfer.completed",
+                json!({"status": "SUCCESS"}),
+                Outcome::Success,
+            ),
+            (
+                "transfer.completed",
+                json!({"status": "PARTIAL_ERROR"}),
+                Outcome::Failure,
+            ),
             ("transformation.succeeded", json!({}), Outcome::Success),
             ("transformation.failed", json!({}), Outcome::Failure),
             ("source.created", json!({}), Outcome::Neutral),
@@ -160,19 +199,55 @@ mod tests {
 
     #[test]
     fn subscription_table() {
-        let failed = event("transfer.completed", json!({"status": "ERROR", "destination_id": "d1", "transfer_id": "t"}));
-        let ok = event("transfer.completed", json!({"status": "SUCCESS", "destination_id": "d2"}));
-        let err = event("transfer.error", json!({"error": {"destination_id": "d1", "models": ["m1", "m2"]}}));
-        let started = event("transfer.started", json!({"destination_id": "d1", "source_ids": ["s1"], "model_ids": ["m3"]}));
+        let failed = event(
+            "transfer.completed",
+            json!({"status": "ERROR", "destination_id": "d1", "transfer_id": "t"}),
+        );
+        let ok = event(
+            "transfer.completed",
+            json!({"status": "SUCCESS", "destination_id": "d2"}),
+        );
+        let err = event(
+            "transfer.error",
+            json!({"error": {"destination_id": "d1", "models": ["m1", "m2"]}}),
+        );
+        let started = event(
+            "transfer.started",
+            json!({"destination_id": "d1", "source_ids": ["s1"], "model_ids": ["m3"]}),
+        );
         let all = endpoint(&["*"]);
-        let on_failure = Endpoint { triggers: vec!["failure".into()], ..endpoint(&["transfer.*"]) };
-        let on_success = Endpoint { triggers: vec!["success".into()], ..endpoint(&["transfer.*"]) };
-        let d1 = Endpoint { destination_ids: vec!["d1".into()], ..endpoint(&["*"]) };
-        let m2 = Endpoint { model_ids: vec!["m2".into()], ..endpoint(&["*"]) };
-        let s1 = Endpoint { source_ids: vec!["s1".into()], ..endpoint(&["*"]) };
-        let inactive = Endpoint { active: false, ..endpoint(&["*"]) };
-        let trace = event("transfer.sensitive_trace", json!({"execution_context": "write_destination", "destination_id": "d1"}));
-        let validation = event("transfer.sensitive_trace", json!({"execution_context": "model_validation", "destination_id": "d1"}));
+        let on_failure = Endpoint {
+            triggers: vec!["failure".into()],
+            ..endpoint(&["transfer.*"])
+        };
+        let on_success = Endpoint {
+            triggers: vec!["success".into()],
+            ..endpoint(&["transfer.*"])
+        };
+        let d1 = Endpoint {
+            destination_ids: vec!["d1".into()],
+            ..endpoint(&["*"])
+        };
+        let m2 = Endpoint {
+            model_ids: vec!["m2".into()],
+            ..endpoint(&["*"])
+        };
+        let s1 = Endpoint {
+            source_ids: vec!["s1".into()],
+            ..endpoint(&["*"])
+        };
+        let inactive = Endpoint {
+            active: false,
+            ..endpoint(&["*"])
+        };
+        let trace = event(
+            "transfer.sensitive_trace",
+            json!({"execution_context": "write_destination", "destination_id": "d1"}),
+        );
+        let validation = event(
+            "transfer.sensitive_trace",
+            json!({"execution_context": "model_validation", "destination_id": "d1"}),
+        );
         let table: Vec<(&Endpoint, &Event, bool)> = vec![
             (&all, &failed, true),
             (&inactive, &failed, false),

@@ -11,7 +11,7 @@ use templates::{Limits, Template};
 use time::OffsetDateTime;
 use wire::{Endpoint, Header};
 
-use crate::{header_lines, request_url, RenderError};
+use crate::{RenderError, header_lines, request_url};
 
 /// A sensitive-trace endpoint with its templates parsed once.
 #[derive(Debug, Clone)]
@@ -26,15 +26,34 @@ pub struct CompiledTraces {
 /// Parses a sensitive-trace endpoint's templates (`url`, `header_template`, `body_template`).
 pub fn compile_traces(endpoint: Endpoint) -> Result<CompiledTraces, RenderError> {
     let parse = |field: &str, src: &str| {
-        Template::parse(field, src, Limits::default()).map_err(|error| RenderError::Template { field: field.to_owned(), error })
+        Template::parse(field, src, Limits::default()).map_err(|error| RenderError::Template {
+            field: field.to_owned(),
+            error,
+        })
     };
     if endpoint.url.contains("SensitiveTraces") {
-        return Err(RenderError::invalid("url", "must not use .SensitiveTraces (URLs are logged); the traces go in the body"));
+        return Err(RenderError::invalid(
+            "url",
+            "must not use .SensitiveTraces (URLs are logged); the traces go in the body",
+        ));
     }
     let url = parse("url", &endpoint.url)?;
-    let header_template = endpoint.header_template.as_deref().map(|t| parse("header_template", t)).transpose()?;
-    let body = endpoint.body_template.as_deref().map(|t| parse("body_template", t)).transpose()?;
-    Ok(CompiledTraces { endpoint, url, header_template, body })
+    let header_template = endpoint
+        .header_template
+        .as_deref()
+        .map(|t| parse("header_template", t))
+        .transpose()?;
+    let body = endpoint
+        .body_template
+        .as_deref()
+        .map(|t| parse("body_template", t))
+        .transpose()?;
+    Ok(CompiledTraces {
+        endpoint,
+        url,
+        header_template,
+        body,
+    })
 }
 
 /// Why a batch is sent now.
@@ -125,9 +144,16 @@ pub const LAST_PART_HEADER: &str = "Hookline-Trace-Last-Part";
 pub const FLUSH_HEADER: &str = "Hookline-Trace-Flush";
 
 /// The request `c` gets for `batch`.
-pub fn render_traces(c: &CompiledTraces, batch: &TraceBatch<'_>, environment: &str) -> Result<TracesRequest, RenderError> {
+pub fn render_traces(
+    c: &CompiledTraces,
+    batch: &TraceBatch<'_>,
+    environment: &str,
+) -> Result<TracesRequest, RenderError> {
     if !is_json_array(batch.traces_json) {
-        return Err(RenderError::invalid("sensitive_traces", "must be a JSON array of trace objects"));
+        return Err(RenderError::invalid(
+            "sensitive_traces",
+            "must be a JSON array of trace objects",
+        ));
     }
     let secret = c.endpoint.secret.as_deref().unwrap_or_default();
     let ids = |ids: &[String]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned());
@@ -144,20 +170,38 @@ pub fn render_traces(c: &CompiledTraces, batch: &TraceBatch<'_>, environment: &s
         "LastPart": batch.last_part,
         "FlushReason": batch.flush_reason.as_str(),
     }));
-    let template_err = |field: &'static str| move |error| RenderError::Template { field: field.to_owned(), error };
+    let template_err = |field: &'static str| {
+        move |error| RenderError::Template {
+            field: field.to_owned(),
+            error,
+        }
+    };
     let url_text = c.url.render_string(&data).map_err(template_err("url"))?;
     let url = request_url(url_text.trim(), Some(secret))?;
     // Percent-encoded, a secret or a trace object would still be in the URL.
-    let decoded = percent_encoding::percent_decode_str(url.as_str()).decode_utf8_lossy().replace('+', " ");
+    let decoded = percent_encoding::percent_decode_str(url.as_str())
+        .decode_utf8_lossy()
+        .replace('+', " ");
     if (!secret.is_empty() && decoded.contains(secret)) || decoded.contains("\"trace\"") {
-        return Err(RenderError::invalid("url", "must not carry the secret or trace text (URLs are logged)"));
+        return Err(RenderError::invalid(
+            "url",
+            "must not carry the secret or trace text (URLs are logged)",
+        ));
     }
     let sensitive_headers = match &c.header_template {
         Some(t) => {
-            let text = t.render_string(&data).map_err(template_err("header_template"))?;
+            let text = t
+                .render_string(&data)
+                .map_err(template_err("header_template"))?;
             let headers = header_lines("header_template", &text)?;
-            if let Some(h) = headers.iter().find(|h| h.name.to_ascii_lowercase().starts_with("hookline-")) {
-                return Err(RenderError::invalid("header_template", format!("{} is set by hookline and cannot be templated", h.name)));
+            if let Some(h) = headers
+                .iter()
+                .find(|h| h.name.to_ascii_lowercase().starts_with("hookline-"))
+            {
+                return Err(RenderError::invalid(
+                    "header_template",
+                    format!("{} is set by hookline and cannot be templated", h.name),
+                ));
             }
             headers
         }
@@ -178,7 +222,13 @@ pub fn render_traces(c: &CompiledTraces, batch: &TraceBatch<'_>, environment: &s
         Header::new(LAST_PART_HEADER, batch.last_part.to_string()),
         Header::new(FLUSH_HEADER, batch.flush_reason.as_str()),
     ];
-    Ok(TracesRequest { method: "POST".to_owned(), url: url.to_string(), headers, sensitive_headers, body })
+    Ok(TracesRequest {
+        method: "POST".to_owned(),
+        url: url.to_string(),
+        headers,
+        sensitive_headers,
+        body,
+    })
 }
 
 /// The seed's default body, compact and in its key order, the traces as given:
@@ -197,7 +247,10 @@ fn default_body(batch: &TraceBatch<'_>, environment: &str) -> Vec<u8> {
     body.push_str(",\"timestamp\":");
     body.push_str(&text(batch.timestamp));
     if batch.split() {
-        body.push_str(&format!(",\"part\":{},\"last_part\":{}", batch.part, batch.last_part));
+        body.push_str(&format!(
+            ",\"part\":{},\"last_part\":{}",
+            batch.part, batch.last_part
+        ));
     }
     if batch.flush_reason == FlushReason::MaxAge {
         body.push_str(",\"flush_reason\":\"max_age\"");
@@ -208,21 +261,23 @@ fn default_body(batch: &TraceBatch<'_>, environment: &str) -> Vec<u8> {
 
 /// Whether `text` is one JSON array (checked so the default body is JSON whatever the caller passed).
 fn is_json_array(text: &str) -> bool {
-    text.trim_start().starts_with('[') && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    text.trim_start().starts_with('[')
+        && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
 }
 
 /// Go's RFC 3339 of a UTC time, to the second: `2024-01-15T10:30:00Z` (`.Timestamp`).
 pub fn trace_timestamp(t: OffsetDateTime) -> String {
     const FORMAT: &[time::format_description::FormatItem<'static>] =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    t.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
 /// Traces of the kinds a real transfer and a connection test produce, with the
 /// characters that trip templates up: quotes, backslashes, newlines, tabs, non-ASCII, HTML.
 const SAMPLE_TRACES: &str = r#"[{"destination_id":"dest-123","source_id":"src-456","model_id":"model-789","model_name":"users_table","source_vendor":"postgres","destination_vendor":"snowflake","execution_context":"write_destination","trace":"ERROR: duplicate key value violates unique constraint \"users_pkey\"\nDETAIL: Key (id)=(42) already exists.\tC:\\path <b>&</b> é"},{"destination_id":"dest-123","source_id":"src-457","model_id":"model-790","model_name":"orders","source_vendor":"mysql","destination_vendor":"snowflake","execution_context":"read_source","trace":"Error 1146: Table 'shop.orders' doesn't exist"}]"#;
-const SAMPLE_CONNECTION_TRACES: &str =
-    r#"[{"destination_id":"dest-123","destination_vendor":"snowflake","execution_context":"test_destination_connection","trace":"390100 (08004): Incorrect username or password was specified."}]"#;
+const SAMPLE_CONNECTION_TRACES: &str = r#"[{"destination_id":"dest-123","destination_vendor":"snowflake","execution_context":"test_destination_connection","trace":"390100 (08004): Incorrect username or password was specified."}]"#;
 
 /// Dry run at creation: compiles `endpoint` and renders it with sample batches (a
 /// whole transfer, a part of a split one sent at its maximum age, a connection
@@ -242,7 +297,12 @@ pub fn validate_traces(endpoint: &Endpoint, environment: &str) -> Result<(), Ren
         last_part: true,
         flush_reason: FlushReason::Completed,
     };
-    let split = TraceBatch { part: 2, last_part: false, flush_reason: FlushReason::MaxAge, ..whole };
+    let split = TraceBatch {
+        part: 2,
+        last_part: false,
+        flush_reason: FlushReason::MaxAge,
+        ..whole
+    };
     let connection_test = TraceBatch {
         transfer_id: None,
         traces_json: SAMPLE_CONNECTION_TRACES,
@@ -251,12 +311,23 @@ pub fn validate_traces(endpoint: &Endpoint, environment: &str) -> Result<(), Ren
         flush_reason: FlushReason::ConnectionTest,
         ..whole
     };
-    for (what, batch) in [("a sample batch", whole), ("a sample split batch", split), ("a sample connection test", connection_test)] {
+    for (what, batch) in [
+        ("a sample batch", whole),
+        ("a sample split batch", split),
+        ("a sample connection test", connection_test),
+    ] {
         render_traces(&compiled, &batch, environment).map_err(|e| match e {
-            RenderError::Template { field, error: templates::TemplateError::Exec(m) } => {
-                RenderError::Template { field, error: templates::TemplateError::Exec(format!("with {what}: {m}")) }
-            }
-            RenderError::Invalid { field, message } => RenderError::Invalid { field, message: format!("with {what}: {message}") },
+            RenderError::Template {
+                field,
+                error: templates::TemplateError::Exec(m),
+            } => RenderError::Template {
+                field,
+                error: templates::TemplateError::Exec(format!("with {what}: {m}")),
+            },
+            RenderError::Invalid { field, message } => RenderError::Invalid {
+                field,
+                message: format!("with {what}: {message}"),
+            },
             other => other,
         })?;
     }

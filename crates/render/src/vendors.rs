@@ -3,10 +3,10 @@
 //! query-parameter flattening of `generic_get`. Trace text and transfer logs (sensitive)
 //! never go into these messages; `transfer_log_pretty` (customer-safe) does.
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use wire::Event;
 
-use crate::subscription::{outcome, Outcome};
+use crate::subscription::{Outcome, outcome};
 
 /// PagerDuty's Events API v2 endpoint, used when a `pagerduty` webhook has no URL.
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -35,9 +35,14 @@ fn s(v: &Value, path: &str) -> Option<String> {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
-        Value::Array(items) => {
-            Some(items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).filter(|s| !s.is_empty())
-        }
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+        .filter(|s| !s.is_empty()),
         _ => None,
     }
 }
@@ -63,13 +68,18 @@ pub fn summarize(event: &Event) -> Summary {
             push("Models", s(e, "models"));
             push("Started", s(e, "transfer_started_at"));
             push("Ended", s(e, "transfer_ended_at"));
-            let text = s(e, "transfer_log_pretty").unwrap_or_else(|| "The transfer failed; see the transfer's logs.".to_owned());
+            let text = s(e, "transfer_log_pretty")
+                .unwrap_or_else(|| "The transfer failed; see the transfer's logs.".to_owned());
             let text = match s(e, "in_app_url") {
                 Some(url) => format!("{text}\n{url}"),
                 None => text,
             };
             (
-                format!("Transfer failed ({}) to {}", s(e, "transfer_status").unwrap_or_default(), dest.clone().unwrap_or_default()),
+                format!(
+                    "Transfer failed ({}) to {}",
+                    s(e, "transfer_status").unwrap_or_default(),
+                    dest.clone().unwrap_or_default()
+                ),
                 text,
                 s(e, "transfer_id"),
                 dest,
@@ -81,10 +91,20 @@ pub fn summarize(event: &Event) -> Summary {
             push("Status", s(d, "status"));
             push("Started", s(d, "started_at"));
             push("Ended", s(d, "ended_at"));
-            let verb = if outcome == Outcome::Success { "succeeded" } else { "ended with errors" };
+            let verb = if outcome == Outcome::Success {
+                "succeeded"
+            } else {
+                "ended with errors"
+            };
             (
-                format!("Transfer {verb} to {}", s(d, "destination_id").unwrap_or_default()),
-                format!("Transfer {} {verb}.", s(d, "transfer_id").unwrap_or_default()),
+                format!(
+                    "Transfer {verb} to {}",
+                    s(d, "destination_id").unwrap_or_default()
+                ),
+                format!(
+                    "Transfer {} {verb}.",
+                    s(d, "transfer_id").unwrap_or_default()
+                ),
                 s(d, "transfer_id"),
                 s(d, "destination_id"),
             )
@@ -95,8 +115,14 @@ pub fn summarize(event: &Event) -> Summary {
             push("Full refresh", s(d, "is_full_refresh"));
             push("Started", s(d, "started_at"));
             (
-                format!("Transfer started to {}", s(d, "destination_id").unwrap_or_default()),
-                format!("Transfer {} started.", s(d, "transfer_id").unwrap_or_default()),
+                format!(
+                    "Transfer started to {}",
+                    s(d, "destination_id").unwrap_or_default()
+                ),
+                format!(
+                    "Transfer {} started.",
+                    s(d, "transfer_id").unwrap_or_default()
+                ),
                 s(d, "transfer_id"),
                 s(d, "destination_id"),
             )
@@ -109,24 +135,59 @@ pub fn summarize(event: &Event) -> Summary {
             let what = t.trim_start_matches("transformation.");
             let text = match (outcome, s(d, "error")) {
                 (Outcome::Failure, Some(err)) => err,
-                _ => format!("Transformation {} {what}.", s(d, "name").unwrap_or_default()),
+                _ => format!(
+                    "Transformation {} {what}.",
+                    s(d, "name").unwrap_or_default()
+                ),
             };
-            (format!("Transformation {} {what}", s(d, "name").unwrap_or_default()), text, None, s(d, "destination_id"))
+            (
+                format!("Transformation {} {what}", s(d, "name").unwrap_or_default()),
+                text,
+                None,
+                s(d, "destination_id"),
+            )
         }
         "endpoint.disabled" => {
             push("Endpoint", s(d, "endpoint_id"));
             push("Failing since", s(d, "failing_since"));
-            ("Webhook endpoint disabled".to_owned(), s(d, "reason").unwrap_or_default(), None, None)
+            (
+                "Webhook endpoint disabled".to_owned(),
+                s(d, "reason").unwrap_or_default(),
+                None,
+                None,
+            )
         }
         t => {
-            let resource = d.get("current_resource").filter(|v| !v.is_null()).or_else(|| d.get("previous_resource")).unwrap_or(&Value::Null);
+            let resource = d
+                .get("current_resource")
+                .filter(|v| !v.is_null())
+                .or_else(|| d.get("previous_resource"))
+                .unwrap_or(&Value::Null);
             push("Id", s(resource, "id"));
             push("Name", s(resource, "name"));
-            (format!("{} {}", t.replace(['.', '_'], " "), s(resource, "name").or_else(|| s(resource, "id")).unwrap_or_default()), String::new(), None, None)
+            (
+                format!(
+                    "{} {}",
+                    t.replace(['.', '_'], " "),
+                    s(resource, "name")
+                        .or_else(|| s(resource, "id"))
+                        .unwrap_or_default()
+                ),
+                String::new(),
+                None,
+                None,
+            )
         }
     };
     fields.push(("When", event.created_at.clone()));
-    Summary { title, text, fields, outcome, transfer_id, destination }
+    Summary {
+        title,
+        text,
+        fields,
+        outcome,
+        transfer_id,
+        destination,
+    }
 }
 
 fn unix_seconds(rfc3339: &str) -> i64 {
@@ -143,7 +204,11 @@ pub fn slack(event: &Event) -> Value {
         Outcome::Success => "good",
         Outcome::Neutral => "#439FE0",
     };
-    let fields: Vec<Value> = sum.fields.iter().map(|(k, v)| json!({"title": k, "value": v, "short": true})).collect();
+    let fields: Vec<Value> = sum
+        .fields
+        .iter()
+        .map(|(k, v)| json!({"title": k, "value": v, "short": true}))
+        .collect();
     json!({
         "text": sum.title,
         "attachments": [{
@@ -174,9 +239,18 @@ pub fn pagerduty(event: &Event, routing_key: &str) -> Value {
         (Outcome::Failure, _) => "error",
         _ => "info",
     };
-    let details: Map<String, Value> = sum.fields.iter().map(|(k, v)| ((*k).to_owned(), Value::String(v.clone()))).collect();
+    let details: Map<String, Value> = sum
+        .fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+        .collect();
     let mut summary = sum.title.clone();
-    summary.truncate(summary.char_indices().nth(1024).map_or(summary.len(), |(i, _)| i));
+    summary.truncate(
+        summary
+            .char_indices()
+            .nth(1024)
+            .map_or(summary.len(), |(i, _)| i),
+    );
     json!({
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -202,11 +276,19 @@ pub fn datadog(event: &Event) -> Value {
         Outcome::Success => "success",
         Outcome::Neutral => "info",
     };
-    let mut tags = vec!["source:hookline".to_owned(), format!("event_type:{}", event.event_type)];
+    let mut tags = vec![
+        "source:hookline".to_owned(),
+        format!("event_type:{}", event.event_type),
+    ];
     if let Some(t) = &sum.transfer_id {
         tags.push(format!("transfer_id:{t}"));
     }
-    if let Some(d) = event.data.get("destination_id").or_else(|| event.data["error"].get("destination_id")).and_then(Value::as_str) {
+    if let Some(d) = event
+        .data
+        .get("destination_id")
+        .or_else(|| event.data["error"].get("destination_id"))
+        .and_then(Value::as_str)
+    {
         tags.push(format!("destination_id:{d}"));
     }
     let text = std::iter::once(sum.text.clone())
@@ -241,7 +323,11 @@ pub fn query_pairs(envelope: &Value) -> Vec<(String, String)> {
                     if NOT_IN_URLS.contains(&k.as_str()) {
                         continue;
                     }
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }

@@ -7,8 +7,8 @@ pub mod schedule;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -19,12 +19,20 @@ use tokio_util::sync::CancellationToken;
 /// stays a string, a port is parsed as a number. Variables naming no field of `T` are
 /// ignored: the services share one environment.
 pub fn load_config<T: Serialize + DeserializeOwned + Default>() -> anyhow::Result<T> {
-    let vars = std::env::vars().filter_map(|(k, v)| Some((k.strip_prefix("HOOKLINE_")?.to_ascii_lowercase(), v)));
+    let vars = std::env::vars()
+        .filter_map(|(k, v)| Some((k.strip_prefix("HOOKLINE_")?.to_ascii_lowercase(), v)));
     let file = match std::env::var_os("HOOKLINE_CONFIG").map(PathBuf::from) {
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("HOOKLINE_CONFIG names {}, which cannot be read", path.display()))?;
-            Some(toml::from_str::<Value>(&text).with_context(|| format!("{} is not valid TOML", path.display()))?)
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "HOOKLINE_CONFIG names {}, which cannot be read",
+                    path.display()
+                )
+            })?;
+            Some(
+                toml::from_str::<Value>(&text)
+                    .with_context(|| format!("{} is not valid TOML", path.display()))?,
+            )
         }
         None => None,
     };
@@ -42,7 +50,9 @@ pub fn config_from<T: Serialize + DeserializeOwned + Default>(
     };
     let defaults = merged.clone();
     if let Some(file) = file {
-        let Value::Object(file) = file else { anyhow::bail!("configuration file must be a table") };
+        let Value::Object(file) = file else {
+            anyhow::bail!("configuration file must be a table")
+        };
         for (key, value) in file {
             let Some(default) = defaults.get(&key) else {
                 anyhow::bail!("configuration file: unknown setting `{key}`");
@@ -57,9 +67,16 @@ pub fn config_from<T: Serialize + DeserializeOwned + Default>(
         }
     }
     for (key, raw) in vars {
-        let Some(default) = defaults.get(&key) else { continue };
-        let value = typed_like(default, &raw)
-            .with_context(|| format!("HOOKLINE_{}: cannot be read as {}", key.to_ascii_uppercase(), kind(default)))?;
+        let Some(default) = defaults.get(&key) else {
+            continue;
+        };
+        let value = typed_like(default, &raw).with_context(|| {
+            format!(
+                "HOOKLINE_{}: cannot be read as {}",
+                key.to_ascii_uppercase(),
+                kind(default)
+            )
+        })?;
         merged.insert(key, value);
     }
     // serde's message can quote the offending value, which may be a secret: name the
@@ -87,7 +104,11 @@ fn typed_like(default: &Value, raw: &str) -> anyhow::Result<Value> {
         }),
         Value::Number(_) => Value::Number(raw.trim().parse::<serde_json::Number>()?),
         Value::Array(_) => Value::Array(
-            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_owned())).collect(),
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
         ),
         _ => Value::String(raw.to_owned()),
     })
@@ -120,7 +141,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
@@ -145,7 +166,9 @@ pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("HOOKLINE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -169,7 +192,10 @@ where
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(service = name, error = %e, "cannot start the runtime");
@@ -248,9 +274,14 @@ pub async fn check_master_key(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<kafka_io::Table<wire::SigningKey>> {
     let registry = std::sync::Arc::new(wire::Registry::bundled()?);
-    let keys = kafka_io::Table::start(kafka, &topics.keys, move |bytes| registry.decode::<wire::SigningKey>(bytes).ok(), shutdown.child_token())
-        .await
-        .context("reading keys")?;
+    let keys = kafka_io::Table::start(
+        kafka,
+        &topics.keys,
+        move |bytes| registry.decode::<wire::SigningKey>(bytes).ok(),
+        shutdown.child_token(),
+    )
+    .await
+    .context("reading keys")?;
     const WRONG: &str = "HOOKLINE_MASTER_KEY does not open this cluster's secrets: it is not the master key they were sealed with";
     if let Some(key) = keys.get(SIGNING_KEY) {
         open_signing_key(sealer, &key).context(WRONG)?;
@@ -259,24 +290,44 @@ pub async fn check_master_key(
     // master key before any secret exists.
     match keys.get(MASTER_CHECK) {
         Some(check) => {
-            sealer.open(&check.private_key_sealed, &signing::key_context(MASTER_CHECK)).map_err(|_| anyhow::anyhow!(WRONG))?;
+            sealer
+                .open(
+                    &check.private_key_sealed,
+                    &signing::key_context(MASTER_CHECK),
+                )
+                .map_err(|_| anyhow::anyhow!(WRONG))?;
         }
         None => {
             let record = wire::SigningKey {
                 kid: MASTER_CHECK.to_owned(),
                 algorithm: "none".to_owned(),
                 public_key_pem: String::new(),
-                private_key_sealed: sealer.seal(b"hookline master key check", &signing::key_context(MASTER_CHECK)),
+                private_key_sealed: sealer.seal(
+                    b"hookline master key check",
+                    &signing::key_context(MASTER_CHECK),
+                ),
                 created_at: wire::now_rfc3339(),
                 previous_keys: Vec::new(),
             };
             let registry = wire::Registry::bundled()?;
             let bytes = registry.encode(&record)?;
             let producer = kafka_io::producer(kafka, "hookline-master-check")?;
-            let written = kafka_io::send_durably(&producer, &topics.keys, MASTER_CHECK.as_bytes(), Some(&bytes), None, shutdown)
-                .await
-                .context("writing the master key check")?;
-            keys.apply(MASTER_CHECK, written.partition, written.offset, Some(record));
+            let written = kafka_io::send_durably(
+                &producer,
+                &topics.keys,
+                MASTER_CHECK.as_bytes(),
+                Some(&bytes),
+                None,
+                shutdown,
+            )
+            .await
+            .context("writing the master key check")?;
+            keys.apply(
+                MASTER_CHECK,
+                written.partition,
+                written.offset,
+                Some(record),
+            );
         }
     }
     Ok(keys)
@@ -289,7 +340,10 @@ const MASTER_CHECK: &str = "master-key-check";
 pub const SIGNING_KEY: &str = "webhook-signing";
 
 /// Opens a sealed signing key.
-pub fn open_signing_key(sealer: &signing::Sealer, key: &wire::SigningKey) -> anyhow::Result<signing::RsaKey> {
+pub fn open_signing_key(
+    sealer: &signing::Sealer,
+    key: &wire::SigningKey,
+) -> anyhow::Result<signing::RsaKey> {
     use base64::Engine as _;
     let b64 = sealer.open(&key.private_key_sealed, &signing::key_context(&key.kid))?;
     let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
@@ -309,10 +363,30 @@ fn header_part(name: &str) -> String {
 /// Seals what a delivery carries of secrets before it is written to Kafka: the values
 /// of its sensitive headers, its signing secrets, and its body when it holds a secret
 /// (`body_sealed`). The dispatcher opens them at send time ([`open_delivery`]).
-pub fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) -> wire::RenderedDelivery {
-    let headers: Vec<String> = d.sensitive_headers.iter().map(|h| sealer.seal(h.value.as_bytes(), &delivery_part(&d, &header_part(&h.name)))).collect();
-    let secrets: Vec<String> = d.signing_secrets.iter().map(|s| sealer.seal(s.as_bytes(), &delivery_part(&d, "signing-secret"))).collect();
-    let body = d.body_sealed.then(|| sealer.seal(&d.body, &delivery_part(&d, "body")).into_bytes());
+pub fn seal_delivery(
+    sealer: &signing::Sealer,
+    mut d: wire::RenderedDelivery,
+) -> wire::RenderedDelivery {
+    let headers: Vec<String> = d
+        .sensitive_headers
+        .iter()
+        .map(|h| {
+            sealer.seal(
+                h.value.as_bytes(),
+                &delivery_part(&d, &header_part(&h.name)),
+            )
+        })
+        .collect();
+    let secrets: Vec<String> = d
+        .signing_secrets
+        .iter()
+        .map(|s| sealer.seal(s.as_bytes(), &delivery_part(&d, "signing-secret")))
+        .collect();
+    let body = d.body_sealed.then(|| {
+        sealer
+            .seal(&d.body, &delivery_part(&d, "body"))
+            .into_bytes()
+    });
     for (h, sealed) in d.sensitive_headers.iter_mut().zip(headers) {
         h.value = sealed;
     }
@@ -326,7 +400,10 @@ pub fn seal_delivery(sealer: &signing::Sealer, mut d: wire::RenderedDelivery) ->
 /// The delivery with its sealed parts opened, for memory only. Values that are not
 /// sealed (written before sealing existed) pass as they are. Errors with
 /// `HL-SEAL-OPEN` when a part does not open with this key and context.
-pub fn open_delivery(sealer: &signing::Sealer, d: &wire::RenderedDelivery) -> Result<wire::RenderedDelivery, &'static str> {
+pub fn open_delivery(
+    sealer: &signing::Sealer,
+    d: &wire::RenderedDelivery,
+) -> Result<wire::RenderedDelivery, &'static str> {
     const CODE: &str = "HL-SEAL-OPEN";
     let open = |v: &str, part: &str| -> Result<String, &'static str> {
         if !signing::Sealer::is_sealed(v) {
@@ -344,7 +421,9 @@ pub fn open_delivery(sealer: &signing::Sealer, d: &wire::RenderedDelivery) -> Re
     }
     if d.body_sealed {
         let text = std::str::from_utf8(&d.body).map_err(|_| CODE)?;
-        opened.body = sealer.open(text, &delivery_part(d, "body")).map_err(|_| CODE)?;
+        opened.body = sealer
+            .open(text, &delivery_part(d, "body"))
+            .map_err(|_| CODE)?;
     }
     Ok(opened)
 }
@@ -352,11 +431,20 @@ pub fn open_delivery(sealer: &signing::Sealer, d: &wire::RenderedDelivery) -> Re
 /// Opens, in memory, the sealed secrets of an endpoint read from Kafka (`api_key`,
 /// `secret`, `previous_secret`); values written before sealing existed pass as they
 /// are. On failure, names the field that did not open (it stays sealed).
-pub fn open_endpoint_secrets(sealer: &signing::Sealer, endpoint: &mut wire::Endpoint) -> Result<(), &'static str> {
+pub fn open_endpoint_secrets(
+    sealer: &signing::Sealer,
+    endpoint: &mut wire::Endpoint,
+) -> Result<(), &'static str> {
     let id = endpoint.id.clone();
-    for (field, value) in [("api_key", &mut endpoint.api_key), ("secret", &mut endpoint.secret), ("previous_secret", &mut endpoint.previous_secret)] {
+    for (field, value) in [
+        ("api_key", &mut endpoint.api_key),
+        ("secret", &mut endpoint.secret),
+        ("previous_secret", &mut endpoint.previous_secret),
+    ] {
         if let Some(sealed) = value.as_deref().filter(|v| signing::Sealer::is_sealed(v)) {
-            let plain = sealer.open(sealed, &signing::endpoint_context(&id, field)).map_err(|_| field)?;
+            let plain = sealer
+                .open(sealed, &signing::endpoint_context(&id, field))
+                .map_err(|_| field)?;
             *value = Some(String::from_utf8_lossy(&plain).into_owned());
         }
     }
@@ -378,7 +466,11 @@ pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &m
 
 /// Opens the sealed sensitive fields of an event read from Kafka. Fields written in
 /// clear (by an engine that writes Avro itself) pass as they are.
-pub fn open_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) -> Result<(), signing::SealError> {
+pub fn open_event(
+    sealer: &signing::Sealer,
+    registry: &wire::Registry,
+    event: &mut wire::Event,
+) -> Result<(), signing::SealError> {
     for path in registry.sensitive_fields(&event.event_type) {
         if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path)
             && signing::Sealer::is_sealed(value)
@@ -396,7 +488,11 @@ pub fn sensitive_values<'a>(registry: &wire::Registry, event: &'a wire::Event) -
     registry
         .sensitive_fields(&event.event_type)
         .iter()
-        .filter_map(|path| path.split('.').try_fold(&event.data, |v, k| v.get(k)).and_then(serde_json::Value::as_str))
+        .filter_map(|path| {
+            path.split('.')
+                .try_fold(&event.data, |v, k| v.get(k))
+                .and_then(serde_json::Value::as_str)
+        })
         .filter(|v| !v.is_empty())
         .collect()
 }
@@ -424,9 +520,14 @@ mod tests {
         let mut event = trace_event(&registry, "ERROR: secret row 42");
         seal_event(&sealer, &registry, &mut event);
         let bytes = registry.encode_event(&event).expect("encodes");
-        assert!(!bytes.windows(10).any(|w| w == b"secret row"), "the trace reached the record in clear");
+        assert!(
+            !bytes.windows(10).any(|w| w == b"secret row"),
+            "the trace reached the record in clear"
+        );
         let mut read = registry.decode_event(&bytes).expect("decodes");
-        assert!(signing::Sealer::is_sealed(read.data["trace"].as_str().expect("trace")));
+        assert!(signing::Sealer::is_sealed(
+            read.data["trace"].as_str().expect("trace")
+        ));
         let mut moved = read.clone();
         open_event(&sealer, &registry, &mut read).expect("opens");
         assert_eq!(read.data["trace"], "ERROR: secret row 42");

@@ -26,7 +26,10 @@ impl RetrySchedule {
         let mut delays = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             if item.is_empty() {
-                return Err(format!("delay {} is empty; write delays such as 0s,5s,5m,2h", i + 1));
+                return Err(format!(
+                    "delay {} is empty; write delays such as 0s,5s,5m,2h",
+                    i + 1
+                ));
             }
             let delay = humantime::parse_duration(item)
                 .map_err(|_| format!("delay {} is not a duration such as 5s, 5m or 2h", i + 1))?;
@@ -60,7 +63,11 @@ impl fmt::Display for RetrySchedule {
             if d.is_zero() {
                 f.write_str("0s")?;
             } else {
-                write!(f, "{}", humantime::format_duration(*d).to_string().replace(' ', ""))?;
+                write!(
+                    f,
+                    "{}",
+                    humantime::format_duration(*d).to_string().replace(' ', "")
+                )?;
             }
         }
         Ok(())
@@ -83,8 +90,16 @@ mod tests {
         let secs: Vec<u64> = s.delays().iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [0, 5, 300, 1800, 7200, 18000, 36000, 36000]);
         assert_eq!(s.to_string(), DEFAULT_SCHEDULE);
-        assert_eq!(RetrySchedule::parse(" 1s , 90s,1h 30m").unwrap().to_string(), "1s,1m30s,1h30m");
-        assert_eq!(RetrySchedule::parse("0s").unwrap().delays(), [Duration::ZERO]);
+        assert_eq!(
+            RetrySchedule::parse(" 1s , 90s,1h 30m")
+                .unwrap()
+                .to_string(),
+            "1s,1m30s,1h30m"
+        );
+        assert_eq!(
+            RetrySchedule::parse("0s").unwrap().delays(),
+            [Duration::ZERO]
+        );
     }
 
     #[test]
@@ -99,6 +114,10 @@ mod tests {
             let got = RetrySchedule::parse(text).unwrap_err();
             assert!(got.starts_with(error), "{text}: {got}");
         }
-        assert!(RetrySchedule::parse(&vec!["1s"; 51].join(",")).unwrap_err().contains("at most 50"));
+        assert!(
+            RetrySchedule::parse(&vec!["1s"; 51].join(","))
+                .unwrap_err()
+                .contains("at most 50")
+        );
     }
 }

@@ -17,18 +17,35 @@ struct Sample {
 
 impl Default for Sample {
     fn default() -> Self {
-        Sample { api_token: String::new(), port: 1, name: "default".into(), insecure: false, networks: vec![], optional: None }
+        Sample {
+            api_token: String::new(),
+            port: 1,
+            name: "default".into(),
+            insecure: false,
+            networks: vec![],
+            optional: None,
+        }
     }
 }
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 #[test]
 fn environment_overrides_file_overrides_defaults() {
     let file = json!({"port": 7, "name": "file"});
-    let env = vars(&[("api_token", "12345"), ("port", "9"), ("insecure", "1"), ("networks", "127.0.0.0/8, ::1/128"), ("optional", "x"), ("other_service_setting", "ignored")]);
+    let env = vars(&[
+        ("api_token", "12345"),
+        ("port", "9"),
+        ("insecure", "1"),
+        ("networks", "127.0.0.0/8, ::1/128"),
+        ("optional", "x"),
+        ("other_service_setting", "ignored"),
+    ]);
     let c: Sample = config_from(Some(file), env).unwrap();
     assert_eq!(
         c,
@@ -56,7 +73,10 @@ fn bad_values_name_the_variable() {
         let err = format!("{:#}", config_from::<Sample>(None, env).unwrap_err());
         assert!(err.contains(expected), "{err}");
     }
-    let err = format!("{:#}", config_from::<Sample>(Some(json!({"prot": 1})), vars(&[])).unwrap_err());
+    let err = format!(
+        "{:#}",
+        config_from::<Sample>(Some(json!({"prot": 1})), vars(&[])).unwrap_err()
+    );
     assert!(err.contains("unknown setting `prot`"), "{err}");
 }
 
@@ -64,7 +84,10 @@ fn bad_values_name_the_variable() {
 fn errors_never_quote_values_and_numbers_in_the_file_are_text_for_text_settings() {
     let c: Sample = config_from(Some(json!({"api_token": 987654321})), vars(&[])).unwrap();
     assert_eq!(c.api_token, "987654321");
-    let err = format!("{:#}", config_from::<Sample>(Some(json!({"port": "secret-ish"})), vars(&[])).unwrap_err());
+    let err = format!(
+        "{:#}",
+        config_from::<Sample>(Some(json!({"port": "secret-ish"})), vars(&[])).unwrap_err()
+    );
     assert!(!err.contains("secret-ish"), "{err}");
     assert!(err.contains("`port`"), "{err}");
 }

@@ -16,12 +16,14 @@ mod seal;
 use std::fmt::Write as _;
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-use aws_lc_rs::signature::{KeyPair as _, RsaKeyPair, UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::{
+    KeyPair as _, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
+};
 use aws_lc_rs::{digest, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-pub use seal::{delivery_context, endpoint_context, event_context, key_context, SealError, Sealer};
+pub use seal::{SealError, Sealer, delivery_context, endpoint_context, event_context, key_context};
 
 /// A signing scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,13 @@ pub enum Scheme {
 }
 
 /// Every scheme's name.
-pub const SCHEMES: &[&str] = &["prequel_rsa", "standard_webhooks", "fivetran_hmac", "dataprep_hmac", "none"];
+pub const SCHEMES: &[&str] = &[
+    "prequel_rsa",
+    "standard_webhooks",
+    "fivetran_hmac",
+    "dataprep_hmac",
+    "none",
+];
 
 impl Scheme {
     /// The scheme named `name`.
@@ -67,7 +75,10 @@ impl Scheme {
 
     /// Whether the scheme signs with an endpoint secret.
     pub fn needs_secret(self) -> bool {
-        matches!(self, Scheme::StandardWebhooks | Scheme::FivetranHmac | Scheme::DataprepHmac)
+        matches!(
+            self,
+            Scheme::StandardWebhooks | Scheme::FivetranHmac | Scheme::DataprepHmac
+        )
     }
 }
 
@@ -129,25 +140,40 @@ impl RsaKey {
             4096 => aws_lc_rs::rsa::KeySize::Rsa4096,
             _ => return Err(SignError::BadKey("RSA keys are 2048, 3072 or 4096 bits")),
         };
-        let pair = RsaKeyPair::generate(size).map_err(|_| SignError::BadKey("RSA key generation failed"))?;
-        Ok(RsaKey { pair, kid: kid.into() })
+        let pair = RsaKeyPair::generate(size)
+            .map_err(|_| SignError::BadKey("RSA key generation failed"))?;
+        Ok(RsaKey {
+            pair,
+            kid: kid.into(),
+        })
     }
 
     /// A key pair from its PKCS#8 DER.
     pub fn from_pkcs8(der: &[u8], kid: impl Into<String>) -> Result<RsaKey, SignError> {
-        let pair = RsaKeyPair::from_pkcs8(der).map_err(|_| SignError::BadKey("not an RSA PKCS#8 key"))?;
-        Ok(RsaKey { pair, kid: kid.into() })
+        let pair =
+            RsaKeyPair::from_pkcs8(der).map_err(|_| SignError::BadKey("not an RSA PKCS#8 key"))?;
+        Ok(RsaKey {
+            pair,
+            kid: kid.into(),
+        })
     }
 
     /// The private key as PKCS#8 DER (seal it before storing it).
     pub fn pkcs8_der(&self) -> Result<Vec<u8>, SignError> {
-        let der: Pkcs8V1Der<'_> = self.pair.as_der().map_err(|_| SignError::BadKey("cannot encode the key"))?;
+        let der: Pkcs8V1Der<'_> = self
+            .pair
+            .as_der()
+            .map_err(|_| SignError::BadKey("cannot encode the key"))?;
         Ok(der.as_ref().to_vec())
     }
 
     /// The public key as PEM (`BEGIN PUBLIC KEY`, SubjectPublicKeyInfo).
     pub fn public_key_pem(&self) -> Result<String, SignError> {
-        let der = self.pair.public_key().as_der().map_err(|_| SignError::BadKey("cannot encode the public key"))?;
+        let der = self
+            .pair
+            .public_key()
+            .as_der()
+            .map_err(|_| SignError::BadKey("cannot encode the public key"))?;
         Ok(pem("PUBLIC KEY", der.as_ref()))
     }
 
@@ -155,7 +181,12 @@ impl RsaKey {
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let mut out = vec![0u8; self.pair.public_modulus_len()];
         self.pair
-            .sign(&RSA_PKCS1_SHA256, &rand::SystemRandom::new(), message, &mut out)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &rand::SystemRandom::new(),
+                message,
+                &mut out,
+            )
             .map_err(|_| SignError::BadKey("RSA signing failed"))?;
         Ok(out)
     }
@@ -185,7 +216,12 @@ pub struct Keys<'a> {
 }
 
 /// The headers that sign `request` under `scheme` at `now`.
-pub fn sign(scheme: Scheme, request: Request<'_>, keys: Keys<'_>, now: time::OffsetDateTime) -> Result<Vec<(String, String)>, SignError> {
+pub fn sign(
+    scheme: Scheme,
+    request: Request<'_>,
+    keys: Keys<'_>,
+    now: time::OffsetDateTime,
+) -> Result<Vec<(String, String)>, SignError> {
     let h = |name: &str, value: String| (name.to_owned(), value);
     Ok(match scheme {
         Scheme::None => Vec::new(),
@@ -199,7 +235,10 @@ pub fn sign(scheme: Scheme, request: Request<'_>, keys: Keys<'_>, now: time::Off
             vec![
                 h("X-Prequel-Webhook-Timestamp", ts),
                 h("X-Prequel-Webhook-Signature", hex(&key.sign(&message)?)),
-                h("X-Prequel-Webhook-Digest", hex(digest::digest(&digest::SHA256, request.body).as_ref())),
+                h(
+                    "X-Prequel-Webhook-Digest",
+                    hex(digest::digest(&digest::SHA256, request.body).as_ref()),
+                ),
                 h("X-Prequel-Webhook-Key-Id", key.kid.clone()),
             ]
         }
@@ -207,25 +246,42 @@ pub fn sign(scheme: Scheme, request: Request<'_>, keys: Keys<'_>, now: time::Off
             let ts = now.unix_timestamp().to_string();
             // The current secret must sign; an older one that does not is left out.
             let (current, older) = keys.secrets.split_first().ok_or(SignError::NoKey)?;
-            let mut signatures = vec![format!("v1,{}", B64.encode(standard_signature(current, request.id, &ts, request.body)?))];
+            let mut signatures = vec![format!(
+                "v1,{}",
+                B64.encode(standard_signature(current, request.id, &ts, request.body)?)
+            )];
             signatures.extend(
                 older
                     .iter()
                     .filter_map(|s| standard_signature(s, request.id, &ts, request.body).ok())
                     .map(|tag| format!("v1,{}", B64.encode(tag))),
             );
-            vec![h("webhook-id", request.id.to_owned()), h("webhook-timestamp", ts), h("webhook-signature", signatures.join(" "))]
+            vec![
+                h("webhook-id", request.id.to_owned()),
+                h("webhook-timestamp", ts),
+                h("webhook-signature", signatures.join(" ")),
+            ]
         }
         Scheme::FivetranHmac => {
             let secret = keys.secrets.first().ok_or(SignError::NoKey)?;
-            vec![h("X-Fivetran-Signature-256", hex(hmac_sha256(secret.as_bytes(), &[request.body]).as_ref()).to_ascii_uppercase())]
+            vec![h(
+                "X-Fivetran-Signature-256",
+                hex(hmac_sha256(secret.as_bytes(), &[request.body]).as_ref()).to_ascii_uppercase(),
+            )]
         }
         Scheme::DataprepHmac => {
             let secret = keys.secrets.first().ok_or(SignError::NoKey)?;
             let t = (now.unix_timestamp_nanos() / 1_000_000).to_string();
-            let signed: &[u8] = if matches!(request.method, "GET" | "DELETE") { request.url.as_bytes() } else { request.body };
+            let signed: &[u8] = if matches!(request.method, "GET" | "DELETE") {
+                request.url.as_bytes()
+            } else {
+                request.body
+            };
             let mac = hmac_sha256(secret.as_bytes(), &[t.as_bytes(), b".", signed]);
-            vec![h("X-Webhook-Signature", format!("t={t},sha256={}", hex(mac.as_ref())))]
+            vec![h(
+                "X-Webhook-Signature",
+                format!("t={t},sha256={}", hex(mac.as_ref())),
+            )]
         }
     })
 }
@@ -240,15 +296,27 @@ pub fn new_standard_secret() -> String {
 
 /// True when `secret` is a usable Standard Webhooks secret (`whsec_` + base64).
 pub fn valid_standard_secret(secret: &str) -> bool {
-    secret.strip_prefix("whsec_").is_some_and(|b| B64.decode(b).is_ok_and(|k| k.len() >= 16))
+    secret
+        .strip_prefix("whsec_")
+        .is_some_and(|b| B64.decode(b).is_ok_and(|k| k.len() >= 16))
 }
 
-fn standard_signature(secret: &str, id: &str, ts: &str, body: &[u8]) -> Result<hmac::Tag, SignError> {
+fn standard_signature(
+    secret: &str,
+    id: &str,
+    ts: &str,
+    body: &[u8],
+) -> Result<hmac::Tag, SignError> {
     let key = secret
         .strip_prefix("whsec_")
         .and_then(|b| B64.decode(b).ok())
-        .ok_or(SignError::BadKey("a Standard Webhooks secret is whsec_ followed by base64"))?;
-    Ok(hmac_sha256(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]))
+        .ok_or(SignError::BadKey(
+            "a Standard Webhooks secret is whsec_ followed by base64",
+        ))?;
+    Ok(hmac_sha256(
+        &key,
+        &[id.as_bytes(), b".", ts.as_bytes(), b".", body],
+    ))
 }
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> hmac::Tag {
@@ -280,11 +348,19 @@ pub fn verify(
     now: time::OffsetDateTime,
 ) -> Result<(), SignError> {
     let get = |name: &'static str| {
-        headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()).ok_or(SignError::Header(name))
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .ok_or(SignError::Header(name))
     };
     let fresh = |at: i64| {
         let age = now.unix_timestamp() - at;
-        if age.abs() > tolerance_s { Err(SignError::Stale(age, tolerance_s)) } else { Ok(()) }
+        if age.abs() > tolerance_s {
+            Err(SignError::Stale(age, tolerance_s))
+        } else {
+            Ok(())
+        }
     };
     let secret = || match verifier {
         Verifier::Secret(s) => Ok(s),
@@ -293,18 +369,26 @@ pub fn verify(
     match scheme {
         Scheme::None => Ok(()),
         Scheme::PrequelRsa => {
-            let Verifier::PublicKeyPem(pem_text) = verifier else { return Err(SignError::NoKey) };
+            let Verifier::PublicKeyPem(pem_text) = verifier else {
+                return Err(SignError::NoKey);
+            };
             let ts = get("X-Prequel-Webhook-Timestamp")?;
-            let at = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| SignError::Header("X-Prequel-Webhook-Timestamp"))?;
+            let at =
+                time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| SignError::Header("X-Prequel-Webhook-Timestamp"))?;
             if let Ok(d) = get("X-Prequel-Webhook-Digest") {
-                if !eq_ct(d.to_ascii_lowercase().as_bytes(), hex(digest::digest(&digest::SHA256, request.body).as_ref()).as_bytes()) {
+                if !eq_ct(
+                    d.to_ascii_lowercase().as_bytes(),
+                    hex(digest::digest(&digest::SHA256, request.body).as_ref()).as_bytes(),
+                ) {
                     return Err(SignError::DigestMismatch);
                 }
             }
-            let signature = unhex(get("X-Prequel-Webhook-Signature")?).ok_or(SignError::Header("X-Prequel-Webhook-Signature"))?;
+            let signature = unhex(get("X-Prequel-Webhook-Signature")?)
+                .ok_or(SignError::Header("X-Prequel-Webhook-Signature"))?;
             let spki = unpem(pem_text).ok_or(SignError::BadKey("not a PEM public key"))?;
-            let rsa_public = spki_rsa_public_key(&spki).ok_or(SignError::BadKey("not an RSA public key"))?;
+            let rsa_public =
+                spki_rsa_public_key(&spki).ok_or(SignError::BadKey("not an RSA public key"))?;
             let mut message = ts.as_bytes().to_vec();
             message.push(b'.');
             message.extend_from_slice(request.body);
@@ -316,7 +400,9 @@ pub fn verify(
         Scheme::StandardWebhooks => {
             let id = get("webhook-id")?;
             let ts = get("webhook-timestamp")?;
-            let at: i64 = ts.parse().map_err(|_| SignError::Header("webhook-timestamp"))?;
+            let at: i64 = ts
+                .parse()
+                .map_err(|_| SignError::Header("webhook-timestamp"))?;
             let expected = B64.encode(standard_signature(secret()?, id, ts, request.body)?);
             let ok = get("webhook-signature")?
                 .split_whitespace()
@@ -329,7 +415,12 @@ pub fn verify(
         }
         Scheme::FivetranHmac => {
             let expected = hex(hmac_sha256(secret()?.as_bytes(), &[request.body]).as_ref());
-            if !eq_ct(get("X-Fivetran-Signature-256")?.to_ascii_lowercase().as_bytes(), expected.as_bytes()) {
+            if !eq_ct(
+                get("X-Fivetran-Signature-256")?
+                    .to_ascii_lowercase()
+                    .as_bytes(),
+                expected.as_bytes(),
+            ) {
                 return Err(SignError::BadSignature);
             }
             Ok(())
@@ -345,10 +436,20 @@ pub fn verify(
                     _ => {}
                 }
             }
-            let (t, sig) = (t.ok_or(SignError::Header("X-Webhook-Signature"))?, sig.ok_or(SignError::Header("X-Webhook-Signature"))?);
-            let at_ms: i64 = t.parse().map_err(|_| SignError::Header("X-Webhook-Signature"))?;
-            let signed: &[u8] = if matches!(request.method, "GET" | "DELETE") { request.url.as_bytes() } else { request.body };
-            let expected = hex(hmac_sha256(secret()?.as_bytes(), &[t.as_bytes(), b".", signed]).as_ref());
+            let (t, sig) = (
+                t.ok_or(SignError::Header("X-Webhook-Signature"))?,
+                sig.ok_or(SignError::Header("X-Webhook-Signature"))?,
+            );
+            let at_ms: i64 = t
+                .parse()
+                .map_err(|_| SignError::Header("X-Webhook-Signature"))?;
+            let signed: &[u8] = if matches!(request.method, "GET" | "DELETE") {
+                request.url.as_bytes()
+            } else {
+                request.body
+            };
+            let expected =
+                hex(hmac_sha256(secret()?.as_bytes(), &[t.as_bytes(), b".", signed]).as_ref());
             if !eq_ct(sig.to_ascii_lowercase().as_bytes(), expected.as_bytes()) {
                 return Err(SignError::BadSignature);
             }
@@ -364,7 +465,15 @@ fn eq_ct(a: &[u8], b: &[u8]) -> bool {
 /// RFC 3339 in UTC with seconds, as Prequel's documents show it: `2023-10-15T14:30:00Z`.
 fn rfc3339_seconds(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// Lower-case hex.
@@ -380,7 +489,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -395,7 +507,11 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 fn unpem(text: &str) -> Option<Vec<u8>> {
-    let body: String = text.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
     B64.decode(body).ok()
 }
 
@@ -418,7 +534,10 @@ fn der_element(data: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         (usize::from(first), 2)
     } else {
         let n = usize::from(first & 0x7F);
-        let len = data.get(2..2 + n)?.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        let len = data
+            .get(2..2 + n)?
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
         (len, 2 + n)
     };
     let contents = data.get(header..header + len)?;

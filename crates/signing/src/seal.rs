@@ -2,7 +2,7 @@
 //! (`HOOKLINE_MASTER_KEY`, 32 bytes in base64), a random nonce per value. A sealed value
 //! is text: `hl1:` + base64(nonce ‖ ciphertext ‖ tag).
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -34,12 +34,16 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// A sealer from the base64 master key.
     pub fn from_base64(master_key: &str) -> Result<Sealer, SealError> {
-        let raw = B64.decode(master_key.trim()).map_err(|_| SealError::BadMasterKey)?;
+        let raw = B64
+            .decode(master_key.trim())
+            .map_err(|_| SealError::BadMasterKey)?;
         if raw.len() != 32 {
             return Err(SealError::BadMasterKey);
         }
         let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| SealError::BadMasterKey)?;
-        Ok(Sealer { key: LessSafeKey::new(key) })
+        Ok(Sealer {
+            key: LessSafeKey::new(key),
+        })
     }
 
     /// A new random master key, base64.
@@ -60,7 +64,11 @@ impl Sealer {
         rand::fill(&mut nonce).expect("the system random number generator failed");
         let mut buf = plain.to_vec();
         // Sealing in place cannot fail for AES-GCM with a valid key and nonce.
-        let _ = self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf);
+        let _ = self.key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            &mut buf,
+        );
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         format!("{PREFIX}{}", B64.encode(out))
@@ -68,14 +76,20 @@ impl Sealer {
 
     /// Opens a value sealed with [`Sealer::seal`] and the same `context`.
     pub fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, SealError> {
-        let raw = sealed.strip_prefix(PREFIX).and_then(|b| B64.decode(b).ok()).ok_or(SealError::CannotOpen)?;
+        let raw = sealed
+            .strip_prefix(PREFIX)
+            .and_then(|b| B64.decode(b).ok())
+            .ok_or(SealError::CannotOpen)?;
         if raw.len() < NONCE_LEN {
             return Err(SealError::CannotOpen);
         }
         let (nonce, rest) = raw.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::CannotOpen)?;
         let mut buf = rest.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf).map_err(|_| SealError::CannotOpen)?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
+            .map_err(|_| SealError::CannotOpen)?;
         Ok(plain.to_vec())
     }
 

@@ -7,17 +7,25 @@ use crate::TemplateError;
 
 /// Functions a template may call.
 pub(crate) const FUNCTIONS: &[&str] = &[
-    "and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "len", "index", "slice", "print", "printf", "println", "html",
-    "js", "urlquery",
+    "and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge", "len", "index", "slice", "print",
+    "printf", "println", "html", "js", "urlquery",
 ];
 
 /// Arguments one call may take.
 pub(crate) const MAX_ARGS: usize = 16;
 
-pub(crate) fn supported(tree: &ListNode, defines: &[gotmpl::parse::DefineNode], source: &str) -> Result<(), TemplateError> {
+pub(crate) fn supported(
+    tree: &ListNode,
+    defines: &[gotmpl::parse::DefineNode],
+    source: &str,
+) -> Result<(), TemplateError> {
     balanced_ends(source)?;
     if let Some(define) = defines.first() {
-        return Err(unsupported(source, define.pos.offset, "{{define}} / {{block}} (named templates)"));
+        return Err(unsupported(
+            source,
+            define.pos.offset,
+            "{{define}} / {{block}} (named templates)",
+        ));
     }
     list(tree, source)
 }
@@ -36,15 +44,27 @@ fn node(n: &Node, src: &str) -> Result<(), TemplateError> {
             list(&b.body, src)?;
             b.else_body.as_ref().map_or(Ok(()), |e| list(e, src))
         }
-        Node::Template(t) => Err(unsupported(src, t.pos.offset, "{{template}} (named templates)")),
-        Node::Define(d) => Err(unsupported(src, d.pos.offset, "{{define}} / {{block}} (named templates)")),
+        Node::Template(t) => Err(unsupported(
+            src,
+            t.pos.offset,
+            "{{template}} (named templates)",
+        )),
+        Node::Define(d) => Err(unsupported(
+            src,
+            d.pos.offset,
+            "{{define}} / {{block}} (named templates)",
+        )),
     }
 }
 
 fn pipe(p: &PipeNode, src: &str) -> Result<(), TemplateError> {
     for command in &p.commands {
         if command.args.len() > MAX_ARGS + 1 {
-            return Err(unsupported(src, command.pos.offset, &format!("a call with more than {MAX_ARGS} arguments")));
+            return Err(unsupported(
+                src,
+                command.pos.offset,
+                &format!("a call with more than {MAX_ARGS} arguments"),
+            ));
         }
         if let Some(Expr::Identifier(_, name)) = command.args.first() {
             if name.as_str() == "printf" {
@@ -62,9 +82,11 @@ fn pipe(p: &PipeNode, src: &str) -> Result<(), TemplateError> {
 
 fn expr(e: &Expr, src: &str) -> Result<(), TemplateError> {
     match e {
-        Expr::Identifier(pos, name) if !FUNCTIONS.contains(&name.as_str()) => {
-            Err(unsupported(src, pos.offset, &format!("the function `{name}`")))
-        }
+        Expr::Identifier(pos, name) if !FUNCTIONS.contains(&name.as_str()) => Err(unsupported(
+            src,
+            pos.offset,
+            &format!("the function `{name}`"),
+        )),
         Expr::Pipe(_, p) => pipe(p, src),
         Expr::Chain(_, inner, _) => expr(inner, src),
         _ => Ok(()),
@@ -90,7 +112,9 @@ pub(crate) fn format_problem(format: &str) -> Option<String> {
                 b'*' => return Some("a `*` width or precision in printf".to_owned()),
                 b'#' if bytes.get(i + 1) == Some(&b'v') => return Some("the %#v verb".to_owned()),
                 b'0'..=b'9' => {
-                    number = number.saturating_mul(10).saturating_add(usize::from(bytes[i] - b'0'));
+                    number = number
+                        .saturating_mul(10)
+                        .saturating_add(usize::from(bytes[i] - b'0'));
                     if number > MAX_WIDTH {
                         return Some(format!("a printf width or precision over {MAX_WIDTH}"));
                     }
@@ -116,13 +140,20 @@ fn check_format(format: &str, src: &str, at: usize) -> Result<(), TemplateError>
 
 fn unsupported(src: &str, offset: usize, feature: &str) -> TemplateError {
     let (line, col) = position(src, offset);
-    TemplateError::Unsupported { line, col, feature: feature.to_owned() }
+    TemplateError::Unsupported {
+        line,
+        col,
+        feature: feature.to_owned(),
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
 pub(crate) fn position(src: &str, offset: usize) -> (usize, usize) {
     let end = offset.min(src.len());
-    let end = (0..=end).rev().find(|i| src.is_char_boundary(*i)).unwrap_or(0);
+    let end = (0..=end)
+        .rev()
+        .find(|i| src.is_char_boundary(*i))
+        .unwrap_or(0);
     let before = &src[..end];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -142,7 +173,10 @@ fn rewrite_node(n: Node) -> Node {
         Node::Action(mut a) => {
             if a.pipe.decl.is_empty() && !a.pipe.is_assign {
                 let pos = a.pos;
-                a.pipe.commands.push(CommandNode { pos, args: vec![Expr::Identifier(pos, crate::funcs::PRINT.into())] });
+                a.pipe.commands.push(CommandNode {
+                    pos,
+                    args: vec![Expr::Identifier(pos, crate::funcs::PRINT.into())],
+                });
             }
             Node::Action(a)
         }
@@ -172,7 +206,11 @@ fn balanced_ends(src: &str) -> Result<(), TemplateError> {
             "if" | "range" | "with" | "block" | "define" => open += 1,
             "end" | "else" if open == 0 => {
                 let (line, col) = position(src, offset);
-                return Err(TemplateError::Parse { line, col, message: format!("unexpected {{{{{word}}}}}") });
+                return Err(TemplateError::Parse {
+                    line,
+                    col,
+                    message: format!("unexpected {{{{{word}}}}}"),
+                });
             }
             "end" => open -= 1,
             _ => {}
@@ -180,7 +218,11 @@ fn balanced_ends(src: &str) -> Result<(), TemplateError> {
     }
     if open > 0 {
         let (line, col) = position(src, src.len());
-        return Err(TemplateError::Parse { line, col, message: "unexpected EOF: an {{if}}, {{range}} or {{with}} is not closed".to_owned() });
+        return Err(TemplateError::Parse {
+            line,
+            col,
+            message: "unexpected EOF: an {{if}}, {{range}} or {{with}} is not closed".to_owned(),
+        });
     }
     Ok(())
 }
@@ -213,7 +255,9 @@ fn actions(src: &str) -> Vec<(usize, &str)> {
                     }
                 }
                 b'/' if bytes.get(j + 1) == Some(&b'*') => {
-                    j = src[j + 2..].find("*/").map_or(bytes.len(), |k| j + 2 + k + 1);
+                    j = src[j + 2..]
+                        .find("*/")
+                        .map_or(bytes.len(), |k| j + 2 + k + 1);
                 }
                 b'}' if bytes.get(j + 1) == Some(&b'}') => {
                     end = Some(j);

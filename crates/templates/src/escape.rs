@@ -3,8 +3,8 @@
 
 use gotmpl::Value;
 
-use crate::gofmt::{sprint, Unsupported};
-use crate::strconv::{is_print, UPPER};
+use crate::gofmt::{Unsupported, sprint};
+use crate::strconv::{UPPER, is_print};
 
 /// Go's `template.JSEscapeString`.
 pub(crate) fn js_escape(s: &str) -> String {
@@ -53,7 +53,9 @@ pub(crate) fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(b)),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
             b' ' => out.push('+'),
             b => {
                 out.push('%');
@@ -73,7 +75,13 @@ pub(crate) fn eval_args(args: &[Value]) -> Result<String, Unsupported> {
         _ => {
             let printable: Vec<Value> = args
                 .iter()
-                .map(|a| if let Value::Nil = a { Value::String("<no value>".into()) } else { a.clone() })
+                .map(|a| {
+                    if let Value::Nil = a {
+                        Value::String("<no value>".into())
+                    } else {
+                        a.clone()
+                    }
+                })
                 .collect();
             match printable.as_slice() {
                 [Value::String(s)] => Ok(s.to_string()),
@@ -82,4 +90,3 @@ pub(crate) fn eval_args(args: &[Value]) -> Result<String, Unsupported> {
         }
     }
 }
-

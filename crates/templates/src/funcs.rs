@@ -12,9 +12,11 @@ use std::cell::{Cell, RefCell};
 
 use gotmpl::Value;
 
-use crate::{escape, gofmt, Limits};
+use crate::{Limits, escape, gofmt};
 
-const WRAPPED: &[&str] = &["printf", "print", "println", "html", "js", "urlquery", PRINT];
+const WRAPPED: &[&str] = &[
+    "printf", "print", "println", "html", "js", "urlquery", PRINT,
+];
 
 /// The function every printing action is rewritten to end with (see `check::rewrite`).
 pub(crate) const PRINT: &str = "hookline_print";
@@ -41,7 +43,10 @@ pub(crate) enum Outcome {
 }
 
 /// Runs one render with `budget` bytes for the string functions.
-pub(crate) fn with_budget(budget: usize, render: impl FnOnce() -> gotmpl::Result<()>) -> Result<(), Outcome> {
+pub(crate) fn with_budget(
+    budget: usize,
+    render: impl FnOnce() -> gotmpl::Result<()>,
+) -> Result<(), Outcome> {
     let previous = REMAINING.with(|r| r.replace(budget));
     FAILURE.with(|f| f.borrow_mut().take());
     let result = render();
@@ -76,8 +81,16 @@ fn call(name: &'static str, args: &[Value], per_call: usize) -> gotmpl::Result<V
     let built = match name {
         "printf" => match args.split_first() {
             Some((Value::String(format), rest)) => gofmt::sprintf(format, rest),
-            Some(_) => return Err(gotmpl::TemplateError::Exec("printf: the format must be a string".to_owned())),
-            None => return Err(gotmpl::TemplateError::Exec("printf: missing format".to_owned())),
+            Some(_) => {
+                return Err(gotmpl::TemplateError::Exec(
+                    "printf: the format must be a string".to_owned(),
+                ));
+            }
+            None => {
+                return Err(gotmpl::TemplateError::Exec(
+                    "printf: missing format".to_owned(),
+                ));
+            }
         },
         "print" => gofmt::sprint(args),
         "println" => gofmt::sprintln(args),
@@ -108,7 +121,10 @@ fn fail(failure: Failure) -> gotmpl::TemplateError {
 fn size(v: &Value) -> usize {
     match v {
         Value::String(s) => s.len(),
-        Value::List(items) => items.iter().map(size).fold(2, |a, b| a.saturating_add(b).saturating_add(1)),
+        Value::List(items) => items
+            .iter()
+            .map(size)
+            .fold(2, |a, b| a.saturating_add(b).saturating_add(1)),
         Value::Map(map) => map
             .iter()
             .map(|(k, v)| k.len().saturating_add(size(v)).saturating_add(2))

@@ -5,7 +5,7 @@
 
 use gotmpl::Value;
 
-use crate::strconv::{can_backquote, format_float, is_print, quote, quote_rune, LOWER, UPPER};
+use crate::strconv::{LOWER, UPPER, can_backquote, format_float, is_print, quote, quote_rune};
 
 /// A format Go renders that hookline does not (refused rather than rendered differently).
 #[derive(Debug)]
@@ -242,7 +242,14 @@ impl Printer {
 
     // ---- integers ------------------------------------------------------------
 
-    fn fmt_integer(&mut self, u: u64, signed: bool, verb: char, v: &Value, depth: usize) -> Result<(), Unsupported> {
+    fn fmt_integer(
+        &mut self,
+        u: u64,
+        signed: bool,
+        verb: char,
+        v: &Value,
+        depth: usize,
+    ) -> Result<(), Unsupported> {
         match verb {
             'v' if self.f.sharp_v => Err(Unsupported("the %#v verb")),
             'v' | 'd' => {
@@ -435,7 +442,13 @@ impl Printer {
 
     // ---- floats --------------------------------------------------------------
 
-    fn fmt_float_verb(&mut self, x: f64, verb: char, v: &Value, depth: usize) -> Result<(), Unsupported> {
+    fn fmt_float_verb(
+        &mut self,
+        x: f64,
+        verb: char,
+        v: &Value,
+        depth: usize,
+    ) -> Result<(), Unsupported> {
         let (conv, default_prec) = match verb {
             'v' if self.f.sharp_v => return Err(Unsupported("the %#v verb")),
             'v' => ('g', None),
@@ -447,9 +460,17 @@ impl Printer {
         if self.f.sharp {
             return Err(Unsupported("the # flag with floating-point verbs"));
         }
-        let prec = if self.f.prec_present { Some(self.f.prec) } else { default_prec };
+        let prec = if self.f.prec_present {
+            Some(self.f.prec)
+        } else {
+            default_prec
+        };
         let body = format_float(x, conv, prec)?;
-        let mut num = if body.starts_with('-') || body.starts_with('+') { body } else { format!("+{body}") };
+        let mut num = if body.starts_with('-') || body.starts_with('+') {
+            body
+        } else {
+            format!("+{body}")
+        };
         if self.f.space && num.starts_with('+') && !self.f.plus {
             num.replace_range(0..1, " ");
         }
@@ -617,7 +638,13 @@ impl Printer {
         Ok(())
     }
 
-    fn arg_number(&mut self, arg_num: usize, format: &str, i: usize, num_args: usize) -> (usize, usize, bool) {
+    fn arg_number(
+        &mut self,
+        arg_num: usize,
+        format: &str,
+        i: usize,
+        num_args: usize,
+    ) -> (usize, usize, bool) {
         let fb = format.as_bytes();
         if fb.len() <= i || fb[i] != b'[' {
             return (arg_num, i, false);
@@ -669,5 +696,8 @@ fn parse_num(s: &[u8], start: usize, end: usize) -> (usize, bool, usize) {
 }
 
 fn rune_of(u: u64) -> char {
-    u32::try_from(u).ok().and_then(char::from_u32).unwrap_or('\u{fffd}')
+    u32::try_from(u)
+        .ok()
+        .and_then(char::from_u32)
+        .unwrap_or('\u{fffd}')
 }

@@ -116,7 +116,9 @@ pub struct Template {
 
 impl std::fmt::Debug for Template {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Template").field("name", &self.inner.name()).finish_non_exhaustive()
+        f.debug_struct("Template")
+            .field("name", &self.inner.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -124,22 +126,36 @@ impl Template {
     /// Parses and checks `source`.
     pub fn parse(name: &str, source: &str, limits: Limits) -> Result<Template, TemplateError> {
         if source.len() > limits.max_template_bytes {
-            return Err(TemplateError::TooLarge { size: source.len(), limit: limits.max_template_bytes });
+            return Err(TemplateError::TooLarge {
+                size: source.len(),
+                limit: limits.max_template_bytes,
+            });
         }
         let parsed = funcs::install(gotmpl::Template::new(name), limits)
             .max_range_iters(limits.max_range_iterations)
             .parse(source)
             .map_err(|e| match e {
-                gotmpl::TemplateError::Parse { line, col, message, .. } | gotmpl::TemplateError::Lex { line, col, message, .. } => {
-                    TemplateError::Parse { line, col, message }
+                gotmpl::TemplateError::Parse {
+                    line, col, message, ..
                 }
-                other => TemplateError::Parse { line: 0, col: 0, message: safe_message(&other) },
+                | gotmpl::TemplateError::Lex {
+                    line, col, message, ..
+                } => TemplateError::Parse { line, col, message },
+                other => TemplateError::Parse {
+                    line: 0,
+                    col: 0,
+                    message: safe_message(&other),
+                },
             })?;
         // The parser's own tree (gotmpl keeps no tree for a template of only blanks,
         // which Go still prints), checked for what hookline supports.
         let (tree, defines) = gotmpl::parse::Parser::new(source, "{{", "}}")
             .and_then(gotmpl::parse::Parser::parse)
-            .map_err(|e| TemplateError::Parse { line: 0, col: 0, message: safe_message(&e) })?;
+            .map_err(|e| TemplateError::Parse {
+                line: 0,
+                col: 0,
+                message: safe_message(&e),
+            })?;
         check::supported(&tree, &defines, source)?;
         drop(parsed);
         // Execute a copy of the tree whose printing actions end in hookline's Go-exact
@@ -147,22 +163,38 @@ impl Template {
         let inner = funcs::install(gotmpl::Template::new("hookline"), limits)
             .max_range_iters(limits.max_range_iterations)
             .parse("{{template \"main\" .}}")
-            .map_err(|e| TemplateError::Parse { line: 0, col: 0, message: safe_message(&e) })?
+            .map_err(|e| TemplateError::Parse {
+                line: 0,
+                col: 0,
+                message: safe_message(&e),
+            })?
             .add_parse_tree("main", check::rewrite(tree));
         Ok(Template { inner, limits })
     }
 
     /// Renders with `data` (see [`data_from_json`]).
     pub fn render(&self, data: &Value) -> Result<Vec<u8>, TemplateError> {
-        let mut out = Capped { buf: Vec::with_capacity(256), limit: self.limits.max_output_bytes, overflowed: false };
-        let result = funcs::with_budget(self.limits.max_function_bytes, || self.inner.execute(&mut out, data));
+        let mut out = Capped {
+            buf: Vec::with_capacity(256),
+            limit: self.limits.max_output_bytes,
+            overflowed: false,
+        };
+        let result = funcs::with_budget(self.limits.max_function_bytes, || {
+            self.inner.execute(&mut out, data)
+        });
         match result {
             Ok(()) => Ok(out.buf),
-            Err(_) if out.overflowed => Err(TemplateError::OutputLimit(self.limits.max_output_bytes)),
-            Err(funcs::Outcome::Budget) => Err(TemplateError::WorkLimit(self.limits.max_function_bytes)),
-            Err(funcs::Outcome::Unsupported(what)) => {
-                Err(TemplateError::Unsupported { line: 0, col: 0, feature: what.to_owned() })
+            Err(_) if out.overflowed => {
+                Err(TemplateError::OutputLimit(self.limits.max_output_bytes))
             }
+            Err(funcs::Outcome::Budget) => {
+                Err(TemplateError::WorkLimit(self.limits.max_function_bytes))
+            }
+            Err(funcs::Outcome::Unsupported(what)) => Err(TemplateError::Unsupported {
+                line: 0,
+                col: 0,
+                feature: what.to_owned(),
+            }),
             Err(funcs::Outcome::Template(gotmpl::TemplateError::RangeIterLimit)) => {
                 Err(TemplateError::RangeLimit(self.limits.max_range_iterations))
             }
@@ -173,7 +205,8 @@ impl Template {
     /// Renders to a string (templates of text: URLs, headers).
     pub fn render_string(&self, data: &Value) -> Result<String, TemplateError> {
         let bytes = self.render(data)?;
-        String::from_utf8(bytes).map_err(|_| TemplateError::Exec("output is not valid UTF-8".to_owned()))
+        String::from_utf8(bytes)
+            .map_err(|_| TemplateError::Exec("output is not valid UTF-8".to_owned()))
     }
 }
 
@@ -191,8 +224,10 @@ pub fn data_from_json(json: &Json) -> Value {
         Json::String(s) => Value::String(s.as_str().into()),
         Json::Array(items) => Value::List(items.iter().map(data_from_json).collect()),
         Json::Object(obj) => {
-            let map: std::collections::BTreeMap<std::sync::Arc<str>, Value> =
-                obj.iter().map(|(k, v)| (k.as_str().into(), data_from_json(v))).collect();
+            let map: std::collections::BTreeMap<std::sync::Arc<str>, Value> = obj
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), data_from_json(v)))
+                .collect();
             Value::Map(map.into())
         }
     }
@@ -202,7 +237,9 @@ pub fn data_from_json(json: &Json) -> Value {
 /// carry a data value are reduced to their kind.
 fn safe_message(e: &gotmpl::TemplateError) -> String {
     match e {
-        gotmpl::TemplateError::Exec(_) | gotmpl::TemplateError::FuncPanic { .. } | gotmpl::TemplateError::Io(_) => {
+        gotmpl::TemplateError::Exec(_)
+        | gotmpl::TemplateError::FuncPanic { .. }
+        | gotmpl::TemplateError::Io(_) => {
             "the template could not be executed with this data".to_owned()
         }
         other => other.to_string(),

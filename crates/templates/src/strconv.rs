@@ -176,17 +176,26 @@ pub(crate) fn format_float(x: f64, conv: char, prec: Option<usize>) -> Result<St
                     p = nd;
                 }
                 let e = if conv == 'g' { 'e' } else { 'E' };
-                return Ok(format!("{sign}{}", fmt_e(&digits, dp, p.saturating_sub(1), e)));
+                return Ok(format!(
+                    "{sign}{}",
+                    fmt_e(&digits, dp, p.saturating_sub(1), e)
+                ));
             }
             if p as i32 > dp {
                 p = nd;
             }
-            Ok(format!("{sign}{}", fmt_f(&digits, dp, (p as i32 - dp).max(0) as usize)))
+            Ok(format!(
+                "{sign}{}",
+                fmt_f(&digits, dp, (p as i32 - dp).max(0) as usize)
+            ))
         }
         'b' => {
             let (mant, exp) = decompose(x);
             let exp = exp - 52;
-            Ok(format!("{sign}{mant}p{}{exp}", if exp >= 0 { "+" } else { "" }))
+            Ok(format!(
+                "{sign}{mant}p{}{exp}",
+                if exp >= 0 { "+" } else { "" }
+            ))
         }
         'x' | 'X' if prec.is_none() => Ok(format!("{sign}{}", fmt_x(x, conv))),
         _ => Err(Unsupported("this floating-point verb with a precision")),
@@ -274,10 +283,13 @@ fn fmt_f(digits: &[u8], dp: i32, prec: usize) -> String {
         out.push('.');
         for k in 0..prec as i32 {
             let idx = dp + k;
-            let c = if idx < 0 { b'0' } else { *digits.get(idx as usize).unwrap_or(&b'0') };
+            let c = if idx < 0 {
+                b'0'
+            } else {
+                *digits.get(idx as usize).unwrap_or(&b'0')
+            };
             out.push(char::from(c));
         }
     }
     out
 }
-

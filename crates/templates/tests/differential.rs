@@ -8,8 +8,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
-use templates::{data_from_json, Limits, Template};
+use serde_json::{Value, json};
+use templates::{Limits, Template, data_from_json};
 
 mod corpus;
 
@@ -38,7 +38,9 @@ fn decode_base64(s: &str) -> Vec<u8> {
     let clean: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
     let mut out = Vec::with_capacity(clean.len() * 3 / 4);
     for chunk in clean.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, c)| acc | (u32::from(value(*c)) << (18 - 6 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, c)| {
+            acc | (u32::from(value(*c)) << (18 - 6 * i))
+        });
         let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
         out.extend_from_slice(&bytes[..chunk.len().saturating_sub(1)]);
     }
@@ -46,7 +48,10 @@ fn decode_base64(s: &str) -> Vec<u8> {
 }
 
 fn run_go(cases: &[(String, Value)]) -> Vec<GoResult> {
-    let input: Vec<Value> = cases.iter().map(|(t, d)| json!({"template": t, "data": d})).collect();
+    let input: Vec<Value> = cases
+        .iter()
+        .map(|(t, d)| json!({"template": t, "data": d}))
+        .collect();
     let main = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go/main.go");
     let mut child = Command::new("go")
         .args(["run", main])
@@ -75,7 +80,8 @@ fn hookline_renders_the_same_bytes_as_go() {
     let (mut same, mut both_fail, mut refused) = (0, 0, 0);
     let mut mismatches = Vec::new();
     for ((template, data), go) in cases.iter().zip(&go) {
-        let ours = Template::parse("t", template, Limits::default()).map(|t| t.render(&data_from_json(data)));
+        let ours = Template::parse("t", template, Limits::default())
+            .map(|t| t.render(&data_from_json(data)));
         match (go.ok, ours) {
             (true, Ok(Ok(bytes))) if bytes == go.output => same += 1,
             (true, Ok(Ok(bytes))) => mismatches.push(format!(
@@ -83,10 +89,22 @@ fn hookline_renders_the_same_bytes_as_go() {
                 String::from_utf8_lossy(&go.output),
                 String::from_utf8_lossy(&bytes)
             )),
-            (true, Ok(Err(templates::TemplateError::Unsupported { .. }))) if corpus::may_refuse(template) => refused += 1,
-            (true, Ok(Err(e))) => mismatches.push(format!("template {template:?}\n data {data}\n go rendered, ours failed: {e}")),
-            (true, Err(templates::TemplateError::Unsupported { .. })) if corpus::may_refuse(template) => refused += 1,
-            (true, Err(e)) => mismatches.push(format!("template {template:?}\n go rendered, ours refused: {e}")),
+            (true, Ok(Err(templates::TemplateError::Unsupported { .. })))
+                if corpus::may_refuse(template) =>
+            {
+                refused += 1
+            }
+            (true, Ok(Err(e))) => mismatches.push(format!(
+                "template {template:?}\n data {data}\n go rendered, ours failed: {e}"
+            )),
+            (true, Err(templates::TemplateError::Unsupported { .. }))
+                if corpus::may_refuse(template) =>
+            {
+                refused += 1
+            }
+            (true, Err(e)) => mismatches.push(format!(
+                "template {template:?}\n go rendered, ours refused: {e}"
+            )),
             (false, Ok(Ok(bytes))) => mismatches.push(format!(
                 "template {template:?}\n data {data}\n go failed ({}), ours rendered {:?}",
                 go.error,
@@ -103,6 +121,14 @@ fn hookline_renders_the_same_bytes_as_go() {
     if let Ok(path) = std::env::var("HOOKLINE_DIFF_OUT") {
         std::fs::write(path, mismatches.join("\n\n")).unwrap();
     }
-    assert!(mismatches.is_empty(), "{} mismatches; first ones:\n{}", mismatches.len(), mismatches[..mismatches.len().min(8)].join("\n\n"));
-    assert!(same > 3000, "the corpus must compare thousands of rendered cases");
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches; first ones:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(8)].join("\n\n")
+    );
+    assert!(
+        same > 3000,
+        "the corpus must compare thousands of rendered cases"
+    );
 }

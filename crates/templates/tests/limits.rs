@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use serde_json::json;
-use templates::{data_from_json, Limits, Template, TemplateError};
+use templates::{Limits, Template, TemplateError, data_from_json};
 
 fn parse(src: &str) -> Result<Template, TemplateError> {
     Template::parse("t", src, Limits::default())
@@ -23,8 +23,15 @@ fn the_template_size_is_capped() {
 
 #[test]
 fn the_output_is_capped() {
-    let err = render("{{range .L}}{{$.S}}{{end}}", json!({"L": vec![0; 5000], "S": "x".repeat(1000)})).unwrap_err();
-    assert_eq!(err, TemplateError::OutputLimit(Limits::default().max_output_bytes));
+    let err = render(
+        "{{range .L}}{{$.S}}{{end}}",
+        json!({"L": vec![0; 5000], "S": "x".repeat(1000)}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        TemplateError::OutputLimit(Limits::default().max_output_bytes)
+    );
     assert_eq!(err.code(), "HL-TEMPLATE-OUTPUT-LIMIT");
 }
 
@@ -32,13 +39,18 @@ fn the_output_is_capped() {
 fn range_iterations_are_capped() {
     let err = render("{{range 1000000}}{{end}}", json!({})).unwrap_err();
     assert_eq!(err.code(), "HL-TEMPLATE-RANGE-LIMIT");
-    let err = render("{{range .L}}{{range $.L}}{{end}}{{end}}", json!({"L": vec![0; 200]})).unwrap_err();
+    let err = render(
+        "{{range .L}}{{range $.L}}{{end}}{{end}}",
+        json!({"L": vec![0; 200]}),
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "HL-TEMPLATE-RANGE-LIMIT");
 }
 
 #[test]
 fn doubling_a_string_runs_into_the_work_budget_not_out_of_memory() {
-    let src = "{{$x := \"aaaaaaaaaaaaaaaa\"}}{{range 64}}{{$x = printf \"%s%s\" $x $x}}{{end}}{{len $x}}";
+    let src =
+        "{{$x := \"aaaaaaaaaaaaaaaa\"}}{{range 64}}{{$x = printf \"%s%s\" $x $x}}{{end}}{{len $x}}";
     let err = render(src, json!({})).unwrap_err();
     assert_eq!(err.code(), "HL-TEMPLATE-WORK-LIMIT");
 }
@@ -56,7 +68,11 @@ fn unsupported_features_are_refused_with_their_position() {
     ];
     for (src, feature) in table {
         match parse(src) {
-            Err(TemplateError::Unsupported { feature: f, line, col }) => {
+            Err(TemplateError::Unsupported {
+                feature: f,
+                line,
+                col,
+            }) => {
                 assert!(f.contains(feature), "{src}: {f}");
                 assert!(line >= 1 && col >= 1, "{src}: {line}:{col}");
             }
@@ -64,7 +80,9 @@ fn unsupported_features_are_refused_with_their_position() {
         }
     }
     match parse("a\n  {{template \"x\"}}") {
-        Err(TemplateError::Unsupported { line, col, .. }) => assert_eq!((line, col), (2, 5), "the column of `template`"),
+        Err(TemplateError::Unsupported { line, col, .. }) => {
+            assert_eq!((line, col), (2, 5), "the column of `template`")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -84,7 +102,13 @@ fn parse_errors_carry_line_and_column() {
 #[test]
 fn execution_errors_never_quote_data() {
     let secret = "sk-live-DO-NOT-LEAK";
-    let cases = ["{{index .S 99}}", "{{.S.x}}", "{{lt .S 1}}", "{{len .N}}", "{{printf .N}}"];
+    let cases = [
+        "{{index .S 99}}",
+        "{{.S.x}}",
+        "{{lt .S 1}}",
+        "{{len .N}}",
+        "{{printf .N}}",
+    ];
     for src in cases {
         let err = render(src, json!({"S": secret, "N": 5})).unwrap_err();
         assert!(!err.to_string().contains(secret), "{src}: {err}");
@@ -94,9 +118,18 @@ fn execution_errors_never_quote_data() {
 #[test]
 fn the_seed_slack_example_renders() {
     let src = "{\"attachments\": [{\"text\": {{printf \"*Prequel Sensitive Trace | Destination:* %s\\n\\n*Traces:*\\n```json\\n%s\\n```\" .DestinationId .SensitiveTraces | printf \"%q\"}}, \"color\": \"danger\"}]}";
-    let out = render(src, json!({"DestinationId": "d-1", "SensitiveTraces": "[{\"trace\":\"boom \\u2028\"}]"})).unwrap();
+    let out = render(
+        src,
+        json!({"DestinationId": "d-1", "SensitiveTraces": "[{\"trace\":\"boom \\u2028\"}]"}),
+    )
+    .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&out).expect("the Slack body is JSON");
-    assert!(body["attachments"][0]["text"].as_str().unwrap().contains("d-1"));
+    assert!(
+        body["attachments"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("d-1")
+    );
 }
 
 /// The IsPrint table is Go's: regenerate it with the Go on this machine and compare.
@@ -111,5 +144,9 @@ fn the_isprint_table_matches_go() {
         .expect("Go is installed");
     assert!(out.status.success());
     let committed = std::fs::read_to_string(format!("{root}/src/isprint_table.rs")).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed, "regenerate src/isprint_table.rs");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        committed,
+        "regenerate src/isprint_table.rs"
+    );
 }

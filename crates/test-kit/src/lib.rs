@@ -22,7 +22,10 @@ pub const MASTER_KEY: &str = "ziPT4SmMuMTwTwqeF6aldKiYNegAmm65VtVAqRVARKE=";
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Bootstrap address of the test broker: `HOOKLINE_KAFKA_BROKERS`, or 127.0.0.1 on
@@ -38,7 +41,12 @@ pub fn brokers() -> String {
 pub fn ensure_broker() -> String {
     let brokers = brokers();
     let first = brokers.split(',').next().unwrap_or_default().to_owned();
-    if std::net::TcpStream::connect_timeout(&first.parse().expect("host:port"), Duration::from_secs(1)).is_err() {
+    if std::net::TcpStream::connect_timeout(
+        &first.parse().expect("host:port"),
+        Duration::from_secs(1),
+    )
+    .is_err()
+    {
         let status = std::process::Command::new(repo_root().join("ops/kafka/broker"))
             .arg("start")
             .status()
@@ -87,7 +95,9 @@ impl Captured {
 
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -107,7 +117,12 @@ pub struct Answer {
 impl Answer {
     /// Answer `status` at once.
     pub fn status(status: u16) -> Self {
-        Answer { status, delay: Duration::ZERO, retry_after: None, body: "" }
+        Answer {
+            status,
+            delay: Duration::ZERO,
+            retry_after: None,
+            body: "",
+        }
     }
 }
 
@@ -135,7 +150,9 @@ impl Receiver {
 
     /// A receiver answering with `script(request, n)`, `n` counting requests to that
     /// path from 0 (requests are recorded before the answer is chosen).
-    pub async fn scripted(script: impl Fn(&Captured, usize) -> Answer + Send + Sync + 'static) -> Self {
+    pub async fn scripted(
+        script: impl Fn(&Captured, usize) -> Answer + Send + Sync + 'static,
+    ) -> Self {
         let state = Arc::new(ReceiverState {
             captured: Mutex::new(Vec::new()),
             per_path: Mutex::new(HashMap::new()),
@@ -145,7 +162,9 @@ impl Receiver {
             .fallback(capture)
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { addr, state }
@@ -162,7 +181,11 @@ impl Receiver {
     }
 
     /// Waits until `pred` holds for what was received, or `timeout` passes; returns it.
-    pub async fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Captured]) -> bool) -> Vec<Captured> {
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&[Captured]) -> bool,
+    ) -> Vec<Captured> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.captured();
@@ -174,13 +197,24 @@ impl Receiver {
     }
 }
 
-async fn capture(State(state): State<Arc<ReceiverState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn capture(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let captured = Captured {
         method: method.to_string(),
         uri: uri.to_string(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: body.to_vec(),
     };
@@ -195,7 +229,11 @@ async fn capture(State(state): State<Arc<ReceiverState>>, method: Method, uri: U
     if !answer.delay.is_zero() {
         tokio::time::sleep(answer.delay).await;
     }
-    let mut response = (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK), answer.body).into_response();
+    let mut response = (
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK),
+        answer.body,
+    )
+        .into_response();
     if let Some(after) = answer.retry_after {
         if let Ok(v) = after.parse() {
             response.headers_mut().insert("retry-after", v);
@@ -226,10 +264,17 @@ pub async fn read_topic(
 ) -> Vec<ReadRecord> {
     let settings = settings.clone();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_topic_blocking(&settings, &topic, timeout, want)).await.expect("reader")
+    tokio::task::spawn_blocking(move || read_topic_blocking(&settings, &topic, timeout, want))
+        .await
+        .expect("reader")
 }
 
-fn read_topic_blocking(settings: &KafkaSettings, topic: &str, timeout: Duration, want: impl Fn(&[ReadRecord]) -> bool) -> Vec<ReadRecord> {
+fn read_topic_blocking(
+    settings: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+    want: impl Fn(&[ReadRecord]) -> bool,
+) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &settings.kafka_brokers)
         .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
@@ -237,11 +282,14 @@ fn read_topic_blocking(settings: &KafkaSettings, topic: &str, timeout: Duration,
         .set("isolation.level", "read_committed")
         .create()
         .expect("reader");
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning).expect("tpl");
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("tpl");
         }
     }
     consumer.assign(&tpl).expect("assign");
@@ -280,21 +328,31 @@ pub async fn produce(settings: &KafkaSettings, topic: &str, records: &[(&str, Ve
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Decodes the dead letters of `topic`.
 pub fn dead_letters(records: &[ReadRecord]) -> Vec<wire::DeadLetter> {
     let registry = wire::Registry::bundled().expect("schemas");
-    records.iter().filter_map(|r| r.value.as_ref()).map(|v| registry.decode::<wire::DeadLetter>(v).expect("dead letter")).collect()
+    records
+        .iter()
+        .filter_map(|r| r.value.as_ref())
+        .map(|v| registry.decode::<wire::DeadLetter>(v).expect("dead letter"))
+        .collect()
 }
-
 
 /// Sends the code under test's logs to the test output (`RUST_LOG` filters; default warn).
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The test broker's topic data folder: its `log.dirs`, asked of the broker itself
@@ -302,13 +360,29 @@ pub fn init_logs() {
 pub async fn broker_log_dir() -> PathBuf {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
-    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
     let broker = metadata.brokers().first().expect("a broker").id();
-    let results = admin.describe_configs(&[ResourceSpecifier::Broker(broker)], &AdminOptions::new()).await.expect("describe configs");
-    let config = results.into_iter().next().expect("one result").expect("broker config");
-    let dirs = config.get("log.dirs").or_else(|| config.get("log.dir")).and_then(|e| e.value.clone()).expect("log.dirs");
+    let results = admin
+        .describe_configs(&[ResourceSpecifier::Broker(broker)], &AdminOptions::new())
+        .await
+        .expect("describe configs");
+    let config = results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .expect("broker config");
+    let dirs = config
+        .get("log.dirs")
+        .or_else(|| config.get("log.dir"))
+        .and_then(|e| e.value.clone())
+        .expect("log.dirs");
     PathBuf::from(dirs.split(',').next().expect("a log dir"))
 }
 
@@ -316,11 +390,22 @@ pub async fn broker_log_dir() -> PathBuf {
 /// bytes contain `needle`.
 pub fn segments_containing(dir: &std::path::Path, prefix: &str, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(topics) = std::fs::read_dir(dir) else { return found };
-    for topic in topics.flatten().filter(|t| t.file_name().to_string_lossy().starts_with(prefix)) {
-        for file in std::fs::read_dir(topic.path()).into_iter().flatten().flatten() {
+    let Ok(topics) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for topic in topics
+        .flatten()
+        .filter(|t| t.file_name().to_string_lossy().starts_with(prefix))
+    {
+        for file in std::fs::read_dir(topic.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let path = file.path();
-            if path.extension().is_some_and(|e| e == "log") && std::fs::read(&path).is_ok_and(|b| contains(&b, needle)) {
+            if path.extension().is_some_and(|e| e == "log")
+                && std::fs::read(&path).is_ok_and(|b| contains(&b, needle))
+            {
                 found.push(path);
             }
         }

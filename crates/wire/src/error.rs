@@ -52,7 +52,9 @@ impl WireError {
     /// The stable code carried into dead letters and API errors.
     pub fn code(&self) -> &'static str {
         match self {
-            WireError::NotSingleObject | WireError::UnknownFingerprint(_) => "HL-WIRE-UNKNOWN-FORMAT",
+            WireError::NotSingleObject | WireError::UnknownFingerprint(_) => {
+                "HL-WIRE-UNKNOWN-FORMAT"
+            }
             WireError::WrongRecord { .. } => "HL-WIRE-WRONG-RECORD",
             WireError::Datum(_) => "HL-WIRE-UNDECODABLE",
             WireError::Encode { .. } => "HL-WIRE-ENCODE",
@@ -62,7 +64,10 @@ impl WireError {
     }
 
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        WireError::Invalid { field: field.into(), reason: reason.into() }
+        WireError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 

@@ -63,7 +63,9 @@ impl Catalogue {
         let mut sensitive = std::collections::HashMap::new();
         let data = data_union(event_schema)?;
         for (i, branch) in data.iter().enumerate() {
-            let Schema::Record(r) = json::deref(branch, &names) else { continue };
+            let Schema::Record(r) = json::deref(branch, &names) else {
+                continue;
+            };
             if let Some(Json::Array(types)) = r.attributes.get("hookline.event_types") {
                 for t in types.iter().filter_map(Json::as_str) {
                     branches.insert(t.to_owned(), i);
@@ -73,11 +75,19 @@ impl Catalogue {
             sensitive_paths(r, "", &names, &mut paths);
             sensitive.insert(i, paths);
         }
-        Ok(Catalogue { names, branches, sensitive })
+        Ok(Catalogue {
+            names,
+            branches,
+            sensitive,
+        })
     }
 
     pub(crate) fn empty() -> Self {
-        Catalogue { names: Names::new(), branches: std::collections::HashMap::new(), sensitive: std::collections::HashMap::new() }
+        Catalogue {
+            names: Names::new(),
+            branches: std::collections::HashMap::new(),
+            sensitive: std::collections::HashMap::new(),
+        }
     }
 
     /// Every event type the schema carries, sorted.
@@ -96,12 +106,20 @@ impl Catalogue {
 /// looking into nested records (and records inside optional unions).
 fn sensitive_paths(record: &RecordSchema, prefix: &str, names: &Names, out: &mut Vec<String>) {
     for field in &record.fields {
-        let path = if prefix.is_empty() { field.name.clone() } else { format!("{prefix}.{}", field.name) };
+        let path = if prefix.is_empty() {
+            field.name.clone()
+        } else {
+            format!("{prefix}.{}", field.name)
+        };
         if field.custom_attributes.get("hookline.sensitive") == Some(&Json::Bool(true)) {
             out.push(path.clone());
         }
         let inner = match json::deref(&field.schema, names) {
-            Schema::Union(u) => u.variants().iter().map(|v| json::deref(v, names)).find(|v| matches!(v, Schema::Record(_))),
+            Schema::Union(u) => u
+                .variants()
+                .iter()
+                .map(|v| json::deref(v, names))
+                .find(|v| matches!(v, Schema::Record(_))),
             other => Some(other),
         };
         if let Some(Schema::Record(nested)) = inner {
@@ -113,7 +131,10 @@ fn sensitive_paths(record: &RecordSchema, prefix: &str, names: &Names, out: &mut
 fn envelope(schema: &Schema) -> Result<&RecordSchema, WireError> {
     match schema {
         Schema::Record(r) => Ok(r),
-        _ => Err(WireError::Schema { file: EVENT.to_owned(), reason: "must be a record".to_owned() }),
+        _ => Err(WireError::Schema {
+            file: EVENT.to_owned(),
+            reason: "must be a record".to_owned(),
+        }),
     }
 }
 
@@ -121,7 +142,10 @@ fn data_union(schema: &Schema) -> Result<&[Schema], WireError> {
     let env = envelope(schema)?;
     match env.lookup.get("data").map(|i| &env.fields[*i].schema) {
         Some(Schema::Union(u)) => Ok(u.variants()),
-        _ => Err(WireError::Schema { file: EVENT.to_owned(), reason: "data must be a union".to_owned() }),
+        _ => Err(WireError::Schema {
+            file: EVENT.to_owned(),
+            reason: "data must be a union".to_owned(),
+        }),
     }
 }
 
@@ -135,7 +159,11 @@ impl Registry {
     /// transfer logs): sealed before they reach Kafka, never logged.
     pub fn sensitive_fields(&self, event_type: &str) -> &[String] {
         let catalogue = self.catalogue();
-        catalogue.branches.get(event_type).and_then(|b| catalogue.sensitive.get(b)).map_or(&[], Vec::as_slice)
+        catalogue
+            .branches
+            .get(event_type)
+            .and_then(|b| catalogue.sensitive.get(b))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Encodes an event (e.g. one whose sensitive fields were sealed after
@@ -162,36 +190,49 @@ impl Registry {
             return Err(WireError::invalid("", "event must be a JSON object"));
         };
         if let Some(unknown) = obj.keys().find(|k| !ENVELOPE_FIELDS.contains(&k.as_str())) {
-            return Err(WireError::invalid(unknown.as_str(), "is not an envelope field"));
+            return Err(WireError::invalid(
+                unknown.as_str(),
+                "is not an envelope field",
+            ));
         }
         let event_type = match obj.get("type") {
             Some(Json::String(t)) => t.clone(),
             Some(_) => return Err(WireError::invalid("type", "must be a string")),
             None => return Err(WireError::invalid("type", "missing required field")),
         };
-        let branch = *catalogue
-            .branches
-            .get(&event_type)
-            .ok_or_else(|| WireError::invalid("type", "unknown event type (not in schemas/event)"))?;
+        let branch = *catalogue.branches.get(&event_type).ok_or_else(|| {
+            WireError::invalid("type", "unknown event type (not in schemas/event)")
+        })?;
         let id = optional_string(obj, "id")?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         if id.is_empty() {
             return Err(WireError::invalid("id", "must not be empty"));
         }
         let created_at = optional_string(obj, "created_at")?.unwrap_or_else(crate::now_rfc3339);
         if !crate::is_rfc3339(&created_at) {
-            return Err(WireError::invalid("created_at", "must be an RFC 3339 timestamp"));
+            return Err(WireError::invalid(
+                "created_at",
+                "must be an RFC 3339 timestamp",
+            ));
         }
-        let version = match (optional_string(obj, "version")?, optional_string(obj, "api_version")?) {
+        let version = match (
+            optional_string(obj, "version")?,
+            optional_string(obj, "api_version")?,
+        ) {
             (Some(v), Some(a)) if v != a => {
                 return Err(WireError::invalid("api_version", "differs from version"));
             }
             (Some(v), _) | (None, Some(v)) => v,
             (None, None) => DEFAULT_VERSION.to_owned(),
         };
-        let data_json = obj.get("data").ok_or_else(|| WireError::invalid("data", "missing required field"))?;
+        let data_json = obj
+            .get("data")
+            .ok_or_else(|| WireError::invalid("data", "missing required field"))?;
         let branches = data_union(schema)?;
         let Schema::Record(record) = json::deref(&branches[branch], &catalogue.names) else {
-            return Err(WireError::invalid("data", "event type has no record schema"));
+            return Err(WireError::invalid(
+                "data",
+                "event type has no record schema",
+            ));
         };
         let data_value = json::record_from_json(record, data_json, "data", &catalogue.names)?;
         // Normalise through Avro so the JSON we hand back is exactly what readers will see.
@@ -202,10 +243,23 @@ impl Registry {
             ("type".to_owned(), Value::String(event_type.clone())),
             ("version".to_owned(), Value::String(version.clone())),
             ("created_at".to_owned(), Value::String(created_at.clone())),
-            ("data".to_owned(), Value::Union(branch as u32, Box::new(data_value))),
+            (
+                "data".to_owned(),
+                Value::Union(branch as u32, Box::new(data_value)),
+            ),
         ]);
         let bytes = self.encode_value(EVENT, value)?;
-        Ok((Event { id, event_type, version, created_at, data, key }, bytes))
+        Ok((
+            Event {
+                id,
+                event_type,
+                version,
+                created_at,
+                data,
+                key,
+            },
+            bytes,
+        ))
     }
 
     /// Reads an event written with any known version of the event schema, and checks
@@ -232,25 +286,49 @@ impl Registry {
                 _ => {}
             }
         }
-        let (Some(id), Some(event_type), Some(version), Some(created_at), Some((branch, data_value))) =
-            (id, event_type, version, created_at, data)
+        let (
+            Some(id),
+            Some(event_type),
+            Some(version),
+            Some(created_at),
+            Some((branch, data_value)),
+        ) = (id, event_type, version, created_at, data)
         else {
             return Err(WireError::Datum("event envelope is incomplete".to_owned()));
         };
         match catalogue.branches.get(&event_type) {
             Some(b) if *b == branch => {}
             Some(_) => return Err(WireError::invalid("type", "does not match the data record")),
-            None => return Err(WireError::invalid("type", "unknown event type (not in schemas/event)")),
+            None => {
+                return Err(WireError::invalid(
+                    "type",
+                    "unknown event type (not in schemas/event)",
+                ));
+            }
         }
         if !crate::is_rfc3339(&created_at) {
-            return Err(WireError::invalid("created_at", "must be an RFC 3339 timestamp"));
+            return Err(WireError::invalid(
+                "created_at",
+                "must be an RFC 3339 timestamp",
+            ));
         }
-        let Schema::Record(record) = json::deref(&data_union(schema)?[branch], &catalogue.names) else {
-            return Err(WireError::invalid("data", "event type has no record schema"));
+        let Schema::Record(record) = json::deref(&data_union(schema)?[branch], &catalogue.names)
+        else {
+            return Err(WireError::invalid(
+                "data",
+                "event type has no record schema",
+            ));
         };
         let data = json::record_to_json(record, &data_value, "data", &catalogue.names)?;
         let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
-        Ok(Event { id, event_type, version, created_at, data, key })
+        Ok(Event {
+            id,
+            event_type,
+            version,
+            created_at,
+            data,
+            key,
+        })
     }
 }
 
@@ -261,7 +339,9 @@ impl Registry {
         let schema = self.current(EVENT).ok()?;
         let catalogue = self.catalogue();
         let branch = *catalogue.branches.get(event_type)?;
-        let Schema::Record(record) = json::deref(&data_union(schema).ok()?[branch], &catalogue.names) else {
+        let Schema::Record(record) =
+            json::deref(&data_union(schema).ok()?[branch], &catalogue.names)
+        else {
             return None;
         };
         let data = sample_record(record, &catalogue.names);
@@ -318,7 +398,10 @@ impl Event {
         obj.insert("type".to_owned(), Json::String(self.event_type.clone()));
         obj.insert("version".to_owned(), Json::String(self.version.clone()));
         obj.insert("api_version".to_owned(), Json::String(self.version.clone()));
-        obj.insert("created_at".to_owned(), Json::String(self.created_at.clone()));
+        obj.insert(
+            "created_at".to_owned(),
+            Json::String(self.created_at.clone()),
+        );
         obj.insert("data".to_owned(), self.data.clone());
         Json::Object(obj)
     }
@@ -334,7 +417,9 @@ fn optional_string(obj: &Map<String, Json>, name: &str) -> Result<Option<String>
 
 /// The first non-empty value among the record's `hookline.key` paths.
 fn partition_key(record: &RecordSchema, data: &Json) -> Option<String> {
-    let Some(Json::Array(paths)) = record.attributes.get("hookline.key") else { return None };
+    let Some(Json::Array(paths)) = record.attributes.get("hookline.key") else {
+        return None;
+    };
     paths.iter().filter_map(Json::as_str).find_map(|path| {
         let found = path.split('.').try_fold(data, |v, part| v.get(part))?;
         match found {

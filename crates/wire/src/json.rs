@@ -57,7 +57,10 @@ pub(crate) fn record_from_json(
         return Err(WireError::invalid(path, "must be a JSON object"));
     };
     if let Some(unknown) = obj.keys().find(|k| !record.lookup.contains_key(k.as_str())) {
-        return Err(WireError::invalid(join(path, unknown), "is not a field of this type"));
+        return Err(WireError::invalid(
+            join(path, unknown),
+            "is not a field of this type",
+        ));
     }
     let mut fields = Vec::with_capacity(record.fields.len());
     for field in &record.fields {
@@ -74,14 +77,21 @@ pub(crate) fn record_from_json(
     Ok(Value::Record(fields))
 }
 
-fn field_from_json(field: &RecordField, json: &Json, path: &str, names: &Names) -> Result<Value, WireError> {
+fn field_from_json(
+    field: &RecordField,
+    json: &Json,
+    path: &str,
+    names: &Names,
+) -> Result<Value, WireError> {
     let is_json_text = field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true));
-    let is_timestamp = field.custom_attributes.get("hookline.format") == Some(&Json::from("rfc3339"));
+    let is_timestamp =
+        field.custom_attributes.get("hookline.format") == Some(&Json::from("rfc3339"));
     if is_json_text && !json.is_null() {
         if !json.is_object() {
             return Err(WireError::invalid(path, "must be a JSON object"));
         }
-        let text = serde_json::to_string(json).map_err(|_| WireError::invalid(path, "cannot be serialised"))?;
+        let text = serde_json::to_string(json)
+            .map_err(|_| WireError::invalid(path, "cannot be serialised"))?;
         return value_from_json(&field.schema, &Json::String(text), path, names);
     }
     if is_timestamp {
@@ -95,7 +105,12 @@ fn field_from_json(field: &RecordField, json: &Json, path: &str, names: &Names) 
 }
 
 /// Converts JSON into an Avro value of `schema`.
-pub(crate) fn value_from_json(schema: &Schema, json: &Json, path: &str, names: &Names) -> Result<Value, WireError> {
+pub(crate) fn value_from_json(
+    schema: &Schema,
+    json: &Json,
+    path: &str,
+    names: &Names,
+) -> Result<Value, WireError> {
     let wrong = |what: &str| WireError::invalid(path, format!("must be {what}"));
     match (deref(schema, names), json) {
         (Schema::Null, Json::Null) => Ok(Value::Null),
@@ -105,9 +120,18 @@ pub(crate) fn value_from_json(schema: &Schema, json: &Json, path: &str, names: &
             .and_then(|n| i32::try_from(n).ok())
             .map(Value::Int)
             .ok_or_else(|| wrong("a 32-bit integer")),
-        (Schema::Long, Json::Number(n)) => n.as_i64().map(Value::Long).ok_or_else(|| wrong("an integer")),
-        (Schema::Double, Json::Number(n)) => n.as_f64().map(Value::Double).ok_or_else(|| wrong("a number")),
-        (Schema::Float, Json::Number(n)) => n.as_f64().map(|f| Value::Float(f as f32)).ok_or_else(|| wrong("a number")),
+        (Schema::Long, Json::Number(n)) => n
+            .as_i64()
+            .map(Value::Long)
+            .ok_or_else(|| wrong("an integer")),
+        (Schema::Double, Json::Number(n)) => n
+            .as_f64()
+            .map(Value::Double)
+            .ok_or_else(|| wrong("a number")),
+        (Schema::Float, Json::Number(n)) => n
+            .as_f64()
+            .map(|f| Value::Float(f as f32))
+            .ok_or_else(|| wrong("a number")),
         (Schema::String, Json::String(s)) => Ok(Value::String(s.clone())),
         (Schema::Enum(e), Json::String(s)) => match e.symbols.iter().position(|sym| sym == s) {
             Some(i) => Ok(Value::Enum(i as u32, s.clone())),
@@ -121,7 +145,12 @@ pub(crate) fn value_from_json(schema: &Schema, json: &Json, path: &str, names: &
             .map(Value::Array),
         (Schema::Map(m), Json::Object(obj)) => obj
             .iter()
-            .map(|(k, v)| Ok((k.clone(), value_from_json(&m.types, v, &join(path, k), names)?)))
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    value_from_json(&m.types, v, &join(path, k), names)?,
+                ))
+            })
             .collect::<Result<HashMap<_, _>, _>>()
             .map(Value::Map),
         (Schema::Record(r), json) => record_from_json(r, json, path, names),
@@ -139,7 +168,12 @@ pub(crate) fn value_from_json(schema: &Schema, json: &Json, path: &str, names: &
 
 /// A nullable union takes JSON null or its other branch; other unions are chosen by the
 /// caller (the event's `data` branch is chosen by the event type).
-fn union_from_json(u: &UnionSchema, json: &Json, path: &str, names: &Names) -> Result<Value, WireError> {
+fn union_from_json(
+    u: &UnionSchema,
+    json: &Json,
+    path: &str,
+    names: &Names,
+) -> Result<Value, WireError> {
     let variants = u.variants();
     let null_at = variants.iter().position(|v| matches!(v, Schema::Null));
     if json.is_null() {
@@ -148,15 +182,30 @@ fn union_from_json(u: &UnionSchema, json: &Json, path: &str, names: &Names) -> R
             None => Err(WireError::invalid(path, "must not be null")),
         };
     }
-    let others: Vec<_> = variants.iter().enumerate().filter(|(_, v)| !matches!(v, Schema::Null)).collect();
+    let others: Vec<_> = variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !matches!(v, Schema::Null))
+        .collect();
     match others.as_slice() {
-        [(i, schema)] => Ok(Value::Union(*i as u32, Box::new(value_from_json(schema, json, path, names)?))),
-        _ => Err(WireError::invalid(path, "is ambiguous (union of several types)")),
+        [(i, schema)] => Ok(Value::Union(
+            *i as u32,
+            Box::new(value_from_json(schema, json, path, names)?),
+        )),
+        _ => Err(WireError::invalid(
+            path,
+            "is ambiguous (union of several types)",
+        )),
     }
 }
 
 /// Converts an Avro record of `record` into a JSON object, in schema field order.
-pub(crate) fn record_to_json(record: &RecordSchema, value: &Value, path: &str, names: &Names) -> Result<Json, WireError> {
+pub(crate) fn record_to_json(
+    record: &RecordSchema,
+    value: &Value,
+    path: &str,
+    names: &Names,
+) -> Result<Json, WireError> {
     let Value::Record(fields) = value else {
         return Err(WireError::invalid(path, "is not a record"));
     };
@@ -179,7 +228,12 @@ pub(crate) fn record_to_json(record: &RecordSchema, value: &Value, path: &str, n
 }
 
 /// Converts an Avro value of `schema` into JSON.
-pub(crate) fn value_to_json(schema: &Schema, value: &Value, path: &str, names: &Names) -> Result<Json, WireError> {
+pub(crate) fn value_to_json(
+    schema: &Schema,
+    value: &Value,
+    path: &str,
+    names: &Names,
+) -> Result<Json, WireError> {
     let schema = deref(schema, names);
     Ok(match (schema, value) {
         (_, Value::Null) => Json::Null,
@@ -201,7 +255,10 @@ pub(crate) fn value_to_json(schema: &Schema, value: &Value, path: &str, names: &
             keys.sort();
             let mut obj = Map::with_capacity(keys.len());
             for k in keys {
-                obj.insert(k.clone(), value_to_json(&m.types, &entries[k], &join(path, k), names)?);
+                obj.insert(
+                    k.clone(),
+                    value_to_json(&m.types, &entries[k], &join(path, k), names)?,
+                );
             }
             Json::Object(obj)
         }
@@ -218,5 +275,9 @@ pub(crate) fn value_to_json(schema: &Schema, value: &Value, path: &str, names: &
 }
 
 fn join(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
 }

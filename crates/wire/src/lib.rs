@@ -12,10 +12,13 @@ mod redacted;
 mod registry;
 
 pub use error::WireError;
-pub use event::{Event, DEFAULT_VERSION};
-pub use records::{AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, Header, HeaderTemplate, Record, RenderedDelivery, Replay, RetiredKey, SigningKey};
+pub use event::{DEFAULT_VERSION, Event};
+pub use records::{
+    AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, Header, HeaderTemplate,
+    Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
+};
 pub use redacted::Redacted;
-pub use registry::{Fingerprint, Registry, BUNDLED_SCHEMAS};
+pub use registry::{BUNDLED_SCHEMAS, Fingerprint, Registry};
 
 /// The current time as an RFC 3339 string in UTC, the format of every timestamp field.
 pub fn now_rfc3339() -> String {

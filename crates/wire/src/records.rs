@@ -113,7 +113,10 @@ pub struct Header {
 impl Header {
     /// A header from name and value.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Header { name: name.into(), value: value.into() }
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -288,7 +291,13 @@ impl std::fmt::Debug for DeadLetter {
             .field("event_id", &self.event_id)
             .field("endpoint_id", &self.endpoint_id)
             .field("delivery", &self.delivery)
-            .field("payload", &self.payload.as_ref().map(|p| format!("[redacted; {} bytes]", p.len())))
+            .field(
+                "payload",
+                &self
+                    .payload
+                    .as_ref()
+                    .map(|p| format!("[redacted; {} bytes]", p.len())),
+            )
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
     }
@@ -328,7 +337,10 @@ impl Record for SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("private_key_sealed", &"[redacted]").finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("private_key_sealed", &"[redacted]")
+            .finish_non_exhaustive()
     }
 }
 

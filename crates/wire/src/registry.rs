@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use apache_avro::rabin::Rabin;
-use apache_avro::types::Value;
 use apache_avro::Schema;
+use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,27 +22,90 @@ use crate::records::Record;
 /// writers use, and every version stays readable. A test checks this list matches
 /// the `schemas/` folder.
 pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
-    ("event.v1.avsc", include_str!("../../../schemas/event.v1.avsc")),
-    ("endpoint.v1.avsc", include_str!("../../../schemas/endpoint.v1.avsc")),
-    ("endpoint.v2.avsc", include_str!("../../../schemas/endpoint.v2.avsc")),
-    ("endpoint.v3.avsc", include_str!("../../../schemas/endpoint.v3.avsc")),
-    ("endpoint.v4.avsc", include_str!("../../../schemas/endpoint.v4.avsc")),
-    ("endpoint.v5.avsc", include_str!("../../../schemas/endpoint.v5.avsc")),
-    ("rendered-delivery.v1.avsc", include_str!("../../../schemas/rendered-delivery.v1.avsc")),
-    ("rendered-delivery.v2.avsc", include_str!("../../../schemas/rendered-delivery.v2.avsc")),
-    ("rendered-delivery.v3.avsc", include_str!("../../../schemas/rendered-delivery.v3.avsc")),
-    ("rendered-delivery.v4.avsc", include_str!("../../../schemas/rendered-delivery.v4.avsc")),
-    ("rendered-delivery.v5.avsc", include_str!("../../../schemas/rendered-delivery.v5.avsc")),
-    ("dead-letter.v1.avsc", include_str!("../../../schemas/dead-letter.v1.avsc")),
-    ("dead-letter.v2.avsc", include_str!("../../../schemas/dead-letter.v2.avsc")),
-    ("dead-letter.v3.avsc", include_str!("../../../schemas/dead-letter.v3.avsc")),
-    ("dead-letter.v4.avsc", include_str!("../../../schemas/dead-letter.v4.avsc")),
-    ("dead-letter.v5.avsc", include_str!("../../../schemas/dead-letter.v5.avsc")),
-    ("signing-key.v1.avsc", include_str!("../../../schemas/signing-key.v1.avsc")),
-    ("signing-key.v2.avsc", include_str!("../../../schemas/signing-key.v2.avsc")),
-    ("aggregated-trace.v1.avsc", include_str!("../../../schemas/aggregated-trace.v1.avsc")),
-    ("delivery-attempt.v1.avsc", include_str!("../../../schemas/delivery-attempt.v1.avsc")),
-    ("replay.v1.avsc", include_str!("../../../schemas/replay.v1.avsc")),
+    (
+        "event.v1.avsc",
+        include_str!("../../../schemas/event.v1.avsc"),
+    ),
+    (
+        "endpoint.v1.avsc",
+        include_str!("../../../schemas/endpoint.v1.avsc"),
+    ),
+    (
+        "endpoint.v2.avsc",
+        include_str!("../../../schemas/endpoint.v2.avsc"),
+    ),
+    (
+        "endpoint.v3.avsc",
+        include_str!("../../../schemas/endpoint.v3.avsc"),
+    ),
+    (
+        "endpoint.v4.avsc",
+        include_str!("../../../schemas/endpoint.v4.avsc"),
+    ),
+    (
+        "endpoint.v5.avsc",
+        include_str!("../../../schemas/endpoint.v5.avsc"),
+    ),
+    (
+        "rendered-delivery.v1.avsc",
+        include_str!("../../../schemas/rendered-delivery.v1.avsc"),
+    ),
+    (
+        "rendered-delivery.v2.avsc",
+        include_str!("../../../schemas/rendered-delivery.v2.avsc"),
+    ),
+    (
+        "rendered-delivery.v3.avsc",
+        include_str!("../../../schemas/rendered-delivery.v3.avsc"),
+    ),
+    (
+        "rendered-delivery.v4.avsc",
+        include_str!("../../../schemas/rendered-delivery.v4.avsc"),
+    ),
+    (
+        "rendered-delivery.v5.avsc",
+        include_str!("../../../schemas/rendered-delivery.v5.avsc"),
+    ),
+    (
+        "dead-letter.v1.avsc",
+        include_str!("../../../schemas/dead-letter.v1.avsc"),
+    ),
+    (
+        "dead-letter.v2.avsc",
+        include_str!("../../../schemas/dead-letter.v2.avsc"),
+    ),
+    (
+        "dead-letter.v3.avsc",
+        include_str!("../../../schemas/dead-letter.v3.avsc"),
+    ),
+    (
+        "dead-letter.v4.avsc",
+        include_str!("../../../schemas/dead-letter.v4.avsc"),
+    ),
+    (
+        "dead-letter.v5.avsc",
+        include_str!("../../../schemas/dead-letter.v5.avsc"),
+    ),
+    (
+        "signing-key.v1.avsc",
+        include_str!("../../../schemas/signing-key.v1.avsc"),
+    ),
+    (
+        "signing-key.v2.avsc",
+        include_str!("../../../schemas/signing-key.v2.avsc"),
+    ),
+    (
+        "aggregated-trace.v1.avsc",
+        include_str!("../../../schemas/aggregated-trace.v1.avsc"),
+    ),
+    (
+        "delivery-attempt.v1.avsc",
+        include_str!("../../../schemas/delivery-attempt.v1.avsc"),
+    ),
+    (
+        "replay.v1.avsc",
+        include_str!("../../../schemas/replay.v1.avsc"),
+    ),
 ];
 
 /// Single-object encoding marker (Avro specification).
@@ -110,10 +173,12 @@ impl Registry {
         let mut families: HashMap<String, Family> = HashMap::new();
         let mut by_fingerprint = HashMap::new();
         for (file, text) in sources {
-            let schema_err = |reason: String| WireError::Schema { file: file.to_owned(), reason };
-            let number = version_of(file).ok_or_else(|| {
-                schema_err("file name must be <record>.v<N>.avsc".to_owned())
-            })?;
+            let schema_err = |reason: String| WireError::Schema {
+                file: file.to_owned(),
+                reason,
+            };
+            let number = version_of(file)
+                .ok_or_else(|| schema_err("file name must be <record>.v<N>.avsc".to_owned()))?;
             let schema = Schema::parse_str(text).map_err(|e| schema_err(e.to_string()))?;
             let Schema::Record(record) = &schema else {
                 return Err(schema_err("top-level schema must be a record".to_owned()));
@@ -126,21 +191,36 @@ impl Registry {
                 fingerprints: Vec::new(),
             });
             if family.versions.iter().any(|v| v.number == number) {
-                return Err(schema_err(format!("{name} version {number} is defined twice")));
+                return Err(schema_err(format!(
+                    "{name} version {number} is defined twice"
+                )));
             }
-            if by_fingerprint.insert(fingerprint, (name.clone(), family.versions.len())).is_some() {
-                return Err(schema_err(format!("fingerprint {fingerprint} is not unique")));
+            if by_fingerprint
+                .insert(fingerprint, (name.clone(), family.versions.len()))
+                .is_some()
+            {
+                return Err(schema_err(format!(
+                    "fingerprint {fingerprint} is not unique"
+                )));
             }
             family.versions.push(Version { number, schema });
             family.fingerprints.push(fingerprint);
-            let newest = family.versions.iter().enumerate().max_by_key(|(_, v)| v.number);
+            let newest = family
+                .versions
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, v)| v.number);
             family.current = newest.map(|(i, _)| i).unwrap_or(0);
         }
         let catalogue = match families.get(EVENT) {
             Some(f) => Catalogue::new(&f.versions[f.current].schema)?,
             None => Catalogue::empty(),
         };
-        Ok(Registry { families, by_fingerprint, catalogue })
+        Ok(Registry {
+            families,
+            by_fingerprint,
+            catalogue,
+        })
     }
 
     /// The schema writers use for a record.
@@ -207,15 +287,22 @@ impl Registry {
         // would re-pick union branches by shape (the first branch a record fits), and
         // turn one event type's data into another's.
         let read = if *index == family.current {
-            GenericDatumReader::builder(writer).build().and_then(|r| r.read_value(&mut datum))
+            GenericDatumReader::builder(writer)
+                .build()
+                .and_then(|r| r.read_value(&mut datum))
         } else {
-            GenericDatumReader::builder(writer).reader_schema(reader).build().and_then(|r| r.read_value(&mut datum))
+            GenericDatumReader::builder(writer)
+                .reader_schema(reader)
+                .build()
+                .and_then(|r| r.read_value(&mut datum))
         };
         let value = read
             // The library's message may quote the datum: keep only what we can say safely.
             .map_err(|_| WireError::Datum(format!("datum does not match {full_name} schema")))?;
         if !datum.is_empty() {
-            return Err(WireError::Datum(format!("trailing bytes after {full_name} datum")));
+            return Err(WireError::Datum(format!(
+                "trailing bytes after {full_name} datum"
+            )));
         }
         Ok(value)
     }
@@ -223,8 +310,12 @@ impl Registry {
     /// The fingerprints of every known version of a record, oldest first.
     pub fn fingerprints(&self, full_name: &str) -> Result<Vec<(u32, Fingerprint)>, WireError> {
         let family = self.family(full_name)?;
-        let mut out: Vec<_> =
-            family.versions.iter().map(|v| v.number).zip(family.fingerprints.iter().copied()).collect();
+        let mut out: Vec<_> = family
+            .versions
+            .iter()
+            .map(|v| v.number)
+            .zip(family.fingerprints.iter().copied())
+            .collect();
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
     }
@@ -232,7 +323,11 @@ impl Registry {
     /// Every version of a record as `(version, schema)`, oldest first.
     pub fn versions(&self, full_name: &str) -> Result<Vec<(u32, &Schema)>, WireError> {
         let family = self.family(full_name)?;
-        let mut out: Vec<_> = family.versions.iter().map(|v| (v.number, &v.schema)).collect();
+        let mut out: Vec<_> = family
+            .versions
+            .iter()
+            .map(|v| (v.number, &v.schema))
+            .collect();
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
     }
@@ -242,15 +337,23 @@ impl Registry {
     }
 
     fn family(&self, full_name: &str) -> Result<&Family, WireError> {
-        self.families.get(full_name).ok_or_else(|| WireError::Schema {
-            file: full_name.to_owned(),
-            reason: "no such record in schemas/".to_owned(),
-        })
+        self.families
+            .get(full_name)
+            .ok_or_else(|| WireError::Schema {
+                file: full_name.to_owned(),
+                reason: "no such record in schemas/".to_owned(),
+            })
     }
 
-    fn current_with_fingerprint(&self, full_name: &str) -> Result<(&Schema, Fingerprint), WireError> {
+    fn current_with_fingerprint(
+        &self,
+        full_name: &str,
+    ) -> Result<(&Schema, Fingerprint), WireError> {
         let family = self.family(full_name)?;
-        Ok((&family.versions[family.current].schema, family.fingerprints[family.current]))
+        Ok((
+            &family.versions[family.current].schema,
+            family.fingerprints[family.current],
+        ))
     }
 }
 
@@ -264,8 +367,15 @@ fn header(fingerprint: Fingerprint) -> Vec<u8> {
 fn encode_err(full_name: &str, err: &apache_avro::Error) -> WireError {
     // Only the error's kind: its text can quote the offending value.
     let kind = format!("{err:?}");
-    let kind = kind.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("Error").to_owned();
-    WireError::Encode { schema: full_name.to_owned(), reason: kind }
+    let kind = kind
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("Error")
+        .to_owned();
+    WireError::Encode {
+        schema: full_name.to_owned(),
+        reason: kind,
+    }
 }
 
 fn version_of(file: &str) -> Option<u32> {

@@ -2,7 +2,9 @@
 //! events are validated with errors that name the field, and new readers read old data.
 
 use serde_json::json;
-use wire::{Attempt, DeadLetter, Endpoint, Header, Registry, RenderedDelivery, WireError, BUNDLED_SCHEMAS};
+use wire::{
+    Attempt, BUNDLED_SCHEMAS, DeadLetter, Endpoint, Header, Registry, RenderedDelivery, WireError,
+};
 
 const OLD_ENDPOINT: &str = include_str!("fixtures/endpoint.v0.avsc");
 const OLD_EVENT: &str = include_str!("fixtures/event.v0.avsc");
@@ -75,7 +77,10 @@ fn every_schema_file_is_bundled() {
         .filter(|n| n.ends_with(".avsc"))
         .collect();
     on_disk.sort();
-    let mut bundled: Vec<String> = BUNDLED_SCHEMAS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let mut bundled: Vec<String> = BUNDLED_SCHEMAS
+        .iter()
+        .map(|(n, _)| (*n).to_owned())
+        .collect();
     bundled.sort();
     assert_eq!(on_disk, bundled);
     for (name, text) in BUNDLED_SCHEMAS {
@@ -90,7 +95,7 @@ fn internal_records_round_trip_in_single_object_encoding() {
     let bytes = reg.encode(&endpoint()).unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
     let fp = reg.fingerprints("hookline.internal.Endpoint").unwrap();
-    assert_eq!(&bytes[2..10], &fp.last().unwrap().1 .0);
+    assert_eq!(&bytes[2..10], &fp.last().unwrap().1.0);
     assert_eq!(reg.decode::<Endpoint>(&bytes).unwrap(), endpoint());
 
     let bytes = reg.encode(&delivery()).unwrap();
@@ -135,7 +140,10 @@ fn internal_records_round_trip_in_single_object_encoding() {
     };
     let bytes = reg.encode(&retried).unwrap();
     assert_eq!(reg.decode::<RenderedDelivery>(&bytes).unwrap(), retried);
-    let dl = DeadLetter { delivery: Some(retried), ..dl };
+    let dl = DeadLetter {
+        delivery: Some(retried),
+        ..dl
+    };
     let bytes = reg.encode(&dl).unwrap();
     assert_eq!(reg.decode::<DeadLetter>(&bytes).unwrap(), dl);
 
@@ -153,7 +161,10 @@ fn internal_records_round_trip_in_single_object_encoding() {
         ..wire::DeliveryAttempt::default()
     };
     let bytes = reg.encode(&attempt).unwrap();
-    assert_eq!(reg.decode::<wire::DeliveryAttempt>(&bytes).unwrap(), attempt);
+    assert_eq!(
+        reg.decode::<wire::DeliveryAttempt>(&bytes).unwrap(),
+        attempt
+    );
     let replay = wire::Replay {
         dead_letter_id: "dl-1".into(),
         delivery_id: "d1".into(),
@@ -177,7 +188,11 @@ fn a_record_of_another_type_is_refused() {
 #[test]
 fn garbage_is_refused_with_a_code() {
     let reg = registry();
-    for bytes in [&b""[..], b"{\"type\":\"transfer.error\"}", &[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9]] {
+    for bytes in [
+        &b""[..],
+        b"{\"type\":\"transfer.error\"}",
+        &[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    ] {
         let err = reg.decode_event(bytes).unwrap_err();
         assert_eq!(err.code(), "HL-WIRE-UNKNOWN-FORMAT", "{err:?}");
     }
@@ -200,7 +215,10 @@ fn the_seed_transfer_error_round_trips() {
     assert_eq!(decoded.data, input["data"]);
     let body = decoded.envelope_json();
     let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(keys, ["type", "version", "api_version", "created_at", "data"]);
+    assert_eq!(
+        keys,
+        ["type", "version", "api_version", "created_at", "data"]
+    );
     assert_eq!(body["api_version"], "2023-10-15");
 }
 
@@ -218,7 +236,13 @@ fn every_catalogue_type_is_known() {
         "transformation.failed",
         "endpoint.disabled",
     ];
-    for r in ["source", "destination", "recipient", "provider", "magic_link"] {
+    for r in [
+        "source",
+        "destination",
+        "recipient",
+        "provider",
+        "magic_link",
+    ] {
         for a in ["created", "updated", "deleted"] {
             expected.push(Box::leak(format!("{r}.{a}").into_boxed_str()));
         }
@@ -250,25 +274,90 @@ fn resource_bodies_are_free_form_json_objects_and_key_by_resource_id() {
 fn invalid_events_name_the_field() {
     let reg = registry();
     let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-        ("unknown type", Box::new(|e| e["type"] = json!("transfer.exploded")), "type"),
-        ("type not a string", Box::new(|e| e["type"] = json!(5)), "type"),
-        ("missing type", Box::new(|e| { e.as_object_mut().unwrap().remove("type"); }), "type"),
-        ("missing data", Box::new(|e| { e.as_object_mut().unwrap().remove("data"); }), "data"),
-        ("unknown envelope field", Box::new(|e| e["extra"] = json!(1)), "extra"),
-        ("bad created_at", Box::new(|e| e["created_at"] = json!("yesterday")), "created_at"),
-        ("version disagrees", Box::new(|e| e["version"] = json!("2020-01-01")), "api_version"),
+        (
+            "unknown type",
+            Box::new(|e| e["type"] = json!("transfer.exploded")),
+            "type",
+        ),
+        (
+            "type not a string",
+            Box::new(|e| e["type"] = json!(5)),
+            "type",
+        ),
+        (
+            "missing type",
+            Box::new(|e| {
+                e.as_object_mut().unwrap().remove("type");
+            }),
+            "type",
+        ),
+        (
+            "missing data",
+            Box::new(|e| {
+                e.as_object_mut().unwrap().remove("data");
+            }),
+            "data",
+        ),
+        (
+            "unknown envelope field",
+            Box::new(|e| e["extra"] = json!(1)),
+            "extra",
+        ),
+        (
+            "bad created_at",
+            Box::new(|e| e["created_at"] = json!("yesterday")),
+            "created_at",
+        ),
+        (
+            "version disagrees",
+            Box::new(|e| e["version"] = json!("2020-01-01")),
+            "api_version",
+        ),
         (
             "missing nested required",
-            Box::new(|e| { e["data"]["error"].as_object_mut().unwrap().remove("transfer_id"); }),
+            Box::new(|e| {
+                e["data"]["error"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("transfer_id");
+            }),
             "data.error.transfer_id",
         ),
-        ("wrong type", Box::new(|e| e["data"]["error"]["is_full_refresh"] = json!("yes")), "data.error.is_full_refresh"),
-        ("bad enum", Box::new(|e| e["data"]["error"]["transfer_status"] = json!("MEH")), "data.error.transfer_status"),
-        ("array item", Box::new(|e| e["data"]["error"]["models"] = json!(["a", 2])), "data.error.models[1]"),
-        ("unknown data field", Box::new(|e| e["data"]["error"]["colour"] = json!("red")), "data.error.colour"),
-        ("bad nested timestamp", Box::new(|e| e["data"]["error"]["transfer_started_at"] = json!("noon")), "data.error.transfer_started_at"),
-        ("null where required", Box::new(|e| e["data"]["error"]["destination_id"] = json!(null)), "data.error.destination_id"),
-        ("data not object", Box::new(|e| e["data"] = json!([1])), "data"),
+        (
+            "wrong type",
+            Box::new(|e| e["data"]["error"]["is_full_refresh"] = json!("yes")),
+            "data.error.is_full_refresh",
+        ),
+        (
+            "bad enum",
+            Box::new(|e| e["data"]["error"]["transfer_status"] = json!("MEH")),
+            "data.error.transfer_status",
+        ),
+        (
+            "array item",
+            Box::new(|e| e["data"]["error"]["models"] = json!(["a", 2])),
+            "data.error.models[1]",
+        ),
+        (
+            "unknown data field",
+            Box::new(|e| e["data"]["error"]["colour"] = json!("red")),
+            "data.error.colour",
+        ),
+        (
+            "bad nested timestamp",
+            Box::new(|e| e["data"]["error"]["transfer_started_at"] = json!("noon")),
+            "data.error.transfer_started_at",
+        ),
+        (
+            "null where required",
+            Box::new(|e| e["data"]["error"]["destination_id"] = json!(null)),
+            "data.error.destination_id",
+        ),
+        (
+            "data not object",
+            Box::new(|e| e["data"] = json!([1])),
+            "data",
+        ),
     ];
     for (name, mutate, field) in cases {
         let mut event = transfer_error();
@@ -301,7 +390,11 @@ fn new_readers_read_data_written_with_older_schemas() {
 
     // An Endpoint written by a v0 writer (no `active`) reads as active by default.
     let old_schema = apache_avro::Schema::parse_str(OLD_ENDPOINT).unwrap();
-    let bytes = old_endpoint(&old_schema, apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)), None);
+    let bytes = old_endpoint(
+        &old_schema,
+        apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+        None,
+    );
     let read: Endpoint = reg.decode(&bytes).unwrap();
     assert!(read.active);
     assert_eq!(read.api_key, None);
@@ -317,15 +410,24 @@ fn new_readers_read_data_written_with_older_schemas() {
         rec.put(k, v[k].as_str().unwrap());
     }
     let current_bytes = reg.event_from_json(&transfer_error()).unwrap().1;
-    let current_value = reg.decode_value("hookline.events.Event", &current_bytes).unwrap();
-    let apache_avro::types::Value::Record(fields) = current_value else { panic!() };
-    let (_, apache_avro::types::Value::Union(_, data)) = fields.into_iter().find(|(n, _)| n == "data").unwrap()
+    let current_value = reg
+        .decode_value("hookline.events.Event", &current_bytes)
+        .unwrap();
+    let apache_avro::types::Value::Record(fields) = current_value else {
+        panic!()
+    };
+    let (_, apache_avro::types::Value::Union(_, data)) =
+        fields.into_iter().find(|(n, _)| n == "data").unwrap()
     else {
         panic!()
     };
     // TransferError is branch 2 in v0 as well.
     rec.put("data", apache_avro::types::Value::Union(2, data));
-    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&old_event).build().unwrap().write_value_to_vec(rec).unwrap();
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&old_event)
+        .build()
+        .unwrap()
+        .write_value_to_vec(rec)
+        .unwrap();
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&wire::Fingerprint::of(&old_event).0);
     bytes.extend_from_slice(&datum);
@@ -350,11 +452,25 @@ fn sensitive_values_are_redacted_in_debug() {
 fn endpoints_written_with_v1_read_with_the_current_schema() {
     let reg = registry();
     let versions = reg.versions("hookline.internal.Endpoint").unwrap();
-    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
     let v1 = versions[0].1;
-    let bytes = old_endpoint(v1, apache_avro::types::Value::Union(1, Box::new("k".into())), Some(true));
+    let bytes = old_endpoint(
+        v1,
+        apache_avro::types::Value::Union(1, Box::new("k".into())),
+        Some(true),
+    );
     let read: Endpoint = reg.decode(&bytes).unwrap();
-    assert_eq!(read, Endpoint { signing_scheme: "prequel_rsa".into(), ..endpoint() }, "later fields take their defaults");
+    assert_eq!(
+        read,
+        Endpoint {
+            signing_scheme: "prequel_rsa".into(),
+            ..endpoint()
+        },
+        "later fields take their defaults"
+    );
 }
 
 #[test]
@@ -363,24 +479,45 @@ fn every_event_type_has_a_valid_sample() {
     for t in reg.event_types() {
         let sample = reg.sample_event(t).unwrap();
         let json = serde_json::json!({"type": t, "data": sample.data});
-        let (event, _) = reg.event_from_json(&json).unwrap_or_else(|e| panic!("{t}: {e}"));
+        let (event, _) = reg
+            .event_from_json(&json)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
         assert_eq!(event.data, sample.data);
     }
 }
 
 /// `endpoint()` written with an older Endpoint schema, as single-object encoding.
-fn old_endpoint(schema: &apache_avro::Schema, api_key: apache_avro::types::Value, active: Option<bool>) -> Vec<u8> {
+fn old_endpoint(
+    schema: &apache_avro::Schema,
+    api_key: apache_avro::types::Value,
+    active: Option<bool>,
+) -> Vec<u8> {
     let e = endpoint();
     let mut rec = apache_avro::types::Record::new(schema).unwrap();
-    for (field, value) in [("id", &e.id), ("kind", &e.kind), ("name", &e.name), ("vendor", &e.vendor), ("url", &e.url), ("created_at", &e.created_at), ("updated_at", &e.updated_at)] {
+    for (field, value) in [
+        ("id", &e.id),
+        ("kind", &e.kind),
+        ("name", &e.name),
+        ("vendor", &e.vendor),
+        ("url", &e.url),
+        ("created_at", &e.created_at),
+        ("updated_at", &e.updated_at),
+    ] {
         rec.put(field, value.clone());
     }
-    rec.put("events", apache_avro::types::Value::Array(vec!["transfer.error".into()]));
+    rec.put(
+        "events",
+        apache_avro::types::Value::Array(vec!["transfer.error".into()]),
+    );
     rec.put("api_key", api_key);
     if let Some(active) = active {
         rec.put("active", active);
     }
-    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema).build().unwrap().write_value_to_vec(rec).unwrap();
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(rec)
+        .unwrap();
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&wire::Fingerprint::of(schema).0);
     bytes.extend_from_slice(&datum);
@@ -390,9 +527,18 @@ fn old_endpoint(schema: &apache_avro::Schema, api_key: apache_avro::types::Value
 #[test]
 fn sensitive_fields_come_from_the_schema() {
     let r = registry();
-    assert_eq!(r.sensitive_fields("transfer.error"), ["error.transfer_log".to_owned()]);
-    assert_eq!(r.sensitive_fields("transfer.sensitive_trace"), ["trace".to_owned()]);
-    assert_eq!(r.sensitive_fields("connection_test.sensitive_trace"), ["trace".to_owned()]);
+    assert_eq!(
+        r.sensitive_fields("transfer.error"),
+        ["error.transfer_log".to_owned()]
+    );
+    assert_eq!(
+        r.sensitive_fields("transfer.sensitive_trace"),
+        ["trace".to_owned()]
+    );
+    assert_eq!(
+        r.sensitive_fields("connection_test.sensitive_trace"),
+        ["trace".to_owned()]
+    );
     assert!(r.sensitive_fields("transfer.completed").is_empty());
     assert!(r.sensitive_fields("no.such_type").is_empty());
 }
@@ -403,8 +549,16 @@ fn every_event_type_round_trips_through_its_encoding() {
     for t in reg.event_types() {
         let sample = reg.sample_event(t).unwrap();
         let json = serde_json::json!({"type": t, "data": sample.data});
-        let (event, bytes) = reg.event_from_json(&json).unwrap_or_else(|e| panic!("{t}: {e}"));
-        let read = reg.decode_event(&bytes).unwrap_or_else(|e| panic!("{t} does not decode: {e}"));
-        assert_eq!((read.event_type.as_str(), &read.data), (t, &event.data), "{t}");
+        let (event, bytes) = reg
+            .event_from_json(&json)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        let read = reg
+            .decode_event(&bytes)
+            .unwrap_or_else(|e| panic!("{t} does not decode: {e}"));
+        assert_eq!(
+            (read.event_type.as_str(), &read.data),
+            (t, &event.data),
+            "{t}"
+        );
     }
 }

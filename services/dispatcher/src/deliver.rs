@@ -6,7 +6,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use wire::{Attempt, RenderedDelivery};
 
 use crate::guard::{self, Guard};
-use crate::retry::{parse_retry_after, AttemptOutcome};
+use crate::retry::{AttemptOutcome, parse_retry_after};
 
 /// The header that carries the delivery id on every attempt and replay, so receivers
 /// can drop duplicates.
@@ -28,8 +28,11 @@ pub async fn attempt(
 ) -> (AttemptOutcome, Attempt) {
     let started_at = wire::now_rfc3339();
     let clock = Instant::now();
-    let (outcome, body) =
-        if guard::refuses_literal(guard, &delivery.url) { (AttemptOutcome::Refused, Vec::new()) } else { send(client, delivery, signature, timeout).await };
+    let (outcome, body) = if guard::refuses_literal(guard, &delivery.url) {
+        (AttemptOutcome::Refused, Vec::new())
+    } else {
+        send(client, delivery, signature, timeout).await
+    };
     let (status, error_code) = match &outcome {
         AttemptOutcome::Status { code, .. } => (Some(i32::from(*code)), None),
         AttemptOutcome::Timeout => (None, Some("HL-HTTP-TIMEOUT".to_owned())),
@@ -65,14 +68,22 @@ fn excerpt(body: &[u8]) -> Option<String> {
 }
 
 /// Sends one request; returns its outcome and the first bytes of the response body.
-async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: &[(String, String)], timeout: Duration) -> (AttemptOutcome, Vec<u8>) {
+async fn send(
+    client: &reqwest::Client,
+    delivery: &RenderedDelivery,
+    signature: &[(String, String)],
+    timeout: Duration,
+) -> (AttemptOutcome, Vec<u8>) {
     let Ok(method) = reqwest::Method::from_bytes(delivery.method.as_bytes()) else {
         return (AttemptOutcome::Invalid, Vec::new());
     };
     let Some(headers) = headers(delivery, signature) else {
         return (AttemptOutcome::Invalid, Vec::new());
     };
-    let mut request = client.request(method, &delivery.url).headers(headers).timeout(timeout);
+    let mut request = client
+        .request(method, &delivery.url)
+        .headers(headers)
+        .timeout(timeout);
     if !delivery.body.is_empty() {
         request = request.body(delivery.body.clone());
     }
@@ -92,7 +103,9 @@ async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: 
                 match tokio::time::timeout(timeout, response.chunk()).await {
                     Ok(Ok(Some(chunk))) => {
                         read += chunk.len();
-                        kept.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_KEEP.saturating_sub(kept.len()))]);
+                        kept.extend_from_slice(
+                            &chunk[..chunk.len().min(RESPONSE_KEEP.saturating_sub(kept.len()))],
+                        );
                     }
                     _ => break,
                 }
@@ -107,7 +120,9 @@ async fn send(client: &reqwest::Client, delivery: &RenderedDelivery, signature: 
 }
 
 fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(delivery.headers.len() + delivery.sensitive_headers.len() + signature.len() + 2);
+    let mut map = HeaderMap::with_capacity(
+        delivery.headers.len() + delivery.sensitive_headers.len() + signature.len() + 2,
+    );
     for h in delivery.headers.iter().chain(&delivery.sensitive_headers) {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let mut value = HeaderValue::from_str(&h.value).ok()?;
@@ -118,10 +133,19 @@ fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Optio
     }
     // Set last, replacing anything of the same name: hookline's own headers win.
     for (name, value) in signature {
-        map.insert(HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_str(value).ok()?);
+        map.insert(
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_str(value).ok()?,
+        );
     }
-    map.insert(HeaderName::from_static(DELIVERY_ID_HEADER), HeaderValue::from_str(&delivery.delivery_id).ok()?);
-    map.insert(reqwest::header::USER_AGENT, HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION"))));
+    map.insert(
+        HeaderName::from_static(DELIVERY_ID_HEADER),
+        HeaderValue::from_str(&delivery.delivery_id).ok()?,
+    );
+    map.insert(
+        reqwest::header::USER_AGENT,
+        HeaderValue::from_static(concat!("hookline/", env!("CARGO_PKG_VERSION"))),
+    );
     Some(map)
 }
 

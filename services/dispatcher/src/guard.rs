@@ -81,7 +81,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     let first = s[0];
     // Addresses that embed an IPv4 one are judged by it: NAT64 (64:ff9b::/96) and
     // 6to4 (2002::/16).
-    let embedded = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let embedded =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if first == 0x0064 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
         return is_public_v4(embedded(s[6], s[7]));
     }
@@ -133,7 +134,10 @@ pub fn is_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Whether the URL names an address (not a host name) the guard refuses.
 pub fn refuses_literal(guard: &Guard, url: &str) -> bool {
-    match reqwest::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+    match reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
         Some(url::Host::Ipv4(v4)) => !guard.permits(IpAddr::V4(v4)),
         Some(url::Host::Ipv6(v6)) => !guard.permits(IpAddr::V6(v6)),
         _ => false,
@@ -191,12 +195,22 @@ mod tests {
     #[test]
     fn allowed_networks_open_exactly_what_they_list() {
         let guard = Guard::parse(" 127.0.0.0/8, 10.9.9.9 ,fd00::/8").expect("parses");
-        for (ip, ok) in [("127.0.0.1", true), ("10.9.9.9", true), ("10.9.9.8", false), ("fd00::1", true), ("fc00::1", false), ("::ffff:127.0.0.1", true)] {
+        for (ip, ok) in [
+            ("127.0.0.1", true),
+            ("10.9.9.9", true),
+            ("10.9.9.8", false),
+            ("fd00::1", true),
+            ("fc00::1", false),
+            ("::ffff:127.0.0.1", true),
+        ] {
             assert_eq!(guard.permits(ip.parse().expect("ip")), ok, "{ip}");
         }
         assert!(Guard::parse("").expect("empty").allowed.is_empty());
         let err = Guard::parse("127.0.0.0/8,localhost").expect_err("not a network");
-        assert!(err.contains("HOOKLINE_ALLOWED_NETWORKS") && err.contains("localhost"), "{err}");
+        assert!(
+            err.contains("HOOKLINE_ALLOWED_NETWORKS") && err.contains("localhost"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -204,7 +218,10 @@ mod tests {
         let guard = Guard::default();
         assert!(refuses_literal(&guard, "http://127.0.0.1:9000/hook"));
         assert!(refuses_literal(&guard, "http://[::1]/hook"));
-        assert!(refuses_literal(&guard, "http://169.254.169.254/latest/meta-data"));
+        assert!(refuses_literal(
+            &guard,
+            "http://169.254.169.254/latest/meta-data"
+        ));
         assert!(!refuses_literal(&guard, "https://example.com/hook"));
         assert!(!refuses_literal(&guard, "https://8.8.8.8/hook"));
         let open = Guard::parse("127.0.0.0/8").expect("parses");
@@ -214,10 +231,18 @@ mod tests {
     #[tokio::test]
     async fn names_are_refused_after_resolution() {
         let resolver = GuardedResolver(Arc::new(Guard::default()));
-        let refused = resolver.resolve("localhost".parse().expect("name")).await.err().expect("localhost is loopback");
+        let refused = resolver
+            .resolve("localhost".parse().expect("name"))
+            .await
+            .err()
+            .expect("localhost is loopback");
         assert!(is_refusal(refused.as_ref()));
         let open = GuardedResolver(Arc::new(Guard::parse("127.0.0.0/8,::1").expect("parses")));
-        let addrs: Vec<SocketAddr> = open.resolve("localhost".parse().expect("name")).await.expect("allowed").collect();
+        let addrs: Vec<SocketAddr> = open
+            .resolve("localhost".parse().expect("name"))
+            .await
+            .expect("allowed")
+            .collect();
         assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }

@@ -132,14 +132,24 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     if config.dispatcher_group.is_empty() {
         config.dispatcher_group = format!("{}hookline-dispatcher", config.kafka.topic_prefix);
     }
-    let schedule = RetrySchedule::parse(&config.retry_schedule).map_err(|e| anyhow::anyhow!("HOOKLINE_RETRY_SCHEDULE: {e}"))?;
-    anyhow::ensure!(config.endpoint_max_in_flight >= 1, "HOOKLINE_ENDPOINT_MAX_IN_FLIGHT must be at least 1");
-    anyhow::ensure!(config.circuit_failures >= 1, "HOOKLINE_CIRCUIT_FAILURES must be at least 1");
-    let guard = Arc::new(guard::Guard::parse(&config.allowed_networks).map_err(anyhow::Error::msg)?);
+    let schedule = RetrySchedule::parse(&config.retry_schedule)
+        .map_err(|e| anyhow::anyhow!("HOOKLINE_RETRY_SCHEDULE: {e}"))?;
+    anyhow::ensure!(
+        config.endpoint_max_in_flight >= 1,
+        "HOOKLINE_ENDPOINT_MAX_IN_FLIGHT must be at least 1"
+    );
+    anyhow::ensure!(
+        config.circuit_failures >= 1,
+        "HOOKLINE_CIRCUIT_FAILURES must be at least 1"
+    );
+    let guard =
+        Arc::new(guard::Guard::parse(&config.allowed_networks).map_err(anyhow::Error::msg)?);
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
-    kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
+    kafka_io::ensure_topics(&config.kafka, &topics.specs())
+        .await
+        .context("creating topics")?;
     let client = |insecure_tls: bool| {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -154,35 +164,56 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             .context("creating the HTTP client")
     };
     let (client, insecure_client) = (client(false)?, client(true)?);
-    let producer = kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
+    let producer =
+        kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
     let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "dispatcher");
     let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
     let endpoint_table = {
         let registry = Registry::bundled().context("loading schemas")?;
-        kafka_io::Table::start(&config.kafka, &topics.endpoints, move |bytes| registry.decode::<wire::Endpoint>(bytes).ok(), shutdown.child_token())
-            .await
-            .context("reading endpoints")?
+        kafka_io::Table::start(
+            &config.kafka,
+            &topics.endpoints,
+            move |bytes| registry.decode::<wire::Endpoint>(bytes).ok(),
+            shutdown.child_token(),
+        )
+        .await
+        .context("reading endpoints")?
     };
     let circuit = CircuitSettings {
         failures: config.circuit_failures,
         cooldown: config.circuit_cooldown,
         max_cooldown: config.circuit_max_cooldown.max(config.circuit_cooldown),
     };
-    let options =
-        ConsumeOptions { max_in_flight: config.dispatcher_max_in_flight, drain_timeout: config.shutdown_timeout };
+    let options = ConsumeOptions {
+        max_in_flight: config.dispatcher_max_in_flight,
+        drain_timeout: config.shutdown_timeout,
+    };
     let mut consumers = vec![(
-        kafka_io::group_consumer(&config.kafka, "hookline-dispatcher", &config.dispatcher_group, &topics.rendered_deliveries)
-            .context("creating consumer")?,
+        kafka_io::group_consumer(
+            &config.kafka,
+            "hookline-dispatcher",
+            &config.dispatcher_group,
+            &topics.rendered_deliveries,
+        )
+        .context("creating consumer")?,
         None,
     )];
     for ((name, delay), topic) in kafka_io::RETRY_TIERS.iter().zip(&topics.retry_tiers) {
         let group = format!("{}-retry-{name}", config.dispatcher_group);
-        consumers.push((kafka_io::group_consumer(&config.kafka, "hookline-dispatcher", &group, topic).context("creating consumer")?, Some(*delay)));
+        consumers.push((
+            kafka_io::group_consumer(&config.kafka, "hookline-dispatcher", &group, topic)
+                .context("creating consumer")?,
+            Some(*delay),
+        ));
     }
     tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, schedule = %schedule, "dispatcher started");
     let dispatcher = Arc::new(Dispatcher {
         // No endpoint holds more than half the slots (in flight and waiting).
-        endpoints: Endpoints::new(config.endpoint_max_in_flight, config.dispatcher_max_in_flight / 2, circuit),
+        endpoints: Endpoints::new(
+            config.endpoint_max_in_flight,
+            config.dispatcher_max_in_flight / 2,
+            circuit,
+        ),
         config,
         schedule,
         registry,
@@ -201,15 +232,24 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         shutdown: shutdown.clone(),
     });
     let loops = consumers.iter().map(|((consumer, tracker), delay)| {
-        let (dispatcher, options, shutdown) = (dispatcher.clone(), options.clone(), shutdown.clone());
+        let (dispatcher, options, shutdown) =
+            (dispatcher.clone(), options.clone(), shutdown.clone());
         async move {
             let handle = |record| {
                 let dispatcher = dispatcher.clone();
                 async move { dispatcher.handle(record).await }
             };
             match delay {
-                None => kafka_io::consume_concurrently(consumer, tracker, &options, &shutdown, handle).await,
-                Some(delay) => kafka_io::consume_delayed(consumer, tracker, &options, *delay, &shutdown, handle).await,
+                None => {
+                    kafka_io::consume_concurrently(consumer, tracker, &options, &shutdown, handle)
+                        .await
+                }
+                Some(delay) => {
+                    kafka_io::consume_delayed(
+                        consumer, tracker, &options, *delay, &shutdown, handle,
+                    )
+                    .await
+                }
             }
         }
     });
@@ -229,10 +269,18 @@ impl Dispatcher {
         let delivery = match self.registry.decode::<RenderedDelivery>(payload) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(partition = record.partition, offset = record.offset, code = e.code(), "unreadable delivery; dead-lettered");
+                tracing::warn!(
+                    partition = record.partition,
+                    offset = record.offset,
+                    code = e.code(),
+                    "unreadable delivery; dead-lettered"
+                );
                 let mut letter = self.dead_letters.letter(&record, e.code(), &e.to_string());
                 letter.payload = record.payload.clone();
-                return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
+                return self
+                    .dead_letters
+                    .write(&self.registry, letter, &self.shutdown)
+                    .await;
             }
         };
         // Not due yet: a tier shorter than the wait handed it over, so it moves on.
@@ -251,11 +299,18 @@ impl Dispatcher {
             Ok(d) => d,
             Err(code) => {
                 tracing::warn!(delivery_id = %delivery.delivery_id, code, "cannot open the delivery's sealed parts; dead-lettered");
-                let mut letter = self.dead_letters.letter(&record, code, "the delivery's sealed parts do not open with this HOOKLINE_MASTER_KEY");
+                let mut letter = self.dead_letters.letter(
+                    &record,
+                    code,
+                    "the delivery's sealed parts do not open with this HOOKLINE_MASTER_KEY",
+                );
                 letter.delivery_id = Some(delivery.delivery_id.clone());
                 letter.endpoint_id = Some(delivery.endpoint_id.clone());
                 letter.delivery = Some(delivery);
-                return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
+                return self
+                    .dead_letters
+                    .write(&self.registry, letter, &self.shutdown)
+                    .await;
             }
         };
         match self.deliver(&record, delivery, &opened).await {
@@ -266,26 +321,61 @@ impl Dispatcher {
 
     /// Attempts the delivery until it is delivered, re-queued to a retry tier or
     /// dead-lettered, and makes that outcome durable.
-    async fn deliver(&self, record: &Record, mut delivery: RenderedDelivery, opened: &RenderedDelivery) -> Result<Outcome, Halt> {
-        let scheme = signing::Scheme::parse(&delivery.signing_scheme).unwrap_or(signing::Scheme::None);
+    async fn deliver(
+        &self,
+        record: &Record,
+        mut delivery: RenderedDelivery,
+        opened: &RenderedDelivery,
+    ) -> Result<Outcome, Halt> {
+        let scheme =
+            signing::Scheme::parse(&delivery.signing_scheme).unwrap_or(signing::Scheme::None);
         let policy = self.policy(&delivery);
-        let endpoint = self.endpoints.get(&delivery.endpoint_id, delivery.max_in_flight, delivery.max_rps, &delivery.rendered_at);
+        let endpoint = self.endpoints.get(
+            &delivery.endpoint_id,
+            delivery.max_in_flight,
+            delivery.max_rps,
+            &delivery.rendered_at,
+        );
         // After a restart the circuit starts closed, but a retried delivery knows since
         // when its endpoint has been down (its attempts were all outages).
-        let outages = delivery.attempts.iter().all(|a| a.status.is_none_or(|s| s == 408 || (500..600).contains(&s)));
-        if outages && let Some(first) = delivery.attempts.first().and_then(|a| parse_time(&a.started_at)) {
+        let outages = delivery
+            .attempts
+            .iter()
+            .all(|a| a.status.is_none_or(|s| s == 408 || (500..600).contains(&s)));
+        if outages
+            && let Some(first) = delivery
+                .attempts
+                .first()
+                .and_then(|a| parse_time(&a.started_at))
+        {
             lock(&endpoint.circuit).failing_at_least_since(first);
         }
         loop {
             if let Some(code) = self.disabled(&endpoint, &delivery).await {
-                return Ok(self.dead_letter(record, delivery, code, "the endpoint is disabled after failing for too long".to_owned()).await);
+                return Ok(self
+                    .dead_letter(
+                        record,
+                        delivery,
+                        code,
+                        "the endpoint is disabled after failing for too long".to_owned(),
+                    )
+                    .await);
             }
             // The circuit first: while it is open nothing waits for a turn.
-            let admission = lock(&endpoint.circuit).admit(self.endpoints.circuit_settings(), Instant::now());
+            let admission =
+                lock(&endpoint.circuit).admit(self.endpoints.circuit_settings(), Instant::now());
             let probe = match admission {
                 Admission::Go => false,
                 Admission::Probe => true,
-                Admission::Wait(until) => return Ok(self.defer(record, delivery, until.saturating_duration_since(Instant::now())).await),
+                Admission::Wait(until) => {
+                    return Ok(self
+                        .defer(
+                            record,
+                            delivery,
+                            until.saturating_duration_since(Instant::now()),
+                        )
+                        .await);
+                }
             };
             // Then the endpoint's turn; past its waiting room or its rate the delivery
             // is deferred, not attempted, and keeps its attempts.
@@ -299,20 +389,50 @@ impl Dispatcher {
                 }
             };
             let number = i32::try_from(delivery.attempts.len() + 1).unwrap_or(i32::MAX);
-            let (outcome, mut attempt) = self.attempt(opened, scheme, number, record.received_at).await?;
+            let (outcome, mut attempt) = self
+                .attempt(opened, scheme, number, record.received_at)
+                .await?;
             drop(turn);
-            endpoint.observe(Duration::from_millis(u64::try_from(attempt.duration_ms).unwrap_or(0)));
+            endpoint.observe(Duration::from_millis(
+                u64::try_from(attempt.duration_ms).unwrap_or(0),
+            ));
             // Outages count against the circuit, answers close it; a probe that got
             // neither (a 4xx) leaves it open.
-            let failed = matches!(outcome, AttemptOutcome::Timeout | AttemptOutcome::Connect | AttemptOutcome::Status { code: 408 | 500..=599, .. });
-            let answered = matches!(outcome, AttemptOutcome::Status { code: 200..=299, .. });
+            let failed = matches!(
+                outcome,
+                AttemptOutcome::Timeout
+                    | AttemptOutcome::Connect
+                    | AttemptOutcome::Status {
+                        code: 408 | 500..=599,
+                        ..
+                    }
+            );
+            let answered = matches!(
+                outcome,
+                AttemptOutcome::Status {
+                    code: 200..=299,
+                    ..
+                }
+            );
             if failed || answered || probe {
-                lock(&endpoint.circuit).record(self.endpoints.circuit_settings(), !answered, Instant::now(), SystemTime::now());
+                lock(&endpoint.circuit).record(
+                    self.endpoints.circuit_settings(),
+                    !answered,
+                    Instant::now(),
+                    SystemTime::now(),
+                );
             }
             // A receiver may echo what it got (an API key, a trace): every kept
             // response is sealed before it leaves memory.
-            let context = signing::delivery_context(&delivery.delivery_id, &format!("response/{number}"), &delivery.method, &delivery.url);
-            attempt.response = attempt.response.map(|r| self.sealer.seal(r.as_bytes(), &context));
+            let context = signing::delivery_context(
+                &delivery.delivery_id,
+                &format!("response/{number}"),
+                &delivery.method,
+                &delivery.url,
+            );
+            attempt.response = attempt
+                .response
+                .map(|r| self.sealer.seal(r.as_bytes(), &context));
             delivery.attempts.push(attempt.clone());
             let jitter = rand::random::<f64>().mul_add(2.0, -1.0);
             match retry::next(&policy, delivery.attempts.len(), &outcome, jitter) {
@@ -322,7 +442,11 @@ impl Dispatcher {
                 }
                 Next::DeadLetter(code) => {
                     self.log(&delivery, &attempt, "dead_lettered", Some(code), None);
-                    let what = if code == "HL-DELIVERY-EXHAUSTED" || code == "HL-DELIVERY-FAILED" { "retries exhausted" } else { "final outcome" };
+                    let what = if code == "HL-DELIVERY-EXHAUSTED" || code == "HL-DELIVERY-FAILED" {
+                        "retries exhausted"
+                    } else {
+                        "final outcome"
+                    };
                     let reason = summary(what, &delivery.attempts);
                     return Ok(self.dead_letter(record, delivery, code, reason).await);
                 }
@@ -361,7 +485,13 @@ impl Dispatcher {
     }
 
     /// One signed attempt.
-    async fn attempt(&self, delivery: &RenderedDelivery, scheme: signing::Scheme, number: i32, received_at: Instant) -> Result<(AttemptOutcome, Attempt), Halt> {
+    async fn attempt(
+        &self,
+        delivery: &RenderedDelivery,
+        scheme: signing::Scheme,
+        number: i32,
+        received_at: Instant,
+    ) -> Result<(AttemptOutcome, Attempt), Halt> {
         if self.shutdown.is_cancelled() {
             return Err(Halt::Shutdown);
         }
@@ -369,23 +499,51 @@ impl Dispatcher {
         // rotation applies to the next attempt): a retry hours later passes a
         // receiver's window.
         let rsa = if scheme == signing::Scheme::PrequelRsa {
-            let since = if number == 1 { received_at } else { Instant::now() };
+            let since = if number == 1 {
+                received_at
+            } else {
+                Instant::now()
+            };
             Some(self.signing_key(since).await.ok_or(Halt::Shutdown)?)
         } else {
             None
         };
-        let request = signing::Request { method: &delivery.method, url: &delivery.url, body: &delivery.body, id: &delivery.delivery_id };
-        let keys = signing::Keys { rsa: rsa.as_deref(), secrets: &delivery.signing_secrets };
-        let signature = match signing::sign(scheme, request, keys, time::OffsetDateTime::now_utc()) {
+        let request = signing::Request {
+            method: &delivery.method,
+            url: &delivery.url,
+            body: &delivery.body,
+            id: &delivery.delivery_id,
+        };
+        let keys = signing::Keys {
+            rsa: rsa.as_deref(),
+            secrets: &delivery.signing_secrets,
+        };
+        let signature = match signing::sign(scheme, request, keys, time::OffsetDateTime::now_utc())
+        {
             Ok(headers) => headers,
             Err(e) => {
                 // Cannot sign: final, without a request.
-                let attempt = Attempt { attempt: number, started_at: wire::now_rfc3339(), duration_ms: 0, status: None, error_code: Some(e.code().to_owned()), response: None };
+                let attempt = Attempt {
+                    attempt: number,
+                    started_at: wire::now_rfc3339(),
+                    duration_ms: 0,
+                    status: None,
+                    error_code: Some(e.code().to_owned()),
+                    response: None,
+                };
                 return Ok((AttemptOutcome::Invalid, attempt));
             }
         };
-        let client = if delivery.insecure_tls { &self.insecure_client } else { &self.client };
-        let timeout = delivery.timeout_ms.and_then(|ms| u64::try_from(ms).ok()).filter(|ms| *ms > 0).map_or(self.config.delivery_timeout, Duration::from_millis);
+        let client = if delivery.insecure_tls {
+            &self.insecure_client
+        } else {
+            &self.client
+        };
+        let timeout = delivery
+            .timeout_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .filter(|ms| *ms > 0)
+            .map_or(self.config.delivery_timeout, Duration::from_millis);
         Ok(deliver::attempt(client, &self.guard, delivery, &signature, number, timeout).await)
     }
 
@@ -393,7 +551,11 @@ impl Dispatcher {
     /// `HOOKLINE_ENDPOINT_DISABLE_AFTER`. The first time, the endpoint is marked
     /// inactive and `endpoint.disabled` is emitted; once it is enabled again (through
     /// the API), its circuit starts afresh.
-    async fn disabled(&self, endpoint: &EndpointState, delivery: &RenderedDelivery) -> Option<&'static str> {
+    async fn disabled(
+        &self,
+        endpoint: &EndpointState,
+        delivery: &RenderedDelivery,
+    ) -> Option<&'static str> {
         if self.config.endpoint_disable_after.is_zero() {
             return None;
         }
@@ -404,7 +566,10 @@ impl Dispatcher {
                 // Enabled again: a record newer than the inactive one we wrote (a PATCH)
                 // says active.
                 let enabled = self.endpoint_table.sync().await.is_ok()
-                    && self.endpoint_table.get(&delivery.endpoint_id).is_some_and(|e| e.active && e.updated_at != ours);
+                    && self
+                        .endpoint_table
+                        .get(&delivery.endpoint_id)
+                        .is_some_and(|e| e.active && e.updated_at != ours);
                 if !enabled {
                     return Some("HL-ENDPOINT-DISABLED");
                 }
@@ -423,7 +588,9 @@ impl Dispatcher {
             }
             circuit.failing_since()?
         };
-        if SystemTime::now().duration_since(since).unwrap_or_default() < self.config.endpoint_disable_after {
+        if SystemTime::now().duration_since(since).unwrap_or_default()
+            < self.config.endpoint_disable_after
+        {
             return None;
         }
         {
@@ -441,7 +608,9 @@ impl Dispatcher {
     /// Marks the endpoint inactive and emits `endpoint.disabled`; returns the
     /// `updated_at` of the record written.
     async fn disable(&self, endpoint_id: &str, since: SystemTime) -> String {
-        let since = time::OffsetDateTime::from(since).format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let since = time::OffsetDateTime::from(since)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
         let reason = format!("failing since {since} without a success");
         tracing::warn!(endpoint_id, failing_since = %since, code = "HL-ENDPOINT-DISABLED", "endpoint disabled");
         let updated_at = wire::now_rfc3339();
@@ -455,28 +624,65 @@ impl Dispatcher {
             endpoint.updated_at.clone_from(&updated_at);
             match self.registry.encode(&endpoint) {
                 Ok(bytes) => {
-                    if let Err(e) = kafka_io::send_durably(&self.producer, &self.topics.endpoints, endpoint_id.as_bytes(), Some(&bytes), None, &self.shutdown).await {
-                        tracing::error!(endpoint_id, code = e.code(), "cannot mark the endpoint inactive");
+                    if let Err(e) = kafka_io::send_durably(
+                        &self.producer,
+                        &self.topics.endpoints,
+                        endpoint_id.as_bytes(),
+                        Some(&bytes),
+                        None,
+                        &self.shutdown,
+                    )
+                    .await
+                    {
+                        tracing::error!(
+                            endpoint_id,
+                            code = e.code(),
+                            "cannot mark the endpoint inactive"
+                        );
                     }
                 }
-                Err(e) => tracing::error!(endpoint_id, code = e.code(), "cannot encode the endpoint"),
+                Err(e) => {
+                    tracing::error!(endpoint_id, code = e.code(), "cannot encode the endpoint")
+                }
             }
         }
         let event = serde_json::json!({"type": "endpoint.disabled", "data": {"endpoint_id": endpoint_id, "reason": reason, "failing_since": since}});
         match self.registry.event_from_json(&event) {
             Ok((event, bytes)) => {
-                if let Err(e) = kafka_io::send_durably(&self.producer, &self.topics.events, event.key.as_bytes(), Some(&bytes), None, &self.shutdown).await {
-                    tracing::error!(endpoint_id, code = e.code(), "cannot emit endpoint.disabled");
+                if let Err(e) = kafka_io::send_durably(
+                    &self.producer,
+                    &self.topics.events,
+                    event.key.as_bytes(),
+                    Some(&bytes),
+                    None,
+                    &self.shutdown,
+                )
+                .await
+                {
+                    tracing::error!(
+                        endpoint_id,
+                        code = e.code(),
+                        "cannot emit endpoint.disabled"
+                    );
                 }
             }
-            Err(e) => tracing::error!(endpoint_id, code = e.code(), "cannot encode endpoint.disabled"),
+            Err(e) => tracing::error!(
+                endpoint_id,
+                code = e.code(),
+                "cannot encode endpoint.disabled"
+            ),
         }
         updated_at
     }
 
     /// Defers a delivery without an attempt (circuit open, endpoint busy): back to the
     /// tier its wait calls for, its attempts unchanged.
-    async fn defer(&self, record: &Record, mut delivery: RenderedDelivery, wait: Duration) -> Outcome {
+    async fn defer(
+        &self,
+        record: &Record,
+        mut delivery: RenderedDelivery,
+        wait: Duration,
+    ) -> Outcome {
         let wait = wait.max(self.tiers[0]);
         delivery.due_at_ms = Some(unix_ms(SystemTime::now() + wait));
         tracing::debug!(delivery_id = %delivery.delivery_id, endpoint_id = %delivery.endpoint_id, wait = ?wait, "deferred");
@@ -496,9 +702,27 @@ impl Dispatcher {
         }
         let bytes = match self.registry.encode(&delivery) {
             Ok(bytes) => bytes,
-            Err(e) => return self.dead_letter(record, delivery, e.code(), "the delivery cannot be encoded for a retry tier".to_owned()).await,
+            Err(e) => {
+                return self
+                    .dead_letter(
+                        record,
+                        delivery,
+                        e.code(),
+                        "the delivery cannot be encoded for a retry tier".to_owned(),
+                    )
+                    .await;
+            }
         };
-        match kafka_io::send_durably(&self.producer, &self.topics.retry_tiers[tier], delivery.endpoint_id.as_bytes(), Some(&bytes), None, &self.shutdown).await {
+        match kafka_io::send_durably(
+            &self.producer,
+            &self.topics.retry_tiers[tier],
+            delivery.endpoint_id.as_bytes(),
+            Some(&bytes),
+            None,
+            &self.shutdown,
+        )
+        .await
+        {
             Ok(_) => Outcome::Done,
             Err(kafka_io::SendError::Cancelled) => Outcome::Abandoned,
             Err(e) => {
@@ -508,7 +732,13 @@ impl Dispatcher {
         }
     }
 
-    async fn dead_letter(&self, record: &Record, mut delivery: RenderedDelivery, code: &str, reason: String) -> Outcome {
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        mut delivery: RenderedDelivery,
+        code: &str,
+        reason: String,
+    ) -> Outcome {
         if !record.still_owned() {
             return Outcome::Abandoned;
         }
@@ -520,12 +750,21 @@ impl Dispatcher {
         letter.attempts = std::mem::take(&mut delivery.attempts);
         delivery.due_at_ms = None;
         letter.delivery = Some(delivery);
-        self.dead_letters.write(&self.registry, letter, &self.shutdown).await
+        self.dead_letters
+            .write(&self.registry, letter, &self.shutdown)
+            .await
     }
 
     /// Records an attempt's outcome in the attempt log. Not waited for: the log is for
     /// people, and a record lost in a crash costs no delivery.
-    fn log(&self, delivery: &RenderedDelivery, attempt: &Attempt, outcome: &str, reason_code: Option<&str>, next_at: Option<SystemTime>) {
+    fn log(
+        &self,
+        delivery: &RenderedDelivery,
+        attempt: &Attempt,
+        outcome: &str,
+        reason_code: Option<&str>,
+        next_at: Option<SystemTime>,
+    ) {
         let entry = DeliveryAttempt {
             delivery_id: delivery.delivery_id.clone(),
             event_id: delivery.event_id.clone(),
@@ -539,11 +778,19 @@ impl Dispatcher {
             error_code: attempt.error_code.clone(),
             outcome: outcome.to_owned(),
             reason_code: reason_code.map(str::to_owned),
-            next_attempt_at: next_at.and_then(|t| time::OffsetDateTime::from(t).format(&time::format_description::well_known::Rfc3339).ok()),
+            next_attempt_at: next_at.and_then(|t| {
+                time::OffsetDateTime::from(t)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            }),
             replay_of: delivery.replay_of.clone(),
         };
-        let Ok(bytes) = self.registry.encode(&entry) else { return };
-        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topics.delivery_attempts).key(delivery.endpoint_id.as_bytes()).payload(&bytes);
+        let Ok(bytes) = self.registry.encode(&entry) else {
+            return;
+        };
+        let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topics.delivery_attempts)
+            .key(delivery.endpoint_id.as_bytes())
+            .payload(&bytes);
         if let Err((e, _)) = self.producer.send_result(record) {
             tracing::debug!(error = %e, "attempt not logged");
         }
@@ -589,7 +836,9 @@ impl Dispatcher {
                         }
                     }
                 } else {
-                    tracing::warn!("no webhook signing key yet (the producer creates it on first start); waiting");
+                    tracing::warn!(
+                        "no webhook signing key yet (the producer creates it on first start); waiting"
+                    );
                 }
             }
             tokio::select! {
@@ -612,7 +861,9 @@ fn until_ms(due: i64) -> Duration {
 }
 
 fn parse_time(rfc3339: &str) -> Option<SystemTime> {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).ok().map(SystemTime::from)
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
 }
 
 /// "retries exhausted after 4 attempts; last: HTTP 503"
@@ -622,10 +873,13 @@ fn summary(what: &str, attempts: &[Attempt]) -> String {
         (None, Some(code)) => code.clone(),
         (None, None) => "no outcome".to_owned(),
     });
-    format!("{what} after {} attempt(s); last: {}", attempts.len(), last.unwrap_or_else(|| "none".to_owned()))
+    format!(
+        "{what} after {} attempt(s); last: {}",
+        attempts.len(),
+        last.unwrap_or_else(|| "none".to_owned())
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
-

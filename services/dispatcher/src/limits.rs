@@ -36,9 +36,13 @@ pub enum Admission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One probe is out; the others wait for its outcome.
-    Probing { since: Instant },
+    Probing {
+        since: Instant,
+    },
 }
 
 /// One endpoint's circuit breaker.
@@ -56,7 +60,13 @@ pub struct Circuit {
 impl Circuit {
     /// A closed circuit.
     pub fn new(settings: &CircuitSettings) -> Self {
-        Circuit { state: State::Closed, consecutive: 0, cooldown: settings.cooldown, failing_since: None, succeeded: false }
+        Circuit {
+            state: State::Closed,
+            consecutive: 0,
+            cooldown: settings.cooldown,
+            failing_since: None,
+            succeeded: false,
+        }
     }
 
     /// May an attempt start at `now`?
@@ -90,9 +100,18 @@ impl Circuit {
     /// Records an attempt's outcome: `failed` for retryable failures (5xx, timeouts,
     /// connection errors); answers that say nothing about the endpoint's health are
     /// not recorded.
-    pub fn record(&mut self, settings: &CircuitSettings, failed: bool, now: Instant, wall: SystemTime) {
+    pub fn record(
+        &mut self,
+        settings: &CircuitSettings,
+        failed: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         if !failed {
-            *self = Circuit { succeeded: true, ..Circuit::new(settings) };
+            *self = Circuit {
+                succeeded: true,
+                ..Circuit::new(settings)
+            };
             return;
         }
         self.consecutive = self.consecutive.saturating_add(1);
@@ -100,9 +119,15 @@ impl Circuit {
         match self.state {
             State::Probing { .. } => {
                 self.cooldown = (self.cooldown * 2).min(settings.max_cooldown);
-                self.state = State::Open { until: now + self.cooldown };
+                self.state = State::Open {
+                    until: now + self.cooldown,
+                };
             }
-            State::Closed if self.consecutive >= settings.failures => self.state = State::Open { until: now + self.cooldown },
+            State::Closed if self.consecutive >= settings.failures => {
+                self.state = State::Open {
+                    until: now + self.cooldown,
+                }
+            }
             _ => {}
         }
     }
@@ -182,12 +207,22 @@ const MAX_DEFERRAL: Duration = Duration::from_secs(5 * 60);
 const MAX_PACING_SLEEP: Duration = Duration::from_secs(1);
 
 impl EndpointState {
-    fn new(limit: usize, share: usize, rps: Option<u32>, set_by: &str, circuit: &CircuitSettings) -> Self {
+    fn new(
+        limit: usize,
+        share: usize,
+        rps: Option<u32>,
+        set_by: &str,
+        circuit: &CircuitSettings,
+    ) -> Self {
         EndpointState {
             share,
             circuit: Mutex::new(Circuit::new(circuit)),
             slots: Arc::new(Semaphore::new(limit)),
-            limits: Mutex::new(Limits { set_by: set_by.to_owned(), limit, rate: rps.map(|r| (r, Instant::now())) }),
+            limits: Mutex::new(Limits {
+                set_by: set_by.to_owned(),
+                limit,
+                rate: rps.map(|r| (r, Instant::now())),
+            }),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             deferrals: std::sync::atomic::AtomicU32::new(0),
             latency: Mutex::new(INITIAL_LATENCY),
@@ -209,7 +244,10 @@ impl EndpointState {
             self.slots.add_permits(limit - limits.limit);
         } else if limit < limits.limit {
             // Slots in use are taken out as they come back.
-            let (slots, fewer) = (self.slots.clone(), u32::try_from(limits.limit - limit).unwrap_or(u32::MAX));
+            let (slots, fewer) = (
+                self.slots.clone(),
+                u32::try_from(limits.limit - limit).unwrap_or(u32::MAX),
+            );
             tokio::spawn(async move {
                 if let Ok(permits) = slots.acquire_many_owned(fewer).await {
                     permits.forget();
@@ -271,8 +309,13 @@ impl EndpointState {
     /// 1 s and 5 min, ±20%. A fast endpoint's burst comes back in a second; a slow
     /// endpoint's large backlog is spread over minutes instead of rewritten every second.
     fn deferral(&self) -> Duration {
-        let n = self.deferrals.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
-        let limit = u32::try_from(lock(&self.limits).limit).unwrap_or(u32::MAX).max(1);
+        let n = self
+            .deferrals
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        let limit = u32::try_from(lock(&self.limits).limit)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let drain = (*lock(&self.latency) * n / limit).clamp(Duration::from_secs(1), MAX_DEFERRAL);
         drain.mul_f64(rand::random::<f64>().mul_add(0.4, 0.8))
     }
@@ -299,7 +342,12 @@ impl Endpoints {
     /// for the others. A burst to a healthy endpoint waits its turn within the share
     /// instead of being deferred.
     pub fn new(default_limit: usize, share: usize, circuit: CircuitSettings) -> Self {
-        Endpoints { default_limit, share: share.max(2), circuit, states: Mutex::new(HashMap::new()) }
+        Endpoints {
+            default_limit,
+            share: share.max(2),
+            circuit,
+            states: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The circuit settings.
@@ -309,12 +357,32 @@ impl Endpoints {
 
     /// The endpoint's state, its limits updated when `rendered_at` is newer than the
     /// delivery's that set them.
-    pub fn get(&self, endpoint_id: &str, max_in_flight: Option<i32>, max_rps: Option<i32>, rendered_at: &str) -> Arc<EndpointState> {
-        let limit = max_in_flight.and_then(|n| usize::try_from(n).ok()).filter(|n| *n > 0).unwrap_or(self.default_limit).min(self.share / 2);
-        let rps = max_rps.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+    pub fn get(
+        &self,
+        endpoint_id: &str,
+        max_in_flight: Option<i32>,
+        max_rps: Option<i32>,
+        rendered_at: &str,
+    ) -> Arc<EndpointState> {
+        let limit = max_in_flight
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(self.default_limit)
+            .min(self.share / 2);
+        let rps = max_rps
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0);
         let state = lock(&self.states)
             .entry(endpoint_id.to_owned())
-            .or_insert_with(|| Arc::new(EndpointState::new(limit, self.share, rps, rendered_at, &self.circuit)))
+            .or_insert_with(|| {
+                Arc::new(EndpointState::new(
+                    limit,
+                    self.share,
+                    rps,
+                    rendered_at,
+                    &self.circuit,
+                ))
+            })
             .clone();
         state.update(limit, rps, rendered_at);
         state
@@ -330,7 +398,11 @@ mod tests {
     use super::*;
 
     fn settings() -> CircuitSettings {
-        CircuitSettings { failures: 3, cooldown: Duration::from_secs(10), max_cooldown: Duration::from_secs(40) }
+        CircuitSettings {
+            failures: 3,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(40),
+        }
     }
 
     #[test]
@@ -343,31 +415,79 @@ mod tests {
         assert_eq!(c.admit(&s, at(0)), Admission::Go);
         c.record(&s, true, at(0), wall);
         c.record(&s, true, at(1), wall + Duration::from_secs(1));
-        assert_eq!(c.admit(&s, at(1)), Admission::Go, "two failures: still closed");
+        assert_eq!(
+            c.admit(&s, at(1)),
+            Admission::Go,
+            "two failures: still closed"
+        );
         c.record(&s, true, at(2), wall + Duration::from_secs(2));
-        assert_eq!(c.admit(&s, at(3)), Admission::Wait(at(12)), "three: open for the cooldown");
-        assert_eq!(c.failing_since(), Some(wall), "since the first failure of the streak");
-        assert_eq!(c.admit(&s, at(12)), Admission::Probe, "half-open: one probe");
-        assert_eq!(c.admit(&s, at(12)), Admission::Wait(at(22)), "the others wait a cooldown for it");
+        assert_eq!(
+            c.admit(&s, at(3)),
+            Admission::Wait(at(12)),
+            "three: open for the cooldown"
+        );
+        assert_eq!(
+            c.failing_since(),
+            Some(wall),
+            "since the first failure of the streak"
+        );
+        assert_eq!(
+            c.admit(&s, at(12)),
+            Admission::Probe,
+            "half-open: one probe"
+        );
+        assert_eq!(
+            c.admit(&s, at(12)),
+            Admission::Wait(at(22)),
+            "the others wait a cooldown for it"
+        );
         c.release_probe(at(12));
-        assert_eq!(c.admit(&s, at(12)), Admission::Probe, "a probe given back goes to the next delivery");
+        assert_eq!(
+            c.admit(&s, at(12)),
+            Admission::Probe,
+            "a probe given back goes to the next delivery"
+        );
         c.record(&s, true, at(13), wall);
-        assert_eq!(c.admit(&s, at(14)), Admission::Wait(at(33)), "failed probe: cooldown doubled");
+        assert_eq!(
+            c.admit(&s, at(14)),
+            Admission::Wait(at(33)),
+            "failed probe: cooldown doubled"
+        );
         assert_eq!(c.admit(&s, at(33)), Admission::Probe);
         c.record(&s, true, at(33), wall);
-        assert_eq!(c.admit(&s, at(34)), Admission::Wait(at(73)), "doubled again, capped at 40 s");
+        assert_eq!(
+            c.admit(&s, at(34)),
+            Admission::Wait(at(73)),
+            "doubled again, capped at 40 s"
+        );
         assert_eq!(c.admit(&s, at(73)), Admission::Probe);
         c.record(&s, false, at(74), wall);
-        assert_eq!(c.admit(&s, at(74)), Admission::Go, "a successful probe closes it");
+        assert_eq!(
+            c.admit(&s, at(74)),
+            Admission::Go,
+            "a successful probe closes it"
+        );
         assert_eq!(c.failing_since(), None);
         c.record(&s, true, at(75), wall);
-        assert_eq!(c.admit(&s, at(75)), Admission::Go, "and counting starts again");
+        assert_eq!(
+            c.admit(&s, at(75)),
+            Admission::Go,
+            "and counting starts again"
+        );
         c.failing_at_least_since(wall - Duration::from_secs(600));
-        assert_eq!(c.failing_since(), Some(wall), "a success was seen: old attempts do not count");
+        assert_eq!(
+            c.failing_since(),
+            Some(wall),
+            "a success was seen: old attempts do not count"
+        );
         let mut fresh = Circuit::new(&s);
         fresh.failing_at_least_since(wall);
         fresh.failing_at_least_since(wall - Duration::from_secs(600));
-        assert_eq!(fresh.failing_since(), Some(wall - Duration::from_secs(600)), "after a restart, the oldest known failure");
+        assert_eq!(
+            fresh.failing_since(),
+            Some(wall - Duration::from_secs(600)),
+            "after a restart, the oldest known failure"
+        );
     }
 
     #[test]
@@ -379,8 +499,15 @@ mod tests {
             c.record(&s, true, t0, SystemTime::now());
         }
         assert_eq!(c.admit(&s, t0 + Duration::from_secs(10)), Admission::Probe);
-        assert!(matches!(c.admit(&s, t0 + Duration::from_secs(49)), Admission::Wait(_)));
-        assert_eq!(c.admit(&s, t0 + Duration::from_secs(50)), Admission::Probe, "after max_cooldown another probe goes");
+        assert!(matches!(
+            c.admit(&s, t0 + Duration::from_secs(49)),
+            Admission::Wait(_)
+        ));
+        assert_eq!(
+            c.admit(&s, t0 + Duration::from_secs(50)),
+            Admission::Probe,
+            "after max_cooldown another probe goes"
+        );
     }
 
     #[tokio::test]
@@ -400,7 +527,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let deferred = state.turn().await.err().expect("the fifth is deferred");
-        assert!((800..=1200).contains(&deferred.as_millis()), "about a second: {deferred:?}");
+        assert!(
+            (800..=1200).contains(&deferred.as_millis()),
+            "about a second: {deferred:?}"
+        );
         // A slow endpoint (10 s an attempt) with 40 deferred, 2 at a time: about 200 s.
         for _ in 0..16 {
             state.observe(Duration::from_secs(10));
@@ -409,7 +539,10 @@ mod tests {
         for _ in 0..39 {
             later = state.turn().await.err().expect("deferred");
         }
-        assert!(later >= Duration::from_secs(100) && later <= MAX_DEFERRAL, "the backlog's drain time: {later:?}");
+        assert!(
+            later >= Duration::from_secs(100) && later <= MAX_DEFERRAL,
+            "the backlog's drain time: {later:?}"
+        );
         drop((a, b));
         for w in waiters {
             assert!(w.await.unwrap(), "the waiting ones get their turn");
@@ -432,15 +565,28 @@ mod tests {
         let state = endpoints.get("ep", Some(1), None, "2026-01-01T00:00:01Z");
         let _one = state.turn().await.expect("the one slot");
         let newer = endpoints.get("ep", Some(3), None, "2026-01-01T00:00:02Z");
-        assert!(Arc::ptr_eq(&state, &newer), "the same state: circuit and slots are shared");
+        assert!(
+            Arc::ptr_eq(&state, &newer),
+            "the same state: circuit and slots are shared"
+        );
         let older = endpoints.get("ep", Some(1), None, "2026-01-01T00:00:01Z");
         assert!(Arc::ptr_eq(&state, &older));
-        let _two = state.turn().await.expect("raised to 3 by the newer delivery");
-        let _three = state.turn().await.expect("an older delivery does not lower it");
+        let _two = state
+            .turn()
+            .await
+            .expect("raised to 3 by the newer delivery");
+        let _three = state
+            .turn()
+            .await
+            .expect("an older delivery does not lower it");
         assert_eq!(state.slots.available_permits(), 0);
         let capped = endpoints.get("big", Some(1000), None, "t");
         let turns: Vec<_> = futures::future::join_all((0..4).map(|_| capped.turn())).await;
         assert!(turns.iter().all(Result::is_ok));
-        assert_eq!(capped.slots.available_permits(), 0, "capped at the dispatcher's share (4)");
+        assert_eq!(
+            capped.slots.available_permits(),
+            0,
+            "capped at the dispatcher's share (4)"
+        );
     }
 }

@@ -46,9 +46,16 @@ pub enum Decision {
 pub fn decide(outcome: &AttemptOutcome) -> Decision {
     match outcome {
         AttemptOutcome::Status { code, .. } if (200..300).contains(code) => Decision::Delivered,
-        AttemptOutcome::Status { code: 408 | 429, retry_after } => Decision::Retry { not_before: *retry_after },
+        AttemptOutcome::Status {
+            code: 408 | 429,
+            retry_after,
+        } => Decision::Retry {
+            not_before: *retry_after,
+        },
         AttemptOutcome::Status { code, retry_after } if (500..600).contains(code) => {
-            Decision::Retry { not_before: *retry_after }
+            Decision::Retry {
+                not_before: *retry_after,
+            }
         }
         AttemptOutcome::Status { .. } => Decision::Final("HL-DELIVERY-REJECTED"),
         AttemptOutcome::Timeout | AttemptOutcome::Connect => Decision::Retry { not_before: None },
@@ -101,7 +108,10 @@ pub fn next(policy: &Policy, made: usize, outcome: &AttemptOutcome, jitter: f64)
                 return Next::DeadLetter("HL-DELIVERY-EXHAUSTED");
             };
             let mut wait = delay.mul_f64(1.0 + JITTER * jitter.clamp(-1.0, 1.0));
-            if matches!(outcome, AttemptOutcome::Timeout | AttemptOutcome::Status { code: 429, .. }) {
+            if matches!(
+                outcome,
+                AttemptOutcome::Timeout | AttemptOutcome::Status { code: 429, .. }
+            ) {
                 wait = wait.max(policy.throttle_min);
             }
             if let Some(after) = not_before {
@@ -149,7 +159,10 @@ mod tests {
     use super::*;
 
     fn status(code: u16) -> AttemptOutcome {
-        AttemptOutcome::Status { code, retry_after: None }
+        AttemptOutcome::Status {
+            code,
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -174,11 +187,22 @@ mod tests {
             (status(599), retry.clone()),
             (AttemptOutcome::Timeout, retry.clone()),
             (AttemptOutcome::Connect, retry.clone()),
-            (AttemptOutcome::Invalid, Decision::Final("HL-DELIVERY-INVALID-REQUEST")),
-            (AttemptOutcome::Refused, Decision::Final("HL-DELIVERY-REFUSED")),
             (
-                AttemptOutcome::Status { code: 429, retry_after: Some(Duration::from_secs(3)) },
-                Decision::Retry { not_before: Some(Duration::from_secs(3)) },
+                AttemptOutcome::Invalid,
+                Decision::Final("HL-DELIVERY-INVALID-REQUEST"),
+            ),
+            (
+                AttemptOutcome::Refused,
+                Decision::Final("HL-DELIVERY-REFUSED"),
+            ),
+            (
+                AttemptOutcome::Status {
+                    code: 429,
+                    retry_after: Some(Duration::from_secs(3)),
+                },
+                Decision::Retry {
+                    not_before: Some(Duration::from_secs(3)),
+                },
             ),
         ];
         for (outcome, expected) in table {
@@ -188,7 +212,10 @@ mod tests {
 
     fn policy(schedule: &str) -> Policy {
         Policy {
-            schedule: service_kit::schedule::RetrySchedule::parse(schedule).unwrap().delays().to_vec(),
+            schedule: service_kit::schedule::RetrySchedule::parse(schedule)
+                .unwrap()
+                .delays()
+                .to_vec(),
             single_attempt: false,
             throttle_min: Duration::from_secs(30),
             retry_after_max: Duration::from_secs(3600),
@@ -199,7 +226,10 @@ mod tests {
     fn next_attempt_table() {
         let p = policy("0s,5s,5m");
         let s = Duration::from_secs;
-        let after = |code, secs| AttemptOutcome::Status { code, retry_after: Some(s(secs)) };
+        let after = |code, secs| AttemptOutcome::Status {
+            code,
+            retry_after: Some(s(secs)),
+        };
         let retry = |wait| Next::Retry { wait };
         // (attempts made, outcome, jitter, expected)
         let table = [
@@ -210,11 +240,36 @@ mod tests {
             (2, status(500), -1.0, retry(s(4))),
             (2, status(500), 7.0, retry(s(6))),
             (3, status(500), -0.5, retry(s(270))),
-            (4, status(500), 0.0, Next::DeadLetter("HL-DELIVERY-EXHAUSTED")),
-            (9, AttemptOutcome::Connect, 0.0, Next::DeadLetter("HL-DELIVERY-EXHAUSTED")),
-            (1, status(410), 0.0, Next::DeadLetter("HL-DELIVERY-REJECTED")),
-            (3, status(404), 0.0, Next::DeadLetter("HL-DELIVERY-REJECTED")),
-            (1, AttemptOutcome::Refused, 0.0, Next::DeadLetter("HL-DELIVERY-REFUSED")),
+            (
+                4,
+                status(500),
+                0.0,
+                Next::DeadLetter("HL-DELIVERY-EXHAUSTED"),
+            ),
+            (
+                9,
+                AttemptOutcome::Connect,
+                0.0,
+                Next::DeadLetter("HL-DELIVERY-EXHAUSTED"),
+            ),
+            (
+                1,
+                status(410),
+                0.0,
+                Next::DeadLetter("HL-DELIVERY-REJECTED"),
+            ),
+            (
+                3,
+                status(404),
+                0.0,
+                Next::DeadLetter("HL-DELIVERY-REJECTED"),
+            ),
+            (
+                1,
+                AttemptOutcome::Refused,
+                0.0,
+                Next::DeadLetter("HL-DELIVERY-REFUSED"),
+            ),
             // 429 and timeouts wait at least the minimum, even when the schedule says now.
             (1, status(429), 0.0, retry(s(30))),
             (1, AttemptOutcome::Timeout, 0.0, retry(s(30))),
@@ -226,12 +281,25 @@ mod tests {
             (1, after(429, 86_400), 0.0, retry(s(3600))),
         ];
         for (made, outcome, jitter, expected) in table {
-            assert_eq!(next(&p, made, &outcome, jitter), expected, "attempt {made}: {outcome:?}, jitter {jitter}");
+            assert_eq!(
+                next(&p, made, &outcome, jitter),
+                expected,
+                "attempt {made}: {outcome:?}, jitter {jitter}"
+            );
         }
-        let single = Policy { single_attempt: true, ..p };
-        assert_eq!(next(&single, 1, &status(503), 0.0), Next::DeadLetter("HL-DELIVERY-FAILED"));
+        let single = Policy {
+            single_attempt: true,
+            ..p
+        };
+        assert_eq!(
+            next(&single, 1, &status(503), 0.0),
+            Next::DeadLetter("HL-DELIVERY-FAILED")
+        );
         assert_eq!(next(&single, 1, &status(200), 0.0), Next::Delivered);
-        assert_eq!(next(&single, 1, &status(410), 0.0), Next::DeadLetter("HL-DELIVERY-REJECTED"));
+        assert_eq!(
+            next(&single, 1, &status(410), 0.0),
+            Next::DeadLetter("HL-DELIVERY-REJECTED")
+        );
     }
 
     #[test]
@@ -240,7 +308,10 @@ mod tests {
         let s = Duration::from_secs;
         let table = [
             (s(0), Route::Now),
-            (Duration::from_millis(300), Route::Sleep(Duration::from_millis(300))),
+            (
+                Duration::from_millis(300),
+                Route::Sleep(Duration::from_millis(300)),
+            ),
             (s(1), Route::Sleep(s(1))),
             (Duration::from_millis(1500), Route::Tier(0)),
             (s(5), Route::Tier(1)),
@@ -259,7 +330,12 @@ mod tests {
     /// back to the tier its remaining wait calls for until it is due.
     #[test]
     fn a_delivery_walks_the_whole_default_schedule_on_a_simulated_clock() {
-        let p = Policy { schedule: service_kit::schedule::RetrySchedule::default().delays().to_vec(), ..policy("0s") };
+        let p = Policy {
+            schedule: service_kit::schedule::RetrySchedule::default()
+                .delays()
+                .to_vec(),
+            ..policy("0s")
+        };
         let tiers: Vec<Duration> = kafka_io::RETRY_TIERS.iter().map(|(_, d)| *d).collect();
         let mut now = Duration::ZERO;
         let mut attempts_at = vec![now];
@@ -281,12 +357,22 @@ mod tests {
                 match route(left, &tiers) {
                     Route::Now => break,
                     Route::Sleep(d) => {
-                        assert!(d <= tiers[0] && d <= left, "only short waits are slept out in place: {d:?} of {left:?}");
+                        assert!(
+                            d <= tiers[0] && d <= left,
+                            "only short waits are slept out in place: {d:?} of {left:?}"
+                        );
                         now += d;
                     }
                     Route::Tier(i) => {
-                        assert!(tiers[i] <= left, "a tier never hands a record over after its due time: {:?} for {left:?}", tiers[i]);
-                        assert!(tiers.get(i + 1).is_none_or(|longer| *longer > left), "the longest tier that fits");
+                        assert!(
+                            tiers[i] <= left,
+                            "a tier never hands a record over after its due time: {:?} for {left:?}",
+                            tiers[i]
+                        );
+                        assert!(
+                            tiers.get(i + 1).is_none_or(|longer| *longer > left),
+                            "the longest tier that fits"
+                        );
                         hops += 1;
                         now += tiers[i];
                     }
@@ -295,10 +381,20 @@ mod tests {
             attempts_at.push(now);
         }
         assert_eq!(attempts_at.len(), 9, "the first attempt and 8 retries");
-        let gaps: Vec<u64> = attempts_at.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
-        assert_eq!(gaps, [0, 4, 330, 1_620, 7_200, 21_600, 28_800, 37_800], "the schedule with its drawn jitter");
+        let gaps: Vec<u64> = attempts_at
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs())
+            .collect();
+        assert_eq!(
+            gaps,
+            [0, 4, 330, 1_620, 7_200, 21_600, 28_800, 37_800],
+            "the schedule with its drawn jitter"
+        );
         let total = attempts_at.last().unwrap().as_secs_f64() / 3600.0;
-        assert!((27.0..28.0).contains(&total), "about 28 h from first to last attempt: {total}");
+        assert!(
+            (27.0..28.0).contains(&total),
+            "about 28 h from first to last attempt: {total}"
+        );
         assert!(hops <= 40, "{hops} tier hops");
     }
 
@@ -308,7 +404,10 @@ mod tests {
         let table = [
             ("120", Some(Duration::from_secs(120))),
             (" 0 ", Some(Duration::ZERO)),
-            ("Wed, 21 Oct 2015 07:28:30 GMT", Some(Duration::from_secs(30))),
+            (
+                "Wed, 21 Oct 2015 07:28:30 GMT",
+                Some(Duration::from_secs(30)),
+            ),
             ("Wed, 21 Oct 2015 07:27:00 GMT", Some(Duration::ZERO)),
             ("soon", None),
             ("-5", None),

@@ -9,8 +9,8 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use wire::DeliveryAttempt;
 
 /// How much the index holds.
@@ -87,7 +87,9 @@ struct EndpointLog {
 impl EndpointLog {
     /// Drops the least recently active delivery; returns how many attempts went with it.
     fn drop_oldest(&mut self) -> usize {
-        let Some((_, id)) = self.by_activity.pop_first() else { return 0 };
+        let Some((_, id)) = self.by_activity.pop_first() else {
+            return 0;
+        };
         let dropped = self.deliveries.remove(&id).map_or(0, |d| d.attempts.len());
         self.attempts -= dropped;
         dropped
@@ -115,7 +117,13 @@ impl AttemptIndex {
             per_endpoint: bounds.per_endpoint.max(1),
             total_attempts: bounds.total_attempts.max(bounds.per_delivery.max(1)),
         };
-        AttemptIndex { bounds, endpoints: HashMap::new(), by_size: BTreeSet::new(), attempts: 0, next_seq: 0 }
+        AttemptIndex {
+            bounds,
+            endpoints: HashMap::new(),
+            by_size: BTreeSet::new(),
+            attempts: 0,
+            next_seq: 0,
+        }
     }
 
     /// Adds one record (the next one read), then drops what the bounds no longer allow.
@@ -168,7 +176,16 @@ impl AttemptIndex {
         if replay_of.is_some() {
             delivery.replay_of = replay_of;
         }
-        delivery.attempts.push_back(Attempt { attempt, started_at, duration_ms, status, error_code, outcome, reason_code, next_attempt_at });
+        delivery.attempts.push_back(Attempt {
+            attempt,
+            started_at,
+            duration_ms,
+            status,
+            error_code,
+            outcome,
+            reason_code,
+            next_attempt_at,
+        });
         log.attempts += 1;
         if delivery.attempts.len() > self.bounds.per_delivery {
             delivery.attempts.pop_front();
@@ -188,11 +205,18 @@ impl AttemptIndex {
                 .by_size
                 .iter()
                 .rev()
-                .find(|(_, id)| *id != endpoint_id || endpoints.get(id).is_some_and(|log| log.deliveries.len() > 1))
+                .find(|(_, id)| {
+                    *id != endpoint_id
+                        || endpoints
+                            .get(id)
+                            .is_some_and(|log| log.deliveries.len() > 1)
+                })
                 .cloned();
             let Some((size, victim)) = victim else { break };
             self.by_size.remove(&(size, victim.clone()));
-            let Some(log) = self.endpoints.get_mut(&victim) else { continue };
+            let Some(log) = self.endpoints.get_mut(&victim) else {
+                continue;
+            };
             self.attempts -= log.drop_oldest();
             if log.deliveries.is_empty() {
                 self.endpoints.remove(&victim);
@@ -206,11 +230,20 @@ impl AttemptIndex {
     /// attempt started, then (same time, or a time that does not parse) by the order
     /// their latest records were read.
     pub fn recent(&self, endpoint_id: &str, limit: usize) -> Vec<Delivery> {
-        let Some(log) = self.endpoints.get(endpoint_id) else { return Vec::new() };
-        let mut deliveries: Vec<(Option<OffsetDateTime>, &Delivery)> =
-            log.deliveries.values().map(|d| (OffsetDateTime::parse(d.last_attempt_at(), &Rfc3339).ok(), d)).collect();
+        let Some(log) = self.endpoints.get(endpoint_id) else {
+            return Vec::new();
+        };
+        let mut deliveries: Vec<(Option<OffsetDateTime>, &Delivery)> = log
+            .deliveries
+            .values()
+            .map(|d| (OffsetDateTime::parse(d.last_attempt_at(), &Rfc3339).ok(), d))
+            .collect();
         deliveries.sort_by(|(a_at, a), (b_at, b)| b_at.cmp(a_at).then(b.seq.cmp(&a.seq)));
-        deliveries.into_iter().take(limit).map(|(_, d)| d.clone()).collect()
+        deliveries
+            .into_iter()
+            .take(limit)
+            .map(|(_, d)| d.clone())
+            .collect()
     }
 
     /// Attempts held in all.
@@ -224,7 +257,13 @@ impl AttemptIndex {
 mod tests {
     use super::*;
 
-    fn attempt(endpoint: &str, delivery: &str, n: i32, second: u32, outcome: &str) -> DeliveryAttempt {
+    fn attempt(
+        endpoint: &str,
+        delivery: &str,
+        n: i32,
+        second: u32,
+        outcome: &str,
+    ) -> DeliveryAttempt {
         DeliveryAttempt {
             delivery_id: delivery.to_owned(),
             event_id: format!("event-of-{delivery}"),
@@ -243,7 +282,11 @@ mod tests {
         deliveries.iter().map(|d| &*d.delivery_id).collect()
     }
 
-    const ROOMY: Bounds = Bounds { total_attempts: 1000, per_endpoint: 100, per_delivery: 10 };
+    const ROOMY: Bounds = Bounds {
+        total_attempts: 1000,
+        per_endpoint: 100,
+        per_delivery: 10,
+    };
 
     #[test]
     fn groups_by_delivery_newest_first_per_endpoint() {
@@ -261,8 +304,17 @@ mod tests {
         let a = index.recent("a", 10);
         assert_eq!(ids(&a), ["d2", "d3", "d1"], "by the latest attempt's start");
         let d2 = &a[0];
-        assert_eq!((d2.status(), d2.last_attempt_at()), ("dead_lettered", "2026-11-23T10:00:07.000+00:00"));
-        assert_eq!(d2.attempts.iter().map(|x| (x.attempt, x.outcome.as_str())).collect::<Vec<_>>(), [(1, "retrying"), (2, "dead_lettered")]);
+        assert_eq!(
+            (d2.status(), d2.last_attempt_at()),
+            ("dead_lettered", "2026-11-23T10:00:07.000+00:00")
+        );
+        assert_eq!(
+            d2.attempts
+                .iter()
+                .map(|x| (x.attempt, x.outcome.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "retrying"), (2, "dead_lettered")]
+        );
         assert_eq!(d2.event_id, "event-of-d2");
         assert_eq!(ids(&index.recent("a", 2)), ["d2", "d3"]);
         assert_eq!(ids(&index.recent("b", 10)), ["e1"]);
@@ -274,7 +326,11 @@ mod tests {
         let mut index = AttemptIndex::new(ROOMY);
         let mut odd = attempt("a", "odd", 1, 0, "delivered");
         odd.started_at = "yesterday".to_owned();
-        for r in [attempt("a", "first", 1, 3, "delivered"), odd, attempt("a", "second", 1, 3, "delivered")] {
+        for r in [
+            attempt("a", "first", 1, 3, "delivered"),
+            odd,
+            attempt("a", "second", 1, 3, "delivered"),
+        ] {
             index.record(r);
         }
         assert_eq!(ids(&index.recent("a", 10)), ["second", "first", "odd"]);
@@ -288,36 +344,57 @@ mod tests {
         replayed.replay_of = Some("dl-1".to_owned());
         index.record(replayed);
         let d1 = &index.recent("a", 1)[0];
-        assert_eq!((d1.status(), d1.replay_of.as_deref(), d1.attempts.len()), ("delivered", Some("dl-1"), 2));
+        assert_eq!(
+            (d1.status(), d1.replay_of.as_deref(), d1.attempts.len()),
+            ("delivered", Some("dl-1"), 2)
+        );
     }
 
     #[test]
     fn keeps_the_newest_attempts_of_a_delivery() {
-        let mut index = AttemptIndex::new(Bounds { per_delivery: 3, ..ROOMY });
+        let mut index = AttemptIndex::new(Bounds {
+            per_delivery: 3,
+            ..ROOMY
+        });
         for n in 1..=5 {
             index.record(attempt("a", "d1", n, n.unsigned_abs(), "retrying"));
         }
-        let kept: Vec<i32> = index.recent("a", 1)[0].attempts.iter().map(|a| a.attempt).collect();
+        let kept: Vec<i32> = index.recent("a", 1)[0]
+            .attempts
+            .iter()
+            .map(|a| a.attempt)
+            .collect();
         assert_eq!(kept, [3, 4, 5]);
         assert_eq!(index.attempts_held(), 3);
     }
 
     #[test]
     fn keeps_the_most_recently_active_deliveries_of_an_endpoint() {
-        let mut index = AttemptIndex::new(Bounds { per_endpoint: 2, ..ROOMY });
+        let mut index = AttemptIndex::new(Bounds {
+            per_endpoint: 2,
+            ..ROOMY
+        });
         index.record(attempt("a", "d1", 1, 0, "retrying"));
         index.record(attempt("a", "d2", 1, 1, "retrying"));
         index.record(attempt("a", "d1", 2, 2, "delivered")); // d1 active again: d2 is the oldest now
         index.record(attempt("a", "d3", 1, 3, "delivered"));
         index.record(attempt("b", "e1", 1, 4, "delivered"));
         assert_eq!(ids(&index.recent("a", 10)), ["d3", "d1"]);
-        assert_eq!(ids(&index.recent("b", 10)), ["e1"], "other endpoints keep theirs");
+        assert_eq!(
+            ids(&index.recent("b", 10)),
+            ["e1"],
+            "other endpoints keep theirs"
+        );
         assert_eq!(index.attempts_held(), 4);
     }
 
     #[test]
     fn over_the_total_the_endpoint_holding_the_most_gives_way() {
-        let mut index = AttemptIndex::new(Bounds { total_attempts: 4, per_delivery: 2, ..ROOMY });
+        let mut index = AttemptIndex::new(Bounds {
+            total_attempts: 4,
+            per_delivery: 2,
+            ..ROOMY
+        });
         index.record(attempt("a", "d1", 1, 0, "retrying"));
         index.record(attempt("b", "e1", 1, 1, "retrying"));
         index.record(attempt("b", "e1", 2, 2, "delivered"));
@@ -326,7 +403,8 @@ mod tests {
         // b holds the most: its least recently active delivery goes, with both attempts,
         // though a's d1 is older.
         index.record(attempt("c", "f1", 1, 4, "retrying"));
-        let held = |index: &AttemptIndex| ["a", "b", "c"].map(|e| ids(&index.recent(e, 10)).join(","));
+        let held =
+            |index: &AttemptIndex| ["a", "b", "c"].map(|e| ids(&index.recent(e, 10)).join(","));
         assert_eq!(held(&index), ["d1", "e2", "f1"]);
         assert_eq!(index.attempts_held(), 3);
         // A noisy endpoint pushes out only its own history.
@@ -334,19 +412,30 @@ mod tests {
             index.record(attempt("z", &format!("z{n}"), 1, 5, "delivered"));
         }
         assert_eq!(held(&index), ["d1", "e2", "f1"]);
-        assert_eq!((ids(&index.recent("z", 10)), index.attempts_held()), (vec!["z99"], 4));
+        assert_eq!(
+            (ids(&index.recent("z", 10)), index.attempts_held()),
+            (vec!["z99"], 4)
+        );
     }
 
     #[test]
     fn the_delivery_just_recorded_stays() {
-        let mut index = AttemptIndex::new(Bounds { total_attempts: 4, per_delivery: 2, ..ROOMY });
+        let mut index = AttemptIndex::new(Bounds {
+            total_attempts: 4,
+            per_delivery: 2,
+            ..ROOMY
+        });
         for (endpoint, delivery) in [("a", "d1"), ("b", "e1"), ("c", "f1"), ("z", "z1")] {
             index.record(attempt(endpoint, delivery, 1, 0, "retrying"));
         }
         // b is now the largest, but all it holds is e1: the next largest gives way.
         index.record(attempt("b", "e1", 2, 1, "delivered"));
         assert_eq!(index.recent("b", 10)[0].attempts.len(), 2);
-        assert_eq!((index.attempts_held(), index.endpoints.len()), (4, 3), "an emptied endpoint is forgotten");
+        assert_eq!(
+            (index.attempts_held(), index.endpoints.len()),
+            (4, 3),
+            "an emptied endpoint is forgotten"
+        );
         assert!(index.recent("z", 10).is_empty());
     }
 }

@@ -54,12 +54,19 @@ impl AttemptLog {
         registry: Arc<Registry>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let mut config = kafka_io::consumer_config(settings, "hookline-producer-attempts", "hookline-attempt-log-unused");
+        let mut config = kafka_io::consumer_config(
+            settings,
+            "hookline-producer-attempts",
+            "hookline-attempt-log-unused",
+        );
         config.set("enable.auto.commit", "false");
-        let consumer: StreamConsumer = config.create().context("creating the attempt log reader")?;
-        let queries: Arc<BaseConsumer> = Arc::new(config.create().context("creating the attempt log reader")?);
+        let consumer: StreamConsumer =
+            config.create().context("creating the attempt log reader")?;
+        let queries: Arc<BaseConsumer> =
+            Arc::new(config.create().context("creating the attempt log reader")?);
         let partitions = partitions_of(&queries, topic, &shutdown).await?;
-        let tail = i64::try_from(bounds.total_attempts.div_ceil(partitions.len())).unwrap_or(i64::MAX);
+        let tail =
+            i64::try_from(bounds.total_attempts.div_ceil(partitions.len())).unwrap_or(i64::MAX);
         let mut assignment = TopicPartitionList::new();
         for p in &partitions {
             // Below the log start (retention), the reset policy starts at the earliest record.
@@ -71,8 +78,19 @@ impl AttemptLog {
             read: Mutex::new(HashMap::new()),
             progress: Notify::new(),
         });
-        tokio::spawn(follow(consumer, shared.clone(), registry, topic.to_owned(), shutdown));
-        Ok(AttemptLog { shared, queries, topic: topic.to_owned(), partitions })
+        tokio::spawn(follow(
+            consumer,
+            shared.clone(),
+            registry,
+            topic.to_owned(),
+            shutdown,
+        ));
+        Ok(AttemptLog {
+            shared,
+            queries,
+            topic: topic.to_owned(),
+            partitions,
+        })
     }
 
     /// Waits until every record written to the topic before this call is in the index,
@@ -81,13 +99,22 @@ impl AttemptLog {
     pub async fn catch_up(&self, patience: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + patience;
         let high = {
-            let (consumer, topic, partitions) = (self.queries.clone(), self.topic.clone(), self.partitions.clone());
-            let query = tokio::task::spawn_blocking(move || -> KafkaResult<Vec<(i32, i64, i64)>> {
-                partitions
-                    .iter()
-                    .map(|p| consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5)).map(|(low, high)| (*p, low, high)))
-                    .collect()
-            });
+            let (consumer, topic, partitions) = (
+                self.queries.clone(),
+                self.topic.clone(),
+                self.partitions.clone(),
+            );
+            let query =
+                tokio::task::spawn_blocking(move || -> KafkaResult<Vec<(i32, i64, i64)>> {
+                    partitions
+                        .iter()
+                        .map(|p| {
+                            consumer
+                                .fetch_watermarks(&topic, *p, Duration::from_secs(5))
+                                .map(|(low, high)| (*p, low, high))
+                        })
+                        .collect()
+                });
             match tokio::time::timeout_at(deadline, query).await {
                 Ok(Ok(Ok(high))) => high,
                 Ok(Ok(Err(e))) => {
@@ -101,7 +128,8 @@ impl AttemptLog {
             let progress = self.shared.progress.notified();
             let behind = {
                 let read = lock(&self.shared.read);
-                high.iter().any(|(p, low, high)| high > low && read.get(p).is_none_or(|r| r < high))
+                high.iter()
+                    .any(|(p, low, high)| high > low && read.get(p).is_none_or(|r| r < high))
             };
             if !behind {
                 return true;
@@ -122,7 +150,13 @@ impl AttemptLog {
     }
 }
 
-async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, registry: Arc<Registry>, topic: String, shutdown: CancellationToken) {
+async fn follow(
+    consumer: StreamConsumer,
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    topic: String,
+    shutdown: CancellationToken,
+) {
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -152,10 +186,17 @@ async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, registry: Arc<Reg
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
-        match message.payload().map(|bytes| registry.decode::<DeliveryAttempt>(bytes)) {
+        match message
+            .payload()
+            .map(|bytes| registry.decode::<DeliveryAttempt>(bytes))
+        {
             Some(Ok(attempt)) => lock(&shared.index).record(attempt),
-            Some(Err(e)) => tracing::warn!(topic = %topic, partition, offset, code = e.code(), "skipping an unreadable attempt record"),
-            None => tracing::warn!(topic = %topic, partition, offset, "skipping an attempt record without a value"),
+            Some(Err(e)) => {
+                tracing::warn!(topic = %topic, partition, offset, code = e.code(), "skipping an unreadable attempt record")
+            }
+            None => {
+                tracing::warn!(topic = %topic, partition, offset, "skipping an attempt record without a value")
+            }
         }
         {
             let mut read = lock(&shared.read);
@@ -167,13 +208,22 @@ async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, registry: Arc<Reg
 }
 
 /// The topic's partitions, retried while its metadata is not there yet.
-async fn partitions_of(consumer: &Arc<BaseConsumer>, topic: &str, shutdown: &CancellationToken) -> anyhow::Result<Vec<i32>> {
+async fn partitions_of(
+    consumer: &Arc<BaseConsumer>,
+    topic: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Vec<i32>> {
     let deadline = Instant::now() + START_PATIENCE;
     loop {
         let (c, t) = (consumer.clone(), topic.to_owned());
         let found = tokio::task::spawn_blocking(move || -> KafkaResult<Vec<i32>> {
             let metadata = c.fetch_metadata(Some(&t), Duration::from_secs(10))?;
-            Ok(metadata.topics().iter().filter(|m| m.name() == t).flat_map(|m| m.partitions().iter().map(|p| p.id())).collect())
+            Ok(metadata
+                .topics()
+                .iter()
+                .filter(|m| m.name() == t)
+                .flat_map(|m| m.partitions().iter().map(|p| p.id()))
+                .collect())
         })
         .await
         .context("reading the attempt log's partitions")?;

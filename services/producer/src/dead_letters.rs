@@ -11,27 +11,38 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use dead_letter_ops::{Cursor, ListFilter, OpsError, Page, ReplayFilter, ReplayRequest, ReplaySummary};
-use serde_json::{json, Map, Value};
+use dead_letter_ops::{
+    Cursor, ListFilter, OpsError, Page, ReplayFilter, ReplayRequest, ReplaySummary,
+};
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use crate::AppState;
 use crate::api::{json_body, json_response};
 use crate::error::ApiError;
-use crate::AppState;
 
 const LIST_PARAMS: &[&str] = &["endpoint_id", "since", "reason", "limit", "cursor"];
 const REPLAY_FIELDS: &[&str] = &["endpoint_id", "since", "until", "ids", "dry_run", "all"];
 const RECOVER_FIELDS: &[&str] = &["since", "until", "dry_run"];
 
 /// `GET /dead-letters?endpoint_id=&since=&reason=&limit=&cursor=`: newest first.
-pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
     if let Some(unknown) = params.keys().find(|k| !LIST_PARAMS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(printable(unknown), format!("unknown parameter; known: {}", LIST_PARAMS.join(", "))));
+        return Err(ApiError::invalid(
+            printable(unknown),
+            format!("unknown parameter; known: {}", LIST_PARAMS.join(", ")),
+        ));
     }
     let now = OffsetDateTime::now_utc();
     let filter = ListFilter {
         endpoint_id: params.get("endpoint_id").filter(|s| !s.is_empty()).cloned(),
-        since: params.get("since").map(|s| time_param("since", s, now)).transpose()?,
+        since: params
+            .get("since")
+            .map(|s| time_param("since", s, now))
+            .transpose()?,
         reason_code: params.get("reason").filter(|s| !s.is_empty()).cloned(),
     };
     let limit = match params.get("limit") {
@@ -40,21 +51,44 @@ pub async fn list(State(state): State<Arc<AppState>>, Query(params): Query<HashM
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=dead_letter_ops::MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be a number from 1 to {}", dead_letter_ops::MAX_LIMIT)))?,
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("must be a number from 1 to {}", dead_letter_ops::MAX_LIMIT),
+                )
+            })?,
     };
     let cursor = params
         .get("cursor")
         .filter(|c| !c.is_empty())
-        .map(|c| Cursor::parse(c).map_err(|_| ApiError::invalid("cursor", "not a cursor a listing returned")))
+        .map(|c| {
+            Cursor::parse(c)
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor a listing returned"))
+        })
         .transpose()?;
-    let page = state.dead_letters.list(&filter, &Page { limit, cursor }).await.map_err(ops_error)?;
+    let page = state
+        .dead_letters
+        .list(&filter, &Page { limit, cursor })
+        .await
+        .map_err(ops_error)?;
     Ok(json_response(StatusCode::OK, to_json(&page)?))
 }
 
 /// `GET /dead-letters/{id}`: one dead letter, its sensitive parts redacted.
-pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let shown = state.dead_letters.show(&id).await.map_err(ops_error)?.ok_or_else(|| ApiError::not_found("dead letter"))?;
-    Ok(json_response(StatusCode::OK, json!({ "dead_letter": to_json(&shown)? })))
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let shown = state
+        .dead_letters
+        .show(&id)
+        .await
+        .map_err(ops_error)?
+        .ok_or_else(|| ApiError::not_found("dead letter"))?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "dead_letter": to_json(&shown)? }),
+    ))
 }
 
 /// `POST /dead-letters/replay` with `{endpoint_id?, since?, until?, ids?, dry_run?, all?}`:
@@ -64,20 +98,39 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     let now = OffsetDateTime::now_utc();
     let filter = ReplayFilter {
         endpoint_id: optional_string(&input, "endpoint_id")?,
-        since: optional_string(&input, "since")?.map(|s| time_param("since", &s, now)).transpose()?,
-        until: optional_string(&input, "until")?.map(|s| time_param("until", &s, now)).transpose()?,
+        since: optional_string(&input, "since")?
+            .map(|s| time_param("since", &s, now))
+            .transpose()?,
+        until: optional_string(&input, "until")?
+            .map(|s| time_param("until", &s, now))
+            .transpose()?,
         ids: match input.get("ids") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned).ok_or_else(|| ApiError::invalid(format!("ids[{i}]"), "must be a dead-letter id")))
+                .map(|(i, v)| {
+                    v.as_str()
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!("ids[{i}]"), "must be a dead-letter id")
+                        })
+                })
                 .collect::<Result<_, _>>()?,
-            Some(_) => return Err(ApiError::invalid("ids", "must be an array of dead-letter ids")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "ids",
+                    "must be an array of dead-letter ids",
+                ));
+            }
         },
     };
     if filter.is_everything() && !flag(&input, "all")? {
-        return Err(ApiError::invalid("endpoint_id", "give endpoint_id, since, until or ids (or \"all\": true to replay every dead letter)"));
+        return Err(ApiError::invalid(
+            "endpoint_id",
+            "give endpoint_id, since, until or ids (or \"all\": true to replay every dead letter)",
+        ));
     }
     let summary = run(&state, filter, flag(&input, "dry_run")?).await?;
     Ok(json_response(StatusCode::OK, to_json(&summary)?))
@@ -85,24 +138,46 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
 
 /// `POST /webhooks/{id}/recover` with `{"since": T, "until"?, "dry_run"?}`: replays the
 /// webhook's dead letters since `T`.
-pub async fn recover(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let input = object(&json_body(body, state.max_body_bytes).await?, RECOVER_FIELDS)?;
+pub async fn recover(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let input = object(
+        &json_body(body, state.max_body_bytes).await?,
+        RECOVER_FIELDS,
+    )?;
     let endpoint = crate::webhooks::find_kind(&state, &id, "webhook", "webhook").await?;
     let now = OffsetDateTime::now_utc();
-    let since = optional_string(&input, "since")?.ok_or_else(|| ApiError::invalid("since", "missing required field"))?;
+    let since = optional_string(&input, "since")?
+        .ok_or_else(|| ApiError::invalid("since", "missing required field"))?;
     let filter = ReplayFilter {
         endpoint_id: Some(endpoint.id),
         since: Some(time_param("since", &since, now)?),
-        until: optional_string(&input, "until")?.map(|s| time_param("until", &s, now)).transpose()?,
+        until: optional_string(&input, "until")?
+            .map(|s| time_param("until", &s, now))
+            .transpose()?,
         ids: Vec::new(),
     };
     let summary = run(&state, filter, flag(&input, "dry_run")?).await?;
     Ok(json_response(StatusCode::OK, to_json(&summary)?))
 }
 
-async fn run(state: &AppState, filter: ReplayFilter, dry_run: bool) -> Result<ReplaySummary, ApiError> {
-    let request = ReplayRequest { filter, dry_run, requested_by: "api".to_owned() };
-    state.dead_letters.replay(&request, &state.endpoints, &state.sealer, &|_| {}).await.map_err(ops_error)
+async fn run(
+    state: &AppState,
+    filter: ReplayFilter,
+    dry_run: bool,
+) -> Result<ReplaySummary, ApiError> {
+    let request = ReplayRequest {
+        filter,
+        dry_run,
+        requested_by: "api".to_owned(),
+    };
+    state
+        .dead_letters
+        .replay(&request, &state.endpoints, &state.sealer, &|_| {})
+        .await
+        .map_err(ops_error)
 }
 
 /// A time parameter: RFC 3339 or a duration ago (`24h`).
@@ -112,9 +187,14 @@ fn time_param(field: &str, text: &str, now: OffsetDateTime) -> Result<OffsetDate
 
 /// The body as an object holding only `fields`.
 fn object(body: &Value, fields: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let Value::Object(map) = body else { return Err(ApiError::malformed("the body must be a JSON object")) };
+    let Value::Object(map) = body else {
+        return Err(ApiError::malformed("the body must be a JSON object"));
+    };
     if let Some(unknown) = map.keys().find(|k| !fields.contains(&k.as_str())) {
-        return Err(ApiError::invalid(printable(unknown), format!("unknown field; known fields: {}", fields.join(", "))));
+        return Err(ApiError::invalid(
+            printable(unknown),
+            format!("unknown field; known fields: {}", fields.join(", ")),
+        ));
     }
     Ok(map.clone())
 }
@@ -149,7 +229,11 @@ fn ops_error(e: OpsError) -> ApiError {
             tracing::error!(code = e.code(), "cannot encode a replayed delivery");
             ApiError::internal(e.code())
         }
-        OpsError::Kafka(_) | OpsError::Stalled(_) | OpsError::NoTopic(_) | OpsError::Topics(_) | OpsError::NotCommitted(_) => {
+        OpsError::Kafka(_)
+        | OpsError::Stalled(_)
+        | OpsError::NoTopic(_)
+        | OpsError::Topics(_)
+        | OpsError::NotCommitted(_) => {
             tracing::warn!(code = e.code(), error = %e, "dead-letter operation failed");
             ApiError::unavailable_because(e.code(), e.to_string())
         }

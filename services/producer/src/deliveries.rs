@@ -8,13 +8,13 @@ use std::time::Duration;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
+use crate::AppState;
 use crate::api::json_response;
 use crate::attempt_index::Delivery;
 use crate::error::ApiError;
 use crate::webhooks::{find_kind, printable};
-use crate::AppState;
 
 /// Deliveries listed when `limit` is not given.
 const DEFAULT_LIMIT: usize = 50;
@@ -24,12 +24,24 @@ pub(crate) const MAX_LIMIT: usize = 500;
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// `GET /webhooks/{id}/deliveries`.
-pub async fn list(State(state): State<Arc<AppState>>, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let limit = limit(query.as_deref().unwrap_or_default())?;
     let webhook = find_kind(&state, &id, "webhook", "webhook").await?;
     let caught_up = state.attempts.catch_up(CATCH_UP_PATIENCE).await;
-    let deliveries: Vec<Value> = state.attempts.recent(&webhook.id, limit).iter().map(shown).collect();
-    Ok(json_response(StatusCode::OK, json!({"deliveries": deliveries, "caught_up": caught_up})))
+    let deliveries: Vec<Value> = state
+        .attempts
+        .recent(&webhook.id, limit)
+        .iter()
+        .map(shown)
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"deliveries": deliveries, "caught_up": caught_up}),
+    ))
 }
 
 /// The `limit` query parameter: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
@@ -37,13 +49,18 @@ fn limit(query: &str) -> Result<usize, ApiError> {
     let mut limit = DEFAULT_LIMIT;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         if name != "limit" {
-            return Err(ApiError::invalid(printable(&name), "unknown query parameter; known: limit"));
+            return Err(ApiError::invalid(
+                printable(&name),
+                "unknown query parameter; known: limit",
+            ));
         }
         limit = value
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}")))?;
+            .ok_or_else(|| {
+                ApiError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+            })?;
     }
     Ok(limit)
 }
@@ -83,12 +100,27 @@ mod tests {
 
     #[test]
     fn limit_table() {
-        for (query, want) in [("", Some(50)), ("limit=1", Some(1)), ("limit=500", Some(500)), ("limit=7&limit=9", Some(9))] {
+        for (query, want) in [
+            ("", Some(50)),
+            ("limit=1", Some(1)),
+            ("limit=500", Some(500)),
+            ("limit=7&limit=9", Some(9)),
+        ] {
             assert_eq!(limit(query).ok(), want, "{query}");
         }
-        for (query, field) in [("limit=0", "limit"), ("limit=501", "limit"), ("limit=ten", "limit"), ("limit=", "limit"), ("limit=-1", "limit"), ("page=2", "page")] {
+        for (query, field) in [
+            ("limit=0", "limit"),
+            ("limit=501", "limit"),
+            ("limit=ten", "limit"),
+            ("limit=", "limit"),
+            ("limit=-1", "limit"),
+            ("page=2", "page"),
+        ] {
             let refusal = format!("{:?}", limit(query).unwrap_err());
-            assert!(refusal.contains(&format!("field: Some({field:?})")), "{query}: {refusal}");
+            assert!(
+                refusal.contains(&format!("field: Some({field:?})")),
+                "{query}: {refusal}"
+            );
         }
     }
 }

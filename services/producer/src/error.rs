@@ -17,12 +17,22 @@ pub struct ApiError {
 impl ApiError {
     /// 400 for a field of the request.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "HL-API-INVALID", message: message.into(), field: Some(field.into()) }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "HL-API-INVALID",
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 
     /// 400 for a body that is not JSON at all.
     pub fn malformed(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "HL-API-MALFORMED", message: message.into(), field: None }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "HL-API-MALFORMED",
+            message: message.into(),
+            field: None,
+        }
     }
 
     /// 413: the body is larger than the API takes.
@@ -38,12 +48,14 @@ impl ApiError {
     /// The answer when Kafka did not take a write.
     pub fn from_send(error: &kafka_io::SendError) -> Self {
         match error {
-            kafka_io::SendError::Refused(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) => ApiError {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: error.code(),
-                message: "the record is larger than Kafka accepts".to_owned(),
-                field: None,
-            },
+            kafka_io::SendError::Refused(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) => {
+                ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    code: error.code(),
+                    message: "the record is larger than Kafka accepts".to_owned(),
+                    field: None,
+                }
+            }
             other => ApiError::unavailable(other.code()),
         }
     }
@@ -60,7 +72,12 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> Self {
-        ApiError { status: StatusCode::NOT_FOUND, code: "HL-API-NOT-FOUND", message: format!("{what} not found"), field: None }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "HL-API-NOT-FOUND",
+            message: format!("{what} not found"),
+            field: None,
+        }
     }
 
     /// 405.
@@ -85,17 +102,32 @@ impl ApiError {
 
     /// 503 with what went wrong (a read Kafka did not answer, a replay not committed).
     pub fn unavailable_because(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code, message: message.into(), field: None }
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     /// 409: the request collided with another one; it may be sent again.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::CONFLICT, code, message: message.into(), field: None }
+        ApiError {
+            status: StatusCode::CONFLICT,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     /// 500 for our own failure (never the caller's mistake).
     pub fn internal(code: &'static str) -> Self {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code, message: "internal error".to_owned(), field: None }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            message: "internal error".to_owned(),
+            field: None,
+        }
     }
 }
 

@@ -10,9 +10,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
+use crate::AppState;
 use crate::api::{json_body, json_response};
 use crate::error::ApiError;
-use crate::AppState;
 
 /// Accepts one event.
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
@@ -30,9 +30,16 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
         service_kit::seal_event(&state.sealer, &state.registry, &mut event);
         bytes = state.registry.encode_event(&event).map_err(encode_err)?;
     }
-    kafka_io::send_durably(&state.producer, &state.topics.events, event.key.as_bytes(), Some(&bytes), None, &state.shutdown)
-        .await
-        .map_err(|e| ApiError::from_send(&e))?;
+    kafka_io::send_durably(
+        &state.producer,
+        &state.topics.events,
+        event.key.as_bytes(),
+        Some(&bytes),
+        None,
+        &state.shutdown,
+    )
+    .await
+    .map_err(|e| ApiError::from_send(&e))?;
     tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event accepted");
     Ok(json_response(StatusCode::ACCEPTED, json!({"id": event.id})))
 }

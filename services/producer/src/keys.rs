@@ -11,9 +11,9 @@ use base64::Engine as _;
 use serde_json::json;
 use wire::SigningKey;
 
+use crate::AppState;
 use crate::api::json_response;
 use crate::error::ApiError;
-use crate::AppState;
 
 use service_kit::SIGNING_KEY;
 
@@ -21,7 +21,9 @@ use service_kit::SIGNING_KEY;
 /// existing one by `service_kit::check_master_key`).
 pub async fn ensure_signing_key(state: &AppState) -> anyhow::Result<()> {
     if state.keys.get(SIGNING_KEY).is_none() {
-        let key = rotate(state).await.map_err(|e| anyhow::anyhow!("creating the signing key: {e:?}"))?;
+        let key = rotate(state)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the signing key: {e:?}"))?;
         tracing::info!(kid = %key.kid, "webhook signing key created");
     }
     Ok(())
@@ -30,15 +32,22 @@ pub async fn ensure_signing_key(state: &AppState) -> anyhow::Result<()> {
 /// Makes a new key pair current.
 async fn rotate(state: &AppState) -> Result<SigningKey, ApiError> {
     let kid = uuid::Uuid::now_v7().to_string();
-    let pair = signing::RsaKey::generate(2048, kid.clone()).map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
-    let der = pair.pkcs8_der().map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
+    let pair = signing::RsaKey::generate(2048, kid.clone())
+        .map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
+    let der = pair
+        .pkcs8_der()
+        .map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
     // The key being replaced stays published for a while: deliveries signed just
     // before the rotation (and their retries in flight) still verify.
     let previous_keys = state
         .keys
         .get(SIGNING_KEY)
         .map(|old| {
-            let mut keys = vec![wire::RetiredKey { kid: old.kid, public_key_pem: old.public_key_pem, retired_at: wire::now_rfc3339() }];
+            let mut keys = vec![wire::RetiredKey {
+                kid: old.kid,
+                public_key_pem: old.public_key_pem,
+                retired_at: wire::now_rfc3339(),
+            }];
             keys.extend(old.previous_keys.into_iter().take(2));
             keys
         })
@@ -46,16 +55,38 @@ async fn rotate(state: &AppState) -> Result<SigningKey, ApiError> {
     let record = SigningKey {
         kid: kid.clone(),
         algorithm: "RSASSA-PKCS1-v1_5-SHA256".to_owned(),
-        public_key_pem: pair.public_key_pem().map_err(|_| ApiError::internal("HL-SIGN-KEY"))?,
-        private_key_sealed: state.sealer.seal(base64::engine::general_purpose::STANDARD.encode(der).as_bytes(), &signing::key_context(&kid)),
+        public_key_pem: pair
+            .public_key_pem()
+            .map_err(|_| ApiError::internal("HL-SIGN-KEY"))?,
+        private_key_sealed: state.sealer.seal(
+            base64::engine::general_purpose::STANDARD
+                .encode(der)
+                .as_bytes(),
+            &signing::key_context(&kid),
+        ),
         created_at: wire::now_rfc3339(),
         previous_keys,
     };
-    let bytes = state.registry.encode(&record).map_err(|e| ApiError::internal(e.code()))?;
-    let delivery = kafka_io::send_durably(&state.producer, &state.topics.keys, SIGNING_KEY.as_bytes(), Some(&bytes), None, &state.shutdown)
-        .await
-        .map_err(|e| ApiError::from_send(&e))?;
-    state.keys.apply(SIGNING_KEY, delivery.partition, delivery.offset, Some(record.clone()));
+    let bytes = state
+        .registry
+        .encode(&record)
+        .map_err(|e| ApiError::internal(e.code()))?;
+    let delivery = kafka_io::send_durably(
+        &state.producer,
+        &state.topics.keys,
+        SIGNING_KEY.as_bytes(),
+        Some(&bytes),
+        None,
+        &state.shutdown,
+    )
+    .await
+    .map_err(|e| ApiError::from_send(&e))?;
+    state.keys.apply(
+        SIGNING_KEY,
+        delivery.partition,
+        delivery.offset,
+        Some(record.clone()),
+    );
     Ok(record)
 }
 
@@ -70,8 +101,15 @@ fn public(key: &SigningKey) -> serde_json::Value {
 
 /// `GET /public/signatures/webhook-public-key` (no auth: it is public).
 pub async fn public_key(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    state.keys.sync().await.map_err(|_| ApiError::unavailable("HL-KAFKA-UNAVAILABLE"))?;
-    let key = state.keys.get(SIGNING_KEY).ok_or_else(|| ApiError::not_found("signing key"))?;
+    state
+        .keys
+        .sync()
+        .await
+        .map_err(|_| ApiError::unavailable("HL-KAFKA-UNAVAILABLE"))?;
+    let key = state
+        .keys
+        .get(SIGNING_KEY)
+        .ok_or_else(|| ApiError::not_found("signing key"))?;
     Ok(json_response(StatusCode::OK, public(&key)))
 }
 

@@ -104,24 +104,38 @@ pub struct AppState {
 /// Runs the producer until `shutdown` is cancelled. The listener is bound first, so
 /// a caller (a test) can pass port 0 and read the address from `on_listen`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let addr: SocketAddr = config.api_addr.parse().with_context(|| format!("HOOKLINE_API_ADDR `{}` is not host:port", config.api_addr))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let addr: SocketAddr = config
+        .api_addr
+        .parse()
+        .with_context(|| format!("HOOKLINE_API_ADDR `{}` is not host:port", config.api_addr))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     serve(config, listener, shutdown).await
 }
 
 /// Like [`run`], on a listener the caller bound.
-pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let token = match (config.api_token.is_empty(), config.api_insecure_no_auth) {
         (false, _) => Some(config.api_token.clone()),
         (true, true) => {
-            tracing::warn!("HOOKLINE_API_INSECURE_NO_AUTH is set: the API accepts requests without a token");
+            tracing::warn!(
+                "HOOKLINE_API_INSECURE_NO_AUTH is set: the API accepts requests without a token"
+            );
             None
         }
         (true, false) => anyhow::bail!(
             "HOOKLINE_API_TOKEN is not set: refusing to serve an open API (set HOOKLINE_API_INSECURE_NO_AUTH=1 to allow it)"
         ),
     };
-    anyhow::ensure!(matches!(config.environment.as_str(), "prod" | "staging"), "HOOKLINE_ENVIRONMENT must be prod or staging");
+    anyhow::ensure!(
+        matches!(config.environment.as_str(), "prod" | "staging"),
+        "HOOKLINE_ENVIRONMENT must be prod or staging"
+    );
     anyhow::ensure!(
         ATTEMPT_LOG_BOUNDS.contains(&config.attempt_log_max_attempts),
         "HOOKLINE_ATTEMPT_LOG_MAX_ATTEMPTS must be from {} to {}",
@@ -131,17 +145,26 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
-    kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
-    let producer = kafka_io::producer(&config.kafka, "hookline-producer").context("creating producer")?;
+    kafka_io::ensure_topics(&config.kafka, &topics.specs())
+        .await
+        .context("creating topics")?;
+    let producer =
+        kafka_io::producer(&config.kafka, "hookline-producer").context("creating producer")?;
     let decoder = Arc::new(Registry::bundled().context("loading schemas")?);
     let bounds = attempt_index::Bounds {
         total_attempts: config.attempt_log_max_attempts,
         per_endpoint: deliveries::MAX_LIMIT,
         per_delivery: ATTEMPTS_PER_DELIVERY,
     };
-    let attempts = attempt_log::AttemptLog::start(&config.kafka, &topics.delivery_attempts, bounds, decoder.clone(), shutdown.child_token())
-        .await
-        .context("reading the attempt log")?;
+    let attempts = attempt_log::AttemptLog::start(
+        &config.kafka,
+        &topics.delivery_attempts,
+        bounds,
+        decoder.clone(),
+        shutdown.child_token(),
+    )
+    .await
+    .context("reading the attempt log")?;
     let endpoints = Table::start(
         &config.kafka,
         &topics.endpoints,
@@ -157,7 +180,8 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
     );
     let max_body_bytes = config.api_max_body_bytes;
     let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
-    let dead_letters = dead_letter_ops::Store::new(config.kafka.clone()).context("loading schemas")?;
+    let dead_letters =
+        dead_letter_ops::Store::new(config.kafka.clone()).context("loading schemas")?;
     let state = Arc::new(AppState {
         registry,
         topics,
@@ -176,7 +200,8 @@ pub async fn serve(config: Config, listener: tokio::net::TcpListener, shutdown: 
     keys::ensure_signing_key(&state).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "producer API listening");
-    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     tokio::select! {
         result = std::future::IntoFuture::into_future(server) => result.context("serving the API")?,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(config.shutdown_timeout).await } => {

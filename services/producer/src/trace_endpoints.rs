@@ -10,29 +10,47 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use wire::Endpoint;
 
+use crate::AppState;
 use crate::api::{json_body, json_response};
 use crate::error::ApiError;
-use crate::webhooks::{find_kind, optional_text, render_error, set_sealed, sync, template_or_url, tombstone, valid_name, wrapped, write, MASK};
-use crate::AppState;
+use crate::webhooks::{
+    MASK, find_kind, optional_text, render_error, set_sealed, sync, template_or_url, tombstone,
+    valid_name, wrapped, write,
+};
 
 /// The endpoint kind, and its vendor.
 const KIND: &str = "sensitive_trace";
 /// The wrapper object of request and response bodies.
 const WRAPPER: &str = "sensitive_trace_endpoint";
 const FIELDS: &[&str] = &[
-    "name", "description", "url", "secret", "header_template", "body_template", "retry_on_failure", "retry_schedule",
-    "max_in_flight", "max_rps",
+    "name",
+    "description",
+    "url",
+    "secret",
+    "header_template",
+    "body_template",
+    "retry_on_failure",
+    "retry_schedule",
+    "max_in_flight",
+    "max_rps",
 ];
 
 /// `POST /sensitive-trace-endpoints`.
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
-    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
+    let input = wrapped(
+        &json_body(body, state.max_body_bytes).await?,
+        WRAPPER,
+        FIELDS,
+    )?;
     for required in ["name", "url"] {
         if !input.contains_key(required) {
-            return Err(ApiError::invalid(format!("{WRAPPER}.{required}"), "missing required field"));
+            return Err(ApiError::invalid(
+                format!("{WRAPPER}.{required}"),
+                "missing required field",
+            ));
         }
     }
     let now = wire::now_rfc3339();
@@ -51,39 +69,77 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     };
     apply_fields(&state, &mut endpoint, &input)?;
     write(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::CREATED, json!({ WRAPPER: public(&endpoint) })))
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({ WRAPPER: public(&endpoint) }),
+    ))
 }
 
 /// `GET /sensitive-trace-endpoints`.
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     sync(&state).await?;
-    let mut all: Vec<Endpoint> = state.endpoints.values().into_iter().filter(|e| e.kind == KIND).collect();
-    all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    let mut all: Vec<Endpoint> = state
+        .endpoints
+        .values()
+        .into_iter()
+        .filter(|e| e.kind == KIND)
+        .collect();
+    all.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
     let endpoints: Vec<Value> = all.iter().map(public).collect();
-    Ok(json_response(StatusCode::OK, json!({ "sensitive_trace_endpoints": endpoints })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "sensitive_trace_endpoints": endpoints }),
+    ))
 }
 
 /// `GET /sensitive-trace-endpoints/{id}`.
-pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
-    Ok(json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ WRAPPER: public(&endpoint) }),
+    ))
 }
 
 /// `PATCH /sensitive-trace-endpoints/{id}`: only the fields given change.
-pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let input = wrapped(
+        &json_body(body, state.max_body_bytes).await?,
+        WRAPPER,
+        FIELDS,
+    )?;
     let mut endpoint = find(&state, &id).await?;
     apply_fields(&state, &mut endpoint, &input)?;
     endpoint.updated_at = wire::now_rfc3339();
     write(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ WRAPPER: public(&endpoint) }),
+    ))
 }
 
 /// `DELETE /sensitive-trace-endpoints/{id}`: writes a tombstone.
-pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
     tombstone(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint), "deleted": true })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ WRAPPER: public(&endpoint), "deleted": true }),
+    ))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
@@ -91,7 +147,11 @@ async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
 }
 
 /// Validates the given fields, sets them on `endpoint`, and dry-runs the result.
-fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, Value>) -> Result<(), ApiError> {
+fn apply_fields(
+    state: &AppState,
+    endpoint: &mut Endpoint,
+    input: &Map<String, Value>,
+) -> Result<(), ApiError> {
     let path = |field: &str| format!("{WRAPPER}.{field}");
     if let Some(v) = input.get("name") {
         endpoint.name = valid_name(v, &path("name"))?;
@@ -109,7 +169,14 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
         endpoint.body_template = optional_text(v, &path("body_template"))?;
     }
     if let Some(v) = input.get("secret") {
-        set_sealed(state, &endpoint.id, "secret", v, &path("secret"), &mut endpoint.secret)?;
+        set_sealed(
+            state,
+            &endpoint.id,
+            "secret",
+            v,
+            &path("secret"),
+            &mut endpoint.secret,
+        )?;
     }
     crate::policy::apply(endpoint, input, WRAPPER)?;
     dry_run(state, endpoint)
@@ -118,7 +185,11 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
 /// Renders the endpoint as the renderer will, with sample traces and its secret open
 /// (so a URL that would carry it is refused now).
 fn dry_run(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
-    render::validate_traces(&crate::webhooks::opened(state, endpoint)?, &state.environment).map_err(|e| render_error(e, WRAPPER))
+    render::validate_traces(
+        &crate::webhooks::opened(state, endpoint)?,
+        &state.environment,
+    )
+    .map_err(|e| render_error(e, WRAPPER))
 }
 
 /// The endpoint as the API shows it: the secret masked.
@@ -146,7 +217,13 @@ mod tests {
 
     #[test]
     fn the_secret_is_masked() {
-        let e = Endpoint { id: "1".into(), kind: KIND.into(), url: "https://x".into(), secret: Some("plain-secret".into()), ..Endpoint::default() };
+        let e = Endpoint {
+            id: "1".into(),
+            kind: KIND.into(),
+            url: "https://x".into(),
+            secret: Some("plain-secret".into()),
+            ..Endpoint::default()
+        };
         let shown = public(&e).to_string();
         assert!(!shown.contains("plain-secret"), "{shown}");
         assert_eq!(public(&e)["secret"], MASK);

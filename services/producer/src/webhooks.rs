@@ -10,12 +10,12 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use wire::Endpoint;
 
+use crate::AppState;
 use crate::api::{json_body, json_response};
 use crate::error::ApiError;
-use crate::AppState;
 
 /// Bounds of a webhook's `timeout_ms`.
 const MIN_TIMEOUT_MS: i64 = 100;
@@ -26,14 +26,38 @@ pub(crate) const MASK: &str = "******";
 /// The wrapper object of request and response bodies.
 const WRAPPER: &str = "webhook";
 const FIELDS: &[&str] = &[
-    "name", "description", "vendor", "url", "events", "api_key", "secret", "active", "method", "headers",
-    "header_template", "body_template", "triggers", "destination_ids", "source_ids", "model_ids", "signing_scheme",
-    "timeout_ms", "validate_tls", "retry_on_failure", "retry_schedule", "max_in_flight", "max_rps",
+    "name",
+    "description",
+    "vendor",
+    "url",
+    "events",
+    "api_key",
+    "secret",
+    "active",
+    "method",
+    "headers",
+    "header_template",
+    "body_template",
+    "triggers",
+    "destination_ids",
+    "source_ids",
+    "model_ids",
+    "signing_scheme",
+    "timeout_ms",
+    "validate_tls",
+    "retry_on_failure",
+    "retry_schedule",
+    "max_in_flight",
+    "max_rps",
 ];
 
 /// `POST /webhooks`.
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
-    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
+    let input = wrapped(
+        &json_body(body, state.max_body_bytes).await?,
+        WRAPPER,
+        FIELDS,
+    )?;
     let now = wire::now_rfc3339();
     let mut endpoint = Endpoint {
         id: uuid::Uuid::new_v4().to_string(),
@@ -50,10 +74,16 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     };
     for required in ["name", "vendor", "events"] {
         if !input.contains_key(required) {
-            return Err(ApiError::invalid(format!("webhook.{required}"), "missing required field"));
+            return Err(ApiError::invalid(
+                format!("webhook.{required}"),
+                "missing required field",
+            ));
         }
     }
-    let vendor = input.get("vendor").and_then(Value::as_str).unwrap_or_default();
+    let vendor = input
+        .get("vendor")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !input.contains_key("url") && !matches!(vendor, "pagerduty" | "datadog") {
         return Err(ApiError::invalid("webhook.url", "missing required field"));
     }
@@ -61,45 +91,87 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     apply_fields(&state, &mut endpoint, &input)?;
     let generated = ensure_secret(&state, &mut endpoint)?;
     write(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::CREATED, with_generated(json!({"webhook": public(&endpoint)}), generated)))
+    Ok(json_response(
+        StatusCode::CREATED,
+        with_generated(json!({"webhook": public(&endpoint)}), generated),
+    ))
 }
 
 /// `GET /webhooks`.
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     sync(&state).await?;
-    let mut all: Vec<Endpoint> = state.endpoints.values().into_iter().filter(|e| e.kind == "webhook").collect();
-    all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    let mut all: Vec<Endpoint> = state
+        .endpoints
+        .values()
+        .into_iter()
+        .filter(|e| e.kind == "webhook")
+        .collect();
+    all.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then_with(|| a.id.cmp(&b.id))
+    });
     let webhooks: Vec<Value> = all.iter().map(public).collect();
-    Ok(json_response(StatusCode::OK, json!({ "webhooks": webhooks })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "webhooks": webhooks }),
+    ))
 }
 
 /// `GET /webhooks/{id}`.
-pub async fn show(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
-    Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint)})))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"webhook": public(&endpoint)}),
+    ))
 }
 
 /// `PATCH /webhooks/{id}`: only the fields given change.
-pub async fn update(State(state): State<Arc<AppState>>, Path(id): Path<String>, body: Body) -> Result<Response, ApiError> {
-    let input = wrapped(&json_body(body, state.max_body_bytes).await?, WRAPPER, FIELDS)?;
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let input = wrapped(
+        &json_body(body, state.max_body_bytes).await?,
+        WRAPPER,
+        FIELDS,
+    )?;
     let mut endpoint = find(&state, &id).await?;
     apply_fields(&state, &mut endpoint, &input)?;
     let generated = ensure_secret(&state, &mut endpoint)?;
     endpoint.updated_at = wire::now_rfc3339();
     write(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::OK, with_generated(json!({"webhook": public(&endpoint)}), generated)))
+    Ok(json_response(
+        StatusCode::OK,
+        with_generated(json!({"webhook": public(&endpoint)}), generated),
+    ))
 }
 
 /// `DELETE /webhooks/{id}`: writes a tombstone.
-pub async fn delete(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
     tombstone(&state, &endpoint).await?;
-    Ok(json_response(StatusCode::OK, json!({"webhook": public(&endpoint), "deleted": true})))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"webhook": public(&endpoint), "deleted": true}),
+    ))
 }
 
 /// Brings the `endpoints` table up to date, so a read sees every acknowledged write.
 pub(crate) async fn sync(state: &AppState) -> Result<(), ApiError> {
-    state.endpoints.sync().await.map_err(|_| ApiError::unavailable("HL-KAFKA-UNAVAILABLE"))
+    state
+        .endpoints
+        .sync()
+        .await
+        .map_err(|_| ApiError::unavailable("HL-KAFKA-UNAVAILABLE"))
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
@@ -108,17 +180,35 @@ async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
 
 /// The endpoint `id` if it is of `kind`; 404 naming `what` otherwise, so each route
 /// sees only its own kind of endpoint.
-pub(crate) async fn find_kind(state: &AppState, id: &str, kind: &str, what: &str) -> Result<Endpoint, ApiError> {
+pub(crate) async fn find_kind(
+    state: &AppState,
+    id: &str,
+    kind: &str,
+    what: &str,
+) -> Result<Endpoint, ApiError> {
     sync(state).await?;
-    state.endpoints.get(id).filter(|e| e.kind == kind).ok_or_else(|| ApiError::not_found(what))
+    state
+        .endpoints
+        .get(id)
+        .filter(|e| e.kind == kind)
+        .ok_or_else(|| ApiError::not_found(what))
 }
 
 /// Deletes `endpoint`: a tombstone on `endpoints`, acknowledged before the answer.
 pub(crate) async fn tombstone(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
-    let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), None, None, &state.shutdown)
-        .await
-        .map_err(|e| ApiError::from_send(&e))?;
-    state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, None);
+    let delivery = kafka_io::send_durably(
+        &state.producer,
+        &state.topics.endpoints,
+        endpoint.id.as_bytes(),
+        None,
+        None,
+        &state.shutdown,
+    )
+    .await
+    .map_err(|e| ApiError::from_send(&e))?;
+    state
+        .endpoints
+        .apply(&endpoint.id, delivery.partition, delivery.offset, None);
     tracing::info!(endpoint_id = %endpoint.id, kind = %endpoint.kind, "endpoint deleted");
     Ok(())
 }
@@ -130,26 +220,51 @@ pub(crate) async fn write(state: &AppState, endpoint: &Endpoint) -> Result<(), A
         tracing::error!(code = e.code(), "cannot encode an endpoint");
         ApiError::internal(e.code())
     })?;
-    let delivery = kafka_io::send_durably(&state.producer, &state.topics.endpoints, endpoint.id.as_bytes(), Some(&bytes), None, &state.shutdown)
-        .await
-        .map_err(|e| ApiError::from_send(&e))?;
-    state.endpoints.apply(&endpoint.id, delivery.partition, delivery.offset, Some(endpoint.clone()));
+    let delivery = kafka_io::send_durably(
+        &state.producer,
+        &state.topics.endpoints,
+        endpoint.id.as_bytes(),
+        Some(&bytes),
+        None,
+        &state.shutdown,
+    )
+    .await
+    .map_err(|e| ApiError::from_send(&e))?;
+    state.endpoints.apply(
+        &endpoint.id,
+        delivery.partition,
+        delivery.offset,
+        Some(endpoint.clone()),
+    );
     tracing::info!(endpoint_id = %endpoint.id, kind = %endpoint.kind, vendor = %endpoint.vendor, "endpoint written");
     Ok(())
 }
 
 /// The `wrapper` object of the body (`{"webhook": {...}}`), holding only `fields`.
-pub(crate) fn wrapped(body: &Value, wrapper: &str, fields: &[&str]) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn wrapped(
+    body: &Value,
+    wrapper: &str,
+    fields: &[&str],
+) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(outer) = body else {
-        return Err(ApiError::invalid(wrapper, format!("the body must be a JSON object {{\"{wrapper}\": {{...}}}}")));
+        return Err(ApiError::invalid(
+            wrapper,
+            format!("the body must be a JSON object {{\"{wrapper}\": {{...}}}}"),
+        ));
     };
     if let Some(other) = outer.keys().find(|k| *k != wrapper) {
-        return Err(ApiError::invalid(printable(other), format!("unknown field; the body is {{\"{wrapper}\": {{...}}}}")));
+        return Err(ApiError::invalid(
+            printable(other),
+            format!("unknown field; the body is {{\"{wrapper}\": {{...}}}}"),
+        ));
     }
     match outer.get(wrapper) {
         Some(Value::Object(inner)) => {
             if let Some(unknown) = inner.keys().find(|k| !fields.contains(&k.as_str())) {
-                return Err(ApiError::invalid(format!("{wrapper}.{}", printable(unknown)), format!("unknown field; known fields: {}", fields.join(", "))));
+                return Err(ApiError::invalid(
+                    format!("{wrapper}.{}", printable(unknown)),
+                    format!("unknown field; known fields: {}", fields.join(", ")),
+                ));
             }
             Ok(inner.clone())
         }
@@ -159,7 +274,11 @@ pub(crate) fn wrapped(body: &Value, wrapper: &str, fields: &[&str]) -> Result<Ma
 }
 
 /// Validates the given fields and sets them on `endpoint`.
-fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, Value>) -> Result<(), ApiError> {
+fn apply_fields(
+    state: &AppState,
+    endpoint: &mut Endpoint,
+    input: &Map<String, Value>,
+) -> Result<(), ApiError> {
     let old_scheme = endpoint.signing_scheme.clone();
     if let Some(v) = input.get("name") {
         endpoint.name = valid_name(v, "webhook.name")?;
@@ -167,14 +286,20 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     if let Some(v) = input.get("vendor") {
         let vendor = string(v, "webhook.vendor")?;
         if !render::VENDORS.contains(&vendor) {
-            return Err(ApiError::invalid("webhook.vendor", format!("unknown vendor; available: {}", render::VENDORS.join(", "))));
+            return Err(ApiError::invalid(
+                "webhook.vendor",
+                format!("unknown vendor; available: {}", render::VENDORS.join(", ")),
+            ));
         }
         endpoint.vendor = vendor.to_owned();
     }
     if let Some(v) = input.get("signing_scheme") {
         let scheme = string(v, "webhook.signing_scheme")?;
         if signing::Scheme::parse(scheme).is_none() {
-            return Err(ApiError::invalid("webhook.signing_scheme", format!("must be one of {}", signing::SCHEMES.join(", "))));
+            return Err(ApiError::invalid(
+                "webhook.signing_scheme",
+                format!("must be one of {}", signing::SCHEMES.join(", ")),
+            ));
         }
         endpoint.signing_scheme = scheme.to_owned();
     }
@@ -186,8 +311,15 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     }
     if let Some(v) = input.get("method") {
         endpoint.method = match optional_text(v, "webhook.method")? {
-            Some(m) if render::METHODS.contains(&m.to_ascii_uppercase().as_str()) => Some(m.to_ascii_uppercase()),
-            Some(_) => return Err(ApiError::invalid("webhook.method", format!("must be one of {}", render::METHODS.join(", ")))),
+            Some(m) if render::METHODS.contains(&m.to_ascii_uppercase().as_str()) => {
+                Some(m.to_ascii_uppercase())
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "webhook.method",
+                    format!("must be one of {}", render::METHODS.join(", ")),
+                ));
+            }
             None => None,
         };
     }
@@ -199,20 +331,37 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     }
     if let Some(v) = input.get("headers") {
         let Value::Object(map) = v else {
-            return Err(ApiError::invalid("webhook.headers", "must be an object of header name to value template"));
+            return Err(ApiError::invalid(
+                "webhook.headers",
+                "must be an object of header name to value template",
+            ));
         };
         endpoint.headers = map
             .iter()
             .map(|(name, value)| match value.as_str() {
-                Some(t) => Ok(wire::HeaderTemplate { name: name.clone(), value: t.to_owned() }),
-                None => Err(ApiError::invalid(format!("webhook.headers.{}", printable(name)), "must be a string")),
+                Some(t) => Ok(wire::HeaderTemplate {
+                    name: name.clone(),
+                    value: t.to_owned(),
+                }),
+                None => Err(ApiError::invalid(
+                    format!("webhook.headers.{}", printable(name)),
+                    "must be a string",
+                )),
             })
             .collect::<Result<_, _>>()?;
     }
     if let Some(v) = input.get("triggers") {
         endpoint.triggers = string_list(v, "triggers")?;
-        if let Some((i, _)) = endpoint.triggers.iter().enumerate().find(|(_, t)| !matches!(t.as_str(), "success" | "failure")) {
-            return Err(ApiError::invalid(format!("webhook.triggers[{i}]"), "must be `success` or `failure`"));
+        if let Some((i, _)) = endpoint
+            .triggers
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !matches!(t.as_str(), "success" | "failure"))
+        {
+            return Err(ApiError::invalid(
+                format!("webhook.triggers[{i}]"),
+                "must be `success` or `failure`",
+            ));
         }
     }
     for (field, target) in [
@@ -226,15 +375,22 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
     }
     // A secret belongs to its scheme: changing the scheme without a new secret drops it
     // (a Standard Webhooks one is then generated; the other schemes ask for one).
-    if endpoint.signing_scheme != old_scheme && !old_scheme.is_empty() && !input.contains_key("secret") {
+    if endpoint.signing_scheme != old_scheme
+        && !old_scheme.is_empty()
+        && !input.contains_key("secret")
+    {
         endpoint.secret = None;
         endpoint.previous_secret = None;
         endpoint.previous_secret_until = None;
     }
     // A rotated-out secret past its overlap is dropped.
-    let expired = endpoint.previous_secret_until.as_deref().is_some_and(|until| {
-        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).map_or(true, |u| u <= time::OffsetDateTime::now_utc())
-    });
+    let expired = endpoint
+        .previous_secret_until
+        .as_deref()
+        .is_some_and(|until| {
+            time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339)
+                .map_or(true, |u| u <= time::OffsetDateTime::now_utc())
+        });
     if expired {
         endpoint.previous_secret = None;
         endpoint.previous_secret_until = None;
@@ -245,11 +401,19 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
             Value::String(s) if s == MASK => {}
             Value::String(s) if s.is_empty() => endpoint.secret = None,
             Value::String(s) if s.chars().any(char::is_control) => {
-                return Err(ApiError::invalid("webhook.secret", "must not contain control characters"));
+                return Err(ApiError::invalid(
+                    "webhook.secret",
+                    "must not contain control characters",
+                ));
             }
             Value::String(s) => {
-                if endpoint.signing_scheme == "standard_webhooks" && !signing::valid_standard_secret(s) {
-                    return Err(ApiError::invalid("webhook.secret", "a standard_webhooks secret is whsec_ followed by base64 of at least 16 bytes (or leave it out to have one generated)"));
+                if endpoint.signing_scheme == "standard_webhooks"
+                    && !signing::valid_standard_secret(s)
+                {
+                    return Err(ApiError::invalid(
+                        "webhook.secret",
+                        "a standard_webhooks secret is whsec_ followed by base64 of at least 16 bytes (or leave it out to have one generated)",
+                    ));
                 }
                 // A standard_webhooks secret replaced keeps signing for the overlap window.
                 endpoint.previous_secret = None;
@@ -263,27 +427,52 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
                         .open(&old, &signing::endpoint_context(&endpoint.id, "secret"))
                         .map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
                     let until = time::OffsetDateTime::now_utc() + state.rotation_overlap;
-                    endpoint.previous_secret = Some(state.sealer.seal(&plain, &signing::endpoint_context(&endpoint.id, "previous_secret")));
+                    endpoint.previous_secret = Some(state.sealer.seal(
+                        &plain,
+                        &signing::endpoint_context(&endpoint.id, "previous_secret"),
+                    ));
                     endpoint.previous_secret_until = Some(wire::format_rfc3339(until));
                 }
-                endpoint.secret = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(&endpoint.id, "secret")));
+                endpoint.secret = Some(state.sealer.seal(
+                    s.as_bytes(),
+                    &signing::endpoint_context(&endpoint.id, "secret"),
+                ));
             }
-            _ => return Err(ApiError::invalid("webhook.secret", "must be a string or null")),
+            _ => {
+                return Err(ApiError::invalid(
+                    "webhook.secret",
+                    "must be a string or null",
+                ));
+            }
         }
     }
     if let Some(v) = input.get("events") {
         let Value::Array(items) = v else {
-            return Err(ApiError::invalid("webhook.events", "must be an array of event types"));
+            return Err(ApiError::invalid(
+                "webhook.events",
+                "must be an array of event types",
+            ));
         };
         if items.is_empty() {
-            return Err(ApiError::invalid("webhook.events", "must name at least one event type"));
+            return Err(ApiError::invalid(
+                "webhook.events",
+                "must name at least one event type",
+            ));
         }
         let mut events: Vec<String> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let field = format!("webhook.events[{i}]");
-            let Some(t) = item.as_str() else { return Err(ApiError::invalid(field, "must be a string")) };
+            let Some(t) = item.as_str() else {
+                return Err(ApiError::invalid(field, "must be a string"));
+            };
             if !render::valid_pattern(t, &state.registry.event_types()) {
-                return Err(ApiError::invalid(field, format!("unknown event type `{}` (an event type, `prefix.*` or `*`)", printable(t))));
+                return Err(ApiError::invalid(
+                    field,
+                    format!(
+                        "unknown event type `{}` (an event type, `prefix.*` or `*`)",
+                        printable(t)
+                    ),
+                ));
             }
             if !events.iter().any(|e| e == t) {
                 events.push(t.to_owned());
@@ -292,13 +481,24 @@ fn apply_fields(state: &AppState, endpoint: &mut Endpoint, input: &Map<String, V
         endpoint.events = events;
     }
     if let Some(v) = input.get("api_key") {
-        set_sealed(state, &endpoint.id, "api_key", v, "webhook.api_key", &mut endpoint.api_key)?;
+        set_sealed(
+            state,
+            &endpoint.id,
+            "api_key",
+            v,
+            "webhook.api_key",
+            &mut endpoint.api_key,
+        )?;
     }
     if let Some(v) = input.get("active") {
-        endpoint.active = v.as_bool().ok_or_else(|| ApiError::invalid("webhook.active", "must be a boolean"))?;
+        endpoint.active = v
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid("webhook.active", "must be a boolean"))?;
     }
     if let Some(v) = input.get("validate_tls") {
-        endpoint.insecure_tls = !v.as_bool().ok_or_else(|| ApiError::invalid("webhook.validate_tls", "must be a boolean"))?;
+        endpoint.insecure_tls = !v
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid("webhook.validate_tls", "must be a boolean"))?;
     }
     if let Some(v) = input.get("timeout_ms") {
         endpoint.timeout_ms = match v {
@@ -326,28 +526,46 @@ fn check_whole(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
         ("headers", !endpoint.headers.is_empty()),
     ] {
         if set && !templated {
-            return Err(ApiError::invalid(format!("webhook.{field}"), format!("vendor {} has a fixed request shape; {field} is for {}", endpoint.vendor, render::TEMPLATED_VENDORS.join(" and "))));
+            return Err(ApiError::invalid(
+                format!("webhook.{field}"),
+                format!(
+                    "vendor {} has a fixed request shape; {field} is for {}",
+                    endpoint.vendor,
+                    render::TEMPLATED_VENDORS.join(" and ")
+                ),
+            ));
         }
     }
     if matches!(endpoint.vendor.as_str(), "pagerduty" | "datadog") && endpoint.api_key.is_none() {
-        return Err(ApiError::invalid("webhook.api_key", format!("vendor {} needs its key as api_key", endpoint.vendor)));
+        return Err(ApiError::invalid(
+            "webhook.api_key",
+            format!("vendor {} needs its key as api_key", endpoint.vendor),
+        ));
     }
     // Dry-run with the secrets open, as the renderer will (a URL carrying one is refused now).
-    let compiled = render::compile(opened(state, endpoint)?).map_err(|e| render_error(e, WRAPPER))?;
-    render::validate(&compiled, &state.registry, &state.environment).map_err(|e| render_error(e, WRAPPER))
+    let compiled =
+        render::compile(opened(state, endpoint)?).map_err(|e| render_error(e, WRAPPER))?;
+    render::validate(&compiled, &state.registry, &state.environment)
+        .map_err(|e| render_error(e, WRAPPER))
 }
 
 /// A copy of `endpoint` with its sealed secrets open, for dry runs.
 pub(crate) fn opened(state: &AppState, endpoint: &Endpoint) -> Result<Endpoint, ApiError> {
     let mut open = endpoint.clone();
-    service_kit::open_endpoint_secrets(&state.sealer, &mut open).map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
+    service_kit::open_endpoint_secrets(&state.sealer, &mut open)
+        .map_err(|_| ApiError::internal("HL-SEAL-OPEN"))?;
     Ok(open)
 }
 
 /// A dry run's refusal as a 400 naming `<wrapper>.<field>`.
 pub(crate) fn render_error(e: render::RenderError, wrapper: &str) -> ApiError {
     match e.field() {
-        Some(field) => ApiError::invalid(format!("{wrapper}.{field}"), e.to_string().split_once(": ").map_or(e.to_string(), |(_, m)| m.to_owned())),
+        Some(field) => ApiError::invalid(
+            format!("{wrapper}.{field}"),
+            e.to_string()
+                .split_once(": ")
+                .map_or(e.to_string(), |(_, m)| m.to_owned()),
+        ),
         None => ApiError::invalid(format!("{wrapper}.vendor"), e.to_string()),
     }
 }
@@ -360,10 +578,16 @@ fn ensure_secret(state: &AppState, endpoint: &mut Endpoint) -> Result<Option<Str
         return Ok(None);
     }
     if scheme != signing::Scheme::StandardWebhooks {
-        return Err(ApiError::invalid("webhook.secret", format!("{} needs a secret", scheme.name())));
+        return Err(ApiError::invalid(
+            "webhook.secret",
+            format!("{} needs a secret", scheme.name()),
+        ));
     }
     let secret = signing::new_standard_secret();
-    endpoint.secret = Some(state.sealer.seal(secret.as_bytes(), &signing::endpoint_context(&endpoint.id, "secret")));
+    endpoint.secret = Some(state.sealer.seal(
+        secret.as_bytes(),
+        &signing::endpoint_context(&endpoint.id, "secret"),
+    ));
     Ok(Some(secret))
 }
 
@@ -396,39 +620,68 @@ pub(crate) fn valid_name(v: &Value, path: &str) -> Result<String, ApiError> {
 /// A URL, or a URL template (checked once rendered, by the dry run).
 pub(crate) fn template_or_url(v: &Value, path: &str) -> Result<String, ApiError> {
     let url = string(v, path)?;
-    if url.contains("{{") { Ok(url.to_owned()) } else { valid_url(url, path) }
+    if url.contains("{{") {
+        Ok(url.to_owned())
+    } else {
+        valid_url(url, path)
+    }
 }
 
 /// Sets a secret field from the request: sealed under the master key, bound to the
 /// endpoint and `field`; `null` or `""` clears it, the mask sent back leaves it unchanged.
-pub(crate) fn set_sealed(state: &AppState, endpoint_id: &str, field: &str, v: &Value, path: &str, target: &mut Option<String>) -> Result<(), ApiError> {
+pub(crate) fn set_sealed(
+    state: &AppState,
+    endpoint_id: &str,
+    field: &str,
+    v: &Value,
+    path: &str,
+    target: &mut Option<String>,
+) -> Result<(), ApiError> {
     match v {
         Value::Null => *target = None,
         Value::String(s) if s == MASK => {} // the masked value sent back: unchanged
         Value::String(s) if s.is_empty() => *target = None,
         Value::String(s) if s.chars().any(char::is_control) => {
-            return Err(ApiError::invalid(path, "must not contain control characters"));
+            return Err(ApiError::invalid(
+                path,
+                "must not contain control characters",
+            ));
         }
-        Value::String(s) => *target = Some(state.sealer.seal(s.as_bytes(), &signing::endpoint_context(endpoint_id, field))),
+        Value::String(s) => {
+            *target = Some(
+                state
+                    .sealer
+                    .seal(s.as_bytes(), &signing::endpoint_context(endpoint_id, field)),
+            )
+        }
         _ => return Err(ApiError::invalid(path, "must be a string or null")),
     }
     Ok(())
 }
 
 fn string_list(v: &Value, field: &str) -> Result<Vec<String>, ApiError> {
-    let Value::Array(items) = v else { return Err(ApiError::invalid(format!("webhook.{field}"), "must be an array of strings")) };
+    let Value::Array(items) = v else {
+        return Err(ApiError::invalid(
+            format!("webhook.{field}"),
+            "must be an array of strings",
+        ));
+    };
     items
         .iter()
         .enumerate()
         .map(|(i, item)| match item.as_str() {
             Some(s) if !s.is_empty() => Ok(s.to_owned()),
-            _ => Err(ApiError::invalid(format!("webhook.{field}[{i}]"), "must be a non-empty string")),
+            _ => Err(ApiError::invalid(
+                format!("webhook.{field}[{i}]"),
+                "must be a non-empty string",
+            )),
         })
         .collect()
 }
 
 fn string<'a>(v: &'a Value, path: &str) -> Result<&'a str, ApiError> {
-    v.as_str().ok_or_else(|| ApiError::invalid(path, "must be a string"))
+    v.as_str()
+        .ok_or_else(|| ApiError::invalid(path, "must be a string"))
 }
 
 /// An absolute http(s) URL with a host, without credentials in it.
@@ -442,7 +695,9 @@ fn valid_url(raw: &str, path: &str) -> Result<String, ApiError> {
         return Err(bad("must name a host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("must not carry credentials (URLs are logged); send them in a header"));
+        return Err(bad(
+            "must not carry credentials (URLs are logged); send them in a header",
+        ));
     }
     Ok(url.to_string())
 }

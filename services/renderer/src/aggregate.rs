@@ -36,15 +36,23 @@ use tokio_util::sync::CancellationToken;
 use wire::{AggregatedTrace, DeadLetter, Event, Redacted, Registry, RenderedDelivery};
 
 use crate::split::{Part, RenderPart, Splitter};
-use crate::{seal_delivery, Configured, Endpoints};
+use crate::{Configured, Endpoints, seal_delivery};
 
 /// How long one Kafka transaction call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long reading a changelog partition to its end may take.
 const READ_PATIENCE: Duration = Duration::from_secs(120);
 /// Fields of a trace object, in the seed's order.
-const TRACE_FIELDS: [&str; 8] =
-    ["destination_id", "source_id", "model_id", "model_name", "source_vendor", "destination_vendor", "execution_context", "trace"];
+const TRACE_FIELDS: [&str; 8] = [
+    "destination_id",
+    "source_id",
+    "model_id",
+    "model_name",
+    "source_vendor",
+    "destination_vendor",
+    "execution_context",
+    "trace",
+];
 
 /// The aggregator's settings.
 #[derive(Debug, Clone)]
@@ -77,7 +85,8 @@ pub(crate) async fn start(
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let runtime = tokio::runtime::Handle::current();
     let token = shutdown.clone();
-    let (consumer, core) = tokio::task::spawn_blocking(move || setup(settings, shared, runtime, token)).await??;
+    let (consumer, core) =
+        tokio::task::spawn_blocking(move || setup(settings, shared, runtime, token)).await??;
     Ok(tokio::task::spawn_blocking(move || {
         let result = run(&consumer, &core, &shutdown);
         if let Err(e) = &result {
@@ -92,7 +101,12 @@ pub(crate) async fn start(
 
 type GroupConsumer = BaseConsumer<Rebalancing>;
 
-fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, shutdown: CancellationToken) -> anyhow::Result<(GroupConsumer, Arc<Mutex<Core>>)> {
+fn setup(
+    settings: Settings,
+    shared: Shared,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(GroupConsumer, Arc<Mutex<Core>>)> {
     let floors = Arc::new(Mutex::new(HashMap::new()));
     let mut config = kafka_io::producer_config(&settings.kafka, "hookline-aggregator");
     let timeout_ms = settings.transaction_timeout.as_millis().to_string();
@@ -103,17 +117,28 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
         .set("transaction.timeout.ms", &timeout_ms)
         .set("message.timeout.ms", &timeout_ms);
     let producer: ThreadedProducer<Deliveries> = config
-        .create_with_context(Deliveries { floors: floors.clone(), changelog: shared.topics.sensitive_trace_changelog.clone() })
+        .create_with_context(Deliveries {
+            floors: floors.clone(),
+            changelog: shared.topics.sensitive_trace_changelog.clone(),
+        })
         .context("creating the transactional producer")?;
     // Fences a previous instance with this id and aborts what it left open.
-    patiently("initialising transactions", &shutdown, || producer.init_transactions(CALL_TIMEOUT))?;
-    let mut reader_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator-changelog", &format!("{}-changelog", settings.group));
+    patiently("initialising transactions", &shutdown, || {
+        producer.init_transactions(CALL_TIMEOUT)
+    })?;
+    let mut reader_config = kafka_io::consumer_config(
+        &settings.kafka,
+        "hookline-aggregator-changelog",
+        &format!("{}-changelog", settings.group),
+    );
     reader_config
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "10")
         .set("queued.max.messages.kbytes", "8192");
-    let changelog: ChangelogReader = reader_config.create_with_context(EndIsNoError).context("creating the changelog reader")?;
+    let changelog: ChangelogReader = reader_config
+        .create_with_context(EndIsNoError)
+        .context("creating the changelog reader")?;
     check_partitions(&changelog, &shared.topics, &shutdown)?;
     let core = Arc::new(Mutex::new(Core {
         shared,
@@ -128,7 +153,8 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
         fatal: None,
         shutdown,
     }));
-    let mut consumer_config = kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
+    let mut consumer_config =
+        kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
     // Static membership: a restarted instance takes its partitions back at once instead
     // of waiting for the session of its previous life to time out.
     consumer_config
@@ -138,21 +164,37 @@ fn setup(settings: Settings, shared: Shared, runtime: tokio::runtime::Handle, sh
         // polling for a while.
         .set("max.poll.interval.ms", "300000")
         .set("queued.max.messages.kbytes", "16384");
-    let consumer: GroupConsumer = consumer_config.create_with_context(Rebalancing { core: core.clone() }).context("creating the consumer")?;
+    let consumer: GroupConsumer = consumer_config
+        .create_with_context(Rebalancing { core: core.clone() })
+        .context("creating the consumer")?;
     let events = lock(&core).shared.topics.events.clone();
-    consumer.subscribe(&[&events]).context("subscribing to events")?;
+    consumer
+        .subscribe(&[&events])
+        .context("subscribing to events")?;
     tracing::info!(group = %settings.group, transactional_id = %settings.transactional_id, "sensitive-trace aggregator started");
     Ok((consumer, core))
 }
 
 /// The changelog must be partitioned like `events`: partition p holds the state of the
 /// transfers whose events are in partition p.
-fn check_partitions(reader: &ChangelogReader, topics: &kafka_io::Topics, shutdown: &CancellationToken) -> anyhow::Result<()> {
+fn check_partitions(
+    reader: &ChangelogReader,
+    topics: &kafka_io::Topics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let count = |topic: &str| -> anyhow::Result<usize> {
-        let metadata = patiently("reading partitions", shutdown, || reader.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
-        Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
+        let metadata = patiently("reading partitions", shutdown, || {
+            reader.fetch_metadata(Some(topic), Duration::from_secs(10))
+        })?;
+        Ok(metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len()))
     };
-    let (events, changelog) = (count(&topics.events)?, count(&topics.sensitive_trace_changelog)?);
+    let (events, changelog) = (
+        count(&topics.events)?,
+        count(&topics.sensitive_trace_changelog)?,
+    );
     anyhow::ensure!(
         events == changelog,
         "topic {} has {changelog} partitions but {} has {events}: they must match (increase the changelog's partitions)",
@@ -164,7 +206,11 @@ fn check_partitions(reader: &ChangelogReader, topics: &kafka_io::Topics, shutdow
 
 /// Retries a start-up call while Kafka is away (a broker restarting as the renderer
 /// starts), for up to a minute or until shutdown.
-fn patiently<T>(what: &str, shutdown: &CancellationToken, mut call: impl FnMut() -> KafkaResult<T>) -> anyhow::Result<T> {
+fn patiently<T>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut call: impl FnMut() -> KafkaResult<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match call() {
@@ -178,7 +224,11 @@ fn patiently<T>(what: &str, shutdown: &CancellationToken, mut call: impl FnMut()
     }
 }
 
-fn run(consumer: &GroupConsumer, core: &Mutex<Core>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+fn run(
+    consumer: &GroupConsumer,
+    core: &Mutex<Core>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let mut last_expiry = Instant::now();
     while !shutdown.is_cancelled() {
         let polled = consumer.poll(Duration::from_millis(100));
@@ -191,7 +241,11 @@ fn run(consumer: &GroupConsumer, core: &Mutex<Core>, shutdown: &CancellationToke
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
-        if core.txn.as_ref().is_some_and(|t| t.started.elapsed() >= core.settings.commit_interval) {
+        if core
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.started.elapsed() >= core.settings.commit_interval)
+        {
             core.commit_or_rewind(consumer)?;
         }
         if last_expiry.elapsed() >= Duration::from_secs(1) {
@@ -228,7 +282,10 @@ impl ConsumerContext for Rebalancing {
             for p in partitions.elements() {
                 core.partitions.remove(&p.partition());
             }
-            tracing::info!(partitions = partitions.count(), "aggregator partitions revoked");
+            tracing::info!(
+                partitions = partitions.count(),
+                "aggregator partitions revoked"
+            );
         }
     }
 
@@ -242,7 +299,11 @@ impl ConsumerContext for Rebalancing {
                 }
             }
             let transfers: usize = core.partitions.values().map(HashMap::len).sum();
-            tracing::info!(partitions = partitions.count(), open_transfers = transfers, "aggregator partitions assigned");
+            tracing::info!(
+                partitions = partitions.count(),
+                open_transfers = transfers,
+                "aggregator partitions assigned"
+            );
         }
     }
 }
@@ -255,7 +316,10 @@ struct EndIsNoError;
 
 impl ClientContext for EndIsNoError {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             tracing::warn!(error = %error, reason, "changelog reader");
         }
     }
@@ -283,7 +347,9 @@ impl ProducerContext for Deliveries {
             }
             Ok(_) => {}
             // The transaction fails with it and is aborted.
-            Err((e, m)) => tracing::warn!(topic = m.topic(), error = %e, "transactional write failed"),
+            Err((e, m)) => {
+                tracing::warn!(topic = m.topic(), error = %e, "transactional write failed")
+            }
         }
     }
 }
@@ -304,7 +370,10 @@ struct Transfer {
 
 impl Transfer {
     fn add_ids(&mut self, source_id: Option<&str>, model_id: Option<&str>) {
-        for (id, ids) in [(source_id, &mut self.source_ids), (model_id, &mut self.model_ids)] {
+        for (id, ids) in [
+            (source_id, &mut self.source_ids),
+            (model_id, &mut self.model_ids),
+        ] {
             if let Some(id) = id.filter(|id| !id.is_empty())
                 && !ids.iter().any(|known| known == id)
             {
@@ -338,7 +407,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    fn process(&mut self, consumer: &GroupConsumer, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    fn process(
+        &mut self,
+        consumer: &GroupConsumer,
+        message: &BorrowedMessage<'_>,
+    ) -> anyhow::Result<()> {
         let result = self.handle(consumer, message);
         match result {
             Ok(()) => Ok(()),
@@ -346,7 +419,11 @@ impl Core {
         }
     }
 
-    fn handle(&mut self, consumer: &GroupConsumer, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
+    fn handle(
+        &mut self,
+        consumer: &GroupConsumer,
+        message: &BorrowedMessage<'_>,
+    ) -> anyhow::Result<()> {
         let (p, offset) = (message.partition(), message.offset());
         if let Some(t) = message.timestamp().to_millis() {
             let stream = self.stream_ms.entry(p).or_insert(t);
@@ -356,14 +433,25 @@ impl Core {
             self.restore(p)?;
         }
         // Undecodable events are the webhook path's to dead-letter; here they are skipped.
-        let event = message.payload().and_then(|bytes| self.shared.registry.decode_event(bytes).ok());
+        let event = message
+            .payload()
+            .and_then(|bytes| self.shared.registry.decode_event(bytes).ok());
         let Some(mut event) = event.filter(|e| is_ours(&e.event_type)) else {
             return self.advance(p, offset);
         };
-        if service_kit::open_event(&self.shared.sealer, &self.shared.registry, &mut event).is_err() {
+        if service_kit::open_event(&self.shared.sealer, &self.shared.registry, &mut event).is_err()
+        {
             self.begin()?;
             let reason = "cannot open the event's sealed fields with this HOOKLINE_MASTER_KEY";
-            self.dead_letter(p, offset, Some(&event), None, "HL-SEAL-OPEN", reason, message.payload().map(<[u8]>::to_vec))?;
+            self.dead_letter(
+                p,
+                offset,
+                Some(&event),
+                None,
+                "HL-SEAL-OPEN",
+                reason,
+                message.payload().map(<[u8]>::to_vec),
+            )?;
             return self.advance(p, offset);
         }
         match event.event_type.as_str() {
@@ -378,7 +466,15 @@ impl Core {
                 None => {
                     self.begin()?;
                     let reason = "transfer.sensitive_trace without transfer_id: cannot be gathered with its transfer";
-                    self.dead_letter(p, offset, Some(&event), None, "HL-TRACE-NO-TRANSFER", reason, message.payload().map(<[u8]>::to_vec))?;
+                    self.dead_letter(
+                        p,
+                        offset,
+                        Some(&event),
+                        None,
+                        "HL-TRACE-NO-TRANSFER",
+                        reason,
+                        message.payload().map(<[u8]>::to_vec),
+                    )?;
                     self.advance(p, offset)
                 }
             },
@@ -387,7 +483,8 @@ impl Core {
                 self.advance(p, offset)
             }
             "transfer.completed" => {
-                let open = transfer_id(&event).filter(|id| self.partitions.get(&p).is_some_and(|t| t.contains_key(*id)));
+                let open = transfer_id(&event)
+                    .filter(|id| self.partitions.get(&p).is_some_and(|t| t.contains_key(*id)));
                 if let Some(id) = open.map(str::to_owned) {
                     // Its traces must be readable back: commit what came before this event.
                     self.commit(consumer)?;
@@ -406,15 +503,17 @@ impl Core {
         let data = &event.data;
         let text = |k: &str| data.get(k).and_then(Value::as_str);
         let transfers = self.partitions.entry(p).or_default();
-        let transfer = transfers.entry(transfer_id.to_owned()).or_insert_with(|| Transfer {
-            destination_id: text("destination_id").unwrap_or_default().to_owned(),
-            first_event_id: event.id.clone(),
-            opened_at_ms: now_ms(),
-            traces: 0,
-            source_ids: Vec::new(),
-            model_ids: Vec::new(),
-            scan_from: floor,
-        });
+        let transfer = transfers
+            .entry(transfer_id.to_owned())
+            .or_insert_with(|| Transfer {
+                destination_id: text("destination_id").unwrap_or_default().to_owned(),
+                first_event_id: event.id.clone(),
+                opened_at_ms: now_ms(),
+                traces: 0,
+                source_ids: Vec::new(),
+                model_ids: Vec::new(),
+                scan_from: floor,
+            });
         let seq = transfer.traces;
         let record = AggregatedTrace {
             transfer_id: transfer_id.to_owned(),
@@ -424,13 +523,21 @@ impl Core {
             source_id: text("source_id").map(str::to_owned),
             model_id: text("model_id").map(str::to_owned),
             opened_at_ms: transfer.opened_at_ms,
-            trace_sealed: self.shared.sealer.seal(trace_object(data).expose().as_bytes(), &trace_context(transfer_id, seq)),
+            trace_sealed: self.shared.sealer.seal(
+                trace_object(data).expose().as_bytes(),
+                &trace_context(transfer_id, seq),
+            ),
         };
         transfer.traces += 1;
         transfer.add_ids(text("source_id"), text("model_id"));
         let bytes = self.shared.registry.encode(&record)?;
         let topic = self.shared.topics.sensitive_trace_changelog.clone();
-        self.send(&topic, Some(p), &changelog_key(transfer_id, seq), Some(&bytes))
+        self.send(
+            &topic,
+            Some(p),
+            &changelog_key(transfer_id, seq),
+            Some(&bytes),
+        )
     }
 
     /// A connection test's trace: one request per endpoint, at once.
@@ -438,14 +545,21 @@ impl Core {
         self.begin()?;
         self.sync_endpoints()?;
         let data = &event.data;
-        let text = |k: &str| data.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
+        let text = |k: &str| {
+            data.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         let source_ids: Vec<String> = text("source_id").into_iter().collect();
         let destination_id = text("destination_id").unwrap_or_default();
         let timestamp = render::trace_timestamp(time::OffsetDateTime::now_utc());
         let environment = self.settings.environment.clone();
         let trace = trace_object(data);
         for configured in self.trace_endpoints() {
-            let Some(compiled) = configured.traces() else { continue };
+            let Some(compiled) = configured.traces() else {
+                continue;
+            };
             let batch = BatchRender {
                 compiled,
                 environment: &environment,
@@ -457,7 +571,9 @@ impl Core {
                 reason: FlushReason::ConnectionTest,
             };
             let mut splitter = Splitter::new(batch, self.settings.max_body);
-            let mut parts = splitter.push(trace.expose().clone()).unwrap_or_else(|never| match never {});
+            let mut parts = splitter
+                .push(trace.expose().clone())
+                .unwrap_or_else(|never| match never {});
             parts.extend(splitter.finish().unwrap_or_else(|never| match never {}));
             for part in parts {
                 self.deliver(p, offset, compiled, part, &event.id, &event.id, None)?;
@@ -468,8 +584,18 @@ impl Core {
 
     /// Sends a transfer's traces to every sensitive-trace endpoint and forgets them.
     /// The caller committed first, so every trace of the transfer is readable.
-    fn flush(&mut self, p: i32, transfer_id: &str, reason: FlushReason, trigger: Option<(i64, &str)>) -> anyhow::Result<()> {
-        let Some(transfer) = self.partitions.get_mut(&p).and_then(|t| t.remove(transfer_id)) else {
+    fn flush(
+        &mut self,
+        p: i32,
+        transfer_id: &str,
+        reason: FlushReason,
+        trigger: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
+        let Some(transfer) = self
+            .partitions
+            .get_mut(&p)
+            .and_then(|t| t.remove(transfer_id))
+        else {
             return Ok(());
         };
         self.begin()?;
@@ -501,25 +627,46 @@ impl Core {
         let mut expected = 0;
         let mut failure: Option<anyhow::Error> = None;
         let topic = self.shared.topics.sensitive_trace_changelog.clone();
-        let read = read_changelog(&self.changelog, &topic, p, Offset::Offset(transfer.scan_from), Until::Done, |m| {
-            let Some((key_transfer, seq)) = m.key().and_then(parse_key) else { return false };
-            if key_transfer != transfer_id || seq < expected || seq >= transfer.traces {
-                return false;
-            }
-            let Some(bytes) = m.payload() else { return false };
-            if seq != expected {
-                tracing::error!(code = "HL-TRACE-GAP", transfer_id, expected, found = seq, "traces missing from the changelog");
-            }
-            expected = seq + 1;
-            let opened = self
-                .shared
-                .registry
-                .decode::<AggregatedTrace>(bytes)
-                .ok()
-                .and_then(|r| self.shared.sealer.open(&r.trace_sealed, &trace_context(transfer_id, seq)).ok())
-                .and_then(|plain| String::from_utf8(plain).ok())
-                .map(Redacted::new);
-            let step = match opened {
+        let read = read_changelog(
+            &self.changelog,
+            &topic,
+            p,
+            Offset::Offset(transfer.scan_from),
+            Until::Done,
+            |m| {
+                let Some((key_transfer, seq)) = m.key().and_then(parse_key) else {
+                    return false;
+                };
+                if key_transfer != transfer_id || seq < expected || seq >= transfer.traces {
+                    return false;
+                }
+                let Some(bytes) = m.payload() else {
+                    return false;
+                };
+                if seq != expected {
+                    tracing::error!(
+                        code = "HL-TRACE-GAP",
+                        transfer_id,
+                        expected,
+                        found = seq,
+                        "traces missing from the changelog"
+                    );
+                }
+                expected = seq + 1;
+                let opened = self
+                    .shared
+                    .registry
+                    .decode::<AggregatedTrace>(bytes)
+                    .ok()
+                    .and_then(|r| {
+                        self.shared
+                            .sealer
+                            .open(&r.trace_sealed, &trace_context(transfer_id, seq))
+                            .ok()
+                    })
+                    .and_then(|plain| String::from_utf8(plain).ok())
+                    .map(Redacted::new);
+                let step = match opened {
                 Some(trace) => splitters.iter_mut().try_for_each(|splitter| {
                     let compiled = splitter.renderer().compiled;
                     let parts = splitter.push(trace.expose().clone()).unwrap_or_else(|never| match never {});
@@ -536,12 +683,13 @@ impl Core {
                     Some(bytes.to_vec()),
                 ),
             };
-            if let Err(e) = step {
-                failure = Some(e);
-                return true;
-            }
-            expected >= transfer.traces
-        });
+                if let Err(e) = step {
+                    failure = Some(e);
+                    return true;
+                }
+                expected >= transfer.traces
+            },
+        );
         read?;
         if let Some(e) = failure {
             return Err(e);
@@ -549,13 +697,27 @@ impl Core {
         for splitter in splitters {
             let compiled = splitter.renderer().compiled;
             for part in splitter.finish().unwrap_or_else(|never| match never {}) {
-                self.deliver(p, offset, compiled, part, &base, event_id, Some(transfer_id))?;
+                self.deliver(
+                    p,
+                    offset,
+                    compiled,
+                    part,
+                    &base,
+                    event_id,
+                    Some(transfer_id),
+                )?;
             }
         }
         for seq in 0..transfer.traces {
             self.send(&topic, Some(p), &changelog_key(transfer_id, seq), None)?;
         }
-        tracing::info!(transfer_id, traces = transfer.traces, reason = reason.as_str(), endpoints = endpoints.len(), "sensitive traces flushed");
+        tracing::info!(
+            transfer_id,
+            traces = transfer.traces,
+            reason = reason.as_str(),
+            endpoints = endpoints.len(),
+            "sensitive traces flushed"
+        );
         Ok(())
     }
 
@@ -566,18 +728,29 @@ impl Core {
         let mut due: Vec<(i32, String)> = self
             .partitions
             .iter()
-            .flat_map(|(p, transfers)| transfers.iter().filter(|(_, t)| now - t.opened_at_ms >= max_age).map(|(id, _)| (*p, id.clone())))
+            .flat_map(|(p, transfers)| {
+                transfers
+                    .iter()
+                    .filter(|(_, t)| now - t.opened_at_ms >= max_age)
+                    .map(|(id, _)| (*p, id.clone()))
+            })
             .collect();
         // A partition still reading a backlog may hold the end of such a transfer.
         let mut partitions: Vec<i32> = due.iter().map(|(p, _)| *p).collect();
         partitions.sort_unstable();
         partitions.dedup();
-        let behind: Vec<i32> = partitions.into_iter().filter(|p| !self.caught_up(consumer, *p, now)).collect();
+        let behind: Vec<i32> = partitions
+            .into_iter()
+            .filter(|p| !self.caught_up(consumer, *p, now))
+            .collect();
         due.retain(|(p, _)| !behind.contains(p));
         if due.is_empty() {
             return Ok(());
         }
-        let result = self.commit(consumer).and_then(|()| due.iter().try_for_each(|(p, id)| self.flush(*p, id, FlushReason::MaxAge, None)));
+        let result = self.commit(consumer).and_then(|()| {
+            due.iter()
+                .try_for_each(|(p, id)| self.flush(*p, id, FlushReason::MaxAge, None))
+        });
         match result {
             Ok(()) => Ok(()),
             Err(e) => self.recover(consumer, e),
@@ -591,11 +764,23 @@ impl Core {
             return true;
         }
         let topic = &self.shared.topics.events;
-        let position = consumer.position().ok().and_then(|t| t.find_partition(topic, p).map(|e| e.offset()));
-        match (consumer.fetch_watermarks(topic, p, Duration::from_secs(5)), position) {
+        let position = consumer
+            .position()
+            .ok()
+            .and_then(|t| t.find_partition(topic, p).map(|e| e.offset()));
+        match (
+            consumer.fetch_watermarks(topic, p, Duration::from_secs(5)),
+            position,
+        ) {
             (Ok((_, high)), Some(Offset::Offset(at))) => at >= high,
             // Nothing read yet since the assignment: at the committed offset.
-            (Ok((_, high)), _) => consumer.committed(Duration::from_secs(5)).ok().and_then(|t| t.find_partition(topic, p).map(|e| e.offset())) == Some(Offset::Offset(high)),
+            (Ok((_, high)), _) => {
+                consumer
+                    .committed(Duration::from_secs(5))
+                    .ok()
+                    .and_then(|t| t.find_partition(topic, p).map(|e| e.offset()))
+                    == Some(Offset::Offset(high))
+            }
             (Err(_), _) => false,
         }
     }
@@ -603,7 +788,16 @@ impl Core {
     /// Writes one part as a rendered delivery (sealed) in the transaction, or, when it
     /// could not be rendered, as a dead letter holding its traces sealed.
     #[allow(clippy::too_many_arguments)]
-    fn deliver(&self, p: i32, offset: i64, compiled: &EndpointTraces, part: Part<Rendered>, base: &str, event_id: &str, transfer_id: Option<&str>) -> anyhow::Result<()> {
+    fn deliver(
+        &self,
+        p: i32,
+        offset: i64,
+        compiled: &EndpointTraces,
+        part: Part<Rendered>,
+        base: &str,
+        event_id: &str,
+        transfer_id: Option<&str>,
+    ) -> anyhow::Result<()> {
         let endpoint = match compiled {
             Ok(c) => &c.endpoint,
             Err((e, _)) => e,
@@ -612,8 +806,20 @@ impl Core {
             Rendered::Request(request) => request,
             Rendered::Failed { error, traces_json } => {
                 let id = uuid::Uuid::now_v7().to_string();
-                let sealed = self.shared.sealer.seal(traces_json.expose().as_bytes(), &dead_letter_context(&id));
-                return self.write_dead_letter(id, p, offset, Some(event_id), Some(&endpoint.id), error.code(), &error.to_string(), Some(sealed.into_bytes()));
+                let sealed = self
+                    .shared
+                    .sealer
+                    .seal(traces_json.expose().as_bytes(), &dead_letter_context(&id));
+                return self.write_dead_letter(
+                    id,
+                    p,
+                    offset,
+                    Some(event_id),
+                    Some(&endpoint.id),
+                    error.code(),
+                    &error.to_string(),
+                    Some(sealed.into_bytes()),
+                );
             }
         };
         tracing::debug!(endpoint_id = %endpoint.id, part = part.number, last = part.last, "sensitive-trace request rendered");
@@ -623,7 +829,12 @@ impl Core {
         let delivery = RenderedDelivery {
             delivery_id: render::delivery_id(&format!("{base}/part/{}", part.number), &endpoint.id),
             event_id: event_id.to_owned(),
-            event_type: if transfer_id.is_some() { "transfer.sensitive_trace" } else { "connection_test.sensitive_trace" }.to_owned(),
+            event_type: if transfer_id.is_some() {
+                "transfer.sensitive_trace"
+            } else {
+                "connection_test.sensitive_trace"
+            }
+            .to_owned(),
             endpoint_id: endpoint.id.clone(),
             rendered_at: wire::now_rfc3339(),
             method: request.method,
@@ -638,20 +849,61 @@ impl Core {
             ..RenderedDelivery::default()
         }
         .with_policy_of(endpoint);
-        let bytes = self.shared.registry.encode(&seal_delivery(&self.shared.sealer, delivery))?;
-        self.send(&self.shared.topics.rendered_deliveries, None, endpoint.id.as_bytes(), Some(&bytes))
+        let bytes = self
+            .shared
+            .registry
+            .encode(&seal_delivery(&self.shared.sealer, delivery))?;
+        self.send(
+            &self.shared.topics.rendered_deliveries,
+            None,
+            endpoint.id.as_bytes(),
+            Some(&bytes),
+        )
     }
 
     /// A dead letter in the transaction. `reason` holds no trace text or secret.
     #[allow(clippy::too_many_arguments)]
-    fn dead_letter(&self, p: i32, offset: i64, event: Option<&Event>, endpoint_id: Option<&str>, code: &str, reason: &str, payload: Option<Vec<u8>>) -> anyhow::Result<()> {
+    fn dead_letter(
+        &self,
+        p: i32,
+        offset: i64,
+        event: Option<&Event>,
+        endpoint_id: Option<&str>,
+        code: &str,
+        reason: &str,
+        payload: Option<Vec<u8>>,
+    ) -> anyhow::Result<()> {
         let id = uuid::Uuid::now_v7().to_string();
-        self.write_dead_letter(id, p, offset, event.map(|e| e.id.as_str()), endpoint_id, code, reason, payload)
+        self.write_dead_letter(
+            id,
+            p,
+            offset,
+            event.map(|e| e.id.as_str()),
+            endpoint_id,
+            code,
+            reason,
+            payload,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn write_dead_letter(&self, id: String, p: i32, offset: i64, event_id: Option<&str>, endpoint_id: Option<&str>, code: &str, reason: &str, payload: Option<Vec<u8>>) -> anyhow::Result<()> {
-        tracing::warn!(code, endpoint_id, event_id, "sensitive traces dead-lettered");
+    fn write_dead_letter(
+        &self,
+        id: String,
+        p: i32,
+        offset: i64,
+        event_id: Option<&str>,
+        endpoint_id: Option<&str>,
+        code: &str,
+        reason: &str,
+        payload: Option<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        tracing::warn!(
+            code,
+            endpoint_id,
+            event_id,
+            "sensitive traces dead-lettered"
+        );
         let letter = DeadLetter {
             id,
             reason_code: code.to_owned(),
@@ -674,7 +926,13 @@ impl Core {
     }
 
     /// Queues a write in the transaction.
-    fn send(&self, topic: &str, partition: Option<i32>, key: &[u8], value: Option<&[u8]>) -> anyhow::Result<()> {
+    fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> anyhow::Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
         if let Some(p) = partition {
             record = record.partition(p);
@@ -696,8 +954,13 @@ impl Core {
 
     fn begin(&mut self) -> anyhow::Result<()> {
         if self.txn.is_none() {
-            self.producer.begin_transaction().context("beginning a transaction")?;
-            self.txn = Some(Txn { started: Instant::now(), positions: HashMap::new() });
+            self.producer
+                .begin_transaction()
+                .context("beginning a transaction")?;
+            self.txn = Some(Txn {
+                started: Instant::now(),
+                positions: HashMap::new(),
+            });
         }
         Ok(())
     }
@@ -713,16 +976,28 @@ impl Core {
 
     /// Commits the open transaction with the offsets it handled.
     fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> anyhow::Result<()> {
-        let Some(txn) = self.txn.take() else { return Ok(()) };
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
+        };
         if !txn.positions.is_empty() {
             let mut offsets = TopicPartitionList::new();
             for (p, next) in &txn.positions {
-                offsets.add_partition_offset(&self.shared.topics.events, *p, Offset::Offset(*next))?;
+                offsets.add_partition_offset(
+                    &self.shared.topics.events,
+                    *p,
+                    Offset::Offset(*next),
+                )?;
             }
-            let metadata = consumer.group_metadata().context("no consumer group metadata")?;
-            self.producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT).context("adding offsets to the transaction")?;
+            let metadata = consumer
+                .group_metadata()
+                .context("no consumer group metadata")?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
+                .context("adding offsets to the transaction")?;
         }
-        self.producer.commit_transaction(CALL_TIMEOUT).context("committing the transaction")?;
+        self.producer
+            .commit_transaction(CALL_TIMEOUT)
+            .context("committing the transaction")?;
         Ok(())
     }
 
@@ -738,7 +1013,9 @@ impl Core {
     /// (fenced by another instance with this id) end the aggregator.
     fn recover(&mut self, consumer: &GroupConsumer, e: anyhow::Error) -> anyhow::Result<()> {
         if is_fatal(&e) {
-            return Err(e.context("fatal transactional error (another renderer with the same HOOKLINE_INSTANCE_ID?)"));
+            return Err(e.context(
+                "fatal transactional error (another renderer with the same HOOKLINE_INSTANCE_ID?)",
+            ));
         }
         tracing::warn!(error = %format!("{e:#}"), "aggregator transaction failed; rewinding to the last commit");
         loop {
@@ -764,10 +1041,16 @@ impl Core {
         loop {
             match self.producer.abort_transaction(CALL_TIMEOUT) {
                 Ok(()) => return Ok(()),
-                Err(e) if is_fatal_kafka(&e) => return Err(anyhow::Error::from(e).context("aborting the transaction")),
+                Err(e) if is_fatal_kafka(&e) => {
+                    return Err(anyhow::Error::from(e).context("aborting the transaction"));
+                }
                 // No transaction in progress: nothing to abort.
-                Err(KafkaError::Transaction(r)) if r.code() == RDKafkaErrorCode::State => return Ok(()),
-                Err(e) if self.shutdown.is_cancelled() => return Err(anyhow::Error::from(e).context("aborting the transaction")),
+                Err(KafkaError::Transaction(r)) if r.code() == RDKafkaErrorCode::State => {
+                    return Ok(());
+                }
+                Err(e) if self.shutdown.is_cancelled() => {
+                    return Err(anyhow::Error::from(e).context("aborting the transaction"));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot abort the transaction yet; retrying");
                     std::thread::sleep(Duration::from_millis(500));
@@ -806,31 +1089,55 @@ impl Core {
         let topic = &self.shared.topics.sensitive_trace_changelog;
         // Everything written before now, once its transaction is decided: the last
         // commit of a previous owner may not have its markers yet.
-        let (_, high) = self.changelog.fetch_watermarks(topic, p, CALL_TIMEOUT).context("reading the changelog's high watermark")?;
-        let end = read_changelog(&self.changelog, topic, p, Offset::Beginning, Until::Position(high), |m| {
-            restore_record(&mut transfers, registry, p, m);
-            false
-        })?;        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, high) = self
+            .changelog
+            .fetch_watermarks(topic, p, CALL_TIMEOUT)
+            .context("reading the changelog's high watermark")?;
+        let end = read_changelog(
+            &self.changelog,
+            topic,
+            p,
+            Offset::Beginning,
+            Until::Position(high),
+            |m| {
+                restore_record(&mut transfers, registry, p, m);
+                false
+            },
+        )?;
+        let mut floors = self.floors.lock().unwrap_or_else(|p| p.into_inner());
         let floor = floors.entry(p).or_insert(0);
         *floor = (*floor).max(end);
         drop(floors);
-        tracing::debug!(partition = p, open_transfers = transfers.len(), "aggregation state restored");
+        tracing::debug!(
+            partition = p,
+            open_transfers = transfers.len(),
+            "aggregation state restored"
+        );
         self.partitions.insert(p, transfers);
         Ok(())
     }
 
     fn floor(&self, p: i32) -> i64 {
-        self.floors.lock().unwrap_or_else(|p| p.into_inner()).get(&p).copied().unwrap_or(0)
+        self.floors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&p)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Every endpoint acknowledged before now is seen.
     fn sync_endpoints(&self) -> anyhow::Result<()> {
         let since = Instant::now();
-        self.runtime.block_on(self.shared.endpoints.sync_after(since)).context("syncing endpoints")
+        self.runtime
+            .block_on(self.shared.endpoints.sync_after(since))
+            .context("syncing endpoints")
     }
 
     fn trace_endpoints(&self) -> Vec<Arc<Configured>> {
-        self.shared.endpoints.select(|c| matches!(c.as_ref(), Configured::Traces(_)))
+        self.shared
+            .endpoints
+            .select(|c| matches!(c.as_ref(), Configured::Traces(_)))
     }
 }
 
@@ -841,7 +1148,10 @@ type EndpointTraces = Result<CompiledTraces, (wire::Endpoint, RenderError)>;
 /// and sized by the traces so the split goes on).
 enum Rendered {
     Request(TracesRequest),
-    Failed { error: RenderError, traces_json: Redacted<String> },
+    Failed {
+        error: RenderError,
+        traces_json: Redacted<String>,
+    },
 }
 
 /// Renders one batch for one endpoint.
@@ -860,7 +1170,12 @@ impl RenderPart for BatchRender<'_> {
     type Request = Rendered;
     type Error = std::convert::Infallible;
 
-    fn render(&mut self, traces_json: &str, part: u32, last: bool) -> Result<Rendered, std::convert::Infallible> {
+    fn render(
+        &mut self,
+        traces_json: &str,
+        part: u32,
+        last: bool,
+    ) -> Result<Rendered, std::convert::Infallible> {
         let batch = TraceBatch {
             transfer_id: self.transfer_id,
             destination_id: self.destination_id,
@@ -878,7 +1193,10 @@ impl RenderPart for BatchRender<'_> {
         };
         Ok(match rendered {
             Ok(request) => Rendered::Request(request),
-            Err(error) => Rendered::Failed { error, traces_json: Redacted::new(traces_json.to_owned()) },
+            Err(error) => Rendered::Failed {
+                error,
+                traces_json: Redacted::new(traces_json.to_owned()),
+            },
         })
     }
 
@@ -891,8 +1209,15 @@ impl RenderPart for BatchRender<'_> {
 }
 
 /// Applies one changelog record to the open transfers being rebuilt.
-fn restore_record(transfers: &mut HashMap<String, Transfer>, registry: &Registry, p: i32, m: &BorrowedMessage<'_>) {
-    let Some((transfer_id, _)) = m.key().and_then(parse_key) else { return };
+fn restore_record(
+    transfers: &mut HashMap<String, Transfer>,
+    registry: &Registry,
+    p: i32,
+    m: &BorrowedMessage<'_>,
+) {
+    let Some((transfer_id, _)) = m.key().and_then(parse_key) else {
+        return;
+    };
     let Some(bytes) = m.payload() else {
         // A flush's tombstones: the transfer was sent.
         transfers.remove(transfer_id);
@@ -900,18 +1225,25 @@ fn restore_record(transfers: &mut HashMap<String, Transfer>, registry: &Registry
     };
     let Ok(record) = registry.decode::<AggregatedTrace>(bytes) else {
         // Kept as a trace of its transfer: the flush dead-letters what it cannot read.
-        tracing::warn!(partition = p, offset = m.offset(), code = "HL-TRACE-UNREADABLE", "unreadable changelog record");
+        tracing::warn!(
+            partition = p,
+            offset = m.offset(),
+            code = "HL-TRACE-UNREADABLE",
+            "unreadable changelog record"
+        );
         return;
     };
-    let transfer = transfers.entry(record.transfer_id.clone()).or_insert_with(|| Transfer {
-        destination_id: record.destination_id.clone(),
-        first_event_id: record.event_id.clone(),
-        opened_at_ms: record.opened_at_ms,
-        traces: 0,
-        source_ids: Vec::new(),
-        model_ids: Vec::new(),
-        scan_from: m.offset(),
-    });
+    let transfer = transfers
+        .entry(record.transfer_id.clone())
+        .or_insert_with(|| Transfer {
+            destination_id: record.destination_id.clone(),
+            first_event_id: record.event_id.clone(),
+            opened_at_ms: record.opened_at_ms,
+            traces: 0,
+            source_ids: Vec::new(),
+            model_ids: Vec::new(),
+            scan_from: m.offset(),
+        });
     transfer.traces = transfer.traces.max(record.seq + 1);
     transfer.add_ids(record.source_id.as_deref(), record.model_id.as_deref());
 }
@@ -947,7 +1279,11 @@ fn read_changelog(
         Offset::Offset(o) => o,
         _ => 0,
     };
-    let position = || match reader.position().ok().and_then(|t| t.find_partition(topic, p).map(|e| e.offset())) {
+    let position = || match reader
+        .position()
+        .ok()
+        .and_then(|t| t.find_partition(topic, p).map(|e| e.offset()))
+    {
         Some(Offset::Offset(o)) => o.max(start),
         _ => start,
     };
@@ -966,7 +1302,9 @@ fn read_changelog(
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None if Instant::now() <= deadline => {}
             Some(Err(KafkaError::PartitionEOF(_))) | None => {
-                break Err(anyhow::anyhow!("reading changelog partition {p} did not end within {READ_PATIENCE:?}"));
+                break Err(anyhow::anyhow!(
+                    "reading changelog partition {p} did not end within {READ_PATIENCE:?}"
+                ));
             }
             Some(Err(e)) => break Err(anyhow::Error::from(e).context("reading the changelog")),
         }
@@ -981,11 +1319,17 @@ fn is_ours(event_type: &str) -> bool {
 }
 
 fn transfer_id(event: &Event) -> Option<&str> {
-    event.data.get("transfer_id").and_then(Value::as_str).filter(|s| !s.is_empty())
+    event
+        .data
+        .get("transfer_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 fn is_fatal(e: &anyhow::Error) -> bool {
-    e.chain().filter_map(|c| c.downcast_ref::<KafkaError>()).any(is_fatal_kafka)
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<KafkaError>())
+        .any(is_fatal_kafka)
 }
 
 fn is_fatal_kafka(e: &KafkaError) -> bool {
@@ -1023,7 +1367,8 @@ fn parse_key(key: &[u8]) -> Option<(&str, i32)> {
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -1044,7 +1389,10 @@ mod tests {
     fn trace_objects_keep_the_seed_fields_in_order_without_nulls() {
         let data = serde_json::json!({"transfer_id": "t", "trace": "boom", "destination_id": "d", "source_id": null,
             "model_id": "m", "execution_context": "write_destination"});
-        assert_eq!(trace_object(&data).expose(), r#"{"destination_id":"d","model_id":"m","execution_context":"write_destination","trace":"boom"}"#);
+        assert_eq!(
+            trace_object(&data).expose(),
+            r#"{"destination_id":"d","model_id":"m","execution_context":"write_destination","trace":"boom"}"#
+        );
     }
 
     #[test]

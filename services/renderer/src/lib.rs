@@ -117,7 +117,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let sealer = Arc::new(service_kit::sealer(&config.master_key)?);
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
-    kafka_io::ensure_topics(&config.kafka, &topics.specs()).await.context("creating topics")?;
+    kafka_io::ensure_topics(&config.kafka, &topics.specs())
+        .await
+        .context("creating topics")?;
     // The renderer only checks the key; the table it reads for that stops afterwards.
     let check = shutdown.child_token();
     service_kit::check_master_key(&config.kafka, &topics, &sealer, &check).await?;
@@ -133,21 +135,35 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             move |bytes| {
                 let endpoint = table_registry.decode::<Endpoint>(bytes).ok()?;
                 let opened = open_endpoint(&sealer, endpoint);
-                Some(Arc::new(if opened.as_ref().map_or_else(|(e, _)| e.kind == TRACE_KIND, |e| e.kind == TRACE_KIND) {
-                    Configured::Traces(Box::new(opened.and_then(|e| render::compile_traces(e.clone()).map_err(|err| (e, err)))))
-                } else {
-                    Configured::Webhook(Arc::new(opened.and_then(|e| render::compile(e.clone()).map_err(|err| (e, err)))))
-                }))
+                Some(Arc::new(
+                    if opened
+                        .as_ref()
+                        .map_or_else(|(e, _)| e.kind == TRACE_KIND, |e| e.kind == TRACE_KIND)
+                    {
+                        Configured::Traces(Box::new(opened.and_then(|e| {
+                            render::compile_traces(e.clone()).map_err(|err| (e, err))
+                        })))
+                    } else {
+                        Configured::Webhook(Arc::new(
+                            opened.and_then(|e| render::compile(e.clone()).map_err(|err| (e, err))),
+                        ))
+                    },
+                ))
             }
         },
         shutdown.child_token(),
     )
     .await
     .context("reading endpoints")?;
-    let producer = kafka_io::producer(&config.kafka, "hookline-renderer").context("creating producer")?;
-    let (consumer, tracker) =
-        kafka_io::group_consumer(&config.kafka, "hookline-renderer", &config.renderer_group, &topics.events)
-            .context("creating consumer")?;
+    let producer =
+        kafka_io::producer(&config.kafka, "hookline-renderer").context("creating producer")?;
+    let (consumer, tracker) = kafka_io::group_consumer(
+        &config.kafka,
+        "hookline-renderer",
+        &config.renderer_group,
+        &topics.events,
+    )
+    .context("creating consumer")?;
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
     let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
     let environment = config.environment.clone();
@@ -156,20 +172,40 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             kafka: config.kafka.clone(),
             group: config.aggregator_group.clone(),
             instance_id: config.instance_id.clone(),
-            transactional_id: format!("{}hookline-aggregator-{}", config.kafka.topic_prefix, config.instance_id),
+            transactional_id: format!(
+                "{}hookline-aggregator-{}",
+                config.kafka.topic_prefix, config.instance_id
+            ),
             transaction_timeout: config.aggregator_transaction_timeout,
             commit_interval: config.aggregator_commit_interval,
             max_age: config.sensitive_trace_max_age,
             max_body: config.sensitive_trace_max_body_bytes,
             environment: environment.clone(),
         },
-        aggregate::Shared { registry: Registry::bundled()?, sealer: sealer.clone(), topics: topics.clone(), endpoints: endpoints.clone() },
+        aggregate::Shared {
+            registry: Registry::bundled()?,
+            sealer: sealer.clone(),
+            topics: topics.clone(),
+            endpoints: endpoints.clone(),
+        },
         shutdown.clone(),
     )
     .await
     .context("starting the sensitive-trace aggregator")?;
-    let renderer = Arc::new(Renderer { registry, topics, endpoints, producer, dead_letters, environment, sealer, shutdown: shutdown.clone() });
-    let options = ConsumeOptions { max_in_flight: config.renderer_max_in_flight, drain_timeout: config.shutdown_timeout };
+    let renderer = Arc::new(Renderer {
+        registry,
+        topics,
+        endpoints,
+        producer,
+        dead_letters,
+        environment,
+        sealer,
+        shutdown: shutdown.clone(),
+    });
+    let options = ConsumeOptions {
+        max_in_flight: config.renderer_max_in_flight,
+        drain_timeout: config.shutdown_timeout,
+    };
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
         let renderer = renderer.clone();
         async move { renderer.handle(record).await }
@@ -197,18 +233,31 @@ fn host_name() -> String {
 impl Renderer {
     async fn handle(&self, record: Record) -> Outcome {
         let payload = record.payload.as_deref().unwrap_or_default();
-        let decoded = self.registry.decode_event(payload).map_err(|e| (e.code(), e.to_string())).and_then(|mut event| {
-            service_kit::open_event(&self.sealer, &self.registry, &mut event)
-                .map(|()| event)
-                .map_err(|_| ("HL-SEAL-OPEN", "cannot open the event's sealed fields with this HOOKLINE_MASTER_KEY".to_owned()))
-        });
+        let decoded = self
+            .registry
+            .decode_event(payload)
+            .map_err(|e| (e.code(), e.to_string()))
+            .and_then(|mut event| {
+                service_kit::open_event(&self.sealer, &self.registry, &mut event)
+                    .map(|()| event)
+                    .map_err(|_| {
+                        (
+                            "HL-SEAL-OPEN",
+                            "cannot open the event's sealed fields with this HOOKLINE_MASTER_KEY"
+                                .to_owned(),
+                        )
+                    })
+            });
         let event = match decoded {
             Ok(event) => event,
             Err((code, reason)) => {
                 tracing::warn!(partition = record.partition, offset = record.offset, code, reason = %reason, "unreadable event; dead-lettered");
                 let mut letter = self.dead_letters.letter(&record, code, &reason);
                 letter.payload = record.payload.clone();
-                return self.dead_letters.write(&self.registry, letter, &self.shutdown).await;
+                return self
+                    .dead_letters
+                    .write(&self.registry, letter, &self.shutdown)
+                    .await;
             }
         };
         // Every endpoint acknowledged before the event was written must be seen: sync the
@@ -231,13 +280,25 @@ impl Renderer {
             })
             .collect();
         tracing::debug!(event_id = %event.id, event_type = %event.event_type, endpoints = subscribers.len(), "rendering");
-        let outputs = subscribers.iter().map(|compiled| self.output(&record, &event, compiled, &rendered_at));
+        let outputs = subscribers
+            .iter()
+            .map(|compiled| self.output(&record, &event, compiled, &rendered_at));
         let outcomes = futures::future::join_all(outputs).await;
-        if outcomes.iter().all(|o| *o == Outcome::Done) { Outcome::Done } else { Outcome::Abandoned }
+        if outcomes.iter().all(|o| *o == Outcome::Done) {
+            Outcome::Done
+        } else {
+            Outcome::Abandoned
+        }
     }
 
     /// Writes the delivery of `event` to `endpoint`, or its dead letter.
-    async fn output(&self, record: &Record, event: &Event, compiled: &Compiled, rendered_at: &str) -> Outcome {
+    async fn output(
+        &self,
+        record: &Record,
+        event: &Event,
+        compiled: &Compiled,
+        rendered_at: &str,
+    ) -> Outcome {
         let endpoint = endpoint_of(compiled);
         let delivery_id = render::delivery_id(&event.id, &endpoint.id);
         let rendered = match compiled.as_ref() {
@@ -251,7 +312,16 @@ impl Renderer {
                 let refused = match self.registry.encode(&delivery) {
                     Ok(bytes) => {
                         let key = endpoint.id.as_bytes();
-                        match kafka_io::send_durably(&self.producer, &self.topics.rendered_deliveries, key, Some(&bytes), None, &self.shutdown).await {
+                        match kafka_io::send_durably(
+                            &self.producer,
+                            &self.topics.rendered_deliveries,
+                            key,
+                            Some(&bytes),
+                            None,
+                            &self.shutdown,
+                        )
+                        .await
+                        {
                             Ok(_) => return Outcome::Done,
                             Err(SendError::Cancelled) => return Outcome::Abandoned,
                             Err(e) => (e.code(), e.to_string()),
@@ -268,30 +338,48 @@ impl Renderer {
         letter.event_id = Some(event.id.clone());
         letter.endpoint_id = Some(endpoint.id.clone());
         letter.delivery_id = Some(delivery_id);
-        letter.payload = if delivery.is_none() { record.payload.clone() } else { None };
+        letter.payload = if delivery.is_none() {
+            record.payload.clone()
+        } else {
+            None
+        };
         letter.delivery = delivery;
-        self.dead_letters.write(&self.registry, letter, &self.shutdown).await
+        self.dead_letters
+            .write(&self.registry, letter, &self.shutdown)
+            .await
     }
 }
 
 impl Renderer {
     /// A delivery of an event with trace text or a transfer log has its body sealed,
     /// and may not carry them in its URL (URLs are logged everywhere).
-    fn guard_sensitive(&self, event: &Event, mut d: wire::RenderedDelivery) -> Result<wire::RenderedDelivery, render::RenderError> {
+    fn guard_sensitive(
+        &self,
+        event: &Event,
+        mut d: wire::RenderedDelivery,
+    ) -> Result<wire::RenderedDelivery, render::RenderError> {
         let values = service_kit::sensitive_values(&self.registry, event);
         if values.is_empty() {
             return Ok(d);
         }
         // Short values (`log`) occur in URLs by chance; a trace or log long enough to
         // carry data does not.
-        let leaks = |text: &str| values.iter().any(|v| v.len() >= MIN_LEAK_LEN && text.contains(v));
+        let leaks = |text: &str| {
+            values
+                .iter()
+                .any(|v| v.len() >= MIN_LEAK_LEN && text.contains(v))
+        };
         // URLs are percent-encoded (and `+` may stand for a space in a query).
-        let decoded = percent_encoding::percent_decode_str(&d.url).decode_utf8_lossy().into_owned();
+        let decoded = percent_encoding::percent_decode_str(&d.url)
+            .decode_utf8_lossy()
+            .into_owned();
         let url_leaks = leaks(&d.url) || leaks(&decoded) || leaks(&decoded.replace('+', " "));
         if url_leaks || d.headers.iter().any(|h| leaks(&h.value)) {
             return Err(render::RenderError::Invalid {
                 field: "url".to_owned(),
-                message: "must not carry the event's sensitive fields (URLs are logged); use the body".to_owned(),
+                message:
+                    "must not carry the event's sensitive fields (URLs are logged); use the body"
+                        .to_owned(),
             });
         }
         d.body_sealed = true;
@@ -309,7 +397,9 @@ pub(crate) enum Configured {
 
 impl Configured {
     /// The sensitive-trace endpoint, if this is one.
-    pub(crate) fn traces(&self) -> Option<&Result<render::CompiledTraces, (Endpoint, render::RenderError)>> {
+    pub(crate) fn traces(
+        &self,
+    ) -> Option<&Result<render::CompiledTraces, (Endpoint, render::RenderError)>> {
         match self {
             Configured::Traces(t) => Some(t),
             Configured::Webhook(_) => None,
@@ -332,14 +422,18 @@ fn endpoint_of(compiled: &Compiled) -> &Endpoint {
 
 /// Opens the sealed secrets of an endpoint read from Kafka (values written before
 /// sealing existed pass as they are).
-fn open_endpoint(sealer: &signing::Sealer, mut endpoint: Endpoint) -> Result<Endpoint, (Endpoint, render::RenderError)> {
+fn open_endpoint(
+    sealer: &signing::Sealer,
+    mut endpoint: Endpoint,
+) -> Result<Endpoint, (Endpoint, render::RenderError)> {
     match service_kit::open_endpoint_secrets(sealer, &mut endpoint) {
         Ok(()) => Ok(endpoint),
         Err(field) => Err((
             endpoint,
             render::RenderError::Invalid {
                 field: field.to_owned(),
-                message: "cannot open the endpoint's sealed secrets with this HOOKLINE_MASTER_KEY".to_owned(),
+                message: "cannot open the endpoint's sealed secrets with this HOOKLINE_MASTER_KEY"
+                    .to_owned(),
             },
         )),
     }

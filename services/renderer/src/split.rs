@@ -16,7 +16,12 @@ pub(crate) trait RenderPart {
     /// Why rendering failed.
     type Error;
     /// Renders part number `part` (1-based).
-    fn render(&mut self, traces_json: &str, part: u32, last: bool) -> Result<Self::Request, Self::Error>;
+    fn render(
+        &mut self,
+        traces_json: &str,
+        part: u32,
+        last: bool,
+    ) -> Result<Self::Request, Self::Error>;
     /// The size the limit applies to.
     fn body_len(request: &Self::Request) -> usize;
 }
@@ -57,7 +62,15 @@ struct Measured {
 impl<R: RenderPart> Splitter<R> {
     /// A splitter rendering with `render`.
     pub(crate) fn new(render: R, max_body: usize) -> Self {
-        Splitter { render, max_body, pending: Vec::new(), pending_bytes: 0, held: None, next_number: 1, target: max_body }
+        Splitter {
+            render,
+            max_body,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            held: None,
+            next_number: 1,
+            target: max_body,
+        }
     }
 
     /// The renderer it was made with.
@@ -103,14 +116,23 @@ impl<R: RenderPart> Splitter<R> {
     }
 
     /// Splits `traces` into parts that fit, in order, numbering them.
-    fn fit(&mut self, mut traces: Vec<String>, truncated: bool, out: &mut Vec<Measured>) -> Result<(), R::Error> {
+    fn fit(
+        &mut self,
+        mut traces: Vec<String>,
+        truncated: bool,
+        out: &mut Vec<Measured>,
+    ) -> Result<(), R::Error> {
         let json = array(&traces);
         let size = self.measure(&json, self.next_number)?;
         if size <= self.max_body {
             // Learn the template's expansion so the next parts are cut closer to the limit.
             let ratio = (size as f64 / json.len().max(1) as f64).max(1.0);
             self.target = ((self.max_body as f64 / ratio) * 0.95) as usize;
-            out.push(Measured { number: self.next_number, traces, truncated });
+            out.push(Measured {
+                number: self.next_number,
+                traces,
+                truncated,
+            });
             self.next_number += 1;
             return Ok(());
         }
@@ -125,8 +147,17 @@ impl<R: RenderPart> Splitter<R> {
             None => {
                 // Nothing left to cut (the template alone is over the limit): send it as
                 // it is rather than drop the trace.
-                tracing::warn!(code = "HL-TRACE-TOO-LARGE", size, max = self.max_body, "a part exceeds the maximum body even with its trace cut");
-                out.push(Measured { number: self.next_number, traces: vec![json[1..json.len() - 1].to_owned()], truncated: true });
+                tracing::warn!(
+                    code = "HL-TRACE-TOO-LARGE",
+                    size,
+                    max = self.max_body,
+                    "a part exceeds the maximum body even with its trace cut"
+                );
+                out.push(Measured {
+                    number: self.next_number,
+                    traces: vec![json[1..json.len() - 1].to_owned()],
+                    truncated: true,
+                });
                 self.next_number += 1;
                 Ok(())
             }
@@ -141,8 +172,15 @@ impl<R: RenderPart> Splitter<R> {
     }
 
     fn emit(&mut self, part: Measured, last: bool) -> Result<Part<R::Request>, R::Error> {
-        let request = self.render.render(&array(&part.traces), part.number, last)?;
-        Ok(Part { number: part.number, last, request, truncated: part.truncated })
+        let request = self
+            .render
+            .render(&array(&part.traces), part.number, last)?;
+        Ok(Part {
+            number: part.number,
+            last,
+            request,
+            truncated: part.truncated,
+        })
     }
 }
 
@@ -194,7 +232,10 @@ mod tests {
         type Error = ();
         fn render(&mut self, traces_json: &str, part: u32, last: bool) -> Result<String, ()> {
             self.renders += 1;
-            Ok(format!("{{\"part\":{part},\"last\":{last},\"t\":\"{}\"}}", traces_json.replace('"', "\\\"")))
+            Ok(format!(
+                "{{\"part\":{part},\"last\":{last},\"t\":\"{}\"}}",
+                traces_json.replace('"', "\\\"")
+            ))
         }
         fn body_len(request: &String) -> usize {
             request.len()
@@ -224,7 +265,10 @@ mod tests {
     fn small_transfers_are_one_part_marked_last() {
         let parts = run((0..3).map(|i| trace(i, 10)).collect(), 10_000);
         assert_eq!(parts.len(), 1);
-        assert_eq!((parts[0].number, parts[0].last, parts[0].truncated), (1, true, false));
+        assert_eq!(
+            (parts[0].number, parts[0].last, parts[0].truncated),
+            (1, true, false)
+        );
         assert_eq!(traces_in(&parts[0]).len(), 3);
     }
 
@@ -236,7 +280,11 @@ mod tests {
     #[test]
     fn large_transfers_are_numbered_parts_within_the_limit_in_order() {
         let sizes: Vec<usize> = (0..500).map(|i| [10, 900, 4000, 64][i % 4]).collect();
-        let traces: Vec<String> = sizes.iter().enumerate().map(|(i, n)| trace(i, *n)).collect();
+        let traces: Vec<String> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| trace(i, *n))
+            .collect();
         let max = 20_000;
         let parts = run(traces, max);
         assert!(parts.len() > 10, "{} parts", parts.len());
@@ -244,9 +292,18 @@ mod tests {
         for (i, part) in parts.iter().enumerate() {
             assert_eq!(part.number as usize, i + 1);
             assert_eq!(part.last, i + 1 == parts.len());
-            assert!(part.request.len() <= max, "part {} is {} bytes", part.number, part.request.len());
+            assert!(
+                part.request.len() <= max,
+                "part {} is {} bytes",
+                part.number,
+                part.request.len()
+            );
             assert!(!part.truncated);
-            seen.extend(traces_in(part).into_iter().map(|t| t["model_id"].as_str().expect("id").to_owned()));
+            seen.extend(
+                traces_in(part)
+                    .into_iter()
+                    .map(|t| t["model_id"].as_str().expect("id").to_owned()),
+            );
         }
         let expected: Vec<String> = (0..500).map(|i| format!("m{i}")).collect();
         assert_eq!(seen, expected, "every trace once, in arrival order");
@@ -258,7 +315,11 @@ mod tests {
     fn a_trace_too_large_alone_is_cut_and_marked() {
         let parts = run(vec![trace(0, 10), trace(1, 50_000), trace(2, 10)], 8_000);
         assert!(parts.iter().all(|p| p.request.len() <= 8_000));
-        let cut: Vec<Value> = parts.iter().flat_map(traces_in).filter(|t| t["trace_truncated"] == true).collect();
+        let cut: Vec<Value> = parts
+            .iter()
+            .flat_map(traces_in)
+            .filter(|t| t["trace_truncated"] == true)
+            .collect();
         assert_eq!(cut.len(), 1);
         assert_eq!(cut[0]["model_id"], "m1");
         assert!(parts.iter().any(|p| p.truncated));
@@ -272,6 +333,12 @@ mod tests {
         let parts = run(vec![big], 5_000);
         let t = traces_in(&parts[0]);
         assert_eq!(t[0]["trace_truncated"], true);
-        assert!(t[0]["trace"].as_str().expect("text").chars().all(|c| c == 'é'));
+        assert!(
+            t[0]["trace"]
+                .as_str()
+                .expect("text")
+                .chars()
+                .all(|c| c == 'é')
+        );
     }
 }

@@ -1,11 +1,15 @@
 //! The differential corpus: seed examples, one case per feature, generated cases.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Features hookline refuses at creation (Go renders them): the corpus includes them to
 /// prove they are refused, not rendered differently.
 pub fn may_refuse(template: &str) -> bool {
-    ["define", "template", "block", "call", "%*", "%.*", "%1001", "%99999", "%#v", "%+#v"].iter().any(|f| template.contains(f))
+    [
+        "define", "template", "block", "call", "%*", "%.*", "%1001", "%99999", "%#v", "%+#v",
+    ]
+    .iter()
+    .any(|f| template.contains(f))
 }
 
 /// Sensitive-trace variables, as the seed lists them.
@@ -74,61 +78,158 @@ fn seed_cases() -> Vec<(String, Value)> {
 fn feature_templates() -> Vec<&'static str> {
     vec![
         // text, fields, missing fields, dot
-        "plain text", "{{.S}}", "{{.M.a}}", "{{.M.c.d}}", "{{.Missing}}", "{{.M.missing}}", "{{.Nil}}", "{{.}}",
-        "{{.Data.error.transfer_id}}", "{{.Data.error.models}}", "{{.L}}", "{{.M}}", "{{.Mixed}}", "{{.ME}}", "{{.LE}}",
+        "plain text",
+        "{{.S}}",
+        "{{.M.a}}",
+        "{{.M.c.d}}",
+        "{{.Missing}}",
+        "{{.M.missing}}",
+        "{{.Nil}}",
+        "{{.}}",
+        "{{.Data.error.transfer_id}}",
+        "{{.Data.error.models}}",
+        "{{.L}}",
+        "{{.M}}",
+        "{{.Mixed}}",
+        "{{.ME}}",
+        "{{.LE}}",
         "{{.N}} {{.Neg}} {{.Big}} {{.Z}} {{.F}} {{.G}} {{.Tiny}} {{.B}} {{.No}}",
         // comments and trimming
-        "a {{/* comment */}} b", "a  {{- .N -}}  b", "a\n{{- .N}}\n", "{{.N -}}\n\n x", "{{- /* c */ -}} x",
+        "a {{/* comment */}} b",
+        "a  {{- .N -}}  b",
+        "a\n{{- .N}}\n",
+        "{{.N -}}\n\n x",
+        "{{- /* c */ -}} x",
         // literals
         "{{\"lit\"}} {{`raw \\n`}} {{'a'}} {{1.5}} {{0x1F}} {{1e3}} {{true}} {{nil | print}}",
         // pipelines and parentheses
-        "{{.S | printf \"%q\"}}", "{{.N | printf \"%d-%d\" 1}}", "{{(printf \"%s\" .S) | len}}", "{{len (index .LS 1)}}",
+        "{{.S | printf \"%q\"}}",
+        "{{.N | printf \"%d-%d\" 1}}",
+        "{{(printf \"%s\" .S) | len}}",
+        "{{len (index .LS 1)}}",
         // variables
-        "{{$x := .N}}{{$x}}", "{{$x := 1}}{{$x = 2}}{{$x}}", "{{$}}", "{{with $x := .M}}{{$x.a}}{{end}}", "{{$.M.a}}",
+        "{{$x := .N}}{{$x}}",
+        "{{$x := 1}}{{$x = 2}}{{$x}}",
+        "{{$}}",
+        "{{with $x := .M}}{{$x.a}}{{end}}",
+        "{{$.M.a}}",
         // if / else if / else
-        "{{if .B}}yes{{end}}", "{{if .No}}yes{{else}}no{{end}}", "{{if .No}}1{{else if .Z}}2{{else if .N}}3{{else}}4{{end}}",
-        "{{if .E}}e{{else}}empty{{end}}", "{{if .LE}}l{{else}}empty list{{end}}", "{{if .Nil}}n{{else}}nil{{end}}",
-        "{{if and .B .N}}both{{end}}", "{{if or .No .Z}}x{{else}}neither{{end}}", "{{if not .No}}not{{end}}",
+        "{{if .B}}yes{{end}}",
+        "{{if .No}}yes{{else}}no{{end}}",
+        "{{if .No}}1{{else if .Z}}2{{else if .N}}3{{else}}4{{end}}",
+        "{{if .E}}e{{else}}empty{{end}}",
+        "{{if .LE}}l{{else}}empty list{{end}}",
+        "{{if .Nil}}n{{else}}nil{{end}}",
+        "{{if and .B .N}}both{{end}}",
+        "{{if or .No .Z}}x{{else}}neither{{end}}",
+        "{{if not .No}}not{{end}}",
         // range
-        "{{range .L}}{{.}},{{end}}", "{{range $i, $v := .LS}}{{$i}}={{$v}};{{end}}", "{{range $k, $v := .M}}{{$k}}:{{$v}} {{end}}",
-        "{{range .LE}}x{{else}}none{{end}}", "{{range 3}}{{.}}{{end}}", "{{range $i := 4}}{{$i}}{{end}}",
-        "{{range .L}}{{if eq . 1}}{{break}}{{end}}{{.}}{{end}}", "{{range .L}}{{if eq . 1}}{{continue}}{{end}}{{.}}{{end}}",
-        "{{range .Mixed}}[{{.}}]{{end}}", "{{range .ME}}x{{else}}empty map{{end}}",
+        "{{range .L}}{{.}},{{end}}",
+        "{{range $i, $v := .LS}}{{$i}}={{$v}};{{end}}",
+        "{{range $k, $v := .M}}{{$k}}:{{$v}} {{end}}",
+        "{{range .LE}}x{{else}}none{{end}}",
+        "{{range 3}}{{.}}{{end}}",
+        "{{range $i := 4}}{{$i}}{{end}}",
+        "{{range .L}}{{if eq . 1}}{{break}}{{end}}{{.}}{{end}}",
+        "{{range .L}}{{if eq . 1}}{{continue}}{{end}}{{.}}{{end}}",
+        "{{range .Mixed}}[{{.}}]{{end}}",
+        "{{range .ME}}x{{else}}empty map{{end}}",
         // with
-        "{{with .M.c}}{{.d}}{{end}}", "{{with .E}}x{{else}}no e{{end}}", "{{with .Nil}}x{{else}}no nil{{end}}",
+        "{{with .M.c}}{{.d}}{{end}}",
+        "{{with .E}}x{{else}}no e{{end}}",
+        "{{with .Nil}}x{{else}}no nil{{end}}",
         "{{with .Missing}}x{{else with .N}}n={{.}}{{end}}",
         // comparisons
         "{{eq .N 42}} {{eq .N 1 2 42}} {{ne .S \"x\"}} {{lt .N 50}} {{le .N 42}} {{gt .F 3.0}} {{ge .Neg -7}}",
-        "{{eq .S .S}} {{lt \"a\" \"b\"}} {{eq .B true}} {{eq .Nil nil}}", "{{lt .N 1.5}}", "{{eq .L .L}}",
+        "{{eq .S .S}} {{lt \"a\" \"b\"}} {{eq .B true}} {{eq .Nil nil}}",
+        "{{lt .N 1.5}}",
+        "{{eq .L .L}}",
         // and / or return values
         "{{and 1 0 2}} {{and 1 2}} {{or 0 \"\" 3}} {{or 0 \"\"}} {{not 1}} {{not .E}}",
         // len, index, slice
-        "{{len .S}} {{len .L}} {{len .M}} {{len .E}} {{len .U}}", "{{index .L 0}} {{index .M \"b\"}} {{index .Mixed 5 \"k\"}}",
-        "{{index .L 5}}", "{{index .M \"nope\"}}", "{{slice .L 1}} {{slice .L 1 2}} {{slice .LS 0 0}}", "{{slice \"hello\" 1 3}}",
+        "{{len .S}} {{len .L}} {{len .M}} {{len .E}} {{len .U}}",
+        "{{index .L 0}} {{index .M \"b\"}} {{index .Mixed 5 \"k\"}}",
+        "{{index .L 5}}",
+        "{{index .M \"nope\"}}",
+        "{{slice .L 1}} {{slice .L 1 2}} {{slice .LS 0 0}}",
+        "{{slice \"hello\" 1 3}}",
         // print family
-        "{{print 1 2 \"a\" \"b\" 3 .B .Nil}}", "{{println \"x\" 1}}", "{{print}}", "{{println}}", "{{print .L .M}}",
+        "{{print 1 2 \"a\" \"b\" 3 .B .Nil}}",
+        "{{println \"x\" 1}}",
+        "{{print}}",
+        "{{println}}",
+        "{{print .L .M}}",
         // printf verbs
-        "{{printf \"%s|%v|%q\" .S .S .S}}", "{{printf \"%d|%5d|%-5d|%05d|%+d|% d\" .N .N .N .N .N .N}}",
-        "{{printf \"%x|%X|%o|%b|%c|%U|%#x|%#o|%#U\" .N .N .N .N .N .N .N .N .N}}", "{{printf \"%x %X\" .S \"hi\"}}",
-        "{{printf \"%f|%.2f|%8.3f|%e|%E|%g|%G\" .F .F .F .F .F .F .F}}", "{{printf \"%v %v %g\" .G .Tiny .Big}}",
-        "{{printf \"%t|%v\" .B .No}}", "{{printf \"%%|%s%%\" .S}}", "{{printf \"%v|%+v|%#v\" .M .L .LS}}",
-        "{{printf \"%10s|%-10s|%.2s|%q\" \"ab\" \"ab\" \"abcdef\" 'x'}}", "{{printf \"%d\" .S}}", "{{printf \"%s\"}}",
-        "{{printf \"%s\" 1 2}}", "{{printf \"%!\" .N}}", "{{printf \"%[2]d %[1]d\" 1 2}}", "{{printf \"%z\" .N}}",
-        "{{printf \"%v\" .Nil}}", "{{printf \"%s\" .Nil}}", "{{printf \"%d\" .F}}", "{{printf \"%q\" .N}}",
-        "{{printf \"%v\" .Mixed}}", "{{printf \"%s\" .Data}}", "{{printf \"%6.2f%%\" 12.3456}}", "{{printf \"%1000d\" 1 | len}}",
+        "{{printf \"%s|%v|%q\" .S .S .S}}",
+        "{{printf \"%d|%5d|%-5d|%05d|%+d|% d\" .N .N .N .N .N .N}}",
+        "{{printf \"%x|%X|%o|%b|%c|%U|%#x|%#o|%#U\" .N .N .N .N .N .N .N .N .N}}",
+        "{{printf \"%x %X\" .S \"hi\"}}",
+        "{{printf \"%f|%.2f|%8.3f|%e|%E|%g|%G\" .F .F .F .F .F .F .F}}",
+        "{{printf \"%v %v %g\" .G .Tiny .Big}}",
+        "{{printf \"%t|%v\" .B .No}}",
+        "{{printf \"%%|%s%%\" .S}}",
+        "{{printf \"%v|%+v|%#v\" .M .L .LS}}",
+        "{{printf \"%10s|%-10s|%.2s|%q\" \"ab\" \"ab\" \"abcdef\" 'x'}}",
+        "{{printf \"%d\" .S}}",
+        "{{printf \"%s\"}}",
+        "{{printf \"%s\" 1 2}}",
+        "{{printf \"%!\" .N}}",
+        "{{printf \"%[2]d %[1]d\" 1 2}}",
+        "{{printf \"%z\" .N}}",
+        "{{printf \"%v\" .Nil}}",
+        "{{printf \"%s\" .Nil}}",
+        "{{printf \"%d\" .F}}",
+        "{{printf \"%q\" .N}}",
+        "{{printf \"%v\" .Mixed}}",
+        "{{printf \"%s\" .Data}}",
+        "{{printf \"%6.2f%%\" 12.3456}}",
+        "{{printf \"%1000d\" 1 | len}}",
         // %q with Unicode and control characters
-        "{{printf \"%q\" .U}}", "{{printf \"%+q\" .U}}", "{{printf \"%#q\" .S}}", "{{printf \"%q\" \"\\u2028 \\x00 \\x7f é 😀\"}}",
-        "{{.U | printf \"%q\"}}", "{{printf \"%q\" .LS}}", "{{printf \"%x\" .U}}",
+        "{{printf \"%q\" .U}}",
+        "{{printf \"%+q\" .U}}",
+        "{{printf \"%#q\" .S}}",
+        "{{printf \"%q\" \"\\u2028 \\x00 \\x7f é 😀\"}}",
+        "{{.U | printf \"%q\"}}",
+        "{{printf \"%q\" .LS}}",
+        "{{printf \"%x\" .U}}",
         // escapers
-        "{{html .S}} {{js .S}} {{urlquery .S}}", "{{html .U}}|{{js .U}}|{{urlquery .U}}", "{{.S | html}}", "{{js \"</script>\\u2028'\\\"\"}}",
-        "{{urlquery \"a b&c=d/é\"}}", "{{html 1 \"<\" 2}}", "{{js .L}}",
+        "{{html .S}} {{js .S}} {{urlquery .S}}",
+        "{{html .U}}|{{js .U}}|{{urlquery .U}}",
+        "{{.S | html}}",
+        "{{js \"</script>\\u2028'\\\"\"}}",
+        "{{urlquery \"a b&c=d/é\"}}",
+        "{{html 1 \"<\" 2}}",
+        "{{js .L}}",
         // errors in both
-        "{{.N.x}}", "{{index .N 1}}", "{{len .N}}", "{{if}}{{end}}", "{{range}}", "{{end}}", "{{.S", "{{nosuchfunc 1}}",
-        "{{lt .S 1}}", "{{$undefined}}", "{{slice .L 2 1}}", "{{else}}", "x{{- end -}}", "{{if 1}}{{end}}{{end}}",
-        "{{\"}}\"}}{{end}}", "{{/* {{end}} */}}ok", "{{`}}`}}{{if 1}}y{{end}}", "{{'}'}}", "{{if .B}}open", "{{range .L}}x", "{{with .M}}{{if 1}}x{{end}}",
+        "{{.N.x}}",
+        "{{index .N 1}}",
+        "{{len .N}}",
+        "{{if}}{{end}}",
+        "{{range}}",
+        "{{end}}",
+        "{{.S",
+        "{{nosuchfunc 1}}",
+        "{{lt .S 1}}",
+        "{{$undefined}}",
+        "{{slice .L 2 1}}",
+        "{{else}}",
+        "x{{- end -}}",
+        "{{if 1}}{{end}}{{end}}",
+        "{{\"}}\"}}{{end}}",
+        "{{/* {{end}} */}}ok",
+        "{{`}}`}}{{if 1}}y{{end}}",
+        "{{'}'}}",
+        "{{if .B}}open",
+        "{{range .L}}x",
+        "{{with .M}}{{if 1}}x{{end}}",
         // refused: named templates, call, dynamic widths, huge widths
-        "{{define \"x\"}}X{{end}}{{template \"x\"}}", "{{block \"b\" .}}B{{end}}", "{{call .N}}", "{{printf \"%*d\" 5 1}}",
-        "{{printf \"%.*f\" 2 1.5}}", "{{printf \"%1001d\" 1}}", "{{printf \"%99999d\" 1}}",
+        "{{define \"x\"}}X{{end}}{{template \"x\"}}",
+        "{{block \"b\" .}}B{{end}}",
+        "{{call .N}}",
+        "{{printf \"%*d\" 5 1}}",
+        "{{printf \"%.*f\" 2 1.5}}",
+        "{{printf \"%1001d\" 1}}",
+        "{{printf \"%99999d\" 1}}",
     ]
 }
 
@@ -149,9 +250,42 @@ impl Gen {
 
     fn operand(&mut self, depth: u32) -> String {
         let simple = [
-            ".S", ".U", ".E", ".N", ".Neg", ".Big", ".Z", ".F", ".G", ".Tiny", ".B", ".No", ".Nil", ".L", ".LS", ".M", ".M.a",
-            ".M.c.d", ".Missing", ".Mixed", "\"str\"", "\"é\\n\\t\\\"q\\\"\"", "`raw`", "0", "1", "-3", "2.5", "1e6", "true",
-            "false", "'x'", "(index .L 1)", "(index .LS 2)", "(index .M \"b\")", "(len .LS)", "(slice .L 1)",
+            ".S",
+            ".U",
+            ".E",
+            ".N",
+            ".Neg",
+            ".Big",
+            ".Z",
+            ".F",
+            ".G",
+            ".Tiny",
+            ".B",
+            ".No",
+            ".Nil",
+            ".L",
+            ".LS",
+            ".M",
+            ".M.a",
+            ".M.c.d",
+            ".Missing",
+            ".Mixed",
+            "\"str\"",
+            "\"é\\n\\t\\\"q\\\"\"",
+            "`raw`",
+            "0",
+            "1",
+            "-3",
+            "2.5",
+            "1e6",
+            "true",
+            "false",
+            "'x'",
+            "(index .L 1)",
+            "(index .LS 2)",
+            "(index .M \"b\")",
+            "(len .LS)",
+            "(slice .L 1)",
         ];
         if depth > 0 && self.next() % 4 == 0 {
             format!("({})", self.call(depth - 1))
@@ -162,8 +296,9 @@ impl Gen {
 
     fn call(&mut self, depth: u32) -> String {
         let formats = [
-            "%s", "%v", "%q", "%d", "%x", "%X", "%t", "%%", "%5d", "%-6s|", "%05d", "%.3s", "%8.2f", "%e", "%g", "%+q", "%#v",
-            "%c", "%U", "%o", "[%v %v]", "%s-%d", "%10.4q", "%x %q",
+            "%s", "%v", "%q", "%d", "%x", "%X", "%t", "%%", "%5d", "%-6s|", "%05d", "%.3s",
+            "%8.2f", "%e", "%g", "%+q", "%#v", "%c", "%U", "%o", "[%v %v]", "%s-%d", "%10.4q",
+            "%x %q",
         ];
         match self.next() % 12 {
             0 | 1 | 2 => {
@@ -176,8 +311,18 @@ impl Gen {
             5 => format!("html {}", self.operand(depth)),
             6 => format!("js {}", self.operand(depth)),
             7 => format!("urlquery {}", self.operand(depth)),
-            8 => format!("{} {} {}", self.pick(&["eq", "ne", "lt", "le", "gt", "ge"]), self.operand(depth), self.operand(depth)),
-            9 => format!("{} {} {}", self.pick(&["and", "or"]), self.operand(depth), self.operand(depth)),
+            8 => format!(
+                "{} {} {}",
+                self.pick(&["eq", "ne", "lt", "le", "gt", "ge"]),
+                self.operand(depth),
+                self.operand(depth)
+            ),
+            9 => format!(
+                "{} {} {}",
+                self.pick(&["and", "or"]),
+                self.operand(depth),
+                self.operand(depth)
+            ),
             10 => format!("not {}", self.operand(depth)),
             _ => format!("len {}", self.operand(depth)),
         }
@@ -190,7 +335,10 @@ impl Gen {
             1 | 2 => format!("{l}{}{r}", self.call(2)),
             3 => format!("{l}{} | printf \"%q\"{r}", self.operand(1)),
             4 => format!("{l}if {}{r}T{{{{else}}}}F{{{{end}}}}", self.operand(1)),
-            5 => format!("{{{{range $i, $v := {}}}}}{{{{$i}}}}={{{{$v}}}},{{{{else}}}}none{{{{end}}}}", self.pick(&[".L", ".LS", ".M", ".LE", ".Mixed"])),
+            5 => format!(
+                "{{{{range $i, $v := {}}}}}{{{{$i}}}}={{{{$v}}}},{{{{else}}}}none{{{{end}}}}",
+                self.pick(&[".L", ".LS", ".M", ".LE", ".Mixed"])
+            ),
             6 => format!("{l}with {}{r}<{{{{.}}}}>{{{{end}}}}", self.operand(1)),
             _ => (*self.pick(&[" ", "\n", "text ", " é ", "\t"])).to_owned(),
         }
@@ -211,7 +359,11 @@ fn generated(count: usize) -> Vec<String> {
 pub fn all() -> Vec<(String, Value)> {
     let data = data();
     let mut cases = seed_cases();
-    cases.extend(feature_templates().into_iter().map(|t| (t.to_owned(), data.clone())));
+    cases.extend(
+        feature_templates()
+            .into_iter()
+            .map(|t| (t.to_owned(), data.clone())),
+    );
     cases.extend(generated(4000).into_iter().map(|t| (t, data.clone())));
     cases
 }
