@@ -388,11 +388,10 @@ fn finish(
     if tpl
         .add_partition_offset(topic, ticket.partition, Offset::Offset(position))
         .is_ok()
+        && let Err(e) = consumer.store_offsets(&tpl)
     {
-        if let Err(e) = consumer.store_offsets(&tpl) {
-            // The partition was revoked meanwhile: its new owner reads from the last commit.
-            tracing::debug!(partition = ticket.partition, error = %e, "offset not stored");
-        }
+        // The partition was revoked meanwhile: its new owner reads from the last commit.
+        tracing::debug!(partition = ticket.partition, error = %e, "offset not stored");
     }
 }
 

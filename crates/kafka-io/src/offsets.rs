@@ -106,8 +106,9 @@ mod tests {
 
     #[test]
     fn position_waits_for_the_lowest_unfinished() {
-        // (begun offsets, finish order, expected position after each finish)
-        let table: &[(&[i64], &[usize], &[Option<i64>])] = &[
+        /// Begun offsets, the order they finish in, the position after each finish.
+        type Case<'a> = (&'a [i64], &'a [usize], &'a [Option<i64>]);
+        let table: &[Case] = &[
             (&[5, 6, 7], &[2, 1, 0], &[None, None, Some(8)]),
             (&[5, 6, 7], &[1, 0, 2], &[None, Some(7), Some(8)]),
             (&[5, 9, 12], &[0, 2, 1], &[Some(9), None, Some(13)]),

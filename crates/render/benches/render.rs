@@ -11,14 +11,14 @@ use wire::{Endpoint, Registry};
 const SEED_SLACK: &str = "{\"attachments\": [{\"text\": {{printf \"*Prequel Sensitive Trace | Destination:* %s\\n\\n*<https://YOUR_ADMIN_HOST/destinations/%s|View Destination>*\\n\\n*Environment:* %s\\n\\n*Timestamp:* %s\\n\\n*Traces:*\\n```json\\n%s\\n```\" .DestinationId .DestinationId .Environment .Timestamp .SensitiveTraces | printf \"%q\"}}, \"color\": \"danger\", \"mrkdwn_in\": [\"text\"]}]}";
 
 fn bench(c: &mut Criterion) {
-    let registry = Registry::bundled().unwrap();
+    let registry = Registry::bundled().expect("bundled schemas");
     // A realistic trace: a driver error of about 1.5 KiB with quotes and newlines.
     let trace = format!("ERROR: duplicate key value violates unique constraint \"users_pkey\"\nDETAIL: Key (id)=(42) already exists.\n{}", "  at org.postgresql.core.v3.QueryExecutorImpl.receiveErrorResponse(QueryExecutorImpl.java:2676)\n".repeat(15));
     let (event, _) = registry
         .event_from_json(&json!({"type": "transfer.sensitive_trace", "data": {"transfer_id": "t-1", "destination_id": "dest-123",
             "source_id": "src-456", "model_id": "model-789", "model_name": "users_table", "source_vendor": "postgres",
             "destination_vendor": "snowflake", "execution_context": "write_destination", "trace": trace}}))
-        .unwrap();
+        .expect("a valid sample event");
     let endpoint = Endpoint {
         id: "ep".into(),
         kind: "webhook".into(),
@@ -30,24 +30,27 @@ fn bench(c: &mut Criterion) {
         body_template: Some(SEED_SLACK.into()),
         ..Endpoint::default()
     };
-    let compiled = render::compile(endpoint.clone()).unwrap();
+    let compiled = render::compile(endpoint.clone()).expect("the seed template compiles");
     c.bench_function("render seed Slack template (full request)", |b| {
         b.iter(|| {
-            render::render(black_box(&event), &compiled, "prod", "2024-01-15T10:30:00Z").unwrap()
+            render::render(black_box(&event), &compiled, "prod", "2024-01-15T10:30:00Z")
+                .expect("renders")
         })
     });
     c.bench_function("compile the seed Slack endpoint (parse templates)", |b| {
-        b.iter(|| render::compile(black_box(endpoint.clone())).unwrap())
+        b.iter(|| render::compile(black_box(endpoint.clone())).expect("compiles"))
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .unwrap();
+        .expect("a tokio runtime");
     let addr = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port");
+        let addr = listener.local_addr().expect("its address");
         let app = axum::Router::new().fallback(|| async { "" });
         tokio::spawn(async move { axum::serve(listener, app).await });
         addr
@@ -55,7 +58,7 @@ fn bench(c: &mut Criterion) {
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/hook");
     let body = render::render(&event, &compiled, "prod", "now")
-        .unwrap()
+        .expect("renders")
         .body;
     c.bench_function("one HTTP POST to a local receiver (keep-alive)", |b| {
         b.iter(|| {
@@ -65,7 +68,7 @@ fn bench(c: &mut Criterion) {
                     .body(body.clone())
                     .send()
                     .await
-                    .unwrap()
+                    .expect("the local receiver answers")
                     .status()
             })
         })

@@ -5,11 +5,11 @@ use serde_json::{Value, json};
 use wire::{Endpoint, Event, HeaderTemplate, Registry};
 
 fn registry() -> Registry {
-    Registry::bundled().unwrap()
+    Registry::bundled().expect("bundled schemas")
 }
 
 fn event(json: Value) -> Event {
-    registry().event_from_json(&json).unwrap().0
+    registry().event_from_json(&json).expect("a valid event").0
 }
 
 fn transfer_error() -> Event {
@@ -43,12 +43,12 @@ fn endpoint(vendor: &str, url: &str) -> Endpoint {
 }
 
 fn render(ep: Endpoint, ev: &Event) -> wire::RenderedDelivery {
-    let compiled = render::compile(ep).unwrap();
-    render::render(ev, &compiled, "prod", "now").unwrap()
+    let compiled = render::compile(ep).expect("the endpoint compiles");
+    render::render(ev, &compiled, "prod", "now").expect("renders")
 }
 
 fn body(d: &wire::RenderedDelivery) -> Value {
-    serde_json::from_slice(&d.body).unwrap()
+    serde_json::from_slice(&d.body).expect("a JSON body")
 }
 
 #[test]
@@ -320,7 +320,7 @@ fn render_errors_never_carry_the_secret() {
         header_template: Some("X: {{.Secret}}\n{{.Secret}}".into()),
         ..endpoint("generic_post", "https://x")
     };
-    let compiled = render::compile(ep).unwrap();
+    let compiled = render::compile(ep).expect("the endpoint compiles");
     let err = render::render(&transfer_error(), &compiled, "prod", "now").unwrap_err();
     assert!(!err.to_string().contains("TOPSECRET"), "{err}");
 }

@@ -376,13 +376,13 @@ pub fn verify(
             let at =
                 time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
                     .map_err(|_| SignError::Header("X-Prequel-Webhook-Timestamp"))?;
-            if let Ok(d) = get("X-Prequel-Webhook-Digest") {
-                if !eq_ct(
+            if let Ok(d) = get("X-Prequel-Webhook-Digest")
+                && !eq_ct(
                     d.to_ascii_lowercase().as_bytes(),
                     hex(digest::digest(&digest::SHA256, request.body).as_ref()).as_bytes(),
-                ) {
-                    return Err(SignError::DigestMismatch);
-                }
+                )
+            {
+                return Err(SignError::DigestMismatch);
             }
             let signature = unhex(get("X-Prequel-Webhook-Signature")?)
                 .ok_or(SignError::Header("X-Prequel-Webhook-Signature"))?;
@@ -486,7 +486,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -5,7 +5,7 @@ use signing::{Keys, Request, RsaKey, Scheme, Sealer, SignError, Verifier, sign, 
 use time::OffsetDateTime;
 
 fn at(unix: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix).unwrap()
+    OffsetDateTime::from_unix_timestamp(unix).expect("a valid time")
 }
 
 fn req<'a>(method: &'a str, body: &'a [u8]) -> Request<'a> {

@@ -66,12 +66,11 @@ fn pipe(p: &PipeNode, src: &str) -> Result<(), TemplateError> {
                 &format!("a call with more than {MAX_ARGS} arguments"),
             ));
         }
-        if let Some(Expr::Identifier(_, name)) = command.args.first() {
-            if name.as_str() == "printf" {
-                if let Some(Expr::String(pos, format)) = command.args.get(1) {
-                    check_format(format, src, pos.offset)?;
-                }
-            }
+        if let Some(Expr::Identifier(_, name)) = command.args.first()
+            && name.as_str() == "printf"
+            && let Some(Expr::String(pos, format)) = command.args.get(1)
+        {
+            check_format(format, src, pos.offset)?;
         }
         for arg in &command.args {
             expr(arg, src)?;

@@ -108,10 +108,10 @@ impl Printer {
     }
 
     fn truncate<'a>(&self, s: &'a str) -> &'a str {
-        if self.f.prec_present {
-            if let Some((i, _)) = s.char_indices().nth(self.f.prec) {
-                return &s[..i];
-            }
+        if self.f.prec_present
+            && let Some((i, _)) = s.char_indices().nth(self.f.prec)
+        {
+            return &s[..i];
         }
         s
     }
@@ -358,12 +358,11 @@ impl Printer {
         }
         let mut rev: Vec<u8> = Vec::new();
         let mut tail = String::new();
-        if self.f.sharp {
-            if let Some(r) = u32::try_from(u).ok().and_then(char::from_u32) {
-                if is_print(r) {
-                    tail = format!(" '{r}'");
-                }
-            }
+        if self.f.sharp
+            && let Some(r) = u32::try_from(u).ok().and_then(char::from_u32)
+            && is_print(r)
+        {
+            tail = format!(" '{r}'");
         }
         loop {
             rev.push(UPPER[(u & 0xF) as usize]);

@@ -63,11 +63,14 @@ fn run_go(cases: &[(String, Value)]) -> Vec<GoResult> {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("Go must be installed to run the differential test");
-    let payload = serde_json::to_vec(&input).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let payload = serde_json::to_vec(&input).expect("cases serialise");
+    let mut stdin = child.stdin.take().expect("piped stdin");
     let writer = std::thread::spawn(move || stdin.write_all(&payload));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let output = child.wait_with_output().expect("go run finishes");
+    writer
+        .join()
+        .expect("the writer thread")
+        .expect("cases written to go run");
     assert!(output.status.success(), "go run failed");
     serde_json::from_slice(&output.stdout).expect("Go results")
 }

@@ -234,10 +234,10 @@ async fn capture(
         answer.body,
     )
         .into_response();
-    if let Some(after) = answer.retry_after {
-        if let Ok(v) = after.parse() {
-            response.headers_mut().insert("retry-after", v);
-        }
+    if let Some(after) = answer.retry_after
+        && let Ok(v) = after.parse()
+    {
+        response.headers_mut().insert("retry-after", v);
     }
     response
 }

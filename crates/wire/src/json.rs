@@ -94,12 +94,11 @@ fn field_from_json(
             .map_err(|_| WireError::invalid(path, "cannot be serialised"))?;
         return value_from_json(&field.schema, &Json::String(text), path, names);
     }
-    if is_timestamp {
-        if let Json::String(s) = json {
-            if !crate::is_rfc3339(s) {
-                return Err(WireError::invalid(path, "must be an RFC 3339 timestamp"));
-            }
-        }
+    if is_timestamp
+        && let Json::String(s) = json
+        && !crate::is_rfc3339(s)
+    {
+        return Err(WireError::invalid(path, "must be an RFC 3339 timestamp"));
     }
     value_from_json(&field.schema, json, path, names)
 }
@@ -214,13 +213,11 @@ pub(crate) fn record_to_json(
         let field_path = join(path, name);
         let is_json_text = field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true));
         let mut json = value_to_json(&field.schema, v, &field_path, names)?;
-        if is_json_text {
-            if let Json::String(text) = &json {
-                json = serde_json::from_str::<Json>(text)
-                    .ok()
-                    .filter(Json::is_object)
-                    .ok_or_else(|| WireError::invalid(&field_path, "must hold a JSON object"))?;
-            }
+        if is_json_text && let Json::String(text) = &json {
+            json = serde_json::from_str::<Json>(text)
+                .ok()
+                .filter(Json::is_object)
+                .ok_or_else(|| WireError::invalid(&field_path, "must hold a JSON object"))?;
         }
         obj.insert(name.clone(), json);
     }

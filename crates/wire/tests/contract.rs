@@ -273,7 +273,13 @@ fn resource_bodies_are_free_form_json_objects_and_key_by_resource_id() {
 #[test]
 fn invalid_events_name_the_field() {
     let reg = registry();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    /// What the case is, how it spoils the seed event, the field the error names.
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut serde_json::Value)>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "unknown type",
             Box::new(|e| e["type"] = json!("transfer.exploded")),
@@ -425,9 +431,9 @@ fn new_readers_read_data_written_with_older_schemas() {
     rec.put("data", apache_avro::types::Value::Union(2, data));
     let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&old_event)
         .build()
-        .unwrap()
+        .expect("a writer")
         .write_value_to_vec(rec)
-        .unwrap();
+        .expect("the old record encodes");
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&wire::Fingerprint::of(&old_event).0);
     bytes.extend_from_slice(&datum);
@@ -493,7 +499,7 @@ fn old_endpoint(
     active: Option<bool>,
 ) -> Vec<u8> {
     let e = endpoint();
-    let mut rec = apache_avro::types::Record::new(schema).unwrap();
+    let mut rec = apache_avro::types::Record::new(schema).expect("a record schema");
     for (field, value) in [
         ("id", &e.id),
         ("kind", &e.kind),
@@ -515,9 +521,9 @@ fn old_endpoint(
     }
     let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
         .build()
-        .unwrap()
+        .expect("a writer")
         .write_value_to_vec(rec)
-        .unwrap();
+        .expect("the old record encodes");
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&wire::Fingerprint::of(schema).0);
     bytes.extend_from_slice(&datum);

@@ -134,21 +134,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             let sealer = sealer.clone();
             move |bytes| {
                 let endpoint = table_registry.decode::<Endpoint>(bytes).ok()?;
-                let opened = open_endpoint(&sealer, endpoint);
-                Some(Arc::new(
-                    if opened
-                        .as_ref()
-                        .map_or_else(|(e, _)| e.kind == TRACE_KIND, |e| e.kind == TRACE_KIND)
-                    {
-                        Configured::Traces(Box::new(opened.and_then(|e| {
-                            render::compile_traces(e.clone()).map_err(|err| (e, err))
-                        })))
-                    } else {
-                        Configured::Webhook(Arc::new(
-                            opened.and_then(|e| render::compile(e.clone()).map_err(|err| (e, err))),
-                        ))
-                    },
-                ))
+                Some(Arc::new(configure(&sealer, endpoint)))
             }
         },
         shutdown.child_token(),
@@ -420,8 +406,34 @@ fn endpoint_of(compiled: &Compiled) -> &Endpoint {
     }
 }
 
+/// An endpoint read from Kafka, its secrets opened and its templates compiled.
+#[allow(
+    clippy::result_large_err,
+    reason = "once per endpoint record, and kept behind the table's Arc: a refusal carries \
+              the endpoint so its deliveries are dead-lettered with it; a Box buys nothing"
+)]
+fn configure(sealer: &signing::Sealer, endpoint: Endpoint) -> Configured {
+    let opened = open_endpoint(sealer, endpoint);
+    if opened
+        .as_ref()
+        .map_or_else(|(e, _)| e.kind == TRACE_KIND, |e| e.kind == TRACE_KIND)
+    {
+        Configured::Traces(Box::new(
+            opened.and_then(|e| render::compile_traces(e.clone()).map_err(|err| (e, err))),
+        ))
+    } else {
+        Configured::Webhook(Arc::new(
+            opened.and_then(|e| render::compile(e.clone()).map_err(|err| (e, err))),
+        ))
+    }
+}
+
 /// Opens the sealed secrets of an endpoint read from Kafka (values written before
 /// sealing existed pass as they are).
+#[allow(
+    clippy::result_large_err,
+    reason = "called once per endpoint record; the refusal keeps the endpoint (see `configure`)"
+)]
 fn open_endpoint(
     sealer: &signing::Sealer,
     mut endpoint: Endpoint,

@@ -287,7 +287,7 @@ impl Gen {
             "(len .LS)",
             "(slice .L 1)",
         ];
-        if depth > 0 && self.next() % 4 == 0 {
+        if depth > 0 && self.next().is_multiple_of(4) {
             format!("({})", self.call(depth - 1))
         } else {
             (*self.pick(&simple)).to_owned()
@@ -301,7 +301,7 @@ impl Gen {
             "%x %q",
         ];
         match self.next() % 12 {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let n = 1 + self.next() % 3;
                 let args: Vec<String> = (0..n).map(|_| self.operand(depth)).collect();
                 format!("printf \"{}\" {}", self.pick(&formats), args.join(" "))
