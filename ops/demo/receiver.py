@@ -1,4 +1,5 @@
 """A tiny webhook receiver for ops/up: answers 200 and appends each request to a JSON-lines file."""
+
 import argparse
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,12 @@ def main() -> None:
         def _record(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode("utf-8", "replace")
-            entry = {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+            entry = {
+                "method": self.command,
+                "path": self.path,
+                "headers": dict(self.headers),
+                "body": body,
+            }
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
             self.send_response(200)

@@ -1,5 +1,6 @@
 """Fixtures: the real broker (ops/test starts it), a pipeline of the three hookline
 binaries under a fresh topic prefix, and a capturing HTTP receiver."""
+
 import json
 import os
 import socket
@@ -20,7 +21,10 @@ MASTER_KEY = "ziPT4SmMuMTwTwqeF6aldKiYNegAmm65VtVAqRVARKE="
 
 
 def brokers() -> str:
-    return os.environ.get("HOOKLINE_KAFKA_BROKERS") or f"127.0.0.1:{os.environ.get('HOOKLINE_KAFKA_PORT', '9092')}"
+    return (
+        os.environ.get("HOOKLINE_KAFKA_BROKERS")
+        or f"127.0.0.1:{os.environ.get('HOOKLINE_KAFKA_PORT', '9092')}"
+    )
 
 
 def free_port() -> int:
@@ -39,7 +43,13 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with lock:
-                    outer.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    outer.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body,
+                        }
+                    )
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -65,21 +75,25 @@ class Pipeline:
         self.prefix = f"py-{uuid.uuid4().hex[:8]}-"
         self.api = f"http://127.0.0.1:{free_port()}"
         env = dict(os.environ)
-        env.update({
-            "HOOKLINE_KAFKA_BROKERS": brokers(),
-            "HOOKLINE_TOPIC_PREFIX": self.prefix,
-            "HOOKLINE_TOPIC_PARTITIONS": "3",
-            "HOOKLINE_API_ADDR": self.api.removeprefix("http://"),
-            "HOOKLINE_API_TOKEN": TOKEN,
-            "HOOKLINE_MASTER_KEY": MASTER_KEY,
-            # The receivers are local: loopback is not reachable by default (SSRF guard).
-            "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "RUST_LOG": "info",
-        })
+        env.update(
+            {
+                "HOOKLINE_KAFKA_BROKERS": brokers(),
+                "HOOKLINE_TOPIC_PREFIX": self.prefix,
+                "HOOKLINE_TOPIC_PARTITIONS": "3",
+                "HOOKLINE_API_ADDR": self.api.removeprefix("http://"),
+                "HOOKLINE_API_TOKEN": TOKEN,
+                "HOOKLINE_MASTER_KEY": MASTER_KEY,
+                # The receivers are local: loopback is not reachable by default (SSRF guard).
+                "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8",
+                "RUST_LOG": "info",
+            }
+        )
         self.procs = []
         for name in ("hookline-producer", "hookline-renderer", "hookline-dispatcher"):
             log = open(tmp / f"{name}.log", "wb")
-            self.procs.append(subprocess.Popen([str(BIN / name)], env=env, stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(
+                subprocess.Popen([str(BIN / name)], env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -90,8 +104,12 @@ class Pipeline:
         raise RuntimeError(f"producer did not start; logs in {tmp}")
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(f"{self.api}{path}", method=method, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.api}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
 

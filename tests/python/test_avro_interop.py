@@ -1,6 +1,7 @@
 """Avro single-object encoding, checked with fastavro and confluent-kafka (code nobody
 here wrote): an event written by fastavro straight to Kafka is delivered, and a dead
 letter hookline wrote is read back by fastavro after checking its fingerprint."""
+
 import io
 import json
 import time
@@ -18,7 +19,9 @@ SCHEMAS = ROOT / "schemas"
 def load(name: str) -> dict:
     """The current (highest) version of a schema: `dead-letter` -> dead-letter.vN.avsc."""
     record = name.split(".v")[0]
-    newest = max(SCHEMAS.glob(f"{record}.v*.avsc"), key=lambda p: int(p.name.split(".v")[1].split(".")[0]))
+    newest = max(
+        SCHEMAS.glob(f"{record}.v*.avsc"), key=lambda p: int(p.name.split(".v")[1].split(".")[0])
+    )
     return fastavro.parse_schema(json.loads(newest.read_text()))
 
 
@@ -35,8 +38,14 @@ def single_object(schema: dict, record: dict) -> bytes:
 
 
 def read_all(topic: str, want: int, timeout: float = 30.0) -> list:
-    consumer = Consumer({"bootstrap.servers": brokers(), "group.id": f"py-{uuid.uuid4()}", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers(),
+            "group.id": f"py-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
     meta = consumer.list_topics(topic, timeout=10)
     consumer.assign([TopicPartition(topic, p, 0) for p in meta.topics[topic].partitions])
     out, deadline = [], time.time() + timeout
@@ -49,8 +58,18 @@ def read_all(topic: str, want: int, timeout: float = 30.0) -> list:
 
 
 def test_an_event_written_by_fastavro_is_delivered(pipeline, receiver):
-    pipeline.call("POST", "/webhooks", {"webhook": {"name": "py", "vendor": "generic_post", "url": receiver.url,
-                                                    "events": ["recipient.updated"]}})
+    pipeline.call(
+        "POST",
+        "/webhooks",
+        {
+            "webhook": {
+                "name": "py",
+                "vendor": "generic_post",
+                "url": receiver.url,
+                "events": ["recipient.updated"],
+            }
+        },
+    )
     schema = load("event.v1.avsc")
     event = {
         "id": str(uuid.uuid4()),
@@ -58,14 +77,23 @@ def test_an_event_written_by_fastavro_is_delivered(pipeline, receiver):
         "version": "2023-10-15",
         "created_at": "2023-10-15T19:19:08+00:00",
         # fastavro picks the union branch by name with a (name, value) tuple.
-        "data": ("hookline.events.ResourceChange", {
-            "current_resource": json.dumps({"id": "r-1", "name": "Acme Inc", "products": ["billing", "invoices"]}),
-            "previous_resource": json.dumps({"id": "r-1", "name": "Acme Inc", "products": ["billing"]}),
-        }),
+        "data": (
+            "hookline.events.ResourceChange",
+            {
+                "current_resource": json.dumps(
+                    {"id": "r-1", "name": "Acme Inc", "products": ["billing", "invoices"]}
+                ),
+                "previous_resource": json.dumps(
+                    {"id": "r-1", "name": "Acme Inc", "products": ["billing"]}
+                ),
+            },
+        ),
     }
     producer = Producer({"bootstrap.servers": brokers(), "enable.idempotence": True})
     producer.produce(f"{pipeline.prefix}events", key=b"r-1", value=single_object(schema, event))
-    producer.produce(f"{pipeline.prefix}events", key=b"r-1", value=b"\xc3\x01" + b"\x00" * 8 + b"junk")
+    producer.produce(
+        f"{pipeline.prefix}events", key=b"r-1", value=b"\xc3\x01" + b"\x00" * 8 + b"junk"
+    )
     assert producer.flush(30) == 0
 
     got = receiver.wait_for(1)
@@ -77,7 +105,11 @@ def test_an_event_written_by_fastavro_is_delivered(pipeline, receiver):
         "api_version": "2023-10-15",
         "created_at": "2023-10-15T19:19:08+00:00",
         "data": {
-            "current_resource": {"id": "r-1", "name": "Acme Inc", "products": ["billing", "invoices"]},
+            "current_resource": {
+                "id": "r-1",
+                "name": "Acme Inc",
+                "products": ["billing", "invoices"],
+            },
             "previous_resource": {"id": "r-1", "name": "Acme Inc", "products": ["billing"]},
         },
     }
@@ -89,7 +121,9 @@ def test_an_event_written_by_fastavro_is_delivered(pipeline, receiver):
     raw = letters[0].value()
     dl_schema = load("dead-letter.v1.avsc")
     assert raw[:2] == b"\xc3\x01"
-    assert raw[2:10] == fp_bytes(dl_schema), "hookline's fingerprint differs from fastavro's CRC-64-AVRO"
+    assert raw[2:10] == fp_bytes(dl_schema), (
+        "hookline's fingerprint differs from fastavro's CRC-64-AVRO"
+    )
     letter = fastavro.schemaless_reader(io.BytesIO(raw[10:]), dl_schema)
     assert letter["reason_code"] == "HL-WIRE-UNKNOWN-FORMAT"
     assert letter["stage"] == "renderer"
@@ -97,9 +131,21 @@ def test_an_event_written_by_fastavro_is_delivered(pipeline, receiver):
 
 
 def test_events_accepted_by_the_api_are_readable_by_fastavro(pipeline):
-    answer = pipeline.call("POST", "/events", {"type": "transfer.started", "data": {
-        "transfer_id": "t-9", "destination_id": "d", "source_ids": ["s"], "model_ids": ["m"],
-        "is_full_refresh": True, "started_at": "2023-10-15T16:19:08+00:00"}})
+    answer = pipeline.call(
+        "POST",
+        "/events",
+        {
+            "type": "transfer.started",
+            "data": {
+                "transfer_id": "t-9",
+                "destination_id": "d",
+                "source_ids": ["s"],
+                "model_ids": ["m"],
+                "is_full_refresh": True,
+                "started_at": "2023-10-15T16:19:08+00:00",
+            },
+        },
+    )
     records = read_all(f"{pipeline.prefix}events", 1)
     assert len(records) == 1 and records[0].key() == b"t-9"
     raw = records[0].value()

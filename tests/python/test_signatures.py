@@ -2,6 +2,7 @@
 the `openssl` command for prequel_rsa, the `standardwebhooks` package for Standard
 Webhooks, Python's `hmac` for the Fivetran and Dataprep schemes. Negative cases: a
 tampered body, a stale timestamp and a rotated-out key each fail."""
+
 import base64
 import hashlib
 import hmac
@@ -21,8 +22,13 @@ from conftest import ROOT
 
 @pytest.fixture(scope="module")
 def fixtures():
-    out = subprocess.run(["cargo", "run", "-q", "-p", "signing", "--example", "fixtures"], cwd=ROOT, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["cargo", "run", "-q", "-p", "signing", "--example", "fixtures"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -51,7 +57,9 @@ def test_prequel_rsa_with_cryptography(fixtures):
     assert abs(datetime.now(timezone.utc) - sent) < timedelta(minutes=5)
     # Negative: a tampered body, a rotated-out key.
     assert not rsa_verify(fixtures["public_key_pem"], ts.encode() + b"." + body + b" ", signature)
-    assert not rsa_verify(fixtures["rotated_out_public_key_pem"], ts.encode() + b"." + body, signature)
+    assert not rsa_verify(
+        fixtures["rotated_out_public_key_pem"], ts.encode() + b"." + body, signature
+    )
 
 
 def test_prequel_rsa_with_openssl(fixtures, tmp_path):
@@ -60,12 +68,28 @@ def test_prequel_rsa_with_openssl(fixtures, tmp_path):
     (tmp_path / "pub.pem").write_text(fixtures["public_key_pem"])
     (tmp_path / "old.pem").write_text(fixtures["rotated_out_public_key_pem"])
     (tmp_path / "sig").write_bytes(bytes.fromhex(h["X-Prequel-Webhook-Signature"]))
-    (tmp_path / "msg").write_bytes(h["X-Prequel-Webhook-Timestamp"].encode() + b"." + r["body"].encode())
-    (tmp_path / "bad").write_bytes(h["X-Prequel-Webhook-Timestamp"].encode() + b"." + r["body"].encode() + b"x")
+    (tmp_path / "msg").write_bytes(
+        h["X-Prequel-Webhook-Timestamp"].encode() + b"." + r["body"].encode()
+    )
+    (tmp_path / "bad").write_bytes(
+        h["X-Prequel-Webhook-Timestamp"].encode() + b"." + r["body"].encode() + b"x"
+    )
 
     def openssl(key, msg):
-        return subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(tmp_path / key), "-signature", str(tmp_path / "sig"),
-                               str(tmp_path / msg)], capture_output=True, text=True)
+        return subprocess.run(
+            [
+                "openssl",
+                "dgst",
+                "-sha256",
+                "-verify",
+                str(tmp_path / key),
+                "-signature",
+                str(tmp_path / "sig"),
+                str(tmp_path / msg),
+            ],
+            capture_output=True,
+            text=True,
+        )
 
     ok = openssl("pub.pem", "msg")
     assert ok.returncode == 0 and "Verified OK" in ok.stdout
@@ -77,7 +101,9 @@ def test_standard_webhooks_with_the_reference_package(fixtures):
     r = request(fixtures, "standard_webhooks")
     headers = r["headers"]
     assert headers["webhook-id"] == "5b0c7f2e-delivery"
-    assert len(headers["webhook-signature"].split(" ")) == 2, "both secrets sign during a rotation overlap"
+    assert len(headers["webhook-signature"].split(" ")) == 2, (
+        "both secrets sign during a rotation overlap"
+    )
     for secret in fixtures["standard_secrets"]:
         standardwebhooks.Webhook(secret).verify(r["body"], headers)
     with pytest.raises(standardwebhooks.WebhookVerificationError):
@@ -92,9 +118,17 @@ def test_standard_webhooks_with_the_reference_package(fixtures):
 
 def test_fivetran_hmac_with_python_hmac(fixtures):
     r = request(fixtures, "fivetran_hmac")
-    expected = hmac.new(fixtures["secret"].encode(), r["body"].encode(), hashlib.sha256).hexdigest().upper()
+    expected = (
+        hmac.new(fixtures["secret"].encode(), r["body"].encode(), hashlib.sha256)
+        .hexdigest()
+        .upper()
+    )
     assert hmac.compare_digest(r["headers"]["X-Fivetran-Signature-256"], expected)
-    tampered = hmac.new(fixtures["secret"].encode(), r["body"].encode() + b"x", hashlib.sha256).hexdigest().upper()
+    tampered = (
+        hmac.new(fixtures["secret"].encode(), r["body"].encode() + b"x", hashlib.sha256)
+        .hexdigest()
+        .upper()
+    )
     assert not hmac.compare_digest(r["headers"]["X-Fivetran-Signature-256"], tampered)
 
 
@@ -105,7 +139,11 @@ def test_dataprep_hmac_with_python_hmac(fixtures, method):
     t = parts["t"]
     assert abs(int(t) / 1000 - time.time()) < 300, "t is unix milliseconds, fresh"
     signed = r["url"] if method == "GET" else r["body"]
-    expected = hmac.new(fixtures["secret"].encode(), f"{t}.{signed}".encode(), hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        fixtures["secret"].encode(), f"{t}.{signed}".encode(), hashlib.sha256
+    ).hexdigest()
     assert hmac.compare_digest(parts["sha256"], expected)
-    wrong = hmac.new(fixtures["secret"].encode(), f"{t}.{signed}x".encode(), hashlib.sha256).hexdigest()
+    wrong = hmac.new(
+        fixtures["secret"].encode(), f"{t}.{signed}x".encode(), hashlib.sha256
+    ).hexdigest()
     assert not hmac.compare_digest(parts["sha256"], wrong)

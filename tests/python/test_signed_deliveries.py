@@ -1,5 +1,6 @@
 """Signed deliveries through the real pipeline, verified by code nobody here wrote;
 key rotation end to end; and no secret in the broker's log segments on disk."""
+
 import base64
 import hashlib
 import hmac
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from conftest import ROOT
 
+
 def canary() -> str:
     """A fresh random secret: no two share a prefix, so compression cannot hide one."""
     return uuid.uuid4().hex + uuid.uuid4().hex
@@ -29,7 +31,9 @@ MARKER = f"marker-{uuid.uuid4().hex}"
 
 
 def public_key(pipeline) -> dict:
-    with urllib.request.urlopen(f"{pipeline.api}/public/signatures/webhook-public-key", timeout=10) as resp:
+    with urllib.request.urlopen(
+        f"{pipeline.api}/public/signatures/webhook-public-key", timeout=10
+    ) as resp:
         return json.loads(resp.read())
 
 
@@ -38,7 +42,11 @@ def rsa_ok(pem: str, request: dict) -> bool:
     message = h["x-prequel-webhook-timestamp"].encode() + b"." + request["body"]
     try:
         serialization.load_pem_public_key(pem.encode()).verify(
-            bytes.fromhex(h["x-prequel-webhook-signature"]), message, padding.PKCS1v15(), hashes.SHA256())
+            bytes.fromhex(h["x-prequel-webhook-signature"]),
+            message,
+            padding.PKCS1v15(),
+            hashes.SHA256(),
+        )
         return True
     except InvalidSignature:
         return False
@@ -47,23 +55,51 @@ def rsa_ok(pem: str, request: dict) -> bool:
 def openssl_verify(pem: str, request: dict) -> None:
     import subprocess
     import tempfile
+
     h = request["headers"]
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         (d / "pub.pem").write_text(pem)
         (d / "sig").write_bytes(bytes.fromhex(h["x-prequel-webhook-signature"]))
         (d / "msg").write_bytes(h["x-prequel-webhook-timestamp"].encode() + b"." + request["body"])
-        out = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(d / "pub.pem"), "-signature", str(d / "sig"), str(d / "msg")],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                "openssl",
+                "dgst",
+                "-sha256",
+                "-verify",
+                str(d / "pub.pem"),
+                "-signature",
+                str(d / "sig"),
+                str(d / "msg"),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0 and "Verified OK" in out.stdout, out.stdout + out.stderr
 
 
 def transfer_error(n: int) -> dict:
-    return {"type": "transfer.error", "data": {"error": {
-        "destination_id": "d-1", "destination_name": "Dest", "id_in_provider_system": "x", "models": ["users"],
-        "is_full_refresh": False, "transfer_id": f"t-{n}", "transfer_status": "ERROR", "transfer_error_type": "host",
-        "transfer_log": "log", "transfer_log_pretty": "", "transfer_started_at": "2024-01-15T10:00:00Z",
-        "transfer_ended_at": None, "in_app_url": ""}}}
+    return {
+        "type": "transfer.error",
+        "data": {
+            "error": {
+                "destination_id": "d-1",
+                "destination_name": "Dest",
+                "id_in_provider_system": "x",
+                "models": ["users"],
+                "is_full_refresh": False,
+                "transfer_id": f"t-{n}",
+                "transfer_status": "ERROR",
+                "transfer_error_type": "host",
+                "transfer_log": "log",
+                "transfer_log_pretty": "",
+                "transfer_started_at": "2024-01-15T10:00:00Z",
+                "transfer_ended_at": None,
+                "in_app_url": "",
+            }
+        },
+    }
 
 
 def by_path(requests, path):
@@ -72,8 +108,15 @@ def by_path(requests, path):
 
 def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver):
     base = receiver.url.rsplit("/", 1)[0]
-    hook = lambda path, **extra: {"webhook": {"name": f"{path} {MARKER}", "vendor": "generic_post", "url": f"{base}{path}",
-                                              "events": ["transfer.error"], **extra}}
+    hook = lambda path, **extra: {
+        "webhook": {
+            "name": f"{path} {MARKER}",
+            "vendor": "generic_post",
+            "url": f"{base}{path}",
+            "events": ["transfer.error"],
+            **extra,
+        }
+    }
     pipeline.call("POST", "/webhooks", hook("/rsa", api_key=CANARY))
     # Secrets a template or a vendor body could carry: all sealed on their way through Kafka.
     pagerduty_key = canary()
@@ -81,10 +124,18 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     pd["webhook"]["vendor"] = "pagerduty"
     pipeline.call("POST", "/webhooks", pd)
     dump_secret = canary()
-    pipeline.call("POST", "/webhooks", hook("/dump", secret=dump_secret, signing_scheme="none", body_template="{{.}}"))
+    pipeline.call(
+        "POST",
+        "/webhooks",
+        hook("/dump", secret=dump_secret, signing_scheme="none", body_template="{{.}}"),
+    )
     # A URL may not carry the secret: refused at creation.
     try:
-        pipeline.call("POST", "/webhooks", hook("/x?k={{.Secret}}", secret=canary(), signing_scheme="fivetran_hmac"))
+        pipeline.call(
+            "POST",
+            "/webhooks",
+            hook("/x?k={{.Secret}}", secret=canary(), signing_scheme="fivetran_hmac"),
+        )
         raise AssertionError("a URL carrying the secret was accepted")
     except urllib.error.HTTPError as e:
         assert e.code == 400 and json.loads(e.read())["error"]["field"] == "webhook.url"
@@ -93,9 +144,17 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     assert std_secret.startswith("whsec_") and created["webhook"]["secret"] == "******"
     std_id = created["webhook"]["id"]
     fivetran_secret = canary()
-    pipeline.call("POST", "/webhooks", hook("/fivetran", signing_scheme="fivetran_hmac", secret=fivetran_secret))
+    pipeline.call(
+        "POST",
+        "/webhooks",
+        hook("/fivetran", signing_scheme="fivetran_hmac", secret=fivetran_secret),
+    )
     dataprep_secret = canary()
-    pipeline.call("POST", "/webhooks", hook("/dataprep", signing_scheme="dataprep_hmac", secret=dataprep_secret))
+    pipeline.call(
+        "POST",
+        "/webhooks",
+        hook("/dataprep", signing_scheme="dataprep_hmac", secret=dataprep_secret),
+    )
     get = hook("/dataprep-get", signing_scheme="dataprep_hmac", secret=dataprep_secret)
     get["webhook"]["vendor"] = "generic_get"
     pipeline.call("POST", "/webhooks", get)
@@ -108,24 +167,35 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     # prequel_rsa: Python cryptography with the published key; the digest of the raw body.
     rsa = by_path(got, "/rsa")[0]
     assert rsa_ok(key1["public_key"], rsa)
-    assert not rsa_ok(key1["public_key"], dict(rsa, body=rsa["body"] + b" ")), "a tampered body fails"
+    assert not rsa_ok(key1["public_key"], dict(rsa, body=rsa["body"] + b" ")), (
+        "a tampered body fails"
+    )
     openssl_verify(key1["public_key"], rsa)
     assert rsa["headers"]["x-prequel-webhook-digest"] == hashlib.sha256(rsa["body"]).hexdigest()
     assert rsa["headers"]["authorization"] == f"Bearer {CANARY}"
     assert json.loads(by_path(got, "/pagerduty")[0]["body"])["routing_key"] == pagerduty_key
-    assert dump_secret.encode() in by_path(got, "/dump")[0]["body"], "the template printed the secret to its receiver"
+    assert dump_secret.encode() in by_path(got, "/dump")[0]["body"], (
+        "the template printed the secret to its receiver"
+    )
     # standard_webhooks: the reference package.
     std = by_path(got, "/std")[0]
     standardwebhooks.Webhook(std_secret).verify(std["body"].decode(), std["headers"])
     assert std["headers"]["webhook-id"] == std["headers"]["hookline-delivery-id"]
     # fivetran_hmac and dataprep_hmac: Python hmac.
     ft = by_path(got, "/fivetran")[0]
-    assert hmac.compare_digest(ft["headers"]["x-fivetran-signature-256"],
-                               hmac.new(fivetran_secret.encode(), ft["body"], hashlib.sha256).hexdigest().upper())
-    for path, signed_of in [("/dataprep", lambda r: r["body"]), ("/dataprep-get", lambda r: (base + r["path"]).encode())]:
+    assert hmac.compare_digest(
+        ft["headers"]["x-fivetran-signature-256"],
+        hmac.new(fivetran_secret.encode(), ft["body"], hashlib.sha256).hexdigest().upper(),
+    )
+    for path, signed_of in [
+        ("/dataprep", lambda r: r["body"]),
+        ("/dataprep-get", lambda r: (base + r["path"]).encode()),
+    ]:
         r = by_path(got, path)[0]
         parts = dict(p.split("=", 1) for p in r["headers"]["x-webhook-signature"].split(","))
-        expected = hmac.new(dataprep_secret.encode(), parts["t"].encode() + b"." + signed_of(r), hashlib.sha256).hexdigest()
+        expected = hmac.new(
+            dataprep_secret.encode(), parts["t"].encode() + b"." + signed_of(r), hashlib.sha256
+        ).hexdigest()
         assert hmac.compare_digest(parts["sha256"], expected), path
 
     # Rotation: new deliveries are signed with the new key, which the public endpoint now returns.
@@ -137,26 +207,60 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     pipeline.call("PATCH", f"/webhooks/{std_id}", {"webhook": {"secret": new_std}})
     pipeline.call("POST", "/events", transfer_error(2))
     got = receiver.wait_for(14)
-    rsa2 = [r for r in by_path(got, "/rsa") if json.loads(r["body"])["data"]["error"]["transfer_id"] == "t-2"][0]
+    rsa2 = [
+        r
+        for r in by_path(got, "/rsa")
+        if json.loads(r["body"])["data"]["error"]["transfer_id"] == "t-2"
+    ][0]
     assert rsa_ok(key2["public_key"], rsa2)
     assert not rsa_ok(key1["public_key"], rsa2), "a rotated-out key no longer verifies"
-    std2 = [r for r in by_path(got, "/std") if json.loads(r["body"])["data"]["error"]["transfer_id"] == "t-2"][0]
+    std2 = [
+        r
+        for r in by_path(got, "/std")
+        if json.loads(r["body"])["data"]["error"]["transfer_id"] == "t-2"
+    ][0]
     for secret in (new_std, std_secret):
         standardwebhooks.Webhook(secret).verify(std2["body"].decode(), std2["headers"])
     assert len(std2["headers"]["webhook-signature"].split(" ")) == 2
 
     # No secret in the broker's log segments on disk.
     port = os.environ.get("HOOKLINE_KAFKA_PORT", "9092")
-    data = Path(os.environ.get("HOOKLINE_KAFKA_DATA_DIR") or ROOT / "ops" / "kafka" / ".data" / port)
+    data = Path(
+        os.environ.get("HOOKLINE_KAFKA_DATA_DIR") or ROOT / "ops" / "kafka" / ".data" / port
+    )
     assert data.is_dir(), data
     time.sleep(1)
-    needles = [n.encode() for n in (CANARY, std_secret, new_std, fivetran_secret, dataprep_secret, pagerduty_key, dump_secret)]
+    needles = [
+        n.encode()
+        for n in (
+            CANARY,
+            std_secret,
+            new_std,
+            fivetran_secret,
+            dataprep_secret,
+            pagerduty_key,
+            dump_secret,
+        )
+    ]
     # Every record of this pipeline's topics, decompressed by an independent client.
     from confluent_kafka import Consumer, TopicPartition
     from conftest import brokers
-    consumer = Consumer({"bootstrap.servers": brokers(), "group.id": f"leak-{uuid.uuid4()}", "enable.auto.commit": False})
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers(),
+            "group.id": f"leak-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
     topics = [t for t in consumer.list_topics(timeout=10).topics if t.startswith(pipeline.prefix)]
-    consumer.assign([TopicPartition(t, p, 0) for t in topics for p in consumer.list_topics(t, timeout=10).topics[t].partitions])
+    consumer.assign(
+        [
+            TopicPartition(t, p, 0)
+            for t in topics
+            for p in consumer.list_topics(t, timeout=10).topics[t].partitions
+        ]
+    )
     values, idle = [], 0
     while idle < 10:
         msg = consumer.poll(0.2)
@@ -171,6 +275,8 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     assert not in_records, f"secrets in clear in Kafka records: {in_records}"
     # This pipeline's topics' log segments (index files hold offsets, not records).
     segments = [p for p in data.rglob("*.log") if p.parent.name.startswith(pipeline.prefix)]
-    assert any(MARKER.encode() in p.read_bytes() for p in segments), "the endpoints' segments are read"
+    assert any(MARKER.encode() in p.read_bytes() for p in segments), (
+        "the endpoints' segments are read"
+    )
     leaks = [str(p) for p in segments if any(n in p.read_bytes() for n in needles)]
     assert not leaks, f"secrets in clear on disk: {leaks}"
