@@ -106,17 +106,29 @@ def by_path(requests, path):
     return [r for r in requests if r["path"].split("?")[0] == path]
 
 
+def of_transfer(requests, path, transfer_id):
+    """The first request to `path` that carries `transfer_id`."""
+    return next(
+        r
+        for r in by_path(requests, path)
+        if json.loads(r["body"])["data"]["error"]["transfer_id"] == transfer_id
+    )
+
+
 def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver):
     base = receiver.url.rsplit("/", 1)[0]
-    hook = lambda path, **extra: {
-        "webhook": {
-            "name": f"{path} {MARKER}",
-            "vendor": "generic_post",
-            "url": f"{base}{path}",
-            "events": ["transfer.error"],
-            **extra,
+
+    def hook(path, **extra):
+        return {
+            "webhook": {
+                "name": f"{path} {MARKER}",
+                "vendor": "generic_post",
+                "url": f"{base}{path}",
+                "events": ["transfer.error"],
+                **extra,
+            }
         }
-    }
+
     pipeline.call("POST", "/webhooks", hook("/rsa", api_key=CANARY))
     # Secrets a template or a vendor body could carry: all sealed on their way through Kafka.
     pagerduty_key = canary()
@@ -207,18 +219,10 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     pipeline.call("PATCH", f"/webhooks/{std_id}", {"webhook": {"secret": new_std}})
     pipeline.call("POST", "/events", transfer_error(2))
     got = receiver.wait_for(14)
-    rsa2 = [
-        r
-        for r in by_path(got, "/rsa")
-        if json.loads(r["body"])["data"]["error"]["transfer_id"] == "t-2"
-    ][0]
+    rsa2 = of_transfer(got, "/rsa", "t-2")
     assert rsa_ok(key2["public_key"], rsa2)
     assert not rsa_ok(key1["public_key"], rsa2), "a rotated-out key no longer verifies"
-    std2 = [
-        r
-        for r in by_path(got, "/std")
-        if json.loads(r["body"])["data"]["error"]["transfer_id"] == "t-2"
-    ][0]
+    std2 = of_transfer(got, "/std", "t-2")
     for secret in (new_std, std_secret):
         standardwebhooks.Webhook(secret).verify(std2["body"].decode(), std2["headers"])
     assert len(std2["headers"]["webhook-signature"].split(" ")) == 2
@@ -244,6 +248,7 @@ def test_every_scheme_verifies_and_rotation_works_end_to_end(pipeline, receiver)
     ]
     # Every record of this pipeline's topics, decompressed by an independent client.
     from confluent_kafka import Consumer, TopicPartition
+
     from conftest import brokers
 
     consumer = Consumer(
