@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "debug"
+# The binaries ops/py-tests built (it honours CARGO_TARGET_DIR); target/debug otherwise.
+BIN = Path(os.environ.get("HOOKLINE_BIN_DIR") or ROOT / "target" / "debug")
 TOKEN = "py-token"
 MASTER_KEY = "ziPT4SmMuMTwTwqeF6aldKiYNegAmm65VtVAqRVARKE="
 
