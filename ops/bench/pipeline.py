@@ -250,6 +250,7 @@ class Run:
 
     def execute(self) -> dict:
         self.setup()
+        self.profile(["producer", "renderer", "dispatcher"])
         window = {"cpu0": self.cpu(), "busy0": machine_busy(), "start_ns": None}
         children0 = os.times()
         load = self.load()
@@ -262,11 +263,42 @@ class Run:
             window.update(cpu0=self.cpu(), busy0=machine_busy(), start_ns=time.time_ns())
             self.start_service("renderer")
             self.start_service("dispatcher")
+            self.profile(["renderer", "dispatcher"])
         self.wait_for(load["accepted"] * self.spec["endpoints"], stall=self.args.stall)
         window.update(cpu1=self.cpu(), busy1=machine_busy())
+        self.stop_profiles()
         arrivals = self.collect()
         window["peaks"] = self.stop_all()
         return self.summarise(load, arrivals, window)
+
+    def profile(self, names: list[str]) -> None:
+        """With --perf: samples the services' stacks (perf record) while measuring."""
+        if not self.args.perf:
+            return
+        self.perfs = getattr(self, "perfs", {})
+        for name in names:
+            proc = self.procs.get(name)
+            if proc is None or proc.poll() is not None or name in self.perfs:
+                continue
+            out = self.dir / f"{name}.perf.data"
+            argv = ["perf", "record", "-F", "499", "-g", "-p", str(proc.pid), "-o", str(out)]
+            self.perfs[name] = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+    def stop_profiles(self) -> None:
+        """Ends perf and writes each service's hottest symbols to NAME.perf.txt."""
+        for name, perf in getattr(self, "perfs", {}).items():
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=60)
+            data = str(self.dir / f"{name}.perf.data")
+            report = subprocess.run(
+                ["perf", "report", "--stdio", "--no-children", "-g", "none", "-i", data],
+                capture_output=True,
+                text=True,
+            )
+            (self.dir / f"{name}.perf.txt").write_text(report.stdout)
+        self.perfs = {}
 
     def collect(self) -> list[tuple[str, str, int]]:
         with urllib.request.urlopen(f"{self.receiver}/_dump", timeout=60) as resp:
@@ -385,6 +417,11 @@ def main() -> int:
     parser.add_argument("--stall", type=float, default=60, help="give up after s without progress")
     parser.add_argument("--json", type=Path, help="append each run's JSON line to this file")
     parser.add_argument("--keep-topics", action="store_true", help="leave the run's topics")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="profile the services with perf record; NAME.perf.txt in the run's folder",
+    )
     parser.add_argument("--bin-dir", type=Path, required=True, help=argparse.SUPPRESS)
     parser.add_argument("--hlbench", type=Path, required=True, help=argparse.SUPPRESS)
     args = parser.parse_args()
