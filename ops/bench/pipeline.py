@@ -97,7 +97,10 @@ class HooklineRun(Run):
         return {"broker": cpu_seconds(self.broker.pid)} if self.broker.pid else {}
 
     def result_fields(self) -> dict:
-        return {"ingest": self.args.ingest}
+        fields = {"ingest": self.args.ingest}
+        if self.args.black_holes:
+            fields["black_holes"] = self.args.black_holes
+        return fields
 
     def setup(self) -> None:
         self.start_receiver()
@@ -116,6 +119,17 @@ class HooklineRun(Run):
                 "url": f"{self.receiver}/ok/{i}",
                 "events": ["transfer.error"],
                 "signing_scheme": self.spec["scheme"],
+            }
+            http("POST", f"{self.api}/webhooks", self.token, {"webhook": webhook})
+        # Black holes beside them: the receiver holds these requests unanswered; only
+        # the healthy endpoints' deliveries are counted.
+        for i in range(self.args.black_holes):
+            webhook = {
+                "name": f"black hole {i}",
+                "vendor": "generic_post",
+                "url": f"{self.receiver}/hang/{i}",
+                "events": ["transfer.error"],
+                "timeout_ms": 10000,
             }
             http("POST", f"{self.api}/webhooks", self.token, {"webhook": webhook})
         if not self.spec.get("backlog"):
@@ -202,6 +216,12 @@ def main() -> int:
         help="POST /events, or Avro straight to the events topic (the engine's path)",
     )
     parser.add_argument("--keep-topics", action="store_true", help="leave the run's topics")
+    parser.add_argument(
+        "--black-holes",
+        type=int,
+        default=0,
+        help="also this many webhooks whose requests are never answered (10 s timeout)",
+    )
     parser.add_argument(
         "--perf",
         action="store_true",

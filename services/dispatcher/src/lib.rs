@@ -12,6 +12,7 @@
 //! once its outcome is durable (delivered, re-queued or dead-lettered), and never past
 //! a record still in flight.
 
+pub mod circuit;
 pub mod deliver;
 pub mod guard;
 pub mod limits;
@@ -29,7 +30,7 @@ use service_kit::schedule::RetrySchedule;
 use tokio_util::sync::CancellationToken;
 use wire::{Attempt, DeliveryAttempt, Registry, RenderedDelivery};
 
-use crate::limits::{Admission, CircuitSettings, Disabled, EndpointState, Endpoints};
+use crate::limits::{Admission, CircuitSettings, Disabled, EndpointState, Endpoints, Pace};
 use crate::retry::{AttemptOutcome, Next, Policy, Route};
 
 /// The dispatcher's configuration (`HOOKLINE_*` variables, see the README).
@@ -43,7 +44,9 @@ pub struct Config {
     /// `<topic prefix>hookline-dispatcher`, so each pipeline on a cluster has its own
     /// group. Each retry tier is read by the group `<group>-retry-<tier>`.
     pub dispatcher_group: String,
-    /// Deliveries in flight at once, per topic read (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT`).
+    /// Deliveries in flight at once, attempted or waiting for their endpoint's turn, read
+    /// from `rendered-deliveries`; each retry tier reads a quarter as many
+    /// (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT`).
     pub dispatcher_max_in_flight: usize,
     /// Default timeout of one HTTP attempt (`HOOKLINE_DELIVERY_TIMEOUT`).
     #[serde(with = "humantime_serde")]
@@ -86,7 +89,7 @@ impl Default for Config {
         Config {
             kafka: KafkaSettings::default(),
             dispatcher_group: String::new(),
-            dispatcher_max_in_flight: 1000,
+            dispatcher_max_in_flight: 10_000,
             delivery_timeout: Duration::from_secs(15),
             retry_schedule: service_kit::schedule::DEFAULT_SCHEDULE.to_owned(),
             retry_throttle_min: Duration::from_secs(30),
@@ -153,7 +156,6 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let client = |insecure_tls: bool| {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64)
             .connect_timeout(config.delivery_timeout)
             // Deliveries go straight to receivers, through the SSRF guard's resolver.
             .no_proxy()
@@ -208,10 +210,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     }
     tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, schedule = %schedule, "dispatcher started");
     let dispatcher = Arc::new(Dispatcher {
-        // No endpoint holds more than half the slots (in flight and waiting).
+        // No endpoint has more than a quarter of the slots in flight.
         endpoints: Endpoints::new(
             config.endpoint_max_in_flight,
-            config.dispatcher_max_in_flight / 2,
+            config.dispatcher_max_in_flight / 4,
             circuit,
         ),
         config,
@@ -245,6 +247,11 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
                         .await
                 }
                 Some(delay) => {
+                    // A tier holds retries and deferrals: a quarter of the bound each.
+                    let options = ConsumeOptions {
+                        max_in_flight: (options.max_in_flight / 4).max(1),
+                        ..options
+                    };
                     kafka_io::consume_delayed(
                         consumer, tracker, &options, *delay, &shutdown, handle,
                     )
@@ -364,7 +371,7 @@ impl Dispatcher {
             // The circuit first: while it is open nothing waits for a turn.
             let admission =
                 lock(&endpoint.circuit).admit(self.endpoints.circuit_settings(), Instant::now());
-            let probe = match admission {
+            let mut probe = match admission {
                 Admission::Go => false,
                 Admission::Probe => true,
                 Admission::Wait(until) => {
@@ -377,7 +384,7 @@ impl Dispatcher {
                         .await);
                 }
             };
-            // Then the endpoint's turn; past its waiting room or its rate the delivery
+            // Then the endpoint's turn; a slow endpoint's delivery, or one past its rate,
             // is deferred, not attempted, and keeps its attempts.
             let turn = match endpoint.turn().await {
                 Ok(turn) => turn,
@@ -388,14 +395,38 @@ impl Dispatcher {
                     return Ok(self.defer(record, delivery, wait).await);
                 }
             };
+            // The circuit may have opened while it waited: asked again before the attempt.
+            if !probe {
+                let now = Instant::now();
+                let again = lock(&endpoint.circuit).admit(self.endpoints.circuit_settings(), now);
+                match again {
+                    Admission::Go => {}
+                    Admission::Probe => probe = true,
+                    Admission::Wait(until) => {
+                        drop(turn);
+                        let wait = until.saturating_duration_since(now);
+                        return Ok(self.defer(record, delivery, wait).await);
+                    }
+                }
+            }
             let number = i32::try_from(delivery.attempts.len() + 1).unwrap_or(i32::MAX);
             let (outcome, mut attempt) = self
                 .attempt(opened, scheme, number, record.received_at)
                 .await?;
+            let pace = match outcome {
+                AttemptOutcome::Timeout
+                | AttemptOutcome::Connect
+                | AttemptOutcome::Status {
+                    code: 408 | 429 | 500..=599,
+                    ..
+                } => Pace::Slow,
+                _ => Pace::Answered,
+            };
+            endpoint.observe(
+                Duration::from_millis(u64::try_from(attempt.duration_ms).unwrap_or(0)),
+                pace,
+            );
             drop(turn);
-            endpoint.observe(Duration::from_millis(
-                u64::try_from(attempt.duration_ms).unwrap_or(0),
-            ));
             // Outages count against the circuit, answers close it; a probe that got
             // neither (a 4xx) leaves it open.
             let failed = matches!(

@@ -1,0 +1,219 @@
+//! Admission tables and scenarios on tokio's paused clock.
+
+use super::*;
+
+fn settings() -> CircuitSettings {
+    CircuitSettings {
+        failures: 3,
+        cooldown: Duration::from_secs(10),
+        max_cooldown: Duration::from_secs(40),
+    }
+}
+
+/// An endpoint whose attempts take `took`, learnt from a few attempts.
+fn paced(endpoints: &Endpoints, id: &str, took: Duration) -> Arc<EndpointState> {
+    let state = endpoints.get(id, None, None, "t1");
+    for _ in 0..32 {
+        state.observe(took, Pace::Answered);
+    }
+    state
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_backlog_waits_its_turn_however_long() {
+    let endpoints = Endpoints::new(4, 100, settings());
+    let state = paced(&endpoints, "ep", Duration::from_millis(2));
+    assert_eq!(state.load().0, 4, "grown to its max_in_flight");
+    // 2,000 deliveries at once: 4 go, the rest wait (about 1 s of work at 2 ms each).
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..2000)
+        .map(|i| {
+            let (state, order) = (state.clone(), order.clone());
+            tokio::spawn(async move {
+                let turn = state.turn().await;
+                if turn.is_ok() {
+                    lock(&order).push(i);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                turn.is_ok()
+            })
+        })
+        .collect();
+    let mut deferred = 0;
+    for task in tasks {
+        if !task.await.expect("no panic") {
+            deferred += 1;
+        }
+    }
+    assert_eq!(deferred, 0, "a healthy endpoint's backlog is not deferred");
+    let order = lock(&order).clone();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(order, sorted, "first come, first served");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_slowed_by_a_busy_dispatcher_is_not_deferred() {
+    // 500 ms an attempt (a dispatcher short of CPU, say): not slow, so its 100
+    // deliveries wait their turn, the last ones past QUEUE_DEADLINE.
+    let endpoints = Endpoints::new(4, 100, settings());
+    let state = paced(&endpoints, "ep", Duration::from_millis(500));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let turn = state.turn().await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                drop(turn);
+                Ok::<_, Duration>(Instant::now())
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut last = started;
+    for task in tasks {
+        last = last.max(task.await.expect("no panic").expect("not deferred"));
+    }
+    assert!(
+        last - started > QUEUE_DEADLINE,
+        "some waited past the deadline"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_endpoint_is_slow_before_any_attempt_ends() {
+    let endpoints = Endpoints::new(50, 100, settings());
+    let state = endpoints.get("hole", None, None, "t1");
+    // It starts with INITIAL_LIMIT requests at once, not its max_in_flight.
+    let mut out = Vec::new();
+    for _ in 0..INITIAL_LIMIT {
+        out.push(state.turn().await.expect("a turn"));
+    }
+    // Three seconds without an answer: the pace is at least 3 s, so 16 may wait
+    // (16 × 3 s / 10 ≤ 5 s), the 17th is deferred.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    let waiters: Vec<_> = (0..16)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move { state.turn().await.map(drop) })
+        })
+        .collect();
+    while state.load().1 < 16 {
+        tokio::task::yield_now().await;
+    }
+    let deferred = state.turn().await.err().expect("the 17th is deferred");
+    assert!(
+        deferred >= Duration::from_secs(4),
+        "the queue's drain time: {deferred:?}"
+    );
+    // None of them gets a turn while the attempts hang: at the deadline they are deferred.
+    for waiter in waiters {
+        assert!(waiter.await.expect("no panic").is_err());
+    }
+    assert_eq!(state.load().1, 0, "nothing left waiting");
+    drop(out);
+}
+
+#[test]
+fn outages_halve_the_limit_answers_raise_it_one_at_a_time() {
+    let endpoints = Endpoints::new(12, 100, settings());
+    let state = endpoints.get("ep", None, None, "t1");
+    let table = [
+        (Pace::Slow, 5),
+        (Pace::Slow, 2),
+        (Pace::Slow, 1),
+        (Pace::Slow, 1),
+        (Pace::Answered, 2),
+        (Pace::Answered, 3),
+    ];
+    for (pace, limit) in table {
+        state.observe(Duration::from_millis(5), pace);
+        assert_eq!(state.load().0, limit, "after {pace:?}");
+    }
+    for _ in 0..20 {
+        state.observe(Duration::from_millis(5), Pace::Answered);
+    }
+    assert_eq!(state.load().0, 12, "up to max_in_flight, no further");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_gives_back_a_turn_handed_to_it() {
+    let endpoints = Endpoints::new(1, 100, settings());
+    let state = endpoints.get("ep", None, None, "t1");
+    let first = state.turn().await.expect("the one turn");
+    let mut second = Box::pin(state.turn());
+    assert!(futures::poll!(second.as_mut()).is_pending(), "in line");
+    drop(first); // handed to the second, which is then dropped before it runs
+    drop(second);
+    let third = tokio::time::timeout(Duration::from_millis(10), state.turn()).await;
+    assert!(matches!(third, Ok(Ok(_))), "the turn came back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_endpoint_spreads_its_sends_and_defers_past_a_second() {
+    let endpoints = Endpoints::new(10, 100, settings());
+    let state = endpoints.get("ep", None, Some(1), "t1");
+    let started = Instant::now();
+    // Three at once: the first goes now, the second a second later (slept out), the
+    // third would wait two seconds, so it is deferred.
+    let (first, second, third) = tokio::join!(state.turn(), state.turn(), state.turn());
+    assert!(first.is_ok() && second.is_ok());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the second was spread out"
+    );
+    let third = third.err().expect("two seconds out: deferred");
+    assert!(third > Duration::from_millis(1500), "{third:?}");
+}
+
+#[tokio::test]
+async fn one_state_per_endpoint_whose_newest_deliveries_set_the_limits() {
+    let endpoints = Endpoints::new(10, 8, settings());
+    let state = endpoints.get("ep", Some(1), None, "2026-01-01T00:00:01Z");
+    assert_eq!(state.load().0, 1);
+    let newer = endpoints.get("ep", Some(3), None, "2026-01-01T00:00:02Z");
+    assert!(
+        Arc::ptr_eq(&state, &newer),
+        "one state: circuit and queue are shared"
+    );
+    for _ in 0..5 {
+        state.observe(Duration::from_millis(1), Pace::Answered);
+    }
+    assert_eq!(state.load().0, 3, "raised to 3 by the newer delivery");
+    let older = endpoints.get("ep", Some(1), None, "2026-01-01T00:00:01Z");
+    assert!(Arc::ptr_eq(&state, &older));
+    assert_eq!(state.load().0, 3, "an older delivery does not lower it");
+    let capped = endpoints.get("big", Some(1000), None, "t");
+    for _ in 0..20 {
+        capped.observe(Duration::from_millis(1), Pace::Answered);
+    }
+    assert_eq!(capped.load().0, 8, "capped at the dispatcher's cap");
+}
+
+#[tokio::test(start_paused = true)]
+async fn until_its_pace_is_known_few_of_an_endpoints_deliveries_wait() {
+    // A cap of 40 at once: before any attempt ended, 10 may wait.
+    let endpoints = Endpoints::new(50, 40, settings());
+    let state = endpoints.get("new", None, None, "t1");
+    let out: Vec<_> = futures::future::join_all((0..INITIAL_LIMIT).map(|_| state.turn())).await;
+    assert!(out.iter().all(Result::is_ok));
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let state = state.clone();
+            tokio::spawn(async move { state.turn().await.map(drop) })
+        })
+        .collect();
+    while state.load().1 < 10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(state.turn().await.is_err(), "the eleventh is deferred");
+    // Once an attempt ended, the pace is known and the line may grow.
+    drop(out);
+    state.observe(Duration::from_millis(2), Pace::Answered);
+    for waiter in waiters {
+        assert!(
+            waiter.await.expect("no panic").is_ok(),
+            "the waiting ones go"
+        );
+    }
+}
