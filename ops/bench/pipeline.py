@@ -98,6 +98,8 @@ class HooklineRun(Run):
 
     def result_fields(self) -> dict:
         fields = {"ingest": self.args.ingest}
+        if self.args.batch > 1:
+            fields["batch"] = self.args.batch
         if self.args.black_holes:
             fields["black_holes"] = self.args.black_holes
         return fields
@@ -151,7 +153,7 @@ class HooklineRun(Run):
                 ROOT / "schemas/event.v1.avsc",
             ]
         argv = [self.args.hlbench, "load", "-url", self.api, "-token", self.token]
-        return [*argv, "-c", self.args.concurrency]
+        return [*argv, "-c", self.args.concurrency, "-batch", self.args.batch]
 
     def execute(self) -> dict:
         self.setup()
@@ -214,6 +216,9 @@ def main() -> int:
         choices=["http", "kafka"],
         default="http",
         help="POST /events, or Avro straight to the events topic (the engine's path)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=1, help="events per POST /events (a JSON array when > 1)"
     )
     parser.add_argument("--keep-topics", action="store_true", help="leave the run's topics")
     parser.add_argument(

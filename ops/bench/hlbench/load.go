@@ -35,6 +35,7 @@ func load(args []string) error {
 	prefix := fs.String("id-prefix", "bench", "event ids are PREFIX-<n>")
 	out := fs.String("out", "", "write 'id start_ns accepted_ns' lines here")
 	svixApp := fs.String("svix-app", "", "post to svix-server's POST /api/v1/app/APP/msg/ instead")
+	batch := fs.Int("batch", 1, "events per request, as a JSON array when more than 1 (hookline)")
 	fs.Parse(args)
 
 	target := *url + "/events"
@@ -56,17 +57,25 @@ func load(args []string) error {
 			IdleConnTimeout:     90 * time.Second,
 		},
 	}
-	jobs := make(chan int, *c)
+	if *batch < 1 || (*batch > 1 && *svixApp != "") {
+		return fmt.Errorf("-batch must be at least 1, and 1 with -svix-app")
+	}
+	// Each job is a batch of event numbers: one POST of a JSON array, or of one event.
+	jobs := make(chan []int, *c)
 	go func() {
 		begin := time.Now()
-		for i := 0; i < *n; i++ {
+		for i := 0; i < *n; i += *batch {
 			if *rate > 0 {
 				due := begin.Add(time.Duration(float64(i) / *rate * float64(time.Second)))
 				if d := time.Until(due); d > 0 {
 					time.Sleep(d)
 				}
 			}
-			jobs <- i
+			job := []int{}
+			for k := i; k < i+*batch && k < *n; k++ {
+				job = append(job, k)
+			}
+			jobs <- job
 		}
 		close(jobs)
 	}()
@@ -79,33 +88,45 @@ func load(args []string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range jobs {
-				id := fmt.Sprintf("%s-%d", *prefix, i)
-				body := wrap(transferErrorJSON(id))
-				ok := false
-				for attempt := 0; attempt < 10 && !ok; attempt++ {
+			for pending := range jobs {
+				for attempt := 0; attempt < 10 && len(pending) > 0; attempt++ {
 					if attempt > 0 {
 						retries.Add(1)
 						time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
 					}
+					ids, body := make([]string, len(pending)), []byte{}
+					for k, i := range pending {
+						ids[k] = fmt.Sprintf("%s-%d", *prefix, i)
+					}
+					if *batch == 1 {
+						body = wrap(transferErrorJSON(ids[0]))
+					} else {
+						body = append(body, '[')
+						for k, id := range ids {
+							if k > 0 {
+								body = append(body, ',')
+							}
+							body = append(body, transferErrorJSON(id)...)
+						}
+						body = append(body, ']')
+					}
 					start := time.Now().UnixNano()
-					req, _ := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Authorization", "Bearer "+*token)
-					resp, err := client.Do(req)
+					accepted, err := post(client, target, *token, body, len(pending), *batch > 1)
 					if err != nil {
 						continue
 					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == http.StatusAccepted {
-						results[i] = sent{id: id, start: start, accepted: time.Now().UnixNano()}
-						ok = true
+					now := time.Now().UnixNano()
+					var left []int
+					for k, i := range pending {
+						if accepted[k] {
+							results[i] = sent{id: ids[k], start: start, accepted: now}
+						} else {
+							left = append(left, i)
+						}
 					}
+					pending = left
 				}
-				if !ok {
-					failed.Add(1)
-				}
+				failed.Add(int64(len(pending)))
 			}
 		}()
 	}
@@ -121,6 +142,45 @@ func load(args []string) error {
 		"accepted": accepted, "failed": failed.Load(), "retries": retries.Load(),
 		"elapsed_s": elapsed.Seconds(), "accepted_per_s": float64(accepted) / elapsed.Seconds(),
 	})
+}
+
+// post sends one request; says which of its `count` events were accepted: all of them
+// on a 202, those whose result says 202 on a 207 (an array), none otherwise.
+func post(client *http.Client, url, token string, body []byte, count int, array bool) ([]bool, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	accepted := make([]bool, count)
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		io.Copy(io.Discard, resp.Body)
+		for k := range accepted {
+			accepted[k] = true
+		}
+	case resp.StatusCode == http.StatusMultiStatus && array:
+		var answer struct {
+			Events []struct {
+				Status int `json:"status"`
+			} `json:"events"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
+			return nil, err
+		}
+		for k := range accepted {
+			accepted[k] = k < len(answer.Events) && answer.Events[k].Status == http.StatusAccepted
+		}
+	default:
+		io.Copy(io.Discard, resp.Body)
+	}
+	return accepted, nil
 }
 
 func writeSent(path string, results []sent) error {

@@ -120,6 +120,20 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status it answers.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The JSON body it answers: `{"error": {"code", "message", "field"?}}`.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(field) = &self.field {
+            error["field"] = json!(field);
+        }
+        json!({ "error": error })
+    }
+
     /// 500 for our own failure (never the caller's mistake).
     pub fn internal(code: &'static str) -> Self {
         ApiError {
@@ -133,10 +147,6 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        (self.status, axum::Json(self.body())).into_response()
     }
 }

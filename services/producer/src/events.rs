@@ -1,6 +1,9 @@
-//! `POST /events`: one event in the envelope receivers see, validated against its Avro
-//! schema, its sensitive fields sealed, produced to `events` keyed by its transfer or
-//! resource id, answered 202 once Kafka acknowledged it.
+//! `POST /events`: one event, or a JSON array of them, in the envelope receivers see,
+//! each validated against its Avro schema, its sensitive fields sealed, produced to
+//! `events` keyed by its transfer or resource id, and answered once Kafka acknowledged
+//! it: 202 with its id for one event; for an array, one result per event in order
+//! (202 when all were accepted, 207 when some were not), its events sent together so a
+//! batch costs about one Kafka round trip.
 
 use std::sync::Arc;
 
@@ -8,15 +11,68 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
 use crate::error::ApiError;
 
-/// Accepts one event.
+/// The most events one request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// Accepts one event, or an array of events.
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
-    let input = json_body(body, state.max_body_bytes).await?;
+    match json_body(body, state.max_body_bytes).await? {
+        Value::Array(events) => create_many(&state, &events).await,
+        input => {
+            let (event, bytes) = prepare(&state, &input)?;
+            let id = send(&state, event, &bytes).await?;
+            Ok(json_response(StatusCode::ACCEPTED, json!({ "id": id })))
+        }
+    }
+}
+
+/// Every event of the array sent at once; one result each, in order.
+async fn create_many(state: &AppState, events: &[Value]) -> Result<Response, ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::invalid(
+            "events",
+            "an empty array: send at least one event",
+        ));
+    }
+    if events.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "events",
+            format!("at most {MAX_BATCH} events a request"),
+        ));
+    }
+    let sends = events.iter().map(|input| async move {
+        let (event, bytes) = prepare(state, input)?;
+        send(state, event, &bytes).await
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    let all_accepted = outcomes.iter().all(Result::is_ok);
+    let results: Vec<Value> = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(id) => json!({"status": StatusCode::ACCEPTED.as_u16(), "id": id}),
+            Err(e) => {
+                let mut result = e.body();
+                result["status"] = json!(e.status().as_u16());
+                result
+            }
+        })
+        .collect();
+    let status = if all_accepted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok(json_response(status, json!({ "events": results })))
+}
+
+/// Validates and encodes one event, its sensitive fields sealed.
+fn prepare(state: &AppState, input: &Value) -> Result<(wire::Event, Vec<u8>), ApiError> {
     let encode_err = |e: wire::WireError| match e {
         wire::WireError::Invalid { field, reason } => ApiError::invalid(field, reason),
         other => {
@@ -24,22 +80,27 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
             ApiError::internal(other.code())
         }
     };
-    let (mut event, mut bytes) = state.registry.event_from_json(&input).map_err(encode_err)?;
+    let (mut event, mut bytes) = state.registry.event_from_json(input).map_err(encode_err)?;
     // Trace text and transfer logs reach Kafka sealed (guarantee 5).
     if !service_kit::sensitive_values(&state.registry, &event).is_empty() {
         service_kit::seal_event(&state.sealer, &state.registry, &mut event);
         bytes = state.registry.encode_event(&event).map_err(encode_err)?;
     }
+    Ok((event, bytes))
+}
+
+/// Produces one event and waits for Kafka's acknowledgement; returns its id.
+async fn send(state: &AppState, event: wire::Event, bytes: &[u8]) -> Result<String, ApiError> {
     kafka_io::send_durably(
         &state.producer,
         &state.topics.events,
         event.key.as_bytes(),
-        Some(&bytes),
+        Some(bytes),
         None,
         &state.shutdown,
     )
     .await
     .map_err(|e| ApiError::from_send(&e))?;
     tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event accepted");
-    Ok(json_response(StatusCode::ACCEPTED, json!({"id": event.id})))
+    Ok(event.id)
 }

@@ -639,6 +639,73 @@ async fn events_are_validated_and_produced_keyed_by_transfer() {
 }
 
 #[tokio::test]
+async fn an_array_of_events_gets_one_result_each_in_order() {
+    let api = Api::start("event-array").await;
+    let mut missing = transfer_error("tr-b");
+    missing["data"]["error"]
+        .as_object_mut()
+        .unwrap()
+        .remove("destination_id");
+    let batch = json!([transfer_error("tr-a"), missing, transfer_error("tr-c")]);
+    let (status, answer) = api
+        .call(reqwest::Method::POST, "/events", Some(batch))
+        .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{answer}");
+    let results = answer["events"].as_array().expect("one result per event");
+    assert_eq!(results.len(), 3, "{answer}");
+    assert_eq!(results[0]["status"], 202);
+    assert_eq!(results[2]["status"], 202);
+    assert_eq!(results[1]["status"], 400);
+    assert_eq!(results[1]["error"]["code"], "HL-API-INVALID");
+    assert_eq!(results[1]["error"]["field"], "data.error.destination_id");
+    assert!(
+        !answer.to_string().contains("secret stack trace"),
+        "{answer}"
+    );
+    // The valid ones reached Kafka, with the ids answered; the invalid one did not.
+    let topic = format!("{}events", api.config.kafka.topic_prefix);
+    let records = test_kit::read_topic(&api.config.kafka, &topic, Duration::from_secs(20), |r| {
+        r.len() >= 2
+    })
+    .await;
+    let registry = wire::Registry::bundled().unwrap();
+    let mut written: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            let event = registry.decode_event(r.value.as_ref().unwrap()).unwrap();
+            (r.key.clone().unwrap(), event.id)
+        })
+        .collect();
+    written.sort();
+    let answered = vec![
+        (
+            "tr-a".to_owned(),
+            results[0]["id"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "tr-c".to_owned(),
+            results[2]["id"].as_str().unwrap().to_owned(),
+        ),
+    ];
+    assert_eq!(written, answered);
+
+    // All valid: 202. Empty, or more than 1000: 400 naming `events`.
+    let all = Value::Array(
+        (0..50)
+            .map(|i| transfer_error(&format!("tr-{i}")))
+            .collect(),
+    );
+    let (status, answer) = api.call(reqwest::Method::POST, "/events", Some(all)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["events"].as_array().map(Vec::len), Some(50));
+    for body in [json!([]), Value::Array(vec![json!({}); 1001])] {
+        let (status, answer) = api.call(reqwest::Method::POST, "/events", Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["field"], "events", "{answer}");
+    }
+}
+
+#[tokio::test]
 async fn a_wrong_master_key_is_a_clear_start_up_error() {
     let api = Api::start("masterkey").await;
     let wrong = Config {
