@@ -109,9 +109,6 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -
         // librdkafka's 300 s default). The consume loops poll continuously.
         .set("max.poll.interval.ms", "120000")
         .set("fetch.wait.max.ms", "100")
-        // What librdkafka prefetches per consumer, bounded (its default is 64 MiB): the
-        // loops hold up to their in-flight bound anyway, and a dispatcher has seven.
-        .set("queued.max.messages.kbytes", "8192")
         .set("enable.partition.eof", "false");
     config
 }
