@@ -413,13 +413,12 @@ impl Dispatcher {
             let (outcome, mut attempt) = self
                 .attempt(opened, scheme, number, record.received_at)
                 .await?;
+            // Only an endpoint that does not answer in time, or cannot be reached, gets
+            // fewer requests at once: statuses (5xx, 429) are the circuit breaker's and
+            // the retry schedule's business, and halving on them would leave a flaky
+            // but fast endpoint one request at a time.
             let pace = match outcome {
-                AttemptOutcome::Timeout
-                | AttemptOutcome::Connect
-                | AttemptOutcome::Status {
-                    code: 408 | 429 | 500..=599,
-                    ..
-                } => Pace::Slow,
+                AttemptOutcome::Timeout | AttemptOutcome::Connect => Pace::Slow,
                 _ => Pace::Answered,
             };
             endpoint.observe(

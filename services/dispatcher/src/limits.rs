@@ -3,8 +3,9 @@
 //! that owns an endpoint owns all of its limits.
 //!
 //! - **Concurrency** adapts: an endpoint starts at [`INITIAL_LIMIT`] requests at once,
-//!   gains one per answered attempt up to its `max_in_flight`, and halves on an outage
-//!   or a 429. A black hole therefore holds a handful of requests, not its maximum.
+//!   gains one per answered attempt up to its `max_in_flight`, and halves on a timeout
+//!   or a connection error. A black hole therefore holds a handful of requests, not its
+//!   maximum.
 //! - **Waiting** is in memory, first come first served. The endpoint's pace is its
 //!   recent attempt duration, or the age of its oldest attempt still out when that is
 //!   longer, so a hanging endpoint is seen as slow before any of its attempts ends; it
@@ -55,9 +56,9 @@ pub enum Disabled {
 /// How an attempt went, as far as the endpoint's pace is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
-    /// It answered (any status but 429 and 5xx): one more request at once may go.
+    /// It answered (any status): one more request at once may go.
     Answered,
-    /// An outage (timeout, connection error, 408, 5xx) or a 429: half as many.
+    /// No answer in time, or no connection: half as many.
     Slow,
 }
 
@@ -347,7 +348,8 @@ impl EndpointState {
     }
 
     /// Records how an attempt went: its duration sets the pace, and its outcome the
-    /// number of requests at once (one more after an answer, half after an outage).
+    /// number of requests at once (one more after an answer, half after a timeout or a
+    /// connection error).
     pub fn observe(&self, took: Duration, pace: Pace) {
         let mut queue = lock(&self.queue);
         queue.latency = Some(queue.latency.map_or(took, |l| (l * 7 + took) / 8));
