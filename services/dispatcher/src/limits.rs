@@ -120,27 +120,33 @@ impl Queue {
         self.pace(now) >= SLOW_PACE
     }
 
+    /// How long the `position`-th delivery in line waits for a turn at the endpoint's
+    /// pace and concurrency.
+    fn by_concurrency(&self, now: Instant, position: u32) -> Duration {
+        let limit = u32::try_from(self.limit).unwrap_or(u32::MAX).max(1);
+        self.pace(now) * position / limit
+    }
+
+    /// How long the `position`-th delivery in line waits for its rate limit.
+    fn by_rate(&self, now: Instant, position: u32) -> Duration {
+        self.rate.map_or(Duration::ZERO, |(rps, next_free)| {
+            next_free.saturating_duration_since(now) + Duration::from_secs(1) * position / rps
+        })
+    }
+
     /// Whether the `position`-th delivery in line should be deferred rather than wait:
     /// the endpoint is slow and its queue would take longer than [`MAX_QUEUE_WAIT`], or
     /// its rate limit alone holds it back longer.
     fn too_long(&self, now: Instant, position: u32) -> bool {
-        let limit = u32::try_from(self.limit).unwrap_or(u32::MAX).max(1);
-        let by_rate = self.rate.map_or(Duration::ZERO, |(rps, next_free)| {
-            next_free.saturating_duration_since(now) + Duration::from_secs(1) * position / rps
-        });
-        (self.slow(now) && self.pace(now) * position / limit > MAX_QUEUE_WAIT)
-            || by_rate > MAX_QUEUE_WAIT
+        (self.slow(now) && self.by_concurrency(now, position) > MAX_QUEUE_WAIT)
+            || self.by_rate(now, position) > MAX_QUEUE_WAIT
     }
 
     /// How long the `position`-th delivery in line waits, by the endpoint's pace and
     /// its rate limit.
     fn estimate(&self, now: Instant, position: u32) -> Duration {
-        let limit = u32::try_from(self.limit).unwrap_or(u32::MAX).max(1);
-        let by_concurrency = self.pace(now) * position / limit;
-        let by_rate = self.rate.map_or(Duration::ZERO, |(rps, next_free)| {
-            next_free.saturating_duration_since(now) + Duration::from_secs(1) * position / rps
-        });
-        by_concurrency.max(by_rate)
+        self.by_concurrency(now, position)
+            .max(self.by_rate(now, position))
     }
 
     /// Forgets the waiters at the head of the line that gave up (deferred at their
