@@ -227,20 +227,9 @@ pub fn sign(
         Scheme::None => Vec::new(),
         Scheme::PrequelRsa => {
             let key = keys.rsa.ok_or(SignError::NoKey)?;
-            let ts = rfc3339_seconds(now);
-            let mut message = Vec::with_capacity(ts.len() + 1 + request.body.len());
-            message.extend_from_slice(ts.as_bytes());
-            message.push(b'.');
-            message.extend_from_slice(request.body);
-            vec![
-                h("X-Prequel-Webhook-Timestamp", ts),
-                h("X-Prequel-Webhook-Signature", hex(&key.sign(&message)?)),
-                h(
-                    "X-Prequel-Webhook-Digest",
-                    hex(digest::digest(&digest::SHA256, request.body).as_ref()),
-                ),
-                h("X-Prequel-Webhook-Key-Id", key.kid.clone()),
-            ]
+            let ts = prequel_timestamp(now);
+            let signature = key.sign(&prequel_message(&ts, request.body))?;
+            prequel_headers(ts, &signature, &sha256(request.body), &key.kid)
         }
         Scheme::StandardWebhooks => {
             let ts = now.unix_timestamp().to_string();
@@ -284,6 +273,45 @@ pub fn sign(
             )]
         }
     })
+}
+
+/// The timestamp a Prequel RSA signature covers: RFC 3339 in whole seconds, UTC. Two
+/// requests with one timestamp, one key and one body have one signature, so a caller
+/// that signs many (a fan-out) can make the RSA operation once.
+pub fn prequel_timestamp(now: time::OffsetDateTime) -> String {
+    rfc3339_seconds(now)
+}
+
+/// The bytes a Prequel RSA signature covers: `timestamp.body`.
+pub fn prequel_message(timestamp: &str, body: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(timestamp.len() + 1 + body.len());
+    message.extend_from_slice(timestamp.as_bytes());
+    message.push(b'.');
+    message.extend_from_slice(body);
+    message
+}
+
+/// The Prequel RSA headers from a signature of [`prequel_message`] (made by
+/// [`RsaKey::sign`]) and the SHA-256 of the body.
+pub fn prequel_headers(
+    timestamp: String,
+    signature: &[u8],
+    body_sha256: &[u8],
+    kid: &str,
+) -> Vec<(String, String)> {
+    vec![
+        ("X-Prequel-Webhook-Timestamp".to_owned(), timestamp),
+        ("X-Prequel-Webhook-Signature".to_owned(), hex(signature)),
+        ("X-Prequel-Webhook-Digest".to_owned(), hex(body_sha256)),
+        ("X-Prequel-Webhook-Key-Id".to_owned(), kid.to_owned()),
+    ]
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// A new Standard Webhooks secret: `whsec_` and 24 random bytes in base64.

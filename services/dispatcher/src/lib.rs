@@ -17,6 +17,7 @@ pub mod deliver;
 pub mod guard;
 pub mod limits;
 pub mod retry;
+pub mod rsa_signer;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,6 +126,8 @@ struct Dispatcher {
     endpoints: Endpoints,
     /// The opened current signing key, by key id.
     rsa: Mutex<Option<Arc<signing::RsaKey>>>,
+    /// Prequel RSA signatures, once per (key, second, body), off the async workers.
+    rsa_signer: rsa_signer::RsaSigner,
     /// The key id that failed to open, logged once.
     failed_kid: Mutex<Option<String>>,
     shutdown: CancellationToken,
@@ -230,6 +233,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         keys,
         endpoint_table,
         rsa: Mutex::new(None),
+        rsa_signer: rsa_signer::RsaSigner::default(),
         failed_kid: Mutex::new(None),
         shutdown: shutdown.clone(),
     });
@@ -384,6 +388,22 @@ impl Dispatcher {
                         .await);
                 }
             };
+            let number = i32::try_from(delivery.attempts.len() + 1).unwrap_or(i32::MAX);
+            // The signing key before the turn: waiting for the `keys` table is not the
+            // endpoint's time, and an attempt's age while it holds a turn is its pace.
+            let rsa = if scheme == signing::Scheme::PrequelRsa {
+                // Every attempt is signed afresh, with the key current when it starts
+                // (a rotation applies to the next attempt): a retry hours later passes
+                // a receiver's window.
+                let since = if number == 1 {
+                    record.received_at
+                } else {
+                    Instant::now()
+                };
+                Some(self.signing_key(since).await.ok_or(Halt::Shutdown)?)
+            } else {
+                None
+            };
             // Then the endpoint's turn; a slow endpoint's delivery, or one past its rate,
             // is deferred, not attempted, and keeps its attempts.
             let turn = match endpoint.turn().await {
@@ -409,10 +429,7 @@ impl Dispatcher {
                     }
                 }
             }
-            let number = i32::try_from(delivery.attempts.len() + 1).unwrap_or(i32::MAX);
-            let (outcome, mut attempt) = self
-                .attempt(opened, scheme, number, record.received_at)
-                .await?;
+            let (outcome, mut attempt) = self.attempt(opened, scheme, rsa, number).await?;
             // Only an endpoint that does not answer in time, or cannot be reached, gets
             // fewer requests at once: statuses (5xx, 429) are the circuit breaker's and
             // the retry schedule's business, and halving on them would leave a flaky
@@ -519,37 +536,32 @@ impl Dispatcher {
         &self,
         delivery: &RenderedDelivery,
         scheme: signing::Scheme,
+        rsa: Option<Arc<signing::RsaKey>>,
         number: i32,
-        received_at: Instant,
     ) -> Result<(AttemptOutcome, Attempt), Halt> {
         if self.shutdown.is_cancelled() {
             return Err(Halt::Shutdown);
         }
-        // Every attempt is signed afresh, with the key current when it starts (a
-        // rotation applies to the next attempt): a retry hours later passes a
-        // receiver's window.
-        let rsa = if scheme == signing::Scheme::PrequelRsa {
-            let since = if number == 1 {
-                received_at
-            } else {
-                Instant::now()
-            };
-            Some(self.signing_key(since).await.ok_or(Halt::Shutdown)?)
-        } else {
-            None
+        let now = time::OffsetDateTime::now_utc();
+        let signed = match rsa {
+            Some(key) if scheme == signing::Scheme::PrequelRsa => {
+                self.rsa_signer.headers(key, &delivery.body, now).await
+            }
+            _ => {
+                let request = signing::Request {
+                    method: &delivery.method,
+                    url: &delivery.url,
+                    body: &delivery.body,
+                    id: &delivery.delivery_id,
+                };
+                let keys = signing::Keys {
+                    rsa: None,
+                    secrets: &delivery.signing_secrets,
+                };
+                signing::sign(scheme, request, keys, now)
+            }
         };
-        let request = signing::Request {
-            method: &delivery.method,
-            url: &delivery.url,
-            body: &delivery.body,
-            id: &delivery.delivery_id,
-        };
-        let keys = signing::Keys {
-            rsa: rsa.as_deref(),
-            secrets: &delivery.signing_secrets,
-        };
-        let signature = match signing::sign(scheme, request, keys, time::OffsetDateTime::now_utc())
-        {
+        let signature = match signed {
             Ok(headers) => headers,
             Err(e) => {
                 // Cannot sign: final, without a request.
