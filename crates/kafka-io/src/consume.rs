@@ -2,7 +2,7 @@
 //! concurrently, up to a bound, and a record's offset is stored only once its handler
 //! says its effects are durable, never past a record still in flight.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -105,8 +105,9 @@ pub async fn consume_concurrently<F, Fut>(
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
     // The assignment is paused because the loop is full.
     let mut full = false;
+    let mut paused = FullPause::default();
     // A pause outlives a rebalance (librdkafka keeps it for partitions assigned again),
-    // so whatever was paused is resumed again every second while there is room.
+    // so what this loop paused and could not resume is tried again every second.
     let mut unpause = tokio::time::interval(Duration::from_secs(1));
     unpause.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -115,12 +116,12 @@ pub async fn consume_concurrently<F, Fut>(
             _ = shutdown.cancelled() => break,
             Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                if full && in_flight.len() < options.max_in_flight {
-                    pause_assignment(consumer, false, |_, _| false);
+                if full && in_flight.len() <= resume_below(options.max_in_flight) {
+                    paused.resume(consumer, |_, _| false);
                     full = false;
                 }
             }
-            _ = unpause.tick(), if !full => pause_assignment(consumer, false, |_, _| false),
+            _ = unpause.tick(), if !full && !paused.is_empty() => paused.resume(consumer, |_, _| false),
             message = consumer.recv() => {
                 let message = match message {
                     Ok(m) => m,
@@ -140,7 +141,7 @@ pub async fn consume_concurrently<F, Fut>(
                 let work = tokio::spawn(handle(record));
                 in_flight.push(Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) }));
                 if in_flight.len() >= options.max_in_flight {
-                    pause_assignment(consumer, true, |_, _| false);
+                    paused.pause(consumer, |_, _| false);
                     full = true;
                 }
             }
@@ -175,26 +176,66 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-/// Pauses (or resumes) every assigned partition but those `keep` says to leave alone.
+/// In flight at or below which a full loop reads again: a quarter below the bound, so a
+/// loop at its bound pauses and resumes once per quarter of it, not once per record.
+fn resume_below(max_in_flight: usize) -> usize {
+    max_in_flight - max_in_flight.div_ceil(4)
+}
+
+/// The partitions a full loop paused, resumed exactly.
+///
 /// A full loop pauses its assignment instead of not polling: a consumer that does not
-/// poll within `max.poll.interval.ms` is dropped from its group.
-fn pause_assignment(consumer: &GroupConsumer, pause: bool, keep: impl Fn(&str, i32) -> bool) {
-    let Ok(assignment) = consumer.assignment() else {
-        return;
-    };
-    let mut tpl = TopicPartitionList::new();
-    for e in assignment.elements() {
-        if !keep(e.topic(), e.partition()) {
-            tpl.add_partition(e.topic(), e.partition());
+/// poll within `max.poll.interval.ms` is dropped from its group. A resume is not free
+/// in librdkafka, even of a partition that is not paused: it bumps the partition's op
+/// version, which drops the records already fetched for it and restarts its fetch
+/// (`rd_kafka_toppar_pause_resume`). So a loop resumes only what it paused.
+#[derive(Debug, Default)]
+struct FullPause {
+    partitions: HashSet<(String, i32)>,
+}
+
+impl FullPause {
+    fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+
+    /// Pauses every assigned partition but those `keep` leaves alone.
+    fn pause(&mut self, consumer: &GroupConsumer, keep: impl Fn(&str, i32) -> bool) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in assignment.elements() {
+            if !keep(e.topic(), e.partition()) {
+                tpl.add_partition(e.topic(), e.partition());
+                self.partitions
+                    .insert((e.topic().to_owned(), e.partition()));
+            }
+        }
+        if let Err(e) = consumer.pause(&tpl) {
+            tracing::debug!(error = %e, "pause refused");
         }
     }
-    let result = if pause {
-        consumer.pause(&tpl)
-    } else {
-        consumer.resume(&tpl)
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, pause, "pause/resume refused");
+
+    /// Resumes what this paused that is assigned now; `keep` names partitions another
+    /// mechanism holds paused (they are left to it). A partition revoked meanwhile stays
+    /// on the list: librdkafka keeps its pause if it is assigned again.
+    fn resume(&mut self, consumer: &GroupConsumer, keep: impl Fn(&str, i32) -> bool) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in assignment.elements() {
+            let key = (e.topic().to_owned(), e.partition());
+            if self.partitions.remove(&key) && !keep(e.topic(), e.partition()) {
+                tpl.add_partition(e.topic(), e.partition());
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.resume(&tpl)
+        {
+            tracing::debug!(error = %e, "resume refused");
+        }
     }
 }
 
@@ -227,6 +268,7 @@ pub async fn consume_delayed<F, Fut>(
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
     // The assignment is paused because the loop is full.
     let mut full = false;
+    let mut paused = FullPause::default();
     let mut last_unpause = std::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -275,16 +317,17 @@ pub async fn consume_delayed<F, Fut>(
             _ = shutdown.cancelled() => break,
             Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                if full && in_flight.len() < options.max_in_flight {
-                    pause_assignment(consumer, false, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                if full && in_flight.len() <= resume_below(options.max_in_flight) {
+                    paused.resume(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
                     full = false;
                 }
             }
             _ = tick.tick() => {
                 let now = std::time::Instant::now();
-                // A pause outlives a rebalance: resume what is neither held nor full.
-                if !full && last_unpause.elapsed() >= Duration::from_secs(1) {
-                    pause_assignment(consumer, false, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                // A pause outlives a rebalance: resume what this paused, is assigned again
+                // and is not held.
+                if !full && !paused.is_empty() && last_unpause.elapsed() >= Duration::from_secs(1) {
+                    paused.resume(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
                     last_unpause = now;
                 }
                 held.retain(|(topic, partition), h| {
@@ -328,7 +371,7 @@ pub async fn consume_delayed<F, Fut>(
                 if !holding && due <= std::time::Instant::now() {
                     spawn(ticket, record, &mut handle, &mut in_flight);
                     if in_flight.len() >= options.max_in_flight {
-                        pause_assignment(consumer, true, |_, _| false);
+                        paused.pause(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
                         full = true;
                     }
                     continue;
