@@ -85,6 +85,8 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         let mut config =
             crate::client::consumer_config(settings, "hookline-table", "hookline-table-unused");
         config.set("enable.auto.commit", "false");
+        // A table is followed as it changes, whatever the profile: a sync waits for it.
+        config.set("fetch.min.bytes", "1");
         let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
         let queries: Arc<BaseConsumer> = Arc::new(config.create()?);
         let partitions = {
@@ -156,16 +158,7 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
                 self.topic.clone(),
                 self.partitions.clone(),
             );
-            let query = blocking(move || {
-                partitions
-                    .iter()
-                    .map(|p| {
-                        let (low, high) =
-                            consumer.fetch_watermarks(&topic, *p, Duration::from_secs(5))?;
-                        Ok((*p, low, high))
-                    })
-                    .collect()
-            });
+            let query = blocking(move || watermarks(&consumer, &topic, &partitions));
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Err(KafkaError::Canceled),
                 result = query => result?,
@@ -304,6 +297,44 @@ async fn follow<V>(
         }
         shared.progress.notify_waiters();
     }
+}
+
+/// Every partition's (partition, low, high) watermarks in two `ListOffsets` requests
+/// (earliest, then latest, for all partitions at once), where asking partition by
+/// partition costs two requests per partition: a sync runs before every event.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> KafkaResult<Vec<(i32, i64, i64)>> {
+    let ask = |at: Offset| -> KafkaResult<HashMap<i32, i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(topic, *p, at)?;
+        }
+        let answer = consumer.offsets_for_times(tpl, Duration::from_secs(5))?;
+        answer
+            .elements_for_topic(topic)
+            .iter()
+            .map(|e| match (e.error(), e.offset()) {
+                (Err(error), _) => Err(error),
+                (Ok(()), Offset::Offset(o)) => Ok((e.partition(), o)),
+                (Ok(()), _) => Err(KafkaError::OffsetFetch(
+                    rdkafka::types::RDKafkaErrorCode::OffsetNotAvailable,
+                )),
+            })
+            .collect()
+    };
+    let (low, high) = (ask(Offset::Beginning)?, ask(Offset::End)?);
+    partitions
+        .iter()
+        .map(|p| match (low.get(p), high.get(p)) {
+            (Some(l), Some(h)) => Ok((*p, *l, *h)),
+            _ => Err(KafkaError::OffsetFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownPartition,
+            )),
+        })
+        .collect()
 }
 
 fn partitions_of(consumer: &BaseConsumer, topic: &str) -> KafkaResult<Vec<i32>> {
