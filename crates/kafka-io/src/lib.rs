@@ -15,8 +15,8 @@ mod table;
 mod topics;
 
 pub use client::{
-    CommitOnRevoke, GroupConsumer, KafkaSettings, commit_stored, consumer_config, group_consumer,
-    producer, producer_config,
+    CommitOnRevoke, GroupConsumer, KafkaProfile, KafkaSettings, commit_stored, consumer_config,
+    group_consumer, producer, producer_config,
 };
 pub use consume::{ConsumeOptions, Outcome, Owner, Record, consume_concurrently, consume_delayed};
 pub use offsets::{OffsetTracker, Ticket};

@@ -79,6 +79,22 @@ pub fn config_from<T: Serialize + DeserializeOwned + Default>(
         })?;
         merged.insert(key, value);
     }
+    // An optional setting (unset by default) is read as text, or as a number when it
+    // reads as one and the setting takes a number.
+    let fits = |key: &str, value: Value| {
+        let mut probe = defaults.clone();
+        probe.insert(key.to_owned(), value);
+        serde_json::from_value::<T>(Value::Object(probe)).is_ok()
+    };
+    for (key, default) in &defaults {
+        if let (Value::Null, Some(Value::String(raw))) = (default, merged.get(key))
+            && let Ok(number) = raw.trim().parse::<serde_json::Number>()
+            && !fits(key, Value::String(raw.clone()))
+            && fits(key, Value::Number(number.clone()))
+        {
+            merged.insert(key.clone(), Value::Number(number));
+        }
+    }
     // serde's message can quote the offending value, which may be a secret: name the
     // setting instead.
     serde_json::from_value(Value::Object(merged.clone())).map_err(|_| {

@@ -13,6 +13,7 @@ struct Sample {
     insecure: bool,
     networks: Vec<String>,
     optional: Option<String>,
+    limit: Option<u32>,
 }
 
 impl Default for Sample {
@@ -24,6 +25,7 @@ impl Default for Sample {
             insecure: false,
             networks: vec![],
             optional: None,
+            limit: None,
         }
     }
 }
@@ -56,6 +58,7 @@ fn environment_overrides_file_overrides_defaults() {
             insecure: true,
             networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             optional: Some("x".into()),
+            limit: None,
         }
     );
     let c: Sample = config_from(None, vars(&[])).unwrap();
@@ -90,4 +93,18 @@ fn errors_never_quote_values_and_numbers_in_the_file_are_text_for_text_settings(
     );
     assert!(!err.contains("secret-ish"), "{err}");
     assert!(err.contains("`port`"), "{err}");
+}
+
+#[test]
+fn optional_settings_take_text_or_numbers_as_their_type_says() {
+    let c: Sample = config_from(None, vars(&[("optional", "12"), ("limit", " 5 ")])).unwrap();
+    assert_eq!(
+        c.optional.as_deref(),
+        Some("12"),
+        "digits stay text for a text setting"
+    );
+    assert_eq!(c.limit, Some(5));
+    let e = config_from::<Sample>(None, vars(&[("limit", "five")])).unwrap_err();
+    assert!(e.to_string().contains("HOOKLINE_LIMIT"), "{e}");
+    assert!(!e.to_string().contains("five"), "{e}");
 }

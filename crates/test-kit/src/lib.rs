@@ -69,7 +69,8 @@ pub fn kafka_settings(test: &str) -> KafkaSettings {
         topic_prefix: unique_prefix(test),
         topic_partitions: 3,
         topic_replication: 1,
-        kafka_linger_ms: 1,
+        kafka_profile: kafka_io::KafkaProfile::Balanced,
+        kafka_linger_ms: None,
         ..KafkaSettings::default()
     }
 }
