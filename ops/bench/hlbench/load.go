@@ -36,6 +36,7 @@ func load(args []string) error {
 	out := fs.String("out", "", "write 'id start_ns accepted_ns' lines here")
 	svixApp := fs.String("svix-app", "", "post to svix-server's POST /api/v1/app/APP/msg/ instead")
 	batch := fs.Int("batch", 1, "events per request, as a JSON array when more than 1 (hookline)")
+	direct := fs.String("direct", "", "post each event to this URL instead, any 2xx accepted (a receiver alone)")
 	fs.Parse(args)
 
 	target := *url + "/events"
@@ -57,8 +58,11 @@ func load(args []string) error {
 			IdleConnTimeout:     90 * time.Second,
 		},
 	}
-	if *batch < 1 || (*batch > 1 && *svixApp != "") {
-		return fmt.Errorf("-batch must be at least 1, and 1 with -svix-app")
+	if *direct != "" {
+		target = *direct
+	}
+	if *batch < 1 || (*batch > 1 && (*svixApp != "" || *direct != "")) {
+		return fmt.Errorf("-batch must be at least 1, and 1 with -svix-app or -direct")
 	}
 	// Each job is a batch of event numbers: one POST of a JSON array, or of one event.
 	jobs := make(chan []int, *c)
@@ -111,7 +115,7 @@ func load(args []string) error {
 						body = append(body, ']')
 					}
 					start := time.Now().UnixNano()
-					accepted, err := post(client, target, *token, body, len(pending), *batch > 1)
+					accepted, err := post(client, target, *token, body, len(pending), *batch > 1, *direct != "")
 					if err != nil {
 						continue
 					}
@@ -146,7 +150,8 @@ func load(args []string) error {
 
 // post sends one request; says which of its `count` events were accepted: all of them
 // on a 202, those whose result says 202 on a 207 (an array), none otherwise.
-func post(client *http.Client, url, token string, body []byte, count int, array bool) ([]bool, error) {
+// post sends one request; anyOK counts any 2xx as accepted (a receiver, not hookline).
+func post(client *http.Client, url, token string, body []byte, count int, array, anyOK bool) ([]bool, error) {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -160,7 +165,7 @@ func post(client *http.Client, url, token string, body []byte, count int, array 
 	defer resp.Body.Close()
 	accepted := make([]bool, count)
 	switch {
-	case resp.StatusCode == http.StatusAccepted:
+	case resp.StatusCode == http.StatusAccepted || (anyOK && resp.StatusCode/100 == 2):
 		io.Copy(io.Discard, resp.Body)
 		for k := range accepted {
 			accepted[k] = true
