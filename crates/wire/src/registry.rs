@@ -143,7 +143,8 @@ impl Fingerprint {
 
 struct Version {
     number: u32,
-    schema: Schema,
+    /// Lives for the process: the readers and writer below borrow it.
+    schema: &'static Schema,
 }
 
 struct Family {
@@ -151,6 +152,11 @@ struct Family {
     current: usize,
     versions: Vec<Version>,
     fingerprints: Vec<Fingerprint>,
+    /// Per version, a reader of data written with it (resolved to the current version
+    /// when older); built once, not per record.
+    readers: Vec<GenericDatumReader<'static>>,
+    /// A writer of the current version.
+    writer: Option<GenericDatumWriter<'static>>,
 }
 
 /// Every known schema version, by record full name and by fingerprint.
@@ -189,6 +195,8 @@ impl Registry {
                 current: 0,
                 versions: Vec::new(),
                 fingerprints: Vec::new(),
+                readers: Vec::new(),
+                writer: None,
             });
             if family.versions.iter().any(|v| v.number == number) {
                 return Err(schema_err(format!(
@@ -203,6 +211,10 @@ impl Registry {
                     "fingerprint {fingerprint} is not unique"
                 )));
             }
+            // Leaked on purpose: a registry is built a handful of times per process
+            // (once per service component), and its cached readers and writer borrow
+            // the schemas for as long as it lives.
+            let schema: &'static Schema = Box::leak(Box::new(schema));
             family.versions.push(Version { number, schema });
             family.fingerprints.push(fingerprint);
             let newest = family
@@ -212,8 +224,39 @@ impl Registry {
                 .max_by_key(|(_, v)| v.number);
             family.current = newest.map(|(i, _)| i).unwrap_or(0);
         }
+        for (name, family) in &mut families {
+            let built = |e: apache_avro::Error| WireError::Schema {
+                file: name.clone(),
+                reason: e.to_string(),
+            };
+            let current = family.versions[family.current].schema;
+            family.writer = Some(
+                GenericDatumWriter::builder(current)
+                    .build()
+                    .map_err(built)?,
+            );
+            family.readers = family
+                .versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    // Written with the current schema: read as written. Resolving it
+                    // against itself would re-pick union branches by shape (the first
+                    // branch a record fits), and turn one event type's data into
+                    // another's.
+                    if i == family.current {
+                        GenericDatumReader::builder(v.schema).build()
+                    } else {
+                        GenericDatumReader::builder(v.schema)
+                            .reader_schema(current)
+                            .build()
+                    }
+                })
+                .collect::<Result<_, _>>()
+                .map_err(built)?;
+        }
         let catalogue = match families.get(EVENT) {
-            Some(f) => Catalogue::new(&f.versions[f.current].schema)?,
+            Some(f) => Catalogue::new(f.versions[f.current].schema)?,
             None => Catalogue::empty(),
         };
         Ok(Registry {
@@ -226,30 +269,26 @@ impl Registry {
     /// The schema writers use for a record.
     pub fn current(&self, full_name: &str) -> Result<&Schema, WireError> {
         let family = self.family(full_name)?;
-        Ok(&family.versions[family.current].schema)
+        Ok(family.versions[family.current].schema)
     }
 
     /// Writes a typed record as single-object encoding with its current schema.
     pub fn encode<T: Record + Serialize>(&self, record: &T) -> Result<Vec<u8>, WireError> {
-        let (schema, fingerprint) = self.current_with_fingerprint(T::FULL_NAME)?;
+        let (writer, fingerprint) = self.writer(T::FULL_NAME)?;
         let mut out = header(fingerprint);
-        let datum = GenericDatumWriter::builder(schema)
-            .build()
-            .and_then(|w| w.write_ser_to_vec(record))
+        writer
+            .write_ser(&mut out, record)
             .map_err(|e| encode_err(T::FULL_NAME, &e))?;
-        out.extend_from_slice(&datum);
         Ok(out)
     }
 
     /// Writes a generic value as single-object encoding with the record's current schema.
     pub fn encode_value(&self, full_name: &str, value: Value) -> Result<Vec<u8>, WireError> {
-        let (schema, fingerprint) = self.current_with_fingerprint(full_name)?;
+        let (writer, fingerprint) = self.writer(full_name)?;
         let mut out = header(fingerprint);
-        let datum = GenericDatumWriter::builder(schema)
-            .build()
-            .and_then(|w| w.write_value_to_vec(value))
+        writer
+            .write_value_ref(&mut out, &value)
             .map_err(|e| encode_err(full_name, &e))?;
-        out.extend_from_slice(&datum);
         Ok(out)
     }
 
@@ -280,23 +319,9 @@ impl Registry {
             });
         }
         let family = self.family(full_name)?;
-        let writer = &family.versions[*index].schema;
-        let reader = &family.versions[family.current].schema;
         let mut datum = &bytes[HEADER_LEN..];
-        // Written with the current schema: read as written. Resolving it against itself
-        // would re-pick union branches by shape (the first branch a record fits), and
-        // turn one event type's data into another's.
-        let read = if *index == family.current {
-            GenericDatumReader::builder(writer)
-                .build()
-                .and_then(|r| r.read_value(&mut datum))
-        } else {
-            GenericDatumReader::builder(writer)
-                .reader_schema(reader)
-                .build()
-                .and_then(|r| r.read_value(&mut datum))
-        };
-        let value = read
+        let value = family.readers[*index]
+            .read_value(&mut datum)
             // The library's message may quote the datum: keep only what we can say safely.
             .map_err(|_| WireError::Datum(format!("datum does not match {full_name} schema")))?;
         if !datum.is_empty() {
@@ -326,7 +351,7 @@ impl Registry {
         let mut out: Vec<_> = family
             .versions
             .iter()
-            .map(|v| (v.number, &v.schema))
+            .map(|v| (v.number, v.schema))
             .collect();
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
@@ -345,15 +370,16 @@ impl Registry {
             })
     }
 
-    fn current_with_fingerprint(
+    fn writer(
         &self,
         full_name: &str,
-    ) -> Result<(&Schema, Fingerprint), WireError> {
+    ) -> Result<(&GenericDatumWriter<'static>, Fingerprint), WireError> {
         let family = self.family(full_name)?;
-        Ok((
-            &family.versions[family.current].schema,
-            family.fingerprints[family.current],
-        ))
+        let writer = family.writer.as_ref().ok_or_else(|| WireError::Schema {
+            file: full_name.to_owned(),
+            reason: "no writer".to_owned(),
+        })?;
+        Ok((writer, family.fingerprints[family.current]))
     }
 }
 
