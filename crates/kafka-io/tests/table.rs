@@ -1,0 +1,61 @@
+//! `Table` against the real broker: a sync sees every write acknowledged before it
+//! started (the watermarks of all partitions, asked at once), on a topic with empty
+//! partitions too.
+
+use std::time::Duration;
+
+use kafka_io::{Table, TopicSpec};
+use rdkafka::producer::FutureRecord;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn a_sync_sees_every_write_acknowledged_before_it() {
+    let settings = test_kit::kafka_settings("table");
+    let topic = format!("{}endpoints", settings.topic_prefix);
+    kafka_io::ensure_topics(
+        &settings,
+        &[TopicSpec {
+            name: topic.clone(),
+            compacted: true,
+        }],
+    )
+    .await
+    .expect("test setup");
+    let shutdown = CancellationToken::new();
+    // Every partition empty at start: the first sync returns at once.
+    let table: Table<String> = tokio::time::timeout(
+        Duration::from_secs(60),
+        Table::start(
+            &settings,
+            &topic,
+            |bytes| String::from_utf8(bytes.to_vec()).ok(),
+            shutdown.clone(),
+        ),
+    )
+    .await
+    .expect("started in time")
+    .expect("started");
+    let producer = kafka_io::producer(&settings, "test").expect("test setup");
+    // Each write acknowledged, then a sync: the value is there, without waiting for
+    // the follower any other way. 60 writes over the partitions, one key at a time.
+    for i in 0..60 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("acknowledged");
+        tokio::time::timeout(Duration::from_secs(30), table.sync())
+            .await
+            .expect("synced in time")
+            .expect("synced");
+        assert_eq!(
+            table.get(&key).as_deref(),
+            Some(value.as_str()),
+            "write {i}"
+        );
+    }
+    shutdown.cancel();
+}
