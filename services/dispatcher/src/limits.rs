@@ -8,8 +8,10 @@
 //!   maximum.
 //! - **Waiting** is in memory, first come first served. The endpoint's pace is its
 //!   recent attempt duration, or the age of its oldest attempt still out when that is
-//!   longer, so a hanging endpoint is seen as slow before any of its attempts ends; it
-//!   is slow at [`SLOW_PACE`]. A healthy endpoint's backlog waits its turn however long
+//!   longer and nothing was answered since it started, so a hanging endpoint is seen as
+//!   slow before any of its attempts ends, while one attempt of an endpoint that keeps
+//!   answering (held up in a busy dispatcher, say) does not make it slow; it is slow at
+//!   [`SLOW_PACE`]. A healthy endpoint's backlog waits its turn however long
 //!   it is (a busy dispatcher slows attempts too, and deferring would only add work),
 //!   and is never rewritten to a retry tier for being long. Until its pace is known
 //!   (its first attempt ended), only a few of an endpoint's deliveries may wait.
@@ -95,6 +97,8 @@ struct Queue {
     granted: usize,
     /// Recent attempt duration (an exponential average), once one was seen.
     latency: Option<Duration>,
+    /// When an attempt was last answered.
+    answered_at: Option<Instant>,
     /// Deferrals since a delivery last got its turn: the backlog gone to the tiers.
     deferrals: u32,
 }
@@ -105,12 +109,18 @@ impl Queue {
     }
 
     /// The endpoint's pace: the recent attempt duration, or the age of the oldest
-    /// attempt still out when that is longer. An endpoint not attempted yet is assumed
-    /// fast until its first attempts take long.
+    /// attempt still out when that is longer and nothing was answered since it started
+    /// (an endpoint that keeps answering is alive: that attempt is the tail). An
+    /// endpoint not attempted yet is assumed fast until its first attempts take long.
     fn pace(&self, now: Instant) -> Duration {
-        let oldest = self.out.values().next().map_or(Duration::ZERO, |start| {
-            now.saturating_duration_since(*start)
-        });
+        let oldest = self
+            .out
+            .values()
+            .next()
+            .filter(|start| self.answered_at.is_none_or(|at| at < **start))
+            .map_or(Duration::ZERO, |start| {
+                now.saturating_duration_since(*start)
+            });
         self.latency.unwrap_or_default().max(oldest)
     }
 
@@ -243,6 +253,7 @@ impl EndpointState {
                 unknown_waiting,
                 granted: 0,
                 latency: None,
+                answered_at: None,
                 deferrals: 0,
             }),
         }
@@ -359,6 +370,9 @@ impl EndpointState {
     pub fn observe(&self, took: Duration, pace: Pace) {
         let mut queue = lock(&self.queue);
         queue.latency = Some(queue.latency.map_or(took, |l| (l * 7 + took) / 8));
+        if pace == Pace::Answered {
+            queue.answered_at = Some(Instant::now());
+        }
         queue.limit = match pace {
             Pace::Answered => (queue.limit + 1).min(queue.max),
             Pace::Slow => (queue.limit / 2).max(1),

@@ -217,3 +217,30 @@ async fn until_its_pace_is_known_few_of_an_endpoints_deliveries_wait() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_attempt_held_up_does_not_make_an_answering_endpoint_slow() {
+    let endpoints = Endpoints::new(10, 100, settings());
+    let state = paced(&endpoints, "ep", Duration::from_millis(20));
+    // One attempt out for 3 s (held up in a busy dispatcher) while others are answered
+    // after it started: the endpoint is alive, its pace is its answers'.
+    let held = state.turn().await.expect("a turn");
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let other = state.turn().await.expect("a turn");
+    state.observe(Duration::from_millis(20), Pace::Answered);
+    drop(other);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(
+        !lock(&state.queue).slow(Instant::now()),
+        "answers keep coming"
+    );
+    drop(held);
+    // Nothing answered since its oldest attempt started: that attempt's age is the pace.
+    let hanging = state.turn().await.expect("a turn");
+    tokio::time::advance(SLOW_PACE).await;
+    assert!(
+        lock(&state.queue).slow(Instant::now()),
+        "no answer for a second"
+    );
+    drop(hanging);
+}
