@@ -156,7 +156,52 @@ struct Family {
     /// when older); built once, not per record.
     readers: Vec<GenericDatumReader<'static>>,
     /// A writer of the current version.
-    writer: Option<GenericDatumWriter<'static>>,
+    writer: GenericDatumWriter<'static>,
+}
+
+impl Family {
+    /// A record's versions, with a reader per version and a writer of the newest.
+    fn new(
+        name: &str,
+        versions: Vec<Version>,
+        fingerprints: Vec<Fingerprint>,
+    ) -> Result<Self, WireError> {
+        let built = |e: apache_avro::Error| WireError::Schema {
+            file: name.to_owned(),
+            reason: e.to_string(),
+        };
+        let current = versions
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| v.number)
+            .map_or(0, |(i, _)| i);
+        let newest = versions[current].schema;
+        let writer = GenericDatumWriter::builder(newest).build().map_err(built)?;
+        let readers = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                // Written with the current schema: read as written. Resolving it against
+                // itself would re-pick union branches by shape (the first branch a record
+                // fits), and turn one event type's data into another's.
+                if i == current {
+                    GenericDatumReader::builder(v.schema).build()
+                } else {
+                    GenericDatumReader::builder(v.schema)
+                        .reader_schema(newest)
+                        .build()
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map_err(built)?;
+        Ok(Family {
+            current,
+            versions,
+            fingerprints,
+            readers,
+            writer,
+        })
+    }
 }
 
 /// Every known schema version, by record full name and by fingerprint.
@@ -176,7 +221,8 @@ impl Registry {
     pub fn from_sources<'a>(
         sources: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, WireError> {
-        let mut families: HashMap<String, Family> = HashMap::new();
+        // Each record's versions and their fingerprints, in file order.
+        let mut found: HashMap<String, (Vec<Version>, Vec<Fingerprint>)> = HashMap::new();
         let mut by_fingerprint = HashMap::new();
         for (file, text) in sources {
             let schema_err = |reason: String| WireError::Schema {
@@ -191,20 +237,14 @@ impl Registry {
             };
             let name = record.name.fullname(None);
             let fingerprint = Fingerprint::of(&schema);
-            let family = families.entry(name.clone()).or_insert_with(|| Family {
-                current: 0,
-                versions: Vec::new(),
-                fingerprints: Vec::new(),
-                readers: Vec::new(),
-                writer: None,
-            });
-            if family.versions.iter().any(|v| v.number == number) {
+            let (versions, fingerprints) = found.entry(name.clone()).or_default();
+            if versions.iter().any(|v| v.number == number) {
                 return Err(schema_err(format!(
                     "{name} version {number} is defined twice"
                 )));
             }
             if by_fingerprint
-                .insert(fingerprint, (name.clone(), family.versions.len()))
+                .insert(fingerprint, (name.clone(), versions.len()))
                 .is_some()
             {
                 return Err(schema_err(format!(
@@ -215,46 +255,16 @@ impl Registry {
             // (once per service component), and its cached readers and writer borrow
             // the schemas for as long as it lives.
             let schema: &'static Schema = Box::leak(Box::new(schema));
-            family.versions.push(Version { number, schema });
-            family.fingerprints.push(fingerprint);
-            let newest = family
-                .versions
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, v)| v.number);
-            family.current = newest.map(|(i, _)| i).unwrap_or(0);
+            versions.push(Version { number, schema });
+            fingerprints.push(fingerprint);
         }
-        for (name, family) in &mut families {
-            let built = |e: apache_avro::Error| WireError::Schema {
-                file: name.clone(),
-                reason: e.to_string(),
-            };
-            let current = family.versions[family.current].schema;
-            family.writer = Some(
-                GenericDatumWriter::builder(current)
-                    .build()
-                    .map_err(built)?,
-            );
-            family.readers = family
-                .versions
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    // Written with the current schema: read as written. Resolving it
-                    // against itself would re-pick union branches by shape (the first
-                    // branch a record fits), and turn one event type's data into
-                    // another's.
-                    if i == family.current {
-                        GenericDatumReader::builder(v.schema).build()
-                    } else {
-                        GenericDatumReader::builder(v.schema)
-                            .reader_schema(current)
-                            .build()
-                    }
-                })
-                .collect::<Result<_, _>>()
-                .map_err(built)?;
-        }
+        let families = found
+            .into_iter()
+            .map(|(name, (versions, fingerprints))| {
+                let family = Family::new(&name, versions, fingerprints)?;
+                Ok((name, family))
+            })
+            .collect::<Result<HashMap<_, _>, WireError>>()?;
         let catalogue = match families.get(EVENT) {
             Some(f) => Catalogue::new(f.versions[f.current].schema)?,
             None => Catalogue::empty(),
@@ -375,11 +385,7 @@ impl Registry {
         full_name: &str,
     ) -> Result<(&GenericDatumWriter<'static>, Fingerprint), WireError> {
         let family = self.family(full_name)?;
-        let writer = family.writer.as_ref().ok_or_else(|| WireError::Schema {
-            file: full_name.to_owned(),
-            reason: "no writer".to_owned(),
-        })?;
-        Ok((writer, family.fingerprints[family.current]))
+        Ok((&family.writer, family.fingerprints[family.current]))
     }
 }
 
