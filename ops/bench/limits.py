@@ -7,6 +7,10 @@ which builds the Go tools and fetches Kafka's jars first.
   broker    Kafka's own perf tools against the local broker, with hookline's producer
             settings (acks=all, idempotent, lz4, linger 1 ms) and records of an event's
             size: records per second written, then read, and the broker's CPU per record
+  hop       one Kafka hop as hookline's clients make it (librdkafka, through Python's
+            confluent-kafka): a record produced every 5 ms (200/s, as scenario D), the
+            time until its acknowledgement and until a consumer has it, with Nagle's
+            algorithm on (librdkafka's default) and off, at linger.ms 0 and 1
 
 One JSON line per measurement, with CPU milliseconds per event or record by process.
 """
@@ -22,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchlib import cpu_seconds, http, machine_busy
+from benchlib import cpu_seconds, http, machine_busy, percentile
 from pipeline import Broker
 
 # A transfer.error event as the load generator sends it is about 420 bytes of JSON; its
@@ -146,12 +150,76 @@ def broker_alone(jars: Path, broker: Broker, n: int) -> list[dict]:
     return results
 
 
+def hop_latency(jars: Path, broker: Broker, n: int) -> list[dict]:
+    """One record at a time every 5 ms through a one-partition topic: produce -> ack and
+    produce -> consumed, in ms, per librdkafka setting."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    results = []
+    for nagle_off in ("false", "true"):
+        for linger in ("1", "0"):
+            topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
+            base = ["--bootstrap-server", broker.brokers]
+            create = ["--create", "--topic", topic, "--partitions", 1]
+            kafka_tool(jars, "org.apache.kafka.tools.TopicCommand", [*base, *create])
+            common = {"bootstrap.servers": broker.brokers, "socket.nagle.disable": nagle_off}
+            producer = Producer(
+                {**common, "acks": "all", "enable.idempotence": True, "linger.ms": linger}
+            )
+            consumer = Consumer(
+                {
+                    **common,
+                    "group.id": topic,
+                    "fetch.wait.max.ms": 100,
+                    "fetch.min.bytes": 1,
+                    "enable.auto.commit": False,
+                }
+            )
+            consumer.assign([TopicPartition(topic, 0, 0)])
+            acked, consumed, value = [], [], os.urandom(RECORD_SIZE)
+            try:
+                for i in range(n + 200):  # the first 200 warm the clients up
+                    done: list[int] = []
+                    start = time.perf_counter_ns()
+                    producer.produce(
+                        topic, value, key=str(i), on_delivery=lambda *_, d=done: d.append(1)
+                    )
+                    # Not flush(): it sends at once, whatever linger.ms says.
+                    while not done and time.perf_counter_ns() - start < 10e9:
+                        producer.poll(0.001)
+                    ack = time.perf_counter_ns()
+                    msg = consumer.poll(10)
+                    if msg is None or msg.error():
+                        raise RuntimeError(f"hop: record {i} not consumed: {msg and msg.error()}")
+                    got = time.perf_counter_ns()
+                    if i >= 200:
+                        acked.append((ack - start) / 1e6)
+                        consumed.append((got - start) / 1e6)
+                    time.sleep(max(0.0, 0.005 - (got - start) / 1e9))
+            finally:
+                consumer.close()
+                kafka_tool(
+                    jars,
+                    "org.apache.kafka.tools.TopicCommand",
+                    [*base, "--delete", "--topic", topic],
+                )
+            line = {"limit": "broker-hop", "records": n, "record_bytes": RECORD_SIZE}
+            line.update({"socket.nagle.disable": nagle_off == "true", "linger.ms": int(linger)})
+            for name, values in (("ack_ms", acked), ("consumed_ms", consumed)):
+                values.sort()
+                line[name] = {f"p{p}": round(percentile(values, p), 3) for p in (50, 99)}
+                line[name]["max"] = round(values[-1], 3)
+            results.append(line)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["receiver", "broker"], help="one measurement")
+    parser.add_argument("--only", choices=["receiver", "broker", "hop"], help="one measurement")
     parser.add_argument("--n", type=int, default=30000, help="requests to the receiver")
     parser.add_argument("--concurrency", type=int, default=64, help="load connections")
     parser.add_argument("--records", type=int, default=300000, help="records through Kafka")
+    parser.add_argument("--hops", type=int, default=3000, help="records for the hop latency")
     parser.add_argument("--json", type=Path, help="append the JSON lines to this file")
     parser.add_argument("--hlbench", type=Path, required=True, help=argparse.SUPPRESS)
     parser.add_argument("--jars", type=Path, required=True, help=argparse.SUPPRESS)
@@ -159,13 +227,16 @@ def main() -> int:
     lines = []
     if args.only in (None, "receiver"):
         lines.append(receiver_alone(args.hlbench, args.n, args.concurrency))
-    if args.only in (None, "broker"):
+    if args.only in (None, "broker", "hop"):
         broker = Broker()
         try:
             if broker.pid is None:
                 print("limits: the broker's pid is unknown (remote broker?)", file=sys.stderr)
                 return 2
-            lines.extend(broker_alone(args.jars, broker, args.records))
+            if args.only in (None, "broker"):
+                lines.extend(broker_alone(args.jars, broker, args.records))
+            if args.only in (None, "hop"):
+                lines.extend(hop_latency(args.jars, broker, args.hops))
         finally:
             broker.stop()
     for line in lines:

@@ -101,6 +101,9 @@ fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
         .set("client.id", client_id)
         // Kafka on loopback or in one data centre: fail over quickly.
         .set("socket.keepalive.enable", "true")
+        // Small requests leave at once, as Kafka's Java clients and broker send them;
+        // librdkafka's default keeps Nagle's algorithm on.
+        .set("socket.nagle.disable", "true")
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "4");
     config

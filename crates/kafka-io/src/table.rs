@@ -152,26 +152,18 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
     /// Returns `Canceled` at shutdown.
     pub async fn sync(&self) -> KafkaResult<()> {
         let started = Instant::now();
-        let high: Vec<(i32, i64, i64)> = {
-            let (consumer, topic, partitions) = (
-                self.queries.clone(),
-                self.topic.clone(),
-                self.partitions.clone(),
-            );
-            let query = blocking(move || watermarks(&consumer, &topic, &partitions));
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(KafkaError::Canceled),
-                result = query => result?,
-            }
+        let high = self.offsets(Offset::End).await?;
+        // The earliest offsets matter only for a partition not applied up to its end
+        // (one whose records were all deleted has nothing left to apply): a table that
+        // is caught up, as it nearly always is, syncs in one request.
+        let low = if self.behind(&high, None) {
+            Some(self.offsets(Offset::Beginning).await?)
+        } else {
+            None
         };
         loop {
             let progress = self.shared.progress.notified();
-            let behind = {
-                let applied = lock(&self.shared.applied);
-                high.iter()
-                    .any(|(p, low, high)| high > low && applied.get(p).is_none_or(|a| a < high))
-            };
-            if !behind {
+            if !self.behind(&high, low.as_ref()) {
                 let mut synced_from = lock(&self.shared.synced_from);
                 if synced_from.is_none_or(|s| s < started) {
                     *synced_from = Some(started);
@@ -188,6 +180,30 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether a partition holds records below `high` not applied yet; without `low`, a
+    /// partition's records are taken to start at offset 0.
+    fn behind(&self, high: &HashMap<i32, i64>, low: Option<&HashMap<i32, i64>>) -> bool {
+        let applied = lock(&self.shared.applied);
+        high.iter().any(|(p, high)| {
+            let low = low.and_then(|l| l.get(p)).copied().unwrap_or(0);
+            *high > low && applied.get(p).is_none_or(|a| a < high)
+        })
+    }
+
+    /// Every partition's earliest or latest offset, in one `ListOffsets` request.
+    async fn offsets(&self, at: Offset) -> KafkaResult<HashMap<i32, i64>> {
+        let (consumer, topic, partitions) = (
+            self.queries.clone(),
+            self.topic.clone(),
+            self.partitions.clone(),
+        );
+        let query = blocking(move || offsets(&consumer, &topic, &partitions, at));
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(KafkaError::Canceled),
+            result = query => result,
         }
     }
 
@@ -299,42 +315,37 @@ async fn follow<V>(
     }
 }
 
-/// Every partition's (partition, low, high) watermarks in two `ListOffsets` requests
-/// (earliest, then latest, for all partitions at once), where asking partition by
-/// partition costs two requests per partition: a sync runs before every event.
-fn watermarks(
+/// Every partition's earliest or latest offset in one `ListOffsets` request for all
+/// partitions at once, where asking partition by partition costs a request each: a sync
+/// runs before every event.
+fn offsets(
     consumer: &BaseConsumer,
     topic: &str,
     partitions: &[i32],
-) -> KafkaResult<Vec<(i32, i64, i64)>> {
-    let ask = |at: Offset| -> KafkaResult<HashMap<i32, i64>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            tpl.add_partition_offset(topic, *p, at)?;
-        }
-        let answer = consumer.offsets_for_times(tpl, Duration::from_secs(5))?;
-        answer
-            .elements_for_topic(topic)
-            .iter()
-            .map(|e| match (e.error(), e.offset()) {
-                (Err(error), _) => Err(error),
-                (Ok(()), Offset::Offset(o)) => Ok((e.partition(), o)),
-                (Ok(()), _) => Err(KafkaError::OffsetFetch(
-                    rdkafka::types::RDKafkaErrorCode::OffsetNotAvailable,
-                )),
-            })
-            .collect()
-    };
-    let (low, high) = (ask(Offset::Beginning)?, ask(Offset::End)?);
-    partitions
+    at: Offset,
+) -> KafkaResult<HashMap<i32, i64>> {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, at)?;
+    }
+    let answer = consumer.offsets_for_times(tpl, Duration::from_secs(5))?;
+    let found: HashMap<i32, i64> = answer
+        .elements_for_topic(topic)
         .iter()
-        .map(|p| match (low.get(p), high.get(p)) {
-            (Some(l), Some(h)) => Ok((*p, *l, *h)),
-            _ => Err(KafkaError::OffsetFetch(
-                rdkafka::types::RDKafkaErrorCode::UnknownPartition,
+        .map(|e| match (e.error(), e.offset()) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Offset::Offset(o)) => Ok((e.partition(), o)),
+            (Ok(()), _) => Err(KafkaError::OffsetFetch(
+                rdkafka::types::RDKafkaErrorCode::OffsetNotAvailable,
             )),
         })
-        .collect()
+        .collect::<KafkaResult<_>>()?;
+    if partitions.iter().any(|p| !found.contains_key(p)) {
+        return Err(KafkaError::OffsetFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownPartition,
+        ));
+    }
+    Ok(found)
 }
 
 fn partitions_of(consumer: &BaseConsumer, topic: &str) -> KafkaResult<Vec<i32>> {

@@ -59,3 +59,83 @@ async fn a_sync_sees_every_write_acknowledged_before_it() {
     }
     shutdown.cancel();
 }
+
+/// A partition whose records were all deleted (its earliest offset is its latest) has
+/// nothing to apply: a sync must not wait for it.
+#[tokio::test]
+async fn a_sync_does_not_wait_for_deleted_records() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let settings = test_kit::kafka_settings("table-deleted");
+    let topic = format!("{}endpoints", settings.topic_prefix);
+    kafka_io::ensure_topics(
+        &settings,
+        &[TopicSpec {
+            name: topic.clone(),
+            compacted: false,
+        }],
+    )
+    .await
+    .expect("test setup");
+    let producer = kafka_io::producer(&settings, "test").expect("test setup");
+    for i in 0..3 {
+        let (key, value) = (format!("gone{i}"), format!("v{i}"));
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(0)
+                    .key(&key)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("acknowledged");
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka_brokers)
+        .create()
+        .expect("test setup");
+    let mut up_to = TopicPartitionList::new();
+    up_to
+        .add_partition_offset(&topic, 0, Offset::End)
+        .expect("test setup");
+    let deleted = admin
+        .delete_records(&up_to, &AdminOptions::new())
+        .await
+        .expect("records deleted");
+    assert_eq!(
+        deleted.elements()[0].offset(),
+        Offset::Offset(3),
+        "the partition's earliest offset is now its latest"
+    );
+    let shutdown = CancellationToken::new();
+    // Start-up syncs: it returns although partition 0 has 3 offsets and no record.
+    let table: Table<String> = tokio::time::timeout(
+        Duration::from_secs(60),
+        Table::start(
+            &settings,
+            &topic,
+            |bytes| String::from_utf8(bytes.to_vec()).ok(),
+            shutdown.clone(),
+        ),
+    )
+    .await
+    .expect("started in time")
+    .expect("started");
+    assert_eq!(table.get("gone0"), None);
+    producer
+        .send(
+            FutureRecord::to(&topic).partition(0).key("k").payload("v"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("acknowledged");
+    tokio::time::timeout(Duration::from_secs(30), table.sync())
+        .await
+        .expect("synced in time")
+        .expect("synced");
+    assert_eq!(table.get("k").as_deref(), Some("v"));
+    shutdown.cancel();
+}
