@@ -76,9 +76,18 @@ async fn every_event_is_delivered_across_a_broker_restart() {
         .timeout(Duration::from_secs(120))
         .build()
         .unwrap();
-    let _producer = Service::start("hookline-producer", &env, &logs);
-    let _renderer = Service::start("hookline-renderer", &env, &logs);
-    let _dispatcher = Service::start("hookline-dispatcher", &env, &logs);
+    // Each service's admin listener on its own port, to read its readiness.
+    let admin: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", test_kit::free_port()))
+        .collect();
+    let with_admin = |i: usize| {
+        let mut env = env.clone();
+        env.insert("HOOKLINE_ADMIN_ADDR".into(), admin[i].clone());
+        env
+    };
+    let _producer = Service::start("hookline-producer", &with_admin(0), &logs);
+    let _renderer = Service::start("hookline-renderer", &with_admin(1), &logs);
+    let _dispatcher = Service::start("hookline-dispatcher", &with_admin(2), &logs);
     wait_healthy(&client, &base, Duration::from_secs(60)).await;
     create_webhook(
         &client,
@@ -139,4 +148,64 @@ async fn every_event_is_delivered_across_a_broker_restart() {
         EVENTS,
         "events lost across the broker restart"
     );
+
+    // Readiness follows the broker: 503 with a reason while it is stopped, 200 once it
+    // is back, on every service.
+    broker.run("stop");
+    for addr in &admin {
+        let (status, body) = ready_within(&client, addr, 503, Duration::from_secs(30)).await;
+        println!("broker stopped: {addr}/health/ready {status} {body}");
+        assert_eq!(body["status"], "not_ready", "{addr}: {body}");
+        assert!(
+            body["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("kafka: ")),
+            "{addr}: {body}"
+        );
+    }
+    broker.run("start");
+    for addr in &admin {
+        let (status, body) = ready_within(&client, addr, 200, Duration::from_secs(60)).await;
+        println!("broker back: {addr}/health/ready {status} {body}");
+        assert_eq!(body["status"], "ready", "{addr}: {body}");
+        let live = client
+            .get(format!("http://{addr}/health/live"))
+            .send()
+            .await
+            .expect("live");
+        assert_eq!(live.status(), 200);
+    }
+}
+
+/// Polls `addr`'s `/health/ready` until it answers `want`; panics after `within`.
+async fn ready_within(
+    client: &reqwest::Client,
+    addr: &str,
+    want: u16,
+    within: Duration,
+) -> (u16, serde_json::Value) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let answer = client
+            .get(format!("http://{addr}/health/ready"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let last = match answer {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                if status == want {
+                    return (status, body);
+                }
+                format!("{status} {body}")
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr}/health/ready never answered {want}; last: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -150,6 +150,8 @@ pub fn pipeline_env(kafka: &kafka_io::KafkaSettings, api_port: u16) -> HashMap<S
     // The receivers are local: loopback is not reachable by default (SSRF guard).
     env.insert("HOOKLINE_ALLOWED_NETWORKS".into(), "127.0.0.0/8".into());
     env.insert("HOOKLINE_SHUTDOWN_TIMEOUT".into(), "20s".into());
+    // Tests run stacks side by side: each service's admin listener on a free port.
+    env.insert("HOOKLINE_ADMIN_ADDR".into(), "127.0.0.1:0".into());
     env.insert("RUST_LOG".into(), "info".into());
     env
 }

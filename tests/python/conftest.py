@@ -90,7 +90,11 @@ class Pipeline:
             }
         )
         self.procs = []
+        # Each service's admin listener (health, metrics) on a port of its own.
+        self.admin: dict[str, str] = {}
         for name in ("hookline-producer", "hookline-renderer", "hookline-dispatcher"):
+            self.admin[name] = f"http://127.0.0.1:{free_port()}"
+            env["HOOKLINE_ADMIN_ADDR"] = self.admin[name].removeprefix("http://")
             log = open(tmp / f"{name}.log", "wb")
             self.procs.append(
                 subprocess.Popen([str(BIN / name)], env=env, stdout=log, stderr=subprocess.STDOUT)

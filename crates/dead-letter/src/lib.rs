@@ -7,6 +7,10 @@
 use std::time::Duration;
 
 use kafka_io::{CancellationToken, Outcome, Record, SendError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry as Metrics;
 use rdkafka::producer::FutureProducer;
 use wire::{DeadLetter, Registry};
 
@@ -24,6 +28,14 @@ pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
     stage: &'static str,
+    written: Family<Labels, Counter>,
+}
+
+/// `hookline_dead_letters_total` labels: the stage and hookline's stable `HL-` code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Labels {
+    stage: &'static str,
+    code: String,
 }
 
 impl DeadLetters {
@@ -33,7 +45,17 @@ impl DeadLetters {
             producer,
             topic,
             stage,
+            written: Family::default(),
         }
+    }
+
+    /// Counts the letters written, by stage and code, in `metrics`.
+    pub fn register(&self, metrics: &mut Metrics) {
+        metrics.register(
+            "hookline_dead_letters",
+            "Records written to the dead-letter topic, by stage and code",
+            self.written.clone(),
+        );
     }
 
     /// A dead letter for `record` with a stable `code` and a `reason` that must hold no
@@ -84,7 +106,14 @@ impl DeadLetters {
                     )
                     .await
                     {
-                        Ok(_) => return Outcome::Done,
+                        Ok(_) => {
+                            let labels = Labels {
+                                stage: self.stage,
+                                code: letter.reason_code,
+                            };
+                            self.written.get_or_create(&labels).inc();
+                            return Outcome::Done;
+                        }
                         Err(SendError::Cancelled) => return Outcome::Abandoned,
                         Err(e) => e.code(),
                     }

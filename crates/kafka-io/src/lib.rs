@@ -10,6 +10,7 @@ pub const MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 mod client;
 mod consume;
 mod offsets;
+mod probe;
 mod send;
 mod table;
 mod topics;
@@ -20,6 +21,7 @@ pub use client::{
 };
 pub use consume::{ConsumeOptions, Outcome, Owner, Record, consume_concurrently, consume_delayed};
 pub use offsets::{OffsetTracker, Ticket};
+pub use probe::KafkaProbe;
 pub use send::{SendError, send_durably};
 pub use table::{Table, TableEntry};
 pub use tokio_util::sync::CancellationToken;

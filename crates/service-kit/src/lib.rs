@@ -2,7 +2,10 @@
 //! (defaults, then an optional TOML file, then `HOOKLINE_*` environment variables),
 //! a shutdown token fired by SIGTERM/SIGINT, and structured logging.
 
+mod admin;
 pub mod schedule;
+
+pub use admin::start_admin;
 
 use std::path::PathBuf;
 

@@ -16,6 +16,7 @@ pub mod circuit;
 pub mod deliver;
 pub mod guard;
 pub mod limits;
+mod metrics;
 pub mod retry;
 pub mod rsa_signer;
 
@@ -83,6 +84,8 @@ pub struct Config {
     /// Non-public networks deliveries may reach anyway (`HOOKLINE_ALLOWED_NETWORKS`,
     /// comma-separated, e.g. `127.0.0.0/8,10.20.0.0/16`); empty: public addresses only.
     pub allowed_networks: String,
+    /// Health and metrics listener (`HOOKLINE_ADMIN_ADDR`; port 0: any free port).
+    pub admin_addr: String,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             master_key: service_kit::Secret::default(),
             allowed_networks: String::new(),
+            admin_addr: "127.0.0.1:8083".to_owned(),
         }
     }
 }
@@ -130,6 +134,7 @@ struct Dispatcher {
     rsa_signer: rsa_signer::RsaSigner,
     /// The key id that failed to open, logged once.
     failed_kid: Mutex<Option<String>>,
+    metrics: metrics::Metrics,
     shutdown: CancellationToken,
 }
 
@@ -153,6 +158,17 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
+    let mut exported = admin::Registry::default();
+    let metrics = metrics::Metrics::register(&mut exported);
+    let producer =
+        kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
+    let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "dispatcher");
+    dead_letters.register(&mut exported);
+    let mut used = vec![topics.rendered_deliveries.clone(), topics.endpoints.clone()];
+    used.extend(topics.retry_tiers.iter().cloned());
+    let (_, readiness) =
+        service_kit::start_admin(&config.admin_addr, &config.kafka, used, exported, &shutdown)
+            .await?;
     kafka_io::ensure_topics(&config.kafka, &topics.specs())
         .await
         .context("creating topics")?;
@@ -169,9 +185,6 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             .context("creating the HTTP client")
     };
     let (client, insecure_client) = (client(false)?, client(true)?);
-    let producer =
-        kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
-    let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "dispatcher");
     let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
     let endpoint_table = {
         let registry = Registry::bundled().context("loading schemas")?;
@@ -235,8 +248,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         rsa: Mutex::new(None),
         rsa_signer: rsa_signer::RsaSigner::default(),
         failed_kid: Mutex::new(None),
+        metrics,
         shutdown: shutdown.clone(),
     });
+    readiness.started();
     let loops = consumers.iter().map(|((consumer, tracker), delay)| {
         let (dispatcher, options, shutdown) =
             (dispatcher.clone(), options.clone(), shutdown.clone());
@@ -268,6 +283,30 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     Ok(())
 }
 
+/// Why a delivery goes to a retry tier.
+#[derive(Clone, Copy)]
+enum Requeue {
+    /// After a failed attempt.
+    Retry,
+    /// Without an attempt: its endpoint is slow, busy or its circuit open.
+    Defer,
+    /// Not due yet: handed on to the tier its wait calls for.
+    Onward,
+}
+
+/// Runs `f` when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+fn scopeguard<F: FnMut()>(f: F) -> OnDrop<F> {
+    OnDrop(f)
+}
+
 /// How handling a delivery ended, short of its outcome being durable.
 enum Halt {
     /// Shutdown: the record is read again.
@@ -276,6 +315,10 @@ enum Halt {
 
 impl Dispatcher {
     async fn handle(&self, record: Record) -> Outcome {
+        self.metrics.in_flight.inc();
+        let _in_flight = scopeguard(|| {
+            self.metrics.in_flight.dec();
+        });
         let payload = record.payload.as_deref().unwrap_or_default();
         let delivery = match self.registry.decode::<RenderedDelivery>(payload) {
             Ok(d) => d,
@@ -303,7 +346,9 @@ impl Dispatcher {
                         return Outcome::Abandoned;
                     }
                 }
-                Route::Tier(tier) => return self.requeue(&record, delivery, tier).await,
+                Route::Tier(tier) => {
+                    return self.requeue(&record, delivery, tier, Requeue::Onward).await;
+                }
             }
         }
         let opened = match self.open(&delivery) {
@@ -430,6 +475,8 @@ impl Dispatcher {
                 }
             }
             let (outcome, mut attempt) = self.attempt(opened, scheme, rsa, number).await?;
+            let seconds = f64::from(u32::try_from(attempt.duration_ms).unwrap_or(u32::MAX));
+            self.metrics.attempt(&outcome, seconds / 1000.0);
             // Only an endpoint that does not answer in time, or cannot be reached, gets
             // fewer requests at once: statuses (5xx, 429) are the circuit breaker's and
             // the retry schedule's business, and halving on them would leave a flaky
@@ -462,12 +509,17 @@ impl Dispatcher {
                 }
             );
             if failed || answered || probe {
-                lock(&endpoint.circuit).record(
+                let mut circuit = lock(&endpoint.circuit);
+                let was_open = circuit.is_open();
+                circuit.record(
                     self.endpoints.circuit_settings(),
                     !answered,
                     Instant::now(),
                     SystemTime::now(),
                 );
+                if circuit.is_open() != was_open {
+                    self.metrics.circuit(!was_open);
+                }
             }
             // A receiver may echo what it got (an API key, a trace): every kept
             // response is sealed before it leaves memory.
@@ -485,6 +537,12 @@ impl Dispatcher {
             match retry::next(&policy, delivery.attempts.len(), &outcome, jitter) {
                 Next::Delivered => {
                     self.log(&delivery, &attempt, "delivered", None, None);
+                    if let Some(rendered) = parse_time(&delivery.rendered_at) {
+                        let age = SystemTime::now()
+                            .duration_since(rendered)
+                            .unwrap_or_default();
+                        self.metrics.delivered(age.as_secs_f64());
+                    }
                     return Ok(Outcome::Done);
                 }
                 Next::DeadLetter(code) => {
@@ -505,7 +563,7 @@ impl Dispatcher {
                         Route::Sleep(wait) => self.sleep(wait).await?,
                         Route::Tier(tier) => {
                             delivery.due_at_ms = Some(unix_ms(due));
-                            return Ok(self.requeue(record, delivery, tier).await);
+                            return Ok(self.requeue(record, delivery, tier, Requeue::Retry).await);
                         }
                     }
                 }
@@ -732,11 +790,17 @@ impl Dispatcher {
             Route::Tier(tier) => tier,
             Route::Now | Route::Sleep(_) => 0,
         };
-        self.requeue(record, delivery, tier).await
+        self.requeue(record, delivery, tier, Requeue::Defer).await
     }
 
     /// Writes the delivery to a retry tier; its offset may move once Kafka has it.
-    async fn requeue(&self, record: &Record, delivery: RenderedDelivery, tier: usize) -> Outcome {
+    async fn requeue(
+        &self,
+        record: &Record,
+        delivery: RenderedDelivery,
+        tier: usize,
+        why: Requeue,
+    ) -> Outcome {
         // Revoked meanwhile: the partition's new owner carries the delivery on, and a
         // second copy here would fork its retries.
         if !record.still_owned() {
@@ -765,7 +829,15 @@ impl Dispatcher {
         )
         .await
         {
-            Ok(_) => Outcome::Done,
+            Ok(_) => {
+                let tier = kafka_io::RETRY_TIERS[tier].0;
+                match why {
+                    Requeue::Retry => self.metrics.requeued(tier, true),
+                    Requeue::Defer => self.metrics.requeued(tier, false),
+                    Requeue::Onward => {}
+                }
+                Outcome::Done
+            }
             Err(kafka_io::SendError::Cancelled) => Outcome::Abandoned,
             Err(e) => {
                 let reason = format!("the retry tier refused the delivery ({})", e.code());

@@ -37,6 +37,7 @@ fn config(kafka: kafka_io::KafkaSettings) -> dispatcher::Config {
         master_key: service_kit::Secret::new(test_kit::MASTER_KEY),
         // The receivers are local.
         allowed_networks: "127.0.0.0/8".to_owned(),
+        admin_addr: "127.0.0.1:0".to_owned(),
         ..dispatcher::Config::default()
     }
 }

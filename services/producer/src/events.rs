@@ -25,8 +25,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     match json_body(body, state.max_body_bytes).await? {
         Value::Array(events) => create_many(&state, &events).await,
         input => {
-            let (event, bytes) = prepare(&state, &input)?;
-            let id = send(&state, event, &bytes).await?;
+            let id = ingest(&state, &input).await?;
             Ok(json_response(StatusCode::ACCEPTED, json!({ "id": id })))
         }
     }
@@ -46,10 +45,7 @@ async fn create_many(state: &AppState, events: &[Value]) -> Result<Response, Api
             format!("at most {MAX_BATCH} events a request"),
         ));
     }
-    let sends = events.iter().map(|input| async move {
-        let (event, bytes) = prepare(state, input)?;
-        send(state, event, &bytes).await
-    });
+    let sends = events.iter().map(|input| ingest(state, input));
     let outcomes = futures::future::join_all(sends).await;
     let all_accepted = outcomes.iter().all(Result::is_ok);
     let results: Vec<Value> = outcomes
@@ -69,6 +65,18 @@ async fn create_many(state: &AppState, events: &[Value]) -> Result<Response, Api
         StatusCode::MULTI_STATUS
     };
     Ok(json_response(status, json!({ "events": results })))
+}
+
+/// Validates, encodes and produces one event, counted by type and outcome.
+async fn ingest(state: &AppState, input: &Value) -> Result<String, ApiError> {
+    let (event, bytes) = prepare(state, input).inspect_err(|_| {
+        state.metrics.ingested(None, "invalid");
+    })?;
+    let event_type = event.event_type.clone();
+    let sent = send(state, event, &bytes).await;
+    let outcome = if sent.is_ok() { "accepted" } else { "failed" };
+    state.metrics.ingested(Some(&event_type), outcome);
+    sent
 }
 
 /// Validates and encodes one event, its sensitive fields sealed.

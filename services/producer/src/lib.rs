@@ -14,6 +14,7 @@ mod deliveries;
 mod error;
 mod events;
 mod keys;
+mod metrics;
 mod policy;
 mod trace_endpoints;
 mod webhooks;
@@ -59,6 +60,8 @@ pub struct Config {
     /// Attempts the in-memory attempt log holds in all, and reads back at start
     /// (`HOOKLINE_ATTEMPT_LOG_MAX_ATTEMPTS`).
     pub attempt_log_max_attempts: usize,
+    /// Health and metrics listener (`HOOKLINE_ADMIN_ADDR`; port 0: any free port).
+    pub admin_addr: String,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             environment: "prod".to_owned(),
             attempt_log_max_attempts: 100_000,
+            admin_addr: "127.0.0.1:8081".to_owned(),
         }
     }
 }
@@ -98,6 +102,7 @@ pub struct AppState {
     environment: String,
     attempts: attempt_log::AttemptLog,
     dead_letters: dead_letter_ops::Store,
+    metrics: metrics::Metrics,
     shutdown: CancellationToken,
 }
 
@@ -145,6 +150,17 @@ pub async fn serve(
     let sealer = service_kit::sealer(&config.master_key)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
+    let mut exported = admin::Registry::default();
+    let metrics = metrics::Metrics::register(&mut exported);
+    let used = vec![
+        topics.events.clone(),
+        topics.endpoints.clone(),
+        topics.keys.clone(),
+        topics.delivery_attempts.clone(),
+    ];
+    let (_, readiness) =
+        service_kit::start_admin(&config.admin_addr, &config.kafka, used, exported, &shutdown)
+            .await?;
     kafka_io::ensure_topics(&config.kafka, &topics.specs())
         .await
         .context("creating topics")?;
@@ -195,9 +211,11 @@ pub async fn serve(
         environment: config.environment.clone(),
         attempts,
         dead_letters,
+        metrics,
         shutdown: shutdown.clone(),
     });
     keys::ensure_signing_key(&state).await?;
+    readiness.started();
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "producer API listening");
     let server = axum::serve(listener, api::router(state))

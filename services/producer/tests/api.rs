@@ -25,6 +25,7 @@ impl Api {
             kafka: test_kit::kafka_settings(test),
             api_token: Secret::new(TOKEN),
             master_key: Secret::new(test_kit::MASTER_KEY),
+            admin_addr: "127.0.0.1:0".to_owned(),
             ..Config::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -109,6 +110,7 @@ async fn refuses_to_start_without_a_token() {
     let config = Config {
         kafka: test_kit::kafka_settings("notoken"),
         master_key: Secret::new(test_kit::MASTER_KEY),
+        admin_addr: "127.0.0.1:0".to_owned(),
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1312,6 +1314,7 @@ async fn the_environment_must_be_prod_or_staging() {
         api_token: Secret::new(TOKEN),
         master_key: Secret::new(test_kit::MASTER_KEY),
         environment: "production".into(),
+        admin_addr: "127.0.0.1:0".to_owned(),
         ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -28,6 +28,7 @@ impl Api {
             kafka: test_kit::kafka_settings(test),
             api_token: Secret::new(TOKEN),
             master_key: Secret::new(test_kit::MASTER_KEY),
+            admin_addr: "127.0.0.1:0".to_owned(),
             ..Config::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

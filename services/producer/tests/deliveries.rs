@@ -148,6 +148,7 @@ async fn lists_a_webhooks_deliveries_from_the_attempt_log() {
         kafka: test_kit::kafka_settings("deliveries"),
         api_token: Secret::new(TOKEN),
         master_key: Secret::new(test_kit::MASTER_KEY),
+        admin_addr: "127.0.0.1:0".to_owned(),
         ..Config::default()
     };
     let shutdown = CancellationToken::new();
@@ -289,6 +290,7 @@ async fn memory_is_bounded_and_a_restart_reads_back_only_the_tail_the_bound_allo
         api_token: Secret::new(TOKEN),
         master_key: Secret::new(test_kit::MASTER_KEY),
         attempt_log_max_attempts: 1000,
+        admin_addr: "127.0.0.1:0".to_owned(),
         ..Config::default()
     };
     let shutdown = CancellationToken::new();
@@ -320,6 +322,7 @@ async fn the_attempt_log_bound_is_checked_at_start() {
         let config = Config {
             attempt_log_max_attempts: bad,
             api_insecure_no_auth: true,
+            admin_addr: "127.0.0.1:0".to_owned(),
             ..Config::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -9,6 +9,7 @@
 //! the aggregator commits offsets in the transaction that holds their outputs.
 
 mod aggregate;
+mod metrics;
 mod split;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct Config {
     /// Largest body of one sensitive-trace request; more traces are split into numbered
     /// requests (`HOOKLINE_SENSITIVE_TRACE_MAX_BODY_BYTES`).
     pub sensitive_trace_max_body_bytes: usize,
+    /// Health and metrics listener (`HOOKLINE_ADMIN_ADDR`; port 0: any free port).
+    pub admin_addr: String,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             aggregator_transaction_timeout: Duration::from_secs(30),
             sensitive_trace_max_age: Duration::from_secs(24 * 3600),
             sensitive_trace_max_body_bytes: 1024 * 1024,
+            admin_addr: "127.0.0.1:8082".to_owned(),
         }
     }
 }
@@ -91,6 +95,7 @@ struct Renderer {
     dead_letters: DeadLetters,
     environment: String,
     sealer: Arc<signing::Sealer>,
+    metrics: metrics::Metrics,
     shutdown: CancellationToken,
 }
 
@@ -117,6 +122,21 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let sealer = Arc::new(service_kit::sealer(&config.master_key)?);
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
+    let mut exported = admin::Registry::default();
+    let metrics = metrics::Metrics::register(&mut exported);
+    let producer =
+        kafka_io::producer(&config.kafka, "hookline-renderer").context("creating producer")?;
+    let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
+    dead_letters.register(&mut exported);
+    let used = vec![
+        topics.events.clone(),
+        topics.endpoints.clone(),
+        topics.rendered_deliveries.clone(),
+        topics.sensitive_trace_changelog.clone(),
+    ];
+    let (_, readiness) =
+        service_kit::start_admin(&config.admin_addr, &config.kafka, used, exported, &shutdown)
+            .await?;
     kafka_io::ensure_topics(&config.kafka, &topics.specs())
         .await
         .context("creating topics")?;
@@ -141,8 +161,6 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     )
     .await
     .context("reading endpoints")?;
-    let producer =
-        kafka_io::producer(&config.kafka, "hookline-renderer").context("creating producer")?;
     let (consumer, tracker) = kafka_io::group_consumer(
         &config.kafka,
         "hookline-renderer",
@@ -151,7 +169,6 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     )
     .context("creating consumer")?;
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
-    let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
     let environment = config.environment.clone();
     let aggregator = aggregate::start(
         aggregate::Settings {
@@ -186,8 +203,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         dead_letters,
         environment,
         sealer,
+        metrics,
         shutdown: shutdown.clone(),
     });
+    readiness.started();
     let options = ConsumeOptions {
         max_in_flight: config.renderer_max_in_flight,
         drain_timeout: config.shutdown_timeout,
@@ -218,6 +237,13 @@ fn host_name() -> String {
 
 impl Renderer {
     async fn handle(&self, record: Record) -> Outcome {
+        self.metrics.in_flight.inc();
+        let outcome = self.render(record).await;
+        self.metrics.in_flight.dec();
+        outcome
+    }
+
+    async fn render(&self, record: Record) -> Outcome {
         let payload = record.payload.as_deref().unwrap_or_default();
         let decoded = self
             .registry
@@ -238,6 +264,7 @@ impl Renderer {
             Ok(event) => event,
             Err((code, reason)) => {
                 tracing::warn!(partition = record.partition, offset = record.offset, code, reason = %reason, "unreadable event; dead-lettered");
+                self.metrics.event("unreadable");
                 let mut letter = self.dead_letters.letter(&record, code, &reason);
                 letter.payload = record.payload.clone();
                 return self
@@ -266,6 +293,11 @@ impl Renderer {
             })
             .collect();
         tracing::debug!(event_id = %event.id, event_type = %event.event_type, endpoints = subscribers.len(), "rendering");
+        self.metrics.event(if subscribers.is_empty() {
+            "unsubscribed"
+        } else {
+            "rendered"
+        });
         let outputs = subscribers
             .iter()
             .map(|compiled| self.output(&record, &event, compiled, &rendered_at));
@@ -308,7 +340,10 @@ impl Renderer {
                         )
                         .await
                         {
-                            Ok(_) => return Outcome::Done,
+                            Ok(_) => {
+                                self.metrics.deliveries.inc();
+                                return Outcome::Done;
+                            }
                             Err(SendError::Cancelled) => return Outcome::Abandoned,
                             Err(e) => (e.code(), e.to_string()),
                         }

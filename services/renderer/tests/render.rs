@@ -53,6 +53,7 @@ async fn events_fan_out_to_subscribed_endpoints_and_poison_is_dead_lettered() {
     let config = renderer::Config {
         kafka: kafka.clone(),
         master_key: service_kit::Secret::new(test_kit::MASTER_KEY),
+        admin_addr: "127.0.0.1:0".to_owned(),
         ..renderer::Config::default()
     };
     let task = tokio::spawn(renderer::run(config, shutdown.clone()));
