@@ -98,6 +98,8 @@ class HooklineRun(Run):
 
     def result_fields(self) -> dict:
         fields = {"ingest": self.args.ingest}
+        if self.args.otlp:
+            fields["traces"] = "otlp"
         if self.args.batch > 1:
             fields["batch"] = self.args.batch
         if self.args.black_holes:
@@ -106,6 +108,22 @@ class HooklineRun(Run):
 
     def setup(self) -> None:
         self.start_receiver()
+        if self.args.otlp:
+            # Every span exported (100% sampling) to a sink that answers 200 at once.
+            port_file = self.dir / "otlp.port"
+            self.start("otlp", [self.args.hlbench, "receive", "-port-file", port_file])
+
+            def port() -> str:
+                text = port_file.read_text().strip()
+                if not text:
+                    raise OSError("not written yet")
+                return text
+
+            otlp_port = wait_until(
+                "the OTLP sink", port, self.procs["otlp"], 10, self.dir / "otlp.log"
+            )
+            self.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
+            self.env["OTEL_TRACES_SAMPLER"] = "always_on"
         self.start_service("producer")
         wait_until(
             "the producer",
@@ -226,6 +244,11 @@ def main() -> int:
         type=int,
         default=0,
         help="also this many webhooks whose requests are never answered (10 s timeout)",
+    )
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="export every trace span (100%% sampling) to a local OTLP sink",
     )
     parser.add_argument(
         "--perf",

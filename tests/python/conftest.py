@@ -37,6 +37,8 @@ def free_port() -> int:
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[dict] = []
+        # Statuses to answer first, in order; 200 once they are used up.
+        self.script: list[int] = []
         lock = threading.Lock()
         outer = self
 
@@ -51,7 +53,8 @@ class Receiver:
                             "body": body,
                         }
                     )
-                self.send_response(200)
+                    status = outer.script.pop(0) if outer.script else 200
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -72,7 +75,7 @@ class Receiver:
 
 
 class Pipeline:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
         self.prefix = f"py-{uuid.uuid4().hex[:8]}-"
         self.api = f"http://127.0.0.1:{free_port()}"
         env = dict(os.environ)
@@ -89,6 +92,7 @@ class Pipeline:
                 "RUST_LOG": "info",
             }
         )
+        env.update(extra_env or {})
         self.procs = []
         # Each service's admin listener (health, metrics) on a port of its own.
         self.admin: dict[str, str] = {}
@@ -140,3 +144,17 @@ def pipeline(tmp_path):
     p = Pipeline(tmp_path)
     yield p
     p.stop()
+
+
+@pytest.fixture
+def start_pipeline(tmp_path):
+    """A pipeline with extra environment: `start_pipeline({"NAME": "value"})`."""
+    started = []
+
+    def start(extra_env: dict[str, str]) -> Pipeline:
+        started.append(Pipeline(tmp_path, extra_env))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.stop()

@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use kafka_io::{Table, TopicSpec};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::Serialize;
+use service_kit::telemetry;
 use signing::Sealer;
 use time::OffsetDateTime;
 use wire::{DeadLetter, Endpoint, RenderedDelivery};
@@ -261,6 +263,29 @@ fn decide(
     crate::requeue(letter, &endpoint, sealer, now)
 }
 
+/// The span of one replayed delivery: a new trace, linked to the original's context when
+/// its dead letter carried one; `Span::none()` when tracing is off.
+fn replay_span(d: &RenderedDelivery, original: Option<&[(String, Vec<u8>)]>) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        parent: None,
+        "replay dead-letter",
+        otel.kind = "producer",
+        hookline.delivery.id = %d.delivery_id,
+        hookline.endpoint.id = %d.endpoint_id,
+        hookline.dead_letter.id = %d.replay_of.as_deref().unwrap_or_default(),
+    );
+    if let Some(cx) = original.and_then(telemetry::record_context) {
+        use opentelemetry::trace::TraceContextExt as _;
+        span.add_link(cx.span().span_context().clone());
+    }
+    span
+}
+
 impl Store {
     /// Replays the letters `request` selects (see the module documentation). `endpoints`
     /// is the live `endpoints` table (synced here), `sealer` the master key's.
@@ -273,17 +298,21 @@ impl Store {
     ) -> Result<ReplaySummary, OpsError> {
         let registry = self.registry.clone();
         let filter = request.filter.clone();
-        let letters = scan(
+        // The letters, and the trace context each was written with (by letter id).
+        let (letters, traces) = scan(
             &self.settings,
             &self.topics.dead_letter,
             Missing::Error,
-            Vec::new(),
-            move |letters: &mut Vec<DeadLetter>, r| {
+            (Vec::new(), HashMap::new()),
+            move |(letters, traces): &mut (Vec<DeadLetter>, HashMap<String, Vec<u8>>), r| {
                 if let Some(letter) = r
                     .payload
                     .and_then(|p| registry.decode::<DeadLetter>(p).ok())
                     .filter(|l| filter.matches(l))
                 {
+                    if let Some(traceparent) = r.traceparent {
+                        traces.insert(letter.id.clone(), traceparent.to_vec());
+                    }
                     letters.push(letter);
                 }
             },
@@ -319,7 +348,7 @@ impl Store {
             return Ok(summary);
         }
         progress(Progress::Writing(writes.deliveries.len()));
-        match self.write(&producer, &writes, progress).await {
+        match self.write(&producer, &writes, &traces, progress).await {
             Ok(()) => {
                 tracing::info!(requeued = summary.requeued, duplicates = summary.duplicates, requested_by = %request.requested_by, "dead letters replayed");
                 Ok(summary)
@@ -367,21 +396,32 @@ impl Store {
     }
 
     /// Writes the deliveries and marks in one transaction and commits it.
+    /// A replayed delivery starts a trace of its own, linked to the one its dead letter
+    /// was written in (`traces`, by letter id): its record carries the new context.
     async fn write(
         &self,
         producer: &FutureProducer,
         writes: &Writes,
+        traces: &HashMap<String, Vec<u8>>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<(), OpsError> {
         producer.begin_transaction().map_err(conflict)?;
-        let mut records: Vec<(&str, &str, Vec<u8>, bool)> =
+        type Out<'w> = (&'w str, &'w str, Vec<u8>, bool, Option<OwnedHeaders>);
+        let mut records: Vec<Out<'_>> =
             Vec::with_capacity(writes.deliveries.len() + writes.marks.len());
         for d in &writes.deliveries {
+            let original = d
+                .replay_of
+                .as_ref()
+                .and_then(|id| traces.get(id))
+                .map(|t| vec![(telemetry::TRACEPARENT.to_owned(), t.clone())]);
+            let span = replay_span(d, original.as_deref());
             records.push((
                 &self.topics.rendered_deliveries,
                 &d.endpoint_id,
                 self.registry.encode(d)?,
                 true,
+                telemetry::kafka_headers(&telemetry::span_headers(&span)),
             ));
         }
         for m in &writes.marks {
@@ -390,12 +430,17 @@ impl Store {
                 &m.dead_letter_id,
                 self.registry.encode(m)?,
                 false,
+                None,
             ));
         }
         let mut pending = std::collections::VecDeque::new();
-        for (topic, key, bytes, is_delivery) in &records {
+        for (topic, key, bytes, is_delivery, headers) in &records {
             loop {
-                match producer.send_result(FutureRecord::to(topic).key(*key).payload(bytes)) {
+                let mut record = FutureRecord::to(topic).key(*key).payload(bytes);
+                if let Some(h) = headers {
+                    record = record.headers(h.clone());
+                }
+                match producer.send_result(record) {
                     Ok(ack) => {
                         pending.push_back((ack, *is_delivery));
                         break;

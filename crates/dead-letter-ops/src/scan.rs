@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use kafka_io::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers as _;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -28,6 +29,8 @@ pub(crate) struct Read<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// Its W3C `traceparent` header, if any.
+    pub traceparent: Option<&'a [u8]>,
 }
 
 /// What to do when the topic does not exist.
@@ -130,6 +133,11 @@ where
                         offset: m.offset(),
                         key: m.key(),
                         payload: m.payload(),
+                        traceparent: m.headers().and_then(|h| {
+                            h.iter()
+                                .find(|h| h.key.eq_ignore_ascii_case("traceparent"))
+                                .and_then(|h| h.value)
+                        }),
                     },
                 );
             }

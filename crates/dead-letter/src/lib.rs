@@ -11,6 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry as Metrics;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureProducer;
 use wire::{DeadLetter, Registry};
 
@@ -79,11 +80,13 @@ impl DeadLetters {
         }
     }
 
-    /// Writes `letter` and waits for Kafka's acknowledgement.
+    /// Writes `letter` and waits for Kafka's acknowledgement. `headers`: the failed
+    /// record's trace context, so the dead letter stays in its trace.
     pub async fn write(
         &self,
         registry: &Registry,
         mut letter: DeadLetter,
+        headers: Option<&OwnedHeaders>,
         shutdown: &CancellationToken,
     ) -> Outcome {
         let mut backoff = Duration::from_millis(100);
@@ -101,7 +104,7 @@ impl DeadLetters {
                         &self.topic,
                         &key,
                         Some(&bytes),
-                        None,
+                        headers,
                         shutdown,
                     )
                     .await

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod schedule;
+pub mod telemetry;
 
 pub use admin::start_admin;
 
@@ -203,7 +204,18 @@ where
     F: FnOnce(C, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    init_logging();
+    let telemetry = telemetry::init(name);
+    let code = run_service(name, run);
+    telemetry.shutdown();
+    code
+}
+
+fn run_service<C, F, Fut>(name: &str, run: F) -> std::process::ExitCode
+where
+    C: Serialize + DeserializeOwned + Default,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let config = match load_config::<C>() {
         Ok(c) => c,
         Err(e) => {

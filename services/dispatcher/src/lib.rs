@@ -19,6 +19,7 @@ pub mod limits;
 mod metrics;
 pub mod retry;
 pub mod rsa_signer;
+mod trace;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,7 +30,9 @@ use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, Topics};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use service_kit::schedule::RetrySchedule;
+use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use wire::{Attempt, DeliveryAttempt, Registry, RenderedDelivery};
 
 use crate::limits::{Admission, CircuitSettings, Disabled, EndpointState, Endpoints, Pace};
@@ -333,7 +336,12 @@ impl Dispatcher {
                 letter.payload = record.payload.clone();
                 return self
                     .dead_letters
-                    .write(&self.registry, letter, &self.shutdown)
+                    .write(
+                        &self.registry,
+                        letter,
+                        telemetry::carried(&record.headers).as_ref(),
+                        &self.shutdown,
+                    )
                     .await;
             }
         };
@@ -365,7 +373,12 @@ impl Dispatcher {
                 letter.delivery = Some(delivery);
                 return self
                     .dead_letters
-                    .write(&self.registry, letter, &self.shutdown)
+                    .write(
+                        &self.registry,
+                        letter,
+                        telemetry::carried(&record.headers).as_ref(),
+                        &self.shutdown,
+                    )
                     .await;
             }
         };
@@ -474,7 +487,12 @@ impl Dispatcher {
                     }
                 }
             }
-            let (outcome, mut attempt) = self.attempt(opened, scheme, rsa, number).await?;
+            let span = trace::attempt_span(&record.headers, opened, number);
+            let (outcome, mut attempt) = self
+                .attempt(opened, scheme, rsa, number)
+                .instrument(span.clone())
+                .await?;
+            trace::attempt_outcome(&span, &outcome);
             let seconds = f64::from(u32::try_from(attempt.duration_ms).unwrap_or(u32::MAX));
             self.metrics.attempt(&outcome, seconds / 1000.0);
             // Only an endpoint that does not answer in time, or cannot be reached, gets
@@ -819,12 +837,14 @@ impl Dispatcher {
                     .await;
             }
         };
+        // The delivery keeps its trace context through the tiers: attempt 1 and attempt
+        // 3, hours apart, are in one trace.
         match kafka_io::send_durably(
             &self.producer,
             &self.topics.retry_tiers[tier],
             delivery.endpoint_id.as_bytes(),
             Some(&bytes),
-            None,
+            telemetry::carried(&record.headers).as_ref(),
             &self.shutdown,
         )
         .await
@@ -865,7 +885,12 @@ impl Dispatcher {
         delivery.due_at_ms = None;
         letter.delivery = Some(delivery);
         self.dead_letters
-            .write(&self.registry, letter, &self.shutdown)
+            .write(
+                &self.registry,
+                letter,
+                telemetry::carried(&record.headers).as_ref(),
+                &self.shutdown,
+            )
             .await
     }
 

@@ -9,9 +9,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use rdkafka::message::OwnedHeaders;
 use serde_json::{Value, json};
+use service_kit::telemetry;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
@@ -20,19 +24,61 @@ use crate::error::ApiError;
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 1000;
 
-/// Accepts one event, or an array of events.
-pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
+/// Accepts one event, or an array of events. Traced as a server span that continues
+/// the caller's `traceparent` (a transfer engine's own trace) or starts a trace.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let span = if telemetry::enabled() {
+        let span = tracing::info_span!(
+            target: telemetry::TARGET,
+            "POST /events",
+            otel.kind = "server",
+            http.request.method = "POST",
+            http.route = "/events",
+            url.path = "/events",
+        );
+        telemetry::set_parent(&span, telemetry::http_context(&headers));
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let answer = accept(&state, body, &span).instrument(span.clone()).await;
+    if !span.is_none() {
+        let status = match &answer {
+            Ok(response) => response.status(),
+            Err(e) => e.status(),
+        };
+        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.set_attribute("error.type", status.as_u16().to_string());
+            span.set_status(opentelemetry::trace::Status::error(""));
+        }
+    }
+    answer
+}
+
+async fn accept(state: &AppState, body: Body, span: &Span) -> Result<Response, ApiError> {
+    // Every event of the request carries the request span's context.
+    let trace = telemetry::kafka_headers(&telemetry::span_headers(span));
+    let trace = trace.as_ref();
     match json_body(body, state.max_body_bytes).await? {
-        Value::Array(events) => create_many(&state, &events).await,
+        Value::Array(events) => create_many(state, &events, trace).await,
         input => {
-            let id = ingest(&state, &input).await?;
+            let id = ingest(state, &input, trace).await?;
             Ok(json_response(StatusCode::ACCEPTED, json!({ "id": id })))
         }
     }
 }
 
 /// Every event of the array sent at once; one result each, in order.
-async fn create_many(state: &AppState, events: &[Value]) -> Result<Response, ApiError> {
+async fn create_many(
+    state: &AppState,
+    events: &[Value],
+    trace: Option<&OwnedHeaders>,
+) -> Result<Response, ApiError> {
     if events.is_empty() {
         return Err(ApiError::invalid(
             "events",
@@ -45,7 +91,7 @@ async fn create_many(state: &AppState, events: &[Value]) -> Result<Response, Api
             format!("at most {MAX_BATCH} events a request"),
         ));
     }
-    let sends = events.iter().map(|input| ingest(state, input));
+    let sends = events.iter().map(|input| ingest(state, input, trace));
     let outcomes = futures::future::join_all(sends).await;
     let all_accepted = outcomes.iter().all(Result::is_ok);
     let results: Vec<Value> = outcomes
@@ -68,12 +114,16 @@ async fn create_many(state: &AppState, events: &[Value]) -> Result<Response, Api
 }
 
 /// Validates, encodes and produces one event, counted by type and outcome.
-async fn ingest(state: &AppState, input: &Value) -> Result<String, ApiError> {
+async fn ingest(
+    state: &AppState,
+    input: &Value,
+    trace: Option<&OwnedHeaders>,
+) -> Result<String, ApiError> {
     let (event, bytes) = prepare(state, input).inspect_err(|_| {
         state.metrics.ingested(None, "invalid");
     })?;
     let event_type = event.event_type.clone();
-    let sent = send(state, event, &bytes).await;
+    let sent = send(state, event, &bytes, trace).await;
     let outcome = if sent.is_ok() { "accepted" } else { "failed" };
     state.metrics.ingested(Some(&event_type), outcome);
     sent
@@ -97,14 +147,20 @@ fn prepare(state: &AppState, input: &Value) -> Result<(wire::Event, Vec<u8>), Ap
     Ok((event, bytes))
 }
 
-/// Produces one event and waits for Kafka's acknowledgement; returns its id.
-async fn send(state: &AppState, event: wire::Event, bytes: &[u8]) -> Result<String, ApiError> {
+/// Produces one event and waits for Kafka's acknowledgement; returns its id. The record
+/// carries the request span's trace context (`trace`).
+async fn send(
+    state: &AppState,
+    event: wire::Event,
+    bytes: &[u8],
+    trace: Option<&OwnedHeaders>,
+) -> Result<String, ApiError> {
     kafka_io::send_durably(
         &state.producer,
         &state.topics.events,
         event.key.as_bytes(),
         Some(bytes),
-        None,
+        trace,
         &state.shutdown,
     )
     .await

@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use render::{CompiledTraces, FlushReason, RenderError, TraceBatch, TracesRequest};
 use serde_json::{Map, Value};
+use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 use wire::{AggregatedTrace, DeadLetter, Event, Redacted, Registry, RenderedDelivery};
 
@@ -151,6 +152,7 @@ fn setup(
         txn: None,
         stream_ms: HashMap::new(),
         fatal: None,
+        flush_headers: None,
         shutdown,
     }));
     let mut consumer_config =
@@ -366,7 +368,14 @@ struct Transfer {
     model_ids: Vec<String>,
     /// The changelog offset at or before its first trace.
     scan_from: i64,
+    /// The trace contexts of its first [`MAX_LINKS`] traces read by this process, which
+    /// the flush's span links to (in memory only: a transfer restored after a restart
+    /// links to the traces read since).
+    links: Vec<opentelemetry::trace::SpanContext>,
 }
+
+/// The most trace links one flush span carries.
+const MAX_LINKS: usize = 32;
 
 impl Transfer {
     fn add_ids(&mut self, source_id: Option<&str>, model_id: Option<&str>) {
@@ -403,6 +412,8 @@ pub(crate) struct Core {
     stream_ms: HashMap<i32, i64>,
     /// An error met in a rebalance callback, raised by the loop.
     fatal: Option<anyhow::Error>,
+    /// While a flush writes its requests: its span's trace context, for their records.
+    flush_headers: Option<OwnedHeaders>,
     shutdown: CancellationToken,
 }
 
@@ -460,7 +471,7 @@ impl Core {
             "transfer.sensitive_trace" => match transfer_id(&event) {
                 Some(id) => {
                     let id = id.to_owned();
-                    self.append(p, &id, &event)?;
+                    self.append(p, &id, &event, telemetry::message_context(message))?;
                     self.advance(p, offset)
                 }
                 None => {
@@ -497,7 +508,13 @@ impl Core {
     }
 
     /// Records one trace of an open transfer on the changelog.
-    fn append(&mut self, p: i32, transfer_id: &str, event: &Event) -> anyhow::Result<()> {
+    fn append(
+        &mut self,
+        p: i32,
+        transfer_id: &str,
+        event: &Event,
+        trace: Option<opentelemetry::Context>,
+    ) -> anyhow::Result<()> {
         self.begin()?;
         let floor = self.floor(p);
         let data = &event.data;
@@ -513,7 +530,14 @@ impl Core {
                 source_ids: Vec::new(),
                 model_ids: Vec::new(),
                 scan_from: floor,
+                links: Vec::new(),
             });
+        if let Some(cx) = trace
+            && transfer.links.len() < MAX_LINKS
+        {
+            use opentelemetry::trace::TraceContextExt as _;
+            transfer.links.push(cx.span().span_context().clone());
+        }
         let seq = transfer.traces;
         let record = AggregatedTrace {
             transfer_id: transfer_id.to_owned(),
@@ -600,6 +624,23 @@ impl Core {
         };
         self.begin()?;
         self.sync_endpoints()?;
+        // The flush's span links to the traces of the events it gathers; its requests'
+        // attempts are parented in it.
+        let span = flush_span(transfer_id, &transfer, reason);
+        self.flush_headers = telemetry::kafka_headers(&telemetry::span_headers(&span));
+        let flushed = self.flush_transfer(p, transfer_id, &transfer, reason, trigger);
+        self.flush_headers = None;
+        flushed
+    }
+
+    fn flush_transfer(
+        &mut self,
+        p: i32,
+        transfer_id: &str,
+        transfer: &Transfer,
+        reason: FlushReason,
+        trigger: Option<(i64, &str)>,
+    ) -> anyhow::Result<()> {
         let (offset, event_id) = trigger.unwrap_or((-1, &transfer.first_event_id));
         let environment = self.settings.environment.clone();
         let timestamp = render::trace_timestamp(time::OffsetDateTime::now_utc());
@@ -853,11 +894,12 @@ impl Core {
             .shared
             .registry
             .encode(&seal_delivery(&self.shared.sealer, delivery))?;
-        self.send(
+        self.send_with(
             &self.shared.topics.rendered_deliveries,
             None,
             endpoint.id.as_bytes(),
             Some(&bytes),
+            self.flush_headers.as_ref(),
         )
     }
 
@@ -933,7 +975,21 @@ impl Core {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> anyhow::Result<()> {
+        self.send_with(topic, partition, key, value, None)
+    }
+
+    fn send_with(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: Option<&OwnedHeaders>,
+    ) -> anyhow::Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        if let Some(h) = headers {
+            record = record.headers(h.clone());
+        }
         if let Some(p) = partition {
             record = record.partition(p);
         }
@@ -1243,6 +1299,7 @@ fn restore_record(
             source_ids: Vec::new(),
             model_ids: Vec::new(),
             scan_from: m.offset(),
+            links: Vec::new(),
         });
     transfer.traces = transfer.traces.max(record.seq + 1);
     transfer.add_ids(record.source_id.as_deref(), record.model_id.as_deref());
@@ -1312,6 +1369,28 @@ fn read_changelog(
     let end = position();
     reader.unassign()?;
     result.map(|()| end)
+}
+
+/// The span of a transfer's flush, linked to its traces' events; `Span::none()` when
+/// tracing is off. Carries ids and counts, never a trace.
+fn flush_span(transfer_id: &str, transfer: &Transfer, reason: FlushReason) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !telemetry::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        "flush sensitive-traces",
+        otel.kind = "producer",
+        hookline.transfer.id = %transfer_id,
+        hookline.flush.reason = reason.as_str(),
+        hookline.traces = transfer.traces,
+        hookline.links = transfer.links.len(),
+    );
+    for link in &transfer.links {
+        span.add_link(link.clone());
+    }
+    span
 }
 
 fn is_ours(event_type: &str) -> bool {
@@ -1405,6 +1484,7 @@ mod tests {
             source_ids: Vec::new(),
             model_ids: Vec::new(),
             scan_from: 0,
+            links: Vec::new(),
         };
         t.add_ids(Some("s2"), Some("m1"));
         t.add_ids(Some("s1"), None);

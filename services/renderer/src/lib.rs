@@ -20,7 +20,9 @@ use dead_letter::DeadLetters;
 use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, SendError, Table, Topics};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
+use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 use wire::{Endpoint, Event, Registry};
 
 /// The renderer's configuration (`HOOKLINE_*` variables, see the README).
@@ -96,6 +98,8 @@ struct Renderer {
     environment: String,
     sealer: Arc<signing::Sealer>,
     metrics: metrics::Metrics,
+    /// The consumer group, for the `process` spans.
+    group: String,
     shutdown: CancellationToken,
 }
 
@@ -204,6 +208,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         environment,
         sealer,
         metrics,
+        group: config.renderer_group.clone(),
         shutdown: shutdown.clone(),
     });
     readiness.started();
@@ -238,12 +243,34 @@ fn host_name() -> String {
 impl Renderer {
     async fn handle(&self, record: Record) -> Outcome {
         self.metrics.in_flight.inc();
-        let outcome = self.render(record).await;
+        let span = self.process_span(&record);
+        let outcome = self.render(record, &span).instrument(span.clone()).await;
         self.metrics.in_flight.dec();
         outcome
     }
 
-    async fn render(&self, record: Record) -> Outcome {
+    /// The event's `process` span, continuing the trace its record carries (the API's,
+    /// or a transfer engine's own); `Span::none()` when tracing is off.
+    fn process_span(&self, record: &Record) -> Span {
+        if !telemetry::enabled() {
+            return Span::none();
+        }
+        let span = tracing::info_span!(
+            target: telemetry::TARGET,
+            "process events",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %record.topic,
+            messaging.destination.partition.id = %record.partition,
+            messaging.kafka.offset = record.offset,
+            messaging.consumer.group.name = %self.group,
+        );
+        telemetry::set_parent(&span, telemetry::record_context(&record.headers));
+        span
+    }
+
+    async fn render(&self, record: Record, span: &Span) -> Outcome {
         let payload = record.payload.as_deref().unwrap_or_default();
         let decoded = self
             .registry
@@ -269,7 +296,12 @@ impl Renderer {
                 letter.payload = record.payload.clone();
                 return self
                     .dead_letters
-                    .write(&self.registry, letter, &self.shutdown)
+                    .write(
+                        &self.registry,
+                        letter,
+                        telemetry::carried(&record.headers).as_ref(),
+                        &self.shutdown,
+                    )
                     .await;
             }
         };
@@ -300,7 +332,7 @@ impl Renderer {
         });
         let outputs = subscribers
             .iter()
-            .map(|compiled| self.output(&record, &event, compiled, &rendered_at));
+            .map(|compiled| self.output(&record, &event, compiled, &rendered_at, span));
         let outcomes = futures::future::join_all(outputs).await;
         if outcomes.iter().all(|o| *o == Outcome::Done) {
             Outcome::Done
@@ -316,9 +348,29 @@ impl Renderer {
         event: &Event,
         compiled: &Compiled,
         rendered_at: &str,
+        process: &Span,
     ) -> Outcome {
         let endpoint = endpoint_of(compiled);
         let delivery_id = render::delivery_id(&event.id, &endpoint.id);
+        // One child per rendered delivery; its record carries the child's context, which
+        // every attempt of the delivery is parented in.
+        let span = if process.is_none() {
+            Span::none()
+        } else {
+            tracing::info_span!(
+                target: telemetry::TARGET,
+                parent: process,
+                "send rendered-deliveries",
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "send",
+                messaging.destination.name = %self.topics.rendered_deliveries,
+                hookline.event.id = %event.id,
+                hookline.endpoint.id = %endpoint.id,
+                hookline.delivery.id = %delivery_id,
+            )
+        };
+        let headers = telemetry::kafka_headers(&telemetry::span_headers(&span));
         let rendered = match compiled.as_ref() {
             Ok(c) => render::render(event, c, &self.environment, rendered_at)
                 .and_then(|d| self.guard_sensitive(event, d))
@@ -335,9 +387,10 @@ impl Renderer {
                             &self.topics.rendered_deliveries,
                             key,
                             Some(&bytes),
-                            None,
+                            headers.as_ref(),
                             &self.shutdown,
                         )
+                        .instrument(span.clone())
                         .await
                         {
                             Ok(_) => {
@@ -366,7 +419,12 @@ impl Renderer {
         };
         letter.delivery = delivery;
         self.dead_letters
-            .write(&self.registry, letter, &self.shutdown)
+            .write(
+                &self.registry,
+                letter,
+                telemetry::carried(&record.headers).as_ref(),
+                &self.shutdown,
+            )
             .await
     }
 }
