@@ -5,6 +5,7 @@ receiver saw."""
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_signed_deliveries import transfer_error
 
-from conftest import free_port
+from conftest import ROOT, free_port
 
 EVENTS = 20
 
@@ -74,12 +75,14 @@ def test_metrics_pass_promtool_and_prometheus_counts_every_delivery(
     got = receiver.wait_for(EVENTS)
     assert len(got) == EVENTS
 
+    exposed: set[str] = set()
     for name, admin in pipeline.admin.items():
         assert get(f"{admin}/health/live")[0] == 200
         status, body = get(f"{admin}/health/ready")
         assert status == 200 and json.loads(body)["status"] == "ready", body
         status, text = get(f"{admin}/metrics")
         assert status == 200
+        exposed |= {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
         check = subprocess.run(
             [bin_dir / "promtool", "check", "metrics"],
             input=text,
@@ -89,6 +92,8 @@ def test_metrics_pass_promtool_and_prometheus_counts_every_delivery(
         print(f"promtool check metrics {name}: exit {check.returncode} {check.stdout.strip()}")
         assert check.returncode == 0, check.stdout + check.stderr
 
+    documented_metrics_match(exposed)
+
     port = free_port()
     server = f"http://127.0.0.1:{port}"
     targets = [a.removeprefix("http://") for a in pipeline.admin.values()]
@@ -97,6 +102,7 @@ def test_metrics_pass_promtool_and_prometheus_counts_every_delivery(
         json.dumps(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(ROOT / "ops" / "observability" / "alerts.yml")],
                 "scrape_configs": [
                     {"job_name": "hookline", "static_configs": [{"targets": targets}]}
                 ],
@@ -124,6 +130,10 @@ def test_metrics_pass_promtool_and_prometheus_counts_every_delivery(
                 pass
             time.sleep(0.2)
         assert wait_for_value(server, 'sum(up{job="hookline"})', 3) == 3
+        groups = json.loads(get(f"{server}/api/v1/rules")[1])["data"]["groups"]
+        alerts = sorted(r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting")
+        print(f"prometheus loaded {len(alerts)} alert rules: {', '.join(alerts)}")
+        assert len(alerts) == 6 and all(r["health"] != "err" for g in groups for r in g["rules"])
         delivered = len(receiver.requests)
         checks = {
             'sum(hookline_delivery_attempts_total{outcome="2xx"})': delivered,
@@ -131,6 +141,10 @@ def test_metrics_pass_promtool_and_prometheus_counts_every_delivery(
             'sum(hookline_events_ingested_total{outcome="invalid"})': 1,
             "sum(hookline_deliveries_rendered_total)": EVENTS,
             "sum(hookline_delivery_latency_seconds_count)": delivered,
+            # Every service ready, and the renderer's group caught up (librdkafka's
+            # statistics, every 5 s).
+            "sum(hookline_ready)": 3,
+            'sum(hookline_consumer_lag_records{group=~".*hookline-renderer"})': 0,
         }
         for promql, want in checks.items():
             got = wait_for_value(server, promql, want)
@@ -139,3 +153,25 @@ def test_metrics_pass_promtool_and_prometheus_counts_every_delivery(
     finally:
         prometheus.terminate()
         prometheus.wait(timeout=30)
+
+
+def documented_metrics_match(exposed: set[str]) -> None:
+    """Every metric a service exposes is in the README's table, and every metric the
+    alert rules and the dashboard use is too (histograms by their family name)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| metric | type | service | labels |")[1].split("\n\n")[0]
+    documented = set(re.findall(r"`(hookline_[a-z_]+)`", table))
+    assert exposed, "no metric exposed"
+    assert exposed <= documented, f"exposed but not in the README: {exposed - documented}"
+    observability = ROOT / "ops" / "observability"
+    used = set()
+    for f in ("alerts.yml", "dashboard.json"):
+        used |= set(re.findall(r"hookline_[a-z_]+", (observability / f).read_text()))
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
+    assert used <= documented, (
+        f"used by alerts or the dashboard, not documented: {used - documented}"
+    )
+    print(
+        f"metrics: {len(exposed)} exposed, {len(used)} used by alerts and the dashboard,"
+        " all documented"
+    )

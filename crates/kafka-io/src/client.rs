@@ -22,6 +22,7 @@ use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
 use crate::offsets::OffsetTracker;
+use crate::stats::ConsumerStats;
 
 /// Where Kafka is and how topics are laid out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -171,6 +172,8 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -
 #[derive(Clone)]
 pub struct CommitOnRevoke {
     tracker: Arc<Mutex<OffsetTracker>>,
+    /// Where librdkafka's statistics go, and the group they are for.
+    stats: Option<(ConsumerStats, String)>,
 }
 
 impl CommitOnRevoke {
@@ -180,7 +183,13 @@ impl CommitOnRevoke {
     }
 }
 
-impl ClientContext for CommitOnRevoke {}
+impl ClientContext for CommitOnRevoke {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some((stats, group)) = &self.stats {
+            stats.update(group, &statistics);
+        }
+    }
+}
 
 impl ConsumerContext for CommitOnRevoke {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -211,19 +220,27 @@ impl ConsumerContext for CommitOnRevoke {
 /// A group consumer whose offsets follow effects.
 pub type GroupConsumer = StreamConsumer<CommitOnRevoke>;
 
-/// Creates a group consumer subscribed to `topic`.
+/// Creates a group consumer subscribed to `topic`, reporting its lag to `stats`.
 pub fn group_consumer(
     settings: &KafkaSettings,
     client_id: &str,
     group: &str,
     topic: &str,
+    stats: Option<&ConsumerStats>,
 ) -> rdkafka::error::KafkaResult<(GroupConsumer, Arc<Mutex<OffsetTracker>>)> {
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
     let context = CommitOnRevoke {
         tracker: tracker.clone(),
+        stats: stats.map(|s| (s.clone(), group.to_owned())),
     };
-    let consumer: GroupConsumer =
-        consumer_config(settings, client_id, group).create_with_context(context)?;
+    let mut config = consumer_config(settings, client_id, group);
+    if stats.is_some() {
+        config.set(
+            "statistics.interval.ms",
+            crate::stats::STATS_INTERVAL_MS.to_string(),
+        );
+    }
+    let consumer: GroupConsumer = config.create_with_context(context)?;
     consumer.subscribe(&[topic])?;
     Ok((consumer, tracker))
 }

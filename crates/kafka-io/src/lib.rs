@@ -12,6 +12,7 @@ mod consume;
 mod offsets;
 mod probe;
 mod send;
+mod stats;
 mod table;
 mod topics;
 
@@ -23,6 +24,7 @@ pub use consume::{ConsumeOptions, Outcome, Owner, Record, consume_concurrently, 
 pub use offsets::{OffsetTracker, Ticket};
 pub use probe::KafkaProbe;
 pub use send::{SendError, send_durably};
+pub use stats::{ConsumerStats, STATS_INTERVAL_MS};
 pub use table::{Table, TableEntry};
 pub use tokio_util::sync::CancellationToken;
 pub use topics::{RETRY_TIERS, TopicError, TopicSpec, Topics, ensure_topics};

@@ -33,7 +33,7 @@ async fn consume(
     within: Duration,
 ) -> Seen {
     let (consumer, tracker) =
-        kafka_io::group_consumer(settings, "test", group, topic).expect("test setup");
+        kafka_io::group_consumer(settings, "test", group, topic, None).expect("test setup");
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let shutdown = CancellationToken::new();
     // Two in flight: the loop is full most of the time and must pause, not stop polling.

@@ -37,6 +37,10 @@ pub const TRACEPARENT: &str = "traceparent";
 /// See [`TRACEPARENT`].
 pub const TRACESTATE: &str = "tracestate";
 
+/// A rendered delivery's event time (its `events` record's timestamp, ms since the
+/// epoch), for the latency from ingest to delivery; carried like the trace context.
+pub const EVENT_TIME: &str = "hookline-event-time";
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether traces are exported: create trace spans only then.
@@ -214,11 +218,11 @@ pub fn context_headers(cx: &Context) -> Vec<(String, String)> {
     out.0
 }
 
-/// The trace headers of a record, kept as they are for a record that carries the same
-/// delivery on (a retry tier, a dead letter): one context, never two.
+/// The trace headers (and event time) of a record, kept as they are for a record that
+/// carries the same delivery on (a retry tier, a dead letter): one context, never two.
 pub fn carried(headers: &[(String, Vec<u8>)]) -> Option<OwnedHeaders> {
     let mut out: Option<OwnedHeaders> = None;
-    for name in [TRACEPARENT, TRACESTATE] {
+    for name in [TRACEPARENT, TRACESTATE, EVENT_TIME] {
         if let Some((_, value)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             out = Some(out.unwrap_or_default().insert(Header {
                 key: name,
@@ -251,4 +255,13 @@ pub fn set_parent(span: &tracing::Span, cx: Option<Context>) {
     {
         let _ = span.set_parent(cx);
     }
+}
+
+/// The event time a record carries ([`EVENT_TIME`]), in ms since the epoch.
+pub fn event_time_ms(headers: &[(String, Vec<u8>)]) -> Option<i64> {
+    headers
+        .iter()
+        .find(|(k, _)| k == EVENT_TIME)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
 }

@@ -163,6 +163,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let topics = Topics::new(&config.kafka.topic_prefix);
     let mut exported = admin::Registry::default();
     let metrics = metrics::Metrics::register(&mut exported);
+    let lag = kafka_io::ConsumerStats::default();
+    lag.register(&mut exported);
     let producer =
         kafka_io::producer(&config.kafka, "hookline-dispatcher").context("creating producer")?;
     let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "dispatcher");
@@ -215,6 +217,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             "hookline-dispatcher",
             &config.dispatcher_group,
             &topics.rendered_deliveries,
+            Some(&lag),
         )
         .context("creating consumer")?,
         None,
@@ -222,8 +225,14 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     for ((name, delay), topic) in kafka_io::RETRY_TIERS.iter().zip(&topics.retry_tiers) {
         let group = format!("{}-retry-{name}", config.dispatcher_group);
         consumers.push((
-            kafka_io::group_consumer(&config.kafka, "hookline-dispatcher", &group, topic)
-                .context("creating consumer")?,
+            kafka_io::group_consumer(
+                &config.kafka,
+                "hookline-dispatcher",
+                &group,
+                topic,
+                Some(&lag),
+            )
+            .context("creating consumer")?,
             Some(*delay),
         ));
     }
@@ -555,10 +564,14 @@ impl Dispatcher {
             match retry::next(&policy, delivery.attempts.len(), &outcome, jitter) {
                 Next::Delivered => {
                     self.log(&delivery, &attempt, "delivered", None, None);
-                    if let Some(rendered) = parse_time(&delivery.rendered_at) {
-                        let age = SystemTime::now()
-                            .duration_since(rendered)
-                            .unwrap_or_default();
+                    // From the event's time (ingest) when the record carries it, else
+                    // from rendering (sensitive-trace requests, replays).
+                    let since = telemetry::event_time_ms(&record.headers)
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+                        .or_else(|| parse_time(&delivery.rendered_at));
+                    if let Some(since) = since {
+                        let age = SystemTime::now().duration_since(since).unwrap_or_default();
                         self.metrics.delivered(age.as_secs_f64());
                     }
                     return Ok(Outcome::Done);

@@ -37,6 +37,7 @@ pub struct Metrics {
     circuit: Family<StateLabel, Counter>,
     /// Deliveries being handled (waiting for a turn, or attempted).
     pub in_flight: Gauge,
+    circuits_open: Gauge,
 }
 
 /// An attempt's outcome class, the `outcome` label.
@@ -81,6 +82,7 @@ impl Metrics {
             deferrals: Family::default(),
             circuit: Family::default(),
             in_flight: Gauge::default(),
+            circuits_open: Gauge::default(),
         };
         registry.register(
             "hookline_delivery_attempts",
@@ -95,7 +97,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "hookline_delivery_latency",
-            "From rendering to successful delivery, retries included",
+            "From the event's ingest (its events record's time) to successful delivery, retries included; from rendering for sensitive-trace requests and replays",
             Unit::Seconds,
             m.delivered_after.clone(),
         );
@@ -115,6 +117,11 @@ impl Metrics {
             m.circuit.clone(),
         );
         registry.register(
+            "hookline_circuits_open",
+            "Endpoints whose circuit is open or probing (bounded by the endpoints configured)",
+            m.circuits_open.clone(),
+        );
+        registry.register(
             "hookline_dispatcher_in_flight",
             "Deliveries being handled: waiting for their endpoint's turn or attempted",
             m.in_flight.clone(),
@@ -131,7 +138,7 @@ impl Metrics {
         self.attempt_seconds.get_or_create(&label).observe(seconds);
     }
 
-    /// A delivery succeeded this long after it was rendered.
+    /// A delivery succeeded this long after its event was ingested (or rendered).
     pub fn delivered(&self, seconds: f64) {
         self.delivered_after.observe(seconds.max(0.0));
     }
@@ -150,5 +157,10 @@ impl Metrics {
     pub fn circuit(&self, opened: bool) {
         let to = if opened { "open" } else { "closed" };
         self.circuit.get_or_create(&StateLabel { to }).inc();
+        if opened {
+            self.circuits_open.inc();
+        } else {
+            self.circuits_open.dec();
+        }
     }
 }

@@ -173,11 +173,15 @@ async fn run(
         dry_run,
         requested_by: "api".to_owned(),
     };
-    state
+    let summary = state
         .dead_letters
         .replay(&request, &state.endpoints, &state.sealer, &|_| {})
         .await
-        .map_err(ops_error)
+        .map_err(ops_error)?;
+    if !dry_run {
+        state.metrics.replayed(&summary);
+    }
+    Ok(summary)
 }
 
 /// A time parameter: RFC 3339 or a duration ago (`24h`).

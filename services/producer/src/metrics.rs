@@ -16,6 +16,12 @@ struct IngestLabels {
 /// Every metric the producer exports.
 pub struct Metrics {
     ingested: Family<IngestLabels, Counter>,
+    replays: Family<ReplayLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplayLabels {
+    outcome: &'static str,
 }
 
 impl Metrics {
@@ -23,13 +29,34 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics {
             ingested: Family::default(),
+            replays: Family::default(),
         };
         registry.register(
             "hookline_events_ingested",
             "Events posted to POST /events, by type and outcome: accepted (Kafka has it), invalid (refused with 400), failed (Kafka did not take it)",
             m.ingested.clone(),
         );
+        registry.register(
+            "hookline_dead_letter_replays",
+            "Dead letters a replay through the API handled, by outcome: requeued, already_replayed, duplicate, refused",
+            m.replays.clone(),
+        );
         m
+    }
+
+    /// A replay (not a dry run) ended with `summary`.
+    pub fn replayed(&self, summary: &dead_letter_ops::ReplaySummary) {
+        let refused: usize = summary.refused.values().sum();
+        for (outcome, n) in [
+            ("requeued", summary.requeued),
+            ("already_replayed", summary.already_replayed),
+            ("duplicate", summary.duplicates),
+            ("refused", refused),
+        ] {
+            self.replays
+                .get_or_create(&ReplayLabels { outcome })
+                .inc_by(n as u64);
+        }
     }
 
     /// One event of `event_type` (`None`: it did not validate) ended with `outcome`.

@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub sealer: Arc<signing::Sealer>,
     pub topics: kafka_io::Topics,
     pub endpoints: Endpoints,
+    pub metrics: crate::metrics::AggregatorMetrics,
+    pub lag: kafka_io::ConsumerStats,
 }
 
 /// Starts the aggregator on a blocking thread; it runs until `shutdown`, and cancels
@@ -165,9 +167,17 @@ fn setup(
         // A flush of a very large transfer or a restore can keep this thread from
         // polling for a while.
         .set("max.poll.interval.ms", "300000")
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", "16384")
+        .set(
+            "statistics.interval.ms",
+            kafka_io::STATS_INTERVAL_MS.to_string(),
+        );
+    let lag = (lock(&core).shared.lag.clone(), settings.group.clone());
     let consumer: GroupConsumer = consumer_config
-        .create_with_context(Rebalancing { core: core.clone() })
+        .create_with_context(Rebalancing {
+            core: core.clone(),
+            lag,
+        })
         .context("creating the consumer")?;
     let events = lock(&core).shared.topics.events.clone();
     consumer
@@ -266,9 +276,15 @@ fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
 /// before any of its events is handed out.
 pub(crate) struct Rebalancing {
     core: Arc<Mutex<Core>>,
+    /// Where the consumer's lag goes (librdkafka's statistics), and its group.
+    lag: (kafka_io::ConsumerStats, String),
 }
 
-impl ClientContext for Rebalancing {}
+impl ClientContext for Rebalancing {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.lag.0.update(&self.lag.1, &statistics);
+    }
+}
 
 impl ConsumerContext for Rebalancing {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -759,6 +775,7 @@ impl Core {
             endpoints = endpoints.len(),
             "sensitive traces flushed"
         );
+        self.shared.metrics.flushed(reason.as_str());
         Ok(())
     }
 
@@ -1051,9 +1068,22 @@ impl Core {
                 .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
                 .context("adding offsets to the transaction")?;
         }
+        let started = Instant::now();
         self.producer
             .commit_transaction(CALL_TIMEOUT)
             .context("committing the transaction")?;
+        let metrics = &self.shared.metrics;
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics.last_commit.set(now.as_secs_f64());
+        let open: usize = self.partitions.values().map(HashMap::len).sum();
+        metrics
+            .open_transfers
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
         Ok(())
     }
 

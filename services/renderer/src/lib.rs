@@ -128,6 +128,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let topics = Topics::new(&config.kafka.topic_prefix);
     let mut exported = admin::Registry::default();
     let metrics = metrics::Metrics::register(&mut exported);
+    let aggregator_metrics = metrics::AggregatorMetrics::register(&mut exported);
+    let lag = kafka_io::ConsumerStats::default();
+    lag.register(&mut exported);
     let producer =
         kafka_io::producer(&config.kafka, "hookline-renderer").context("creating producer")?;
     let dead_letters = DeadLetters::new(producer.clone(), topics.dead_letter.clone(), "renderer");
@@ -170,6 +173,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         "hookline-renderer",
         &config.renderer_group,
         &topics.events,
+        Some(&lag),
     )
     .context("creating consumer")?;
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
@@ -194,6 +198,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             sealer: sealer.clone(),
             topics: topics.clone(),
             endpoints: endpoints.clone(),
+            metrics: aggregator_metrics,
+            lag: lag.clone(),
         },
         shutdown.clone(),
     )
@@ -370,7 +376,11 @@ impl Renderer {
                 hookline.delivery.id = %delivery_id,
             )
         };
-        let headers = telemetry::kafka_headers(&telemetry::span_headers(&span));
+        let mut headers = telemetry::span_headers(&span);
+        if let Some(at) = record.timestamp_ms {
+            headers.push((telemetry::EVENT_TIME.to_owned(), at.to_string()));
+        }
+        let headers = telemetry::kafka_headers(&headers);
         let rendered = match compiled.as_ref() {
             Ok(c) => render::render(event, c, &self.environment, rendered_at)
                 .and_then(|d| self.guard_sensitive(event, d))

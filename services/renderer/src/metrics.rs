@@ -6,7 +6,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -51,5 +52,62 @@ impl Metrics {
     /// An event was handled with `outcome` (`rendered`, `unsubscribed`, `unreadable`).
     pub fn event(&self, outcome: &'static str) {
         self.events.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The sensitive-trace aggregator's metrics.
+#[derive(Clone)]
+pub struct AggregatorMetrics {
+    /// Transfers whose traces are gathered and not flushed yet, on this instance.
+    pub open_transfers: Gauge,
+    flushes: Family<ReasonLabel, Counter>,
+    /// How long committing a transaction takes.
+    pub commit_seconds: Histogram,
+    /// When the last transaction committed (Unix seconds); 0 before the first.
+    pub last_commit: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl AggregatorMetrics {
+    /// Registers the aggregator's metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = AggregatorMetrics {
+            open_transfers: Gauge::default(),
+            flushes: Family::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            last_commit: Gauge::default(),
+        };
+        registry.register(
+            "hookline_aggregator_open_transfers",
+            "Transfers whose sensitive traces are gathered and not sent yet, on this instance",
+            m.open_transfers.clone(),
+        );
+        registry.register(
+            "hookline_aggregator_flushes",
+            "Transfers whose traces were sent, by reason (the transfer ended, or its oldest trace reached the maximum age)",
+            m.flushes.clone(),
+        );
+        registry.register_with_unit(
+            "hookline_aggregator_commit_duration",
+            "Time to commit one aggregation transaction",
+            Unit::Seconds,
+            m.commit_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "hookline_aggregator_last_commit_timestamp",
+            "When this instance last committed an aggregation transaction (Unix time; 0 before the first)",
+            Unit::Seconds,
+            m.last_commit.clone(),
+        );
+        m
+    }
+
+    /// A transfer was flushed for `reason`.
+    pub fn flushed(&self, reason: &'static str) {
+        self.flushes.get_or_create(&ReasonLabel { reason }).inc();
     }
 }
