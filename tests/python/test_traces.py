@@ -99,8 +99,9 @@ def run(start_pipeline, receiver, collector: Collector) -> None:
         {
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
-            # The retry after the 500 waits a second in the first retry tier.
-            "HOOKLINE_RETRY_SCHEDULE": "1s",
+            # The retry after the 500 waits 1.6 to 2.4 s: longer than the shortest tier
+            # (1 s), so it goes through the `retry-1s` topic, not a sleep in place.
+            "HOOKLINE_RETRY_SCHEDULE": "2s",
         }
     )
     secret = f"canary-secret-{uuid.uuid4().hex}"
