@@ -1175,10 +1175,13 @@ impl Core {
         let topic = &self.shared.topics.sensitive_trace_changelog;
         // Everything written before now, once its transaction is decided: the last
         // commit of a previous owner may not have its markers yet.
-        let (_, high) = self
-            .changelog
-            .fetch_watermarks(topic, p, CALL_TIMEOUT)
-            .context("reading the changelog's high watermark")?;
+        // Right after a broker restart the partition can be unknown for a moment
+        // (stale metadata): that is retried, not a reason to stop the renderer.
+        let (_, high) = patiently(
+            "reading the changelog's high watermark",
+            &self.shutdown,
+            || self.changelog.fetch_watermarks(topic, p, CALL_TIMEOUT),
+        )?;
         let end = read_changelog(
             &self.changelog,
             topic,
