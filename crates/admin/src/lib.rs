@@ -26,6 +26,24 @@ use tokio_util::sync::CancellationToken;
 
 pub use readiness::{Probe, Readiness};
 
+/// Counts one unit of work in an in-flight gauge for as long as it lives: decremented
+/// when dropped, so work abandoned mid-way (a cancelled future) is not left counted.
+pub struct InFlight<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> InFlight<'a> {
+    /// Increments `gauge` until the guard is dropped.
+    pub fn count(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 struct Admin {
     registry: Registry,
     readiness: Readiness,

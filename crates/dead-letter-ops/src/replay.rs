@@ -421,7 +421,7 @@ impl Store {
                 &d.endpoint_id,
                 self.registry.encode(d)?,
                 true,
-                telemetry::kafka_headers(&telemetry::span_headers(&span)),
+                telemetry::span_kafka_headers(&span),
             ));
         }
         for m in &writes.marks {

@@ -135,7 +135,10 @@ where
                         payload: m.payload(),
                         traceparent: m.headers().and_then(|h| {
                             h.iter()
-                                .find(|h| h.key.eq_ignore_ascii_case("traceparent"))
+                                .find(|h| {
+                                    h.key
+                                        .eq_ignore_ascii_case(service_kit::telemetry::TRACEPARENT)
+                                })
                                 .and_then(|h| h.value)
                         }),
                     },

@@ -203,6 +203,11 @@ pub fn span_headers(span: &tracing::Span) -> Vec<(String, String)> {
     context_headers(&span.context())
 }
 
+/// `span`'s context as Kafka record headers; `None` when tracing is off.
+pub fn span_kafka_headers(span: &tracing::Span) -> Option<OwnedHeaders> {
+    kafka_headers(&span_headers(span))
+}
+
 /// A context as W3C headers (`traceparent`, and `tracestate` when not empty).
 pub fn context_headers(cx: &Context) -> Vec<(String, String)> {
     struct Headers(Vec<(String, String)>);

@@ -306,19 +306,6 @@ enum Requeue {
     Onward,
 }
 
-/// Runs `f` when dropped.
-struct OnDrop<F: FnMut()>(F);
-
-impl<F: FnMut()> Drop for OnDrop<F> {
-    fn drop(&mut self) {
-        (self.0)();
-    }
-}
-
-fn scopeguard<F: FnMut()>(f: F) -> OnDrop<F> {
-    OnDrop(f)
-}
-
 /// How handling a delivery ended, short of its outcome being durable.
 enum Halt {
     /// Shutdown: the record is read again.
@@ -327,10 +314,7 @@ enum Halt {
 
 impl Dispatcher {
     async fn handle(&self, record: Record) -> Outcome {
-        self.metrics.in_flight.inc();
-        let _in_flight = scopeguard(|| {
-            self.metrics.in_flight.dec();
-        });
+        let _in_flight = admin::InFlight::count(&self.metrics.in_flight);
         let payload = record.payload.as_deref().unwrap_or_default();
         let delivery = match self.registry.decode::<RenderedDelivery>(payload) {
             Ok(d) => d,

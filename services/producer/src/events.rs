@@ -62,7 +62,7 @@ pub async fn create(
 
 async fn accept(state: &AppState, body: Body, span: &Span) -> Result<Response, ApiError> {
     // Every event of the request carries the request span's context.
-    let trace = telemetry::kafka_headers(&telemetry::span_headers(span));
+    let trace = telemetry::span_kafka_headers(span);
     let trace = trace.as_ref();
     match json_body(body, state.max_body_bytes).await? {
         Value::Array(events) => create_many(state, &events, trace).await,

@@ -643,7 +643,7 @@ impl Core {
         // The flush's span links to the traces of the events it gathers; its requests'
         // attempts are parented in it.
         let span = flush_span(transfer_id, &transfer, reason);
-        self.flush_headers = telemetry::kafka_headers(&telemetry::span_headers(&span));
+        self.flush_headers = telemetry::span_kafka_headers(&span);
         let flushed = self.flush_transfer(p, transfer_id, &transfer, reason, trigger);
         self.flush_headers = None;
         flushed

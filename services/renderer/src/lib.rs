@@ -248,11 +248,9 @@ fn host_name() -> String {
 
 impl Renderer {
     async fn handle(&self, record: Record) -> Outcome {
-        self.metrics.in_flight.inc();
+        let _in_flight = admin::InFlight::count(&self.metrics.in_flight);
         let span = self.process_span(&record);
-        let outcome = self.render(record, &span).instrument(span.clone()).await;
-        self.metrics.in_flight.dec();
-        outcome
+        self.render(record, &span).instrument(span.clone()).await
     }
 
     /// The event's `process` span, continuing the trace its record carries (the API's,
