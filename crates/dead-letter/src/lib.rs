@@ -4,6 +4,7 @@
 //! first, then the request body, then the request) and tried again; other failures are
 //! retried until shutdown, when the record is handed back ([`Outcome::Abandoned`]).
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use kafka_io::{CancellationToken, Outcome, Record, SendError};
@@ -82,7 +83,20 @@ impl DeadLetters {
 
     /// Writes `letter` and waits for Kafka's acknowledgement. `headers`: the failed
     /// record's trace context, so the dead letter stays in its trace.
-    pub async fn write(
+    ///
+    /// Boxed: a service's task per record embeds every future it may await, and this
+    /// rare one (about 2 KB) would otherwise be allocated for every record in flight.
+    pub fn write<'a>(
+        &'a self,
+        registry: &'a Registry,
+        letter: DeadLetter,
+        headers: Option<&'a OwnedHeaders>,
+        shutdown: &'a CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+        Box::pin(self.write_unboxed(registry, letter, headers, shutdown))
+    }
+
+    async fn write_unboxed(
         &self,
         registry: &Registry,
         mut letter: DeadLetter,

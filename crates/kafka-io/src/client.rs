@@ -43,6 +43,9 @@ pub struct KafkaSettings {
     /// Producer `compression.type` (`HOOKLINE_KAFKA_COMPRESSION`): `lz4`, `zstd`,
     /// `snappy`, `gzip` or `none`.
     pub kafka_compression: String,
+    /// Records a group consumer prefetches, in KiB (`queued.max.messages.kbytes`,
+    /// `HOOKLINE_KAFKA_PREFETCH_KIB`); unset: librdkafka's 64 MiB.
+    pub kafka_prefetch_kib: Option<u32>,
 }
 
 impl Default for KafkaSettings {
@@ -55,6 +58,7 @@ impl Default for KafkaSettings {
             kafka_profile: KafkaProfile::Balanced,
             kafka_linger_ms: None,
             kafka_compression: "lz4".to_owned(),
+            kafka_prefetch_kib: None,
         }
     }
 }
@@ -164,6 +168,9 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -
             settings.kafka_profile.fetch_min_bytes().to_string(),
         )
         .set("enable.partition.eof", "false");
+    if let Some(kib) = settings.kafka_prefetch_kib {
+        config.set("queued.max.messages.kbytes", kib.to_string());
+    }
     config
 }
 

@@ -553,3 +553,22 @@ fn open_endpoint(
 }
 
 pub(crate) use service_kit::seal_delivery;
+
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    fn size<F: std::future::Future>(_: fn(Arc<Renderer>, Record) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every event in flight is a task: the rare dead-letter write is boxed, so a task
+    /// holds what rendering needs and no more.
+    #[test]
+    fn an_event_in_flight_holds_a_small_task() {
+        let bytes = size(|r, record| async move { r.handle(record).await });
+        eprintln!("handle future: {bytes} bytes");
+        // 4,352 bytes before the dead-letter write was boxed, 2,280 after (Rust 1.95, x86_64).
+        assert!(bytes <= 3072, "the handle future is {bytes} bytes");
+    }
+}
