@@ -3,8 +3,10 @@
 //! `hookline events send` produces one JSON-described event, through the producer API
 //! (`--api`) or straight to Kafka (`--kafka`), validated against the Avro schemas either way.
 //! `hookline dlq list|show|replay` inspects and replays dead letters ([`dlq`]).
+//! `hookline health [URL]` asks a service whether it is ready ([`health`]).
 
 mod dlq;
+mod health;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -37,6 +39,8 @@ enum Command {
     /// Inspect and replay dead letters (settings from the services' HOOKLINE_* variables).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Ask a service's admin listener whether it is ready (exit 0) or not (exit 1).
+    Health(health::HealthArgs),
 }
 
 #[derive(Args)]
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
             }
             Command::Verify(args) => verify(&args).map(|()| ExitCode::SUCCESS),
             Command::Dlq(command) => dlq::run(command).await,
+            Command::Health(args) => health::run(args).await,
         }
     });
     match result {
