@@ -4,9 +4,12 @@
 //! first, then the request body, then the request) and tried again; other failures are
 //! retried until shutdown, when the record is handed back ([`Outcome::Abandoned`]).
 
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::Either;
 use kafka_io::{CancellationToken, Outcome, Record, SendError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -23,6 +26,9 @@ pub const PAYLOAD_DROPPED: &str = " [raw record dropped: too large for the dead-
 pub const BODY_DROPPED: &str = " [request body dropped: too large for the dead-letter topic]";
 /// Appended to a letter's reason when its whole request was dropped to fit the topic.
 pub const REQUEST_DROPPED: &str = " [request dropped: too large for the dead-letter topic]";
+
+/// The code of a record whose handling panicked ([`DeadLetters::unless_panic`]).
+pub const PANIC_CODE: &str = "HL-PANIC";
 
 /// Writes dead letters of one stage to the dead-letter topic.
 #[derive(Clone)]
@@ -79,6 +85,49 @@ impl DeadLetters {
             payload: None,
             attempts: Vec::new(),
         }
+    }
+
+    /// Runs `work`, a service's handling of `record`. A panic inside it, in hookline's
+    /// code or a dependency's (the template engine, Avro), becomes a dead letter coded
+    /// [`PANIC_CODE`] that keeps the raw record, so the record's offset is stored like any
+    /// other's. Otherwise the offset would stay pending, the partition's later records
+    /// would never be committed, and after a restart the record would panic again. The
+    /// panic's message may quote the record, so it is neither logged nor kept.
+    ///
+    /// Built from combinators rather than as an `async fn`, which would hold `work`
+    /// twice (as its argument and as its awaited future) in every task.
+    pub fn unless_panic<'a, Fut>(
+        &'a self,
+        registry: &'a Registry,
+        record: &'a Record,
+        headers: Option<&'a OwnedHeaders>,
+        shutdown: &'a CancellationToken,
+        work: Fut,
+    ) -> impl Future<Output = Outcome> + 'a
+    where
+        Fut: Future<Output = Outcome> + 'a,
+    {
+        AssertUnwindSafe(work)
+            .catch_unwind()
+            .then(move |handled| match handled {
+                Ok(outcome) => Either::Left(std::future::ready(outcome)),
+                Err(_) => {
+                    tracing::error!(
+                        stage = self.stage,
+                        partition = record.partition,
+                        offset = record.offset,
+                        code = PANIC_CODE,
+                        "the record's handling panicked; dead-lettered"
+                    );
+                    let mut letter = self.letter(
+                        record,
+                        PANIC_CODE,
+                        "handling the record panicked (the panic's message is not kept: it may quote the record)",
+                    );
+                    letter.payload = record.payload.clone();
+                    Either::Right(self.write(registry, letter, headers, shutdown))
+                }
+            })
     }
 
     /// Writes `letter` and waits for Kafka's acknowledgement. `headers`: the failed

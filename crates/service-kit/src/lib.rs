@@ -205,9 +205,29 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let telemetry = telemetry::init(name);
+    log_panics_without_messages();
     let code = run_service(name, run);
     telemetry.shutdown();
     code
+}
+
+/// Replaces the default panic hook, which prints the panic's message to stderr: a
+/// message may quote what was being handled (an event's trace text, a secret). The log
+/// line keeps where it happened; the record, if any, is dead-lettered
+/// (`dead_letter::DeadLetters::unless_panic`).
+fn log_panics_without_messages() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            location,
+            thread = thread.name().unwrap_or("unnamed"),
+            "panicked (the message is not logged: it may quote the data being handled)"
+        );
+    }));
 }
 
 fn run_service<C, F, Fut>(name: &str, run: F) -> std::process::ExitCode

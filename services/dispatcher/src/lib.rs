@@ -315,6 +315,19 @@ enum Halt {
 impl Dispatcher {
     async fn handle(&self, record: Record) -> Outcome {
         let _in_flight = admin::InFlight::count(&self.metrics.in_flight);
+        let headers = telemetry::carried(&record.headers);
+        self.dead_letters
+            .unless_panic(
+                &self.registry,
+                &record,
+                headers.as_ref(),
+                &self.shutdown,
+                self.handle_record(&record),
+            )
+            .await
+    }
+
+    async fn handle_record(&self, record: &Record) -> Outcome {
         let payload = record.payload.as_deref().unwrap_or_default();
         let delivery = match self.registry.decode::<RenderedDelivery>(payload) {
             Ok(d) => d,
@@ -325,7 +338,7 @@ impl Dispatcher {
                     code = e.code(),
                     "unreadable delivery; dead-lettered"
                 );
-                let mut letter = self.dead_letters.letter(&record, e.code(), &e.to_string());
+                let mut letter = self.dead_letters.letter(record, e.code(), &e.to_string());
                 letter.payload = record.payload.clone();
                 return self
                     .dead_letters
@@ -348,7 +361,7 @@ impl Dispatcher {
                     }
                 }
                 Route::Tier(tier) => {
-                    return Box::pin(self.requeue(&record, delivery, tier, Requeue::Onward)).await;
+                    return Box::pin(self.requeue(record, delivery, tier, Requeue::Onward)).await;
                 }
             }
         }
@@ -357,7 +370,7 @@ impl Dispatcher {
             Err(code) => {
                 tracing::warn!(delivery_id = %delivery.delivery_id, code, "cannot open the delivery's sealed parts; dead-lettered");
                 let mut letter = self.dead_letters.letter(
-                    &record,
+                    record,
                     code,
                     "the delivery's sealed parts do not open with this HOOKLINE_MASTER_KEY",
                 );
@@ -375,7 +388,7 @@ impl Dispatcher {
                     .await;
             }
         };
-        match self.deliver(&record, delivery, &opened).await {
+        match self.deliver(record, delivery, &opened).await {
             Ok(outcome) => outcome,
             Err(Halt::Shutdown) => Outcome::Abandoned,
         }
@@ -1038,7 +1051,7 @@ mod future_size {
     fn a_waiting_delivery_holds_a_small_task() {
         let bytes = size(|d, r| async move { d.handle(r).await });
         eprintln!("handle future: {bytes} bytes");
-        // 8,880 bytes before the boxing, 3,336 after (Rust 1.95, x86_64).
+        // 8,880 bytes before the boxing, 3,424 after (Rust 1.95, x86_64).
         assert!(bytes <= 4096, "the handle future is {bytes} bytes");
     }
 }
