@@ -458,11 +458,19 @@ impl Dispatcher {
                 } else {
                     Instant::now()
                 };
-                Some(
-                    Box::pin(self.signing_key(since))
-                        .await
-                        .ok_or(Halt::Shutdown)?,
-                )
+                match Box::pin(self.signing_key(since)).await {
+                    KeyWait::Key(key) => Some(key),
+                    KeyWait::Shutdown => return Err(Halt::Shutdown),
+                    // No key that opens (none written yet, or sealed under another
+                    // master key): the delivery waits in a retry tier, not in memory,
+                    // where it would hold a slot that other endpoints' deliveries need.
+                    KeyWait::Unavailable => {
+                        if probe {
+                            lock(&endpoint.circuit).release_probe(Instant::now());
+                        }
+                        return Ok(Box::pin(self.defer(record, delivery, KEY_RETRY)).await);
+                    }
+                }
             } else {
                 None
             };
@@ -964,41 +972,62 @@ impl Dispatcher {
     }
 
     /// The account's current signing key: keys written before this record was received
-    /// are seen. Waits (until shutdown) when none exists yet.
-    async fn signing_key(&self, received_at: std::time::Instant) -> Option<Arc<signing::RsaKey>> {
+    /// are seen. Waits up to [`KEY_WAIT`] for one that opens.
+    async fn signing_key(&self, received_at: std::time::Instant) -> KeyWait {
+        let deadline = Instant::now() + KEY_WAIT;
         loop {
             if self.keys.sync_after(received_at).await.is_ok() {
                 if let Some(record) = self.keys.get(service_kit::SIGNING_KEY) {
                     let cached = lock(&self.rsa).clone().filter(|k| k.kid == record.kid);
                     if let Some(key) = cached {
-                        return Some(key);
+                        return KeyWait::Key(key);
                     }
                     match service_kit::open_signing_key(&self.sealer, &record) {
                         Ok(key) => {
                             let key = Arc::new(key);
                             *lock(&self.rsa) = Some(key.clone());
-                            return Some(key);
+                            return KeyWait::Key(key);
                         }
                         Err(_) => {
                             let mut failed = lock(&self.failed_kid);
                             if failed.as_deref() != Some(record.kid.as_str()) {
-                                tracing::error!(kid = %record.kid, code = "HL-SEAL-OPEN", "the signing key does not open with this HOOKLINE_MASTER_KEY; deliveries wait, operator action needed");
+                                tracing::error!(kid = %record.kid, code = "HL-SEAL-OPEN", "the signing key does not open with this HOOKLINE_MASTER_KEY; prequel_rsa deliveries wait in the retry tiers, operator action needed");
                                 *failed = Some(record.kid.clone());
                             }
                         }
                     }
                 } else {
                     tracing::warn!(
-                        "no webhook signing key yet (the producer creates it on first start); waiting"
+                        "no webhook signing key yet (the producer creates it on first start); prequel_rsa deliveries wait in the retry tiers"
                     );
                 }
             }
+            if Instant::now() >= deadline {
+                return KeyWait::Unavailable;
+            }
             tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = self.shutdown.cancelled() => return KeyWait::Shutdown,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
+}
+
+/// How long an attempt waits for a signing key that opens before its delivery is
+/// deferred: a moment's trouble reading `keys` passes within it.
+const KEY_WAIT: Duration = Duration::from_secs(5);
+/// When a delivery deferred for want of a signing key is looked at again.
+const KEY_RETRY: Duration = Duration::from_secs(30);
+
+/// What [`Dispatcher::signing_key`] found.
+enum KeyWait {
+    /// The key, opened.
+    Key(Arc<signing::RsaKey>),
+    /// None that opens within [`KEY_WAIT`]: not yet written, or sealed under another
+    /// master key.
+    Unavailable,
+    /// Shutdown came first.
+    Shutdown,
 }
 
 /// Unix ms of `t`.
