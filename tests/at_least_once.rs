@@ -43,23 +43,28 @@ async fn every_event_is_delivered_across_kill_9() {
             })
             .collect()
     };
-    let mut kills = 0;
+    // Each kill: the service, whether it was running (it died of the SIGKILL), and how
+    // many events had arrived then.
+    let mut kills: Vec<(&str, bool, usize)> = Vec::new();
     for (fraction, victims) in [(1, "renderer"), (2, "dispatcher"), (3, "both")] {
         let goal = EVENTS * fraction / 5;
         let got = receiver
             .wait_until(Duration::from_secs(120), |c| transfers(c).len() >= goal)
             .await;
+        let arrived = transfers(&got).len();
         assert!(
-            transfers(&got).len() >= goal,
+            arrived >= goal,
             "the pipeline stalled before {goal} deliveries"
         );
         if victims != "dispatcher" {
-            pipeline.renderer.kill9_and_restart();
-            kills += 1;
+            kills.push(("renderer", pipeline.renderer.kill9_and_restart(), arrived));
         }
         if victims != "renderer" {
-            pipeline.dispatcher.kill9_and_restart();
-            kills += 1;
+            kills.push((
+                "dispatcher",
+                pipeline.dispatcher.kill9_and_restart(),
+                arrived,
+            ));
         }
     }
     let sent = sender.await.unwrap();
@@ -87,7 +92,7 @@ async fn every_event_is_delivered_across_kill_9() {
     let missing: Vec<_> = expected.keys().filter(|t| !seen.contains_key(*t)).collect();
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     println!(
-        "at-least-once: {EVENTS} events, {kills} kills, {} requests, {duplicates} duplicates, {} missing",
+        "at-least-once: {EVENTS} events, kills {kills:?}, {} requests, {duplicates} duplicates, {} missing",
         got.len(),
         missing.len()
     );
@@ -97,7 +102,16 @@ async fn every_event_is_delivered_across_kill_9() {
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    assert_eq!(kills, 4);
+    // Every kill hit a running service with deliveries still to come: it interrupted
+    // work, rather than a process that had already exited or a finished stream.
+    assert!(
+        kills.iter().all(|&(_, running, _)| running),
+        "a kill found its service already exited: {kills:?}"
+    );
+    assert!(
+        kills.iter().all(|&(_, _, arrived)| arrived < EVENTS),
+        "a kill came after every event had arrived: {kills:?}"
+    );
 
     // Nothing was dead-lettered: the receiver always answered 200.
     let topic = format!("{}dead-letter", pipeline.kafka.topic_prefix);

@@ -168,7 +168,10 @@ async fn every_delivery_is_delivered_or_dead_lettered_through_faults_and_a_kill(
     // Past the offset commit (250 ms), before the first retry is due (2 s, -20%).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let kill_at = flaky.captured().len();
-    pipeline.dispatcher.kill9_and_restart();
+    assert!(
+        pipeline.dispatcher.kill9_and_restart(),
+        "the dispatcher had exited before the kill"
+    );
 
     let topics = kafka_io::Topics::new(&pipeline.kafka.topic_prefix);
     let deadline = Instant::now() + Duration::from_secs(180);

@@ -72,18 +72,23 @@ impl Service {
         self.spawn();
     }
 
-    /// `kill -9`, then start again.
-    pub fn kill9_and_restart(&mut self) {
-        self.kill9();
+    /// `kill -9`, then start again. True when the kill found the process running (it
+    /// died of the SIGKILL), not already exited.
+    pub fn kill9_and_restart(&mut self) -> bool {
+        let killed = self.kill9();
         self.spawn();
+        killed
     }
 
-    /// `kill -9` and reap.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reap");
-        }
+    /// `kill -9` and reap. True when the process died of the SIGKILL: it was running.
+    pub fn kill9(&mut self) -> bool {
+        use std::os::unix::process::ExitStatusExt as _;
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        child.kill().expect("SIGKILL");
+        let status = child.wait().expect("reap");
+        status.signal() == Some(9)
     }
 
     /// SIGTERM, and the exit status once it exited, or `None` if it is still running
@@ -130,7 +135,7 @@ impl Service {
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.kill9();
+        let _ = self.kill9();
     }
 }
 

@@ -196,7 +196,10 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tokio::time::sleep(Duration::from_millis(200 + (seed >> (k * 8)) % 1300)).await;
-            pipeline.renderer.kill9();
+            assert!(
+                pipeline.renderer.kill9(),
+                "the renderer had exited before kill {k}"
+            );
             kills.push(sent.load(Ordering::SeqCst));
             pipeline.renderer.restart();
         }
@@ -264,7 +267,10 @@ async fn a_second_renderer_takes_over_the_transfers_of_one_killed() {
         while sent.load(Ordering::SeqCst) < total * 2 / 5 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        pipeline.renderer.kill9();
+        assert!(
+            pipeline.renderer.kill9(),
+            "the renderer had exited before the kill"
+        );
         sent.load(Ordering::SeqCst)
     };
     let ((), killed_at) = tokio::join!(streaming, killing);
