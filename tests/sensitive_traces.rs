@@ -110,8 +110,8 @@ async fn seed_endpoints_get_one_request_per_transfer_and_connection_tests_at_onc
     receiver
         .wait_until(Duration::from_secs(60), |c| c.len() >= 4)
         .await;
-    // Give a second request for t-1, if there were one, time to arrive.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A second request for t-1, if there were one, is in before the pipeline is drained.
+    pipeline.wait_drained(Duration::from_secs(60)).await;
     let got = receiver
         .captured()
         .into_iter()
@@ -364,7 +364,7 @@ async fn a_transfer_that_never_ends_is_flushed_after_the_maximum_age_marked_as_s
         sent_at.elapsed() >= Duration::from_secs(3),
         "flushed before its maximum age"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    pipeline.wait_drained(Duration::from_secs(60)).await;
     assert_eq!(receiver.captured().len(), 1, "{got:?}");
     let request = &got[0];
     assert_eq!(request.header("hookline-trace-flush"), Some("max_age"));
@@ -379,6 +379,6 @@ async fn a_transfer_that_never_ends_is_flushed_after_the_maximum_age_marked_as_s
     assert_eq!(texts, ["first", "second"]);
     // Its end, arriving late, sends nothing more.
     pipeline.post("/events", &completed("t-stuck")).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    pipeline.wait_drained(Duration::from_secs(60)).await;
     assert_eq!(receiver.captured().len(), 1);
 }

@@ -129,15 +129,20 @@ fn check(got: &[Captured], transfers: usize) -> usize {
     got.len()
 }
 
-async fn wait_for_all(receiver: &Receiver, transfers: usize, within: Duration) -> Vec<Captured> {
+async fn wait_for_all(
+    pipeline: &Pipeline,
+    receiver: &Receiver,
+    transfers: usize,
+    within: Duration,
+) -> Vec<Captured> {
     let with_traces = (0..transfers)
         .filter(|n| !transfer_events(*n).1.is_empty())
         .count();
     receiver
         .wait_until(within, |c| c.len() >= 2 * with_traces)
         .await;
-    // A duplicate, if there were one, would follow shortly.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A duplicate, if there were one, is in before the pipeline is drained.
+    pipeline.wait_drained(within).await;
     receiver.captured()
 }
 
@@ -211,7 +216,7 @@ async fn renderer_kill9_loses_no_trace_and_sends_no_batch_twice() {
         kills.iter().all(|k| *k < total),
         "every kill happened while events were streaming: {kills:?}"
     );
-    let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(180)).await;
+    let got = wait_for_all(&pipeline, &receiver, TRANSFERS, Duration::from_secs(180)).await;
     let requests = check(&got, TRANSFERS);
     println!(
         "trace crash: {TRANSFERS} transfers, {total} events, {KILLS} kills, {requests} requests, 0 lost, 0 duplicates"
@@ -275,7 +280,7 @@ async fn a_second_renderer_takes_over_the_transfers_of_one_killed() {
     };
     let ((), killed_at) = tokio::join!(streaming, killing);
     assert!(killed_at < total, "killed after the stream ended");
-    let got = wait_for_all(&receiver, TRANSFERS, Duration::from_secs(120)).await;
+    let got = wait_for_all(&pipeline, &receiver, TRANSFERS, Duration::from_secs(120)).await;
     let requests = check(&got, TRANSFERS);
     assert!(
         count_in(
