@@ -4,51 +4,16 @@
 //! every delivery also passes through a retry tier around the restart.
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::Duration;
 
-use tests::{Service, create_webhook, pipeline_env, send_events, wait_healthy};
+use tests::{Broker, Service, create_webhook, pipeline_env, send_events, wait_healthy};
 
 const EVENTS: usize = 1000;
 
-struct Broker {
-    port: u16,
-    controller_port: u16,
-    data: std::path::PathBuf,
-}
-
-impl Broker {
-    fn run(&self, command: &str) {
-        let status = Command::new(test_kit::repo_root().join("ops/kafka/broker"))
-            .arg(command)
-            .env("HOOKLINE_KAFKA_PORT", self.port.to_string())
-            .env(
-                "HOOKLINE_KAFKA_CONTROLLER_PORT",
-                self.controller_port.to_string(),
-            )
-            .env("HOOKLINE_KAFKA_DATA_DIR", &self.data)
-            .status()
-            .expect("ops/kafka/broker");
-        assert!(status.success(), "broker {command} failed");
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.run("stop");
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_delivered_across_a_broker_restart() {
-    let port = test_kit::free_port();
-    let broker = Broker {
-        port,
-        controller_port: test_kit::free_port(),
-        data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")),
-    };
-    broker.run("start");
+    let broker = Broker::start();
+    let port = broker.port;
     let mut kafka = test_kit::kafka_settings("e2e-broker");
     kafka.kafka_brokers = format!("127.0.0.1:{port}");
 
@@ -97,16 +62,31 @@ async fn every_event_is_delivered_across_a_broker_restart() {
     )
     .await;
 
-    let restarts = std::sync::atomic::AtomicUsize::new(0);
-    let sent = send_events(&client, &base, 0..EVENTS, 16, |accepted| {
-        if accepted == EVENTS / 2 {
+    // The broker restarts mid-stream: half the events accepted, and deliveries already
+    // under way (the first requests arrived), so the restart interrupts a pipeline that
+    // runs. A restart while the services' consumers are still joining their groups is
+    // another case (see the note in ARCHITECTURE's "Known gaps").
+    let restarted = std::sync::atomic::AtomicBool::new(false);
+    let restart_when_flowing = |accepted: usize| {
+        if accepted >= EVENTS / 2
+            && !receiver.captured().is_empty()
+            && !restarted.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             broker.run("restart");
-            restarts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
-    })
-    .await;
+    };
+    let sent = send_events(&client, &base, 0..EVENTS, 16, restart_when_flowing).await;
     assert_eq!(sent.len(), EVENTS);
-    assert_eq!(restarts.into_inner(), 1);
+    if !restarted.load(std::sync::atomic::Ordering::SeqCst) {
+        receiver
+            .wait_until(Duration::from_secs(120), |c| !c.is_empty())
+            .await;
+        restart_when_flowing(EVENTS);
+    }
+    assert!(
+        restarted.into_inner(),
+        "the broker was not restarted: nothing arrived"
+    );
 
     // Delivered: a transfer's delivery got a second request (its first was the 503).
     let delivered = |c: &[test_kit::Captured]| -> HashSet<String> {

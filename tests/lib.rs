@@ -139,6 +139,71 @@ impl Drop for Service {
     }
 }
 
+/// A broker of a test's own (free ports, a data folder in the temp dir), driven by
+/// `ops/kafka/broker`; stopped and removed when dropped.
+pub struct Broker {
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+    controller_port: u16,
+    data: PathBuf,
+}
+
+impl Broker {
+    /// Starts a new broker.
+    pub fn start() -> Broker {
+        let port = test_kit::free_port();
+        let broker = Broker {
+            port,
+            controller_port: test_kit::free_port(),
+            data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")),
+        };
+        broker.run("start");
+        broker
+    }
+
+    /// `ops/kafka/broker COMMAND` for this broker.
+    pub fn run(&self, command: &str) {
+        let status = Command::new(test_kit::repo_root().join("ops/kafka/broker"))
+            .arg(command)
+            .env("HOOKLINE_KAFKA_PORT", self.port.to_string())
+            .env(
+                "HOOKLINE_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("HOOKLINE_KAFKA_DATA_DIR", &self.data)
+            .status()
+            .expect("ops/kafka/broker");
+        assert!(status.success(), "broker {command} failed");
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the broker's process: a broker that stops
+    /// answering without closing its connections.
+    pub fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.data.join("broker.pid")).expect("broker.pid");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(
+                std::fs::read_to_string(self.data.join("broker.pid"))
+                    .unwrap_or_default()
+                    .trim(),
+            )
+            .status();
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
 /// The environment of one pipeline: its broker, topic prefix and API address.
 pub fn pipeline_env(kafka: &kafka_io::KafkaSettings, api_port: u16) -> HashMap<String, String> {
     let mut env = HashMap::new();
@@ -273,7 +338,11 @@ impl Pipeline {
     /// Starts the three services for `test`, with `extra` environment on top of
     /// [`pipeline_env`], and waits until the API answers.
     pub async fn start(test: &str, extra: &[(&str, &str)]) -> Pipeline {
-        let kafka = test_kit::kafka_settings(test);
+        Pipeline::start_on(test_kit::kafka_settings(test), extra).await
+    }
+
+    /// As [`Pipeline::start`], on the broker and topic prefix of `kafka`.
+    pub async fn start_on(kafka: kafka_io::KafkaSettings, extra: &[(&str, &str)]) -> Pipeline {
         let port = test_kit::free_port();
         let mut env = pipeline_env(&kafka, port);
         env.extend(

@@ -1064,14 +1064,15 @@ impl Core {
             let metadata = consumer
                 .group_metadata()
                 .context("no consumer group metadata")?;
-            self.producer
-                .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
-                .context("adding offsets to the transaction")?;
+            self.again_while_retriable("adding offsets to the transaction", || {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
+            })?;
         }
         let started = Instant::now();
-        self.producer
-            .commit_transaction(CALL_TIMEOUT)
-            .context("committing the transaction")?;
+        self.again_while_retriable("committing the transaction", || {
+            self.producer.commit_transaction(CALL_TIMEOUT)
+        })?;
         let metrics = &self.shared.metrics;
         metrics
             .commit_seconds
@@ -1085,6 +1086,29 @@ impl Core {
             .open_transfers
             .set(i64::try_from(open).unwrap_or(i64::MAX));
         Ok(())
+    }
+
+    /// Calls `call` again while it fails with an error librdkafka calls retriable: a
+    /// commit or an offsets call that timed out goes on in the background, and then
+    /// only the same call may follow (an abort would get a conflict, for ever).
+    /// Abortable and fatal errors are returned, for [`Self::recover`].
+    fn again_while_retriable(
+        &self,
+        what: &'static str,
+        call: impl Fn() -> rdkafka::error::KafkaResult<()>,
+    ) -> anyhow::Result<()> {
+        loop {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && !self.shutdown.is_cancelled() =>
+                {
+                    tracing::warn!(error = %e, "{what}: retrying the same call");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context(what)),
+            }
+        }
     }
 
     fn commit_or_rewind(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
