@@ -15,6 +15,7 @@ use tests::{Broker, Pipeline};
 const FROZEN: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 14, item 2: the aggregator can still stall after a broker freeze (ARCHITECTURE, Known gaps); run with --ignored"]
 async fn a_commit_that_timed_out_is_committed_again_and_traces_still_flow() {
     let broker = Broker::start();
     let mut kafka = test_kit::kafka_settings("e2e-txn-timeout");
