@@ -395,9 +395,10 @@ impl Pipeline {
         for (group, topic) in pairs {
             loop {
                 let (kafka, g, t) = (self.kafka.clone(), group.clone(), topic.clone());
-                let behind = tokio::task::spawn_blocking(move || behind(&kafka, &g, &t))
-                    .await
-                    .expect("lag check");
+                let behind =
+                    tokio::task::spawn_blocking(move || test_kit::group_behind(&kafka, &g, &t))
+                        .await
+                        .expect("lag check");
                 if behind == 0 {
                     break;
                 }
@@ -452,62 +453,4 @@ impl Pipeline {
         }
         all
     }
-}
-
-/// Records of `topic` that `group` has not committed yet and a read_committed reader
-/// would see: past a partition's committed offset there may be only transaction
-/// markers, which no consumer ever handles, so such a partition counts as caught up
-/// when nothing can be read from its committed offset.
-fn behind(kafka: &kafka_io::KafkaSettings, group: &str, topic: &str) -> i64 {
-    use rdkafka::Message as _;
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let timeout = Duration::from_secs(10);
-    let config = |group: &str| {
-        let mut config = rdkafka::ClientConfig::new();
-        config
-            .set("bootstrap.servers", &kafka.kafka_brokers)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed");
-        config
-    };
-    let consumer: BaseConsumer = config(group).create().expect("a consumer");
-    let mut list = rdkafka::TopicPartitionList::new();
-    for partition in 0..kafka.topic_partitions {
-        list.add_partition(topic, partition);
-    }
-    let committed = consumer
-        .committed_offsets(list, timeout)
-        .expect("committed offsets");
-    let mut behind = 0;
-    for e in committed.elements() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, e.partition(), timeout)
-            .expect("watermarks");
-        let at = match e.offset() {
-            rdkafka::Offset::Offset(o) => o,
-            _ => 0,
-        };
-        if at >= high {
-            continue;
-        }
-        // A reader of its own (another group id, so the group's offsets stay untouched).
-        let reader: BaseConsumer = config("hookline-tests-drain-check")
-            .create()
-            .expect("a reader");
-        let mut from = rdkafka::TopicPartitionList::new();
-        from.add_partition_offset(topic, e.partition(), rdkafka::Offset::Offset(at))
-            .expect("an offset");
-        reader.assign(&from).expect("assign");
-        let until = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < until {
-            if let Some(Ok(m)) = reader.poll(Duration::from_millis(100))
-                && m.offset() >= at
-            {
-                behind += high - at;
-                break;
-            }
-        }
-    }
-    behind
 }

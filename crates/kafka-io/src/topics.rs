@@ -31,6 +31,9 @@ pub struct Topics {
     pub delivery_attempts: String,
     /// Dead letters re-queued by a replay (compacted), keyed by dead-letter id.
     pub dead_letter_replays: String,
+    /// Changes to endpoints other services ask the producer (their one writer) to
+    /// make, keyed by endpoint id.
+    pub endpoint_requests: String,
 }
 
 /// The retry tiers' delays, shortest first: a record in tier `i` is not read before
@@ -60,6 +63,7 @@ impl Topics {
                 .collect(),
             delivery_attempts: format!("{prefix}delivery-attempts"),
             dead_letter_replays: format!("{prefix}dead-letter-replays"),
+            endpoint_requests: format!("{prefix}endpoint-requests"),
         }
     }
 
@@ -97,6 +101,10 @@ impl Topics {
             TopicSpec {
                 name: self.dead_letter_replays.clone(),
                 compacted: true,
+            },
+            TopicSpec {
+                name: self.endpoint_requests.clone(),
+                compacted: false,
             },
         ];
         specs.extend(self.retry_tiers.iter().map(|name| TopicSpec {

@@ -14,8 +14,8 @@ mod registry;
 pub use error::WireError;
 pub use event::{DEFAULT_VERSION, Event};
 pub use records::{
-    AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, Header, HeaderTemplate,
-    Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
+    AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, EndpointRequest, Header,
+    HeaderTemplate, Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
 };
 pub use redacted::Redacted;
 pub use registry::{BUNDLED_SCHEMAS, Fingerprint, Registry};

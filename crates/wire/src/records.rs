@@ -70,6 +70,9 @@ pub struct Endpoint {
     pub max_in_flight: Option<i32>,
     /// Requests per second per dispatcher; `None`: no limit.
     pub max_rps: Option<i32>,
+    /// Incremented by each write (the producer is the one writer); the API's ETag.
+    /// 0: written before versions existed.
+    pub version: i64,
 }
 
 impl Record for Endpoint {
@@ -88,6 +91,7 @@ impl std::fmt::Debug for Endpoint {
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
             .field("active", &self.active)
             .field("method", &self.method)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -437,4 +441,28 @@ pub struct Replay {
 
 impl Record for Replay {
     const FULL_NAME: &'static str = "hookline.internal.Replay";
+}
+
+/// A change to an endpoint that another service asks for and the producer, the one
+/// writer of `endpoints`, applies: the value of the `endpoint-requests` topic, keyed by
+/// endpoint id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRequest {
+    /// The endpoint (the record key).
+    pub endpoint_id: String,
+    /// `disable`: mark it inactive and emit `endpoint.disabled`.
+    pub action: String,
+    /// The endpoint version the request was judged on: applied only while the
+    /// endpoint still has it, so an operator's change made meanwhile wins.
+    pub version: i64,
+    /// Why, in words that quote no data.
+    pub reason: String,
+    /// RFC 3339: since when the endpoint has been failing.
+    pub failing_since: Option<String>,
+    /// RFC 3339.
+    pub requested_at: String,
+}
+
+impl Record for EndpointRequest {
+    const FULL_NAME: &'static str = "hookline.internal.EndpointRequest";
 }

@@ -47,6 +47,14 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../../schemas/endpoint.v5.avsc"),
     ),
     (
+        "endpoint.v6.avsc",
+        include_str!("../../../schemas/endpoint.v6.avsc"),
+    ),
+    (
+        "endpoint-request.v1.avsc",
+        include_str!("../../../schemas/endpoint-request.v1.avsc"),
+    ),
+    (
         "rendered-delivery.v1.avsc",
         include_str!("../../../schemas/rendered-delivery.v1.avsc"),
     ),

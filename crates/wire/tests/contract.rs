@@ -460,7 +460,7 @@ fn endpoints_written_with_v1_read_with_the_current_schema() {
     let versions = reg.versions("hookline.internal.Endpoint").unwrap();
     assert_eq!(
         versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     let v1 = versions[0].1;
     let bytes = old_endpoint(

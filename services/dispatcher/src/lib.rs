@@ -687,8 +687,8 @@ impl Dispatcher {
     }
 
     /// Whether deliveries to this endpoint stop: it failed for longer than
-    /// `HOOKLINE_ENDPOINT_DISABLE_AFTER`. The first time, the endpoint is marked
-    /// inactive and `endpoint.disabled` is emitted; once it is enabled again (through
+    /// `HOOKLINE_ENDPOINT_DISABLE_AFTER`. The first time, the producer is asked to
+    /// mark it inactive and emit `endpoint.disabled`; once it is enabled again (through
     /// the API), its circuit starts afresh.
     async fn disabled(
         &self,
@@ -701,14 +701,14 @@ impl Dispatcher {
         let state = lock(&endpoint.disabled).clone();
         match state {
             Some(Disabled::Writing) => return Some("HL-ENDPOINT-DISABLED"),
-            Some(Disabled::Written(ours)) => {
-                // Enabled again: a record newer than the inactive one we wrote (a PATCH)
-                // says active.
+            Some(Disabled::Written(judged)) => {
+                // Enabled again: a version newer than the one judged (a PATCH, or the
+                // request outdated by one) says active.
                 let enabled = self.endpoint_table.sync().await.is_ok()
                     && self
                         .endpoint_table
                         .get(&delivery.endpoint_id)
-                        .is_some_and(|e| e.active && e.updated_at != ours);
+                        .is_some_and(|e| e.active && e.version > judged);
                 if !enabled {
                     return Some("HL-ENDPOINT-DISABLED");
                 }
@@ -744,54 +744,36 @@ impl Dispatcher {
         Some("HL-ENDPOINT-DISABLED")
     }
 
-    /// Marks the endpoint inactive and emits `endpoint.disabled`; returns the
-    /// `updated_at` of the record written.
-    async fn disable(&self, endpoint_id: &str, since: SystemTime) -> String {
+    /// Asks the producer, the one writer of `endpoints`, to mark the endpoint inactive
+    /// and emit `endpoint.disabled` (a record on `endpoint-requests` naming the version
+    /// judged, so an operator's change made meanwhile wins); returns that version.
+    async fn disable(&self, endpoint_id: &str, since: SystemTime) -> i64 {
         let since = time::OffsetDateTime::from(since)
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let reason = format!("failing since {since} without a success");
-        tracing::warn!(endpoint_id, failing_since = %since, code = "HL-ENDPOINT-DISABLED", "endpoint disabled");
-        let updated_at = wire::now_rfc3339();
-        // Read after a sync, so a recent change to the endpoint is not undone.
-        let current = match self.endpoint_table.sync().await {
-            Ok(()) => self.endpoint_table.get(endpoint_id),
+        tracing::warn!(endpoint_id, failing_since = %since, code = "HL-ENDPOINT-DISABLED", "endpoint disabled; asking the producer to mark it inactive");
+        // Judged on the endpoint as it is now, after a sync.
+        let version = match self.endpoint_table.sync().await {
+            Ok(()) => self.endpoint_table.get(endpoint_id).map(|e| e.version),
             Err(_) => None,
         };
-        if let Some(mut endpoint) = current.filter(|e| e.active) {
-            endpoint.active = false;
-            endpoint.updated_at.clone_from(&updated_at);
-            match self.registry.encode(&endpoint) {
-                Ok(bytes) => {
-                    if let Err(e) = kafka_io::send_durably(
-                        &self.producer,
-                        &self.topics.endpoints,
-                        endpoint_id.as_bytes(),
-                        Some(&bytes),
-                        None,
-                        &self.shutdown,
-                    )
-                    .await
-                    {
-                        tracing::error!(
-                            endpoint_id,
-                            code = e.code(),
-                            "cannot mark the endpoint inactive"
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(endpoint_id, code = e.code(), "cannot encode the endpoint")
-                }
-            }
-        }
-        let event = serde_json::json!({"type": "endpoint.disabled", "data": {"endpoint_id": endpoint_id, "reason": reason, "failing_since": since}});
-        match self.registry.event_from_json(&event) {
-            Ok((event, bytes)) => {
+        let Some(version) = version else {
+            return -1;
+        };
+        let request = wire::EndpointRequest {
+            endpoint_id: endpoint_id.to_owned(),
+            action: "disable".to_owned(),
+            version,
+            reason: format!("failing since {since} without a success"),
+            failing_since: Some(since),
+            requested_at: wire::now_rfc3339(),
+        };
+        match self.registry.encode(&request) {
+            Ok(bytes) => {
                 if let Err(e) = kafka_io::send_durably(
                     &self.producer,
-                    &self.topics.events,
-                    event.key.as_bytes(),
+                    &self.topics.endpoint_requests,
+                    endpoint_id.as_bytes(),
                     Some(&bytes),
                     None,
                     &self.shutdown,
@@ -801,17 +783,17 @@ impl Dispatcher {
                     tracing::error!(
                         endpoint_id,
                         code = e.code(),
-                        "cannot emit endpoint.disabled"
+                        "cannot ask for the endpoint to be disabled"
                     );
                 }
             }
             Err(e) => tracing::error!(
                 endpoint_id,
                 code = e.code(),
-                "cannot encode endpoint.disabled"
+                "cannot encode the disable request"
             ),
         }
-        updated_at
+        version
     }
 
     /// Defers a delivery without an attempt (circuit open, endpoint busy): back to the

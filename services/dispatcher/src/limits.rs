@@ -50,9 +50,9 @@ const MAX_PACING_SLEEP: Duration = Duration::from_secs(1);
 pub enum Disabled {
     /// The inactive record is being written.
     Writing,
-    /// Written, with this `updated_at`; a record with another one (a PATCH) may
-    /// enable it again.
-    Written(String),
+    /// Asked for, judged on this endpoint version; an active record with a newer
+    /// one (a PATCH) enables it again.
+    Written(i64),
 }
 
 /// How an attempt went, as far as the endpoint's pace is concerned.

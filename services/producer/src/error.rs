@@ -120,6 +120,16 @@ impl ApiError {
         }
     }
 
+    /// 412: the endpoint changed since the version the caller gave in `If-Match`.
+    pub fn precondition_failed() -> Self {
+        ApiError {
+            status: StatusCode::PRECONDITION_FAILED,
+            code: "HL-API-PRECONDITION",
+            message: "the endpoint changed since the version given in If-Match: read it again (its ETag) and retry".to_owned(),
+            field: Some("If-Match".to_owned()),
+        }
+    }
+
     /// The HTTP status it answers.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -11,6 +11,8 @@ mod attempt_index;
 mod attempt_log;
 mod dead_letters;
 mod deliveries;
+mod endpoint_requests;
+mod endpoint_writer;
 mod error;
 mod events;
 mod keys;
@@ -94,6 +96,8 @@ pub struct AppState {
     topics: Topics,
     producer: rdkafka::producer::FutureProducer,
     endpoints: Table<Endpoint>,
+    /// The one writer of `endpoints` (see `endpoint_writer`).
+    endpoint_writer: endpoint_writer::EndpointWriter,
     token: Option<Secret>,
     max_body_bytes: usize,
     sealer: signing::Sealer,
@@ -198,8 +202,18 @@ pub async fn serve(
     let keys = service_kit::check_master_key(&config.kafka, &topics, &sealer, &shutdown).await?;
     let dead_letters =
         dead_letter_ops::Store::new(config.kafka.clone()).context("loading schemas")?;
+    let requests: rdkafka::consumer::StreamConsumer = kafka_io::consumer_config(
+        &config.kafka,
+        "hookline-producer-endpoint-requests",
+        &endpoint_requests::group(&config.kafka.topic_prefix),
+    )
+    .create()
+    .context("creating the endpoint requests consumer")?;
+    rdkafka::consumer::Consumer::subscribe(&requests, &[topics.endpoint_requests.as_str()])
+        .context("subscribing to endpoint requests")?;
     let state = Arc::new(AppState {
         registry,
+        endpoint_writer: endpoint_writer::EndpointWriter::new(&config.kafka),
         topics,
         producer,
         endpoints,
@@ -215,6 +229,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     });
     keys::ensure_signing_key(&state).await?;
+    tokio::spawn(endpoint_requests::follow(state.clone(), requests));
     readiness.started();
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "producer API listening");

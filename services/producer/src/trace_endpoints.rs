@@ -8,21 +8,23 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 use wire::Endpoint;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
+use crate::endpoint_writer::{self, Precondition, find_kind, sync, with_etag};
 use crate::error::ApiError;
 use crate::webhooks::{
-    MASK, find_kind, optional_text, render_error, set_sealed, sync, template_or_url, tombstone,
-    valid_name, wrapped, write,
+    MASK, optional_text, render_error, set_sealed, template_or_url, valid_name, wrapped,
 };
 
 /// The endpoint kind, and its vendor.
 const KIND: &str = "sensitive_trace";
+/// What the route calls it.
+const WHAT: &str = "sensitive trace endpoint";
 /// The wrapper object of request and response bodies.
 const WRAPPER: &str = "sensitive_trace_endpoint";
 const FIELDS: &[&str] = &[
@@ -68,10 +70,10 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
         ..Endpoint::default()
     };
     apply_fields(&state, &mut endpoint, &input)?;
-    write(&state, &endpoint).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        json!({ WRAPPER: public(&endpoint) }),
+    let endpoint = endpoint_writer::create(&state, endpoint).await?;
+    Ok(with_etag(
+        json_response(StatusCode::CREATED, json!({ WRAPPER: public(&endpoint) })),
+        &endpoint,
     ))
 }
 
@@ -102,40 +104,45 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ WRAPPER: public(&endpoint) }),
+    Ok(with_etag(
+        json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })),
+        &endpoint,
     ))
 }
 
-/// `PATCH /sensitive-trace-endpoints/{id}`: only the fields given change.
+/// `PATCH /sensitive-trace-endpoints/{id}`: only the fields given change; with
+/// `If-Match`, only if the endpoint still has that version (412 otherwise).
 pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let precondition = Precondition::from_headers(&headers)?;
     let input = wrapped(
         &json_body(body, state.max_body_bytes).await?,
         WRAPPER,
         FIELDS,
     )?;
-    let mut endpoint = find(&state, &id).await?;
-    apply_fields(&state, &mut endpoint, &input)?;
-    endpoint.updated_at = wire::now_rfc3339();
-    write(&state, &endpoint).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ WRAPPER: public(&endpoint) }),
+    let endpoint = endpoint_writer::update(&state, (&id, KIND, WHAT), &precondition, |e| {
+        apply_fields(&state, e, &input)
+    })
+    .await?;
+    Ok(with_etag(
+        json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })),
+        &endpoint,
     ))
 }
 
-/// `DELETE /sensitive-trace-endpoints/{id}`: writes a tombstone.
+/// `DELETE /sensitive-trace-endpoints/{id}`: writes a tombstone; with `If-Match`,
+/// only if the endpoint still has that version (412 otherwise).
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let endpoint = find(&state, &id).await?;
-    tombstone(&state, &endpoint).await?;
+    let precondition = Precondition::from_headers(&headers)?;
+    let endpoint = endpoint_writer::delete(&state, (&id, KIND, WHAT), &precondition).await?;
     Ok(json_response(
         StatusCode::OK,
         json!({ WRAPPER: public(&endpoint), "deleted": true }),
@@ -143,7 +150,7 @@ pub async fn delete(
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
-    find_kind(state, id, KIND, "sensitive trace endpoint").await
+    find_kind(state, id, KIND, WHAT).await
 }
 
 /// Validates the given fields, sets them on `endpoint`, and dry-runs the result.
@@ -208,6 +215,7 @@ fn public(endpoint: &Endpoint) -> Value {
         "max_rps": endpoint.max_rps,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
+        "version": endpoint.version,
     })
 }
 

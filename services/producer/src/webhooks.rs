@@ -8,14 +8,19 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 use wire::Endpoint;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
+use crate::endpoint_writer::{self, Precondition, with_etag};
+pub(crate) use crate::endpoint_writer::{find_kind, sync};
 use crate::error::ApiError;
+
+/// The endpoint kind this route serves.
+const KIND: &str = "webhook";
 
 /// Bounds of a webhook's `timeout_ms`.
 const MIN_TIMEOUT_MS: i64 = 100;
@@ -90,10 +95,13 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     endpoint.signing_scheme = "prequel_rsa".to_owned();
     apply_fields(&state, &mut endpoint, &input)?;
     let generated = ensure_secret(&state, &mut endpoint)?;
-    write(&state, &endpoint).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        with_generated(json!({"webhook": public(&endpoint)}), generated),
+    let endpoint = endpoint_writer::create(&state, endpoint).await?;
+    Ok(with_etag(
+        json_response(
+            StatusCode::CREATED,
+            with_generated(json!({"webhook": public(&endpoint)}), generated),
+        ),
+        &endpoint,
     ))
 }
 
@@ -124,120 +132,59 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        json!({"webhook": public(&endpoint)}),
+    Ok(with_etag(
+        json_response(StatusCode::OK, json!({"webhook": public(&endpoint)})),
+        &endpoint,
     ))
 }
 
-/// `PATCH /webhooks/{id}`: only the fields given change.
+/// `PATCH /webhooks/{id}`: only the fields given change; with `If-Match`, only if the
+/// webhook still has that version (412 otherwise).
 pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let precondition = Precondition::from_headers(&headers)?;
     let input = wrapped(
         &json_body(body, state.max_body_bytes).await?,
         WRAPPER,
         FIELDS,
     )?;
-    let mut endpoint = find(&state, &id).await?;
-    apply_fields(&state, &mut endpoint, &input)?;
-    let generated = ensure_secret(&state, &mut endpoint)?;
-    endpoint.updated_at = wire::now_rfc3339();
-    write(&state, &endpoint).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        with_generated(json!({"webhook": public(&endpoint)}), generated),
+    let mut generated = None;
+    let endpoint = endpoint_writer::update(&state, (&id, KIND, KIND), &precondition, |endpoint| {
+        apply_fields(&state, endpoint, &input)?;
+        generated = ensure_secret(&state, endpoint)?;
+        Ok(())
+    })
+    .await?;
+    Ok(with_etag(
+        json_response(
+            StatusCode::OK,
+            with_generated(json!({"webhook": public(&endpoint)}), generated),
+        ),
+        &endpoint,
     ))
 }
 
-/// `DELETE /webhooks/{id}`: writes a tombstone.
+/// `DELETE /webhooks/{id}`: writes a tombstone; with `If-Match`, only if the webhook
+/// still has that version (412 otherwise).
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let endpoint = find(&state, &id).await?;
-    tombstone(&state, &endpoint).await?;
+    let precondition = Precondition::from_headers(&headers)?;
+    let endpoint = endpoint_writer::delete(&state, (&id, KIND, KIND), &precondition).await?;
     Ok(json_response(
         StatusCode::OK,
         json!({"webhook": public(&endpoint), "deleted": true}),
     ))
 }
 
-/// Brings the `endpoints` table up to date, so a read sees every acknowledged write.
-pub(crate) async fn sync(state: &AppState) -> Result<(), ApiError> {
-    state
-        .endpoints
-        .sync()
-        .await
-        .map_err(|_| ApiError::unavailable("HL-KAFKA-UNAVAILABLE"))
-}
-
 async fn find(state: &AppState, id: &str) -> Result<Endpoint, ApiError> {
-    find_kind(state, id, "webhook", "webhook").await
-}
-
-/// The endpoint `id` if it is of `kind`; 404 naming `what` otherwise, so each route
-/// sees only its own kind of endpoint.
-pub(crate) async fn find_kind(
-    state: &AppState,
-    id: &str,
-    kind: &str,
-    what: &str,
-) -> Result<Endpoint, ApiError> {
-    sync(state).await?;
-    state
-        .endpoints
-        .get(id)
-        .filter(|e| e.kind == kind)
-        .ok_or_else(|| ApiError::not_found(what))
-}
-
-/// Deletes `endpoint`: a tombstone on `endpoints`, acknowledged before the answer.
-pub(crate) async fn tombstone(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
-    let delivery = kafka_io::send_durably(
-        &state.producer,
-        &state.topics.endpoints,
-        endpoint.id.as_bytes(),
-        None,
-        None,
-        &state.shutdown,
-    )
-    .await
-    .map_err(|e| ApiError::from_send(&e))?;
-    state
-        .endpoints
-        .apply(&endpoint.id, delivery.partition, delivery.offset, None);
-    tracing::info!(endpoint_id = %endpoint.id, kind = %endpoint.kind, "endpoint deleted");
-    Ok(())
-}
-
-/// Writes `endpoint` to `endpoints`, acknowledged before the answer, and applies it to
-/// the table so the next read sees it.
-pub(crate) async fn write(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
-    let bytes = state.registry.encode(endpoint).map_err(|e| {
-        tracing::error!(code = e.code(), "cannot encode an endpoint");
-        ApiError::internal(e.code())
-    })?;
-    let delivery = kafka_io::send_durably(
-        &state.producer,
-        &state.topics.endpoints,
-        endpoint.id.as_bytes(),
-        Some(&bytes),
-        None,
-        &state.shutdown,
-    )
-    .await
-    .map_err(|e| ApiError::from_send(&e))?;
-    state.endpoints.apply(
-        &endpoint.id,
-        delivery.partition,
-        delivery.offset,
-        Some(endpoint.clone()),
-    );
-    tracing::info!(endpoint_id = %endpoint.id, kind = %endpoint.kind, vendor = %endpoint.vendor, "endpoint written");
-    Ok(())
+    find_kind(state, id, KIND, KIND).await
 }
 
 /// The `wrapper` object of the body (`{"webhook": {...}}`), holding only `fields`.
@@ -731,6 +678,7 @@ fn public(endpoint: &Endpoint) -> Value {
         "max_rps": endpoint.max_rps,
         "created_at": endpoint.created_at,
         "updated_at": endpoint.updated_at,
+        "version": endpoint.version,
     })
 }
 

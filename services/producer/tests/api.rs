@@ -10,86 +10,9 @@ use serde_json::{Value, json};
 use service_kit::Secret;
 use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "test-token-123";
+mod common;
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
-    config: Config,
-    shutdown: CancellationToken,
-}
-
-impl Api {
-    async fn start(test: &str) -> Api {
-        let config = Config {
-            kafka: test_kit::kafka_settings(test),
-            api_token: Secret::new(TOKEN),
-            master_key: Secret::new(test_kit::MASTER_KEY),
-            admin_addr: "127.0.0.1:0".to_owned(),
-            ..Config::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the API");
-        let base = format!("http://{}", listener.local_addr().expect("its address"));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(producer::serve(config.clone(), listener, shutdown.clone()));
-        let api = Api {
-            base,
-            client: reqwest::Client::new(),
-            config,
-            shutdown,
-        };
-        for _ in 0..600 {
-            if task.is_finished() {
-                panic!("producer stopped: {:?}", task.await);
-            }
-            if api
-                .client
-                .get(format!("{}/health", api.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return api;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("producer did not start");
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("the API answers");
-        let status = resp.status();
-        let text = resp.text().await.expect("a body");
-        (
-            status,
-            if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            },
-        )
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+use common::{Api, TOKEN};
 
 fn webhook(url: &str) -> Value {
     json!({"webhook": {"name": "ops alerts", "vendor": "generic_post", "url": url, "events": ["transfer.error"], "api_key": "sk-live-secret"}})
