@@ -122,6 +122,28 @@ async fn every_event_is_delivered_across_a_broker_restart() {
         distinct.len(),
         EVENTS - distinct.len()
     );
+    if distinct.len() < EVENTS {
+        // Where the missing events wait: each service's consumer lag and work in flight.
+        for addr in &admin {
+            let metrics = client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .map(|r| r.text());
+            let text = match metrics {
+                Ok(body) => body.await.unwrap_or_default(),
+                Err(e) => format!("unanswered: {e}"),
+            };
+            for line in text.lines().filter(|l| {
+                (l.starts_with("hookline_consumer_lag_records") && !l.ends_with(" 0"))
+                    || l.contains("_in_flight ")
+                    || l.starts_with("hookline_dispatcher_in_flight")
+                    || l.starts_with("hookline_renderer_in_flight")
+            }) {
+                println!("{addr}: {line}");
+            }
+        }
+    }
     assert_eq!(ids.len(), EVENTS, "one delivery id per event");
     assert_eq!(
         distinct.len(),

@@ -92,6 +92,8 @@ struct Config {
     kafka: KafkaSettings,
     /// Opens and seals what a replayed delivery carries (`HOOKLINE_MASTER_KEY`).
     master_key: Secret,
+    /// Earlier master keys (`HOOKLINE_MASTER_KEYS_PREVIOUS`).
+    master_keys_previous: Secret,
 }
 
 /// Runs a `dlq` command.
@@ -324,7 +326,7 @@ async fn replay(store: &Store, config: &Config, args: ReplayArgs) -> anyhow::Res
     if !filter.is_everything() && args.all {
         bail!("--all replays every dead letter: leave out the other filters");
     }
-    let sealer = service_kit::sealer(&config.master_key)?;
+    let sealer = service_kit::sealer(&config.master_key, &config.master_keys_previous)?;
     let shutdown = CancellationToken::new();
     let _stop_tables = shutdown.clone().drop_guard();
     let topics = Topics::new(&config.kafka.topic_prefix);

@@ -7,6 +7,7 @@
 
 mod dlq;
 mod health;
+mod keys;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -41,6 +42,9 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Ask a service's admin listener whether it is ready (exit 0) or not (exit 1).
     Health(health::HealthArgs),
+    /// Rotate the master key: status and reseal, through the producer's API.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Args)]
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => verify(&args).map(|()| ExitCode::SUCCESS),
             Command::Dlq(command) => dlq::run(command).await,
             Command::Health(args) => health::run(args).await,
+            Command::Keys(command) => keys::run(command).await,
         }
     });
     match result {

@@ -24,6 +24,15 @@ SCENARIOS = {
     "C": {"n": 5000, "endpoints": 10, "scheme": "standard_webhooks"},
     "D": {"rate": 200, "duration": 30, "endpoints": 1, "scheme": "standard_webhooks"},
     "E": {"n": 30000, "endpoints": 1, "scheme": "prequel_rsa"},
+    # Issue 14: a backlog of large events (3 MiB of trace text each, written to Kafka as
+    # an engine would; the rendered deliveries are about 4 MiB): peak RSS under a flood.
+    "F": {
+        "n": 200,
+        "endpoints": 2,
+        "scheme": "standard_webhooks",
+        "backlog": True,
+        "log_bytes": 3 * 1024 * 1024,
+    },
 }
 
 

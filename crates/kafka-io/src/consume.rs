@@ -64,6 +64,17 @@ impl Record {
             .as_ref()
             .is_none_or(|o| lock(&o.tracker).is_current(o.ticket))
     }
+
+    /// The bytes it holds: key, value and headers.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 /// What became of a record.
@@ -75,14 +86,18 @@ pub enum Outcome {
     Abandoned,
 }
 
-/// A handler at work: its ticket, topic and outcome when it ends.
-type Work = std::pin::Pin<Box<dyn Future<Output = (Ticket, String, Outcome)> + Send>>;
+/// A handler at work: its ticket, topic, the record's size and outcome when it ends.
+type Work = std::pin::Pin<Box<dyn Future<Output = (Ticket, String, usize, Outcome)> + Send>>;
 
 /// Bounds of the loop.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
     /// Records handled at once; the loop stops reading while this many are in flight.
     pub max_in_flight: usize,
+    /// Bytes of records (keys, values, headers) handled at once; the loop stops reading
+    /// while this many are in flight. One record larger than the bound is still taken
+    /// when the loop is empty, so every record can be handled.
+    pub max_in_flight_bytes: usize,
     /// How long to wait for in-flight records at shutdown before handing them back.
     pub drain_timeout: Duration,
 }
@@ -103,6 +118,7 @@ pub async fn consume_concurrently<F, Fut>(
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
+    let mut bytes = 0usize;
     // The assignment is paused because the loop is full.
     let mut full = false;
     let mut paused = FullPause::default();
@@ -114,9 +130,10 @@ pub async fn consume_concurrently<F, Fut>(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((ticket, topic, size, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                if full && in_flight.len() <= resume_below(options.max_in_flight) {
+                bytes -= size;
+                if full && has_room(options, in_flight.len(), bytes) {
                     paused.resume(consumer, |_, _| false);
                     full = false;
                 }
@@ -137,10 +154,12 @@ pub async fn consume_concurrently<F, Fut>(
                 let ticket = lock(tracker).begin(record.partition, record.offset);
                 record.owner = Some(Owner { tracker: tracker.clone(), ticket });
                 let topic: String = record.topic.clone();
+                let size = record.size();
+                bytes += size;
                 // Spawned, so handlers run on every worker thread, not only this loop's.
                 let work = tokio::spawn(handle(record));
-                in_flight.push(Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) }));
-                if in_flight.len() >= options.max_in_flight {
+                in_flight.push(Box::pin(async move { (ticket, topic, size, work.await.unwrap_or(Outcome::Abandoned)) }));
+                if is_full(options, in_flight.len(), bytes) {
                     paused.pause(consumer, |_, _| false);
                     full = true;
                 }
@@ -174,6 +193,17 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
         received_at: std::time::Instant::now(),
         owner: None,
     }
+}
+
+/// Whether a loop holding `records` of `bytes` in all is at one of its bounds.
+fn is_full(options: &ConsumeOptions, records: usize, bytes: usize) -> bool {
+    records >= options.max_in_flight || bytes >= options.max_in_flight_bytes
+}
+
+/// Whether a full loop has room enough to read again: below both resume marks.
+fn has_room(options: &ConsumeOptions, records: usize, bytes: usize) -> bool {
+    records <= resume_below(options.max_in_flight)
+        && bytes <= resume_below(options.max_in_flight_bytes)
 }
 
 /// In flight at or below which a full loop reads again: a quarter below the bound, so a
@@ -265,6 +295,7 @@ pub async fn consume_delayed<F, Fut>(
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
+    let mut bytes = 0usize;
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
     // The assignment is paused because the loop is full.
     let mut full = false;
@@ -305,19 +336,29 @@ pub async fn consume_delayed<F, Fut>(
         let spawn = |ticket: Ticket,
                      record: Record,
                      handle: &mut F,
-                     in_flight: &mut FuturesUnordered<_>| {
+                     in_flight: &mut FuturesUnordered<_>,
+                     bytes: &mut usize| {
             let topic = record.topic.clone();
+            let size = record.size();
+            *bytes += size;
             let work = tokio::spawn(handle(record));
-            let fut: Work =
-                Box::pin(async move { (ticket, topic, work.await.unwrap_or(Outcome::Abandoned)) });
+            let fut: Work = Box::pin(async move {
+                (
+                    ticket,
+                    topic,
+                    size,
+                    work.await.unwrap_or(Outcome::Abandoned),
+                )
+            });
             in_flight.push(fut);
         };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((ticket, topic, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((ticket, topic, size, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                if full && in_flight.len() <= resume_below(options.max_in_flight) {
+                bytes -= size;
+                if full && has_room(options, in_flight.len(), bytes) {
                     paused.resume(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
                     full = false;
                 }
@@ -336,11 +377,11 @@ pub async fn consume_delayed<F, Fut>(
                         pause(topic, *partition, false);
                         return false;
                     }
-                    while in_flight.len() < options.max_in_flight {
+                    while !is_full(options, in_flight.len(), bytes) {
                         match h.records.front() {
                             Some((_, _, due)) if *due <= now => {
                                 let (ticket, record, _) = h.records.pop_front().expect("front exists");
-                                spawn(ticket, record, &mut handle, &mut in_flight);
+                                spawn(ticket, record, &mut handle, &mut in_flight, &mut bytes);
                             }
                             _ => break,
                         }
@@ -369,8 +410,8 @@ pub async fn consume_delayed<F, Fut>(
                 let key = (record.topic.clone(), record.partition);
                 let holding = held.get(&key).is_some_and(|h| lock(tracker).is_current(h.ticket_generation));
                 if !holding && due <= std::time::Instant::now() {
-                    spawn(ticket, record, &mut handle, &mut in_flight);
-                    if in_flight.len() >= options.max_in_flight {
+                    spawn(ticket, record, &mut handle, &mut in_flight, &mut bytes);
+                    if is_full(options, in_flight.len(), bytes) {
                         paused.pause(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
                         full = true;
                     }
@@ -398,7 +439,7 @@ async fn drain(
     mut in_flight: FuturesUnordered<Work>,
 ) {
     let wait = async {
-        while let Some((ticket, topic, outcome)) = in_flight.next().await {
+        while let Some((ticket, topic, _, outcome)) = in_flight.next().await {
             finish(consumer, tracker, ticket, topic.as_str(), outcome);
         }
     };

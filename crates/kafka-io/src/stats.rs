@@ -25,7 +25,15 @@ pub const STATS_INTERVAL_MS: u32 = 5000;
 struct Partition {
     lag: i64,
     fetched: u64,
+    /// When `fetched` last changed, or the partition was first seen.
+    fetched_since: std::time::Instant,
+    /// A stall was logged since `fetched` last changed.
+    told: bool,
 }
+
+/// A partition with records beyond what was fetched that fetched nothing this long is
+/// logged, with librdkafka's own view of it (its fetch state and offsets).
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Key = (String, String, i32);
 
@@ -44,8 +52,17 @@ impl ConsumerStats {
 
     /// Replaces what `group`'s consumer reported last.
     pub fn update(&self, group: &str, stats: &Statistics) {
+        let now = std::time::Instant::now();
         let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        partitions.retain(|(g, _, _), _| g != group);
+        let mut before = BTreeMap::new();
+        partitions.retain(|key, v| {
+            if key.0 == group {
+                before.insert(key.clone(), *v);
+                false
+            } else {
+                true
+            }
+        });
         for (name, topic) in &stats.topics {
             for (&id, p) in &topic.partitions {
                 // -1 is librdkafka's internal partition; a lag of -1: not assigned here.
@@ -57,11 +74,40 @@ impl ConsumerStats {
                 if id < 0 || lag < 0 {
                     continue;
                 }
+                let key = (group.to_owned(), name.clone(), id);
+                let (fetched_since, mut told) = match before.get(&key) {
+                    Some(b) if b.fetched == p.rxmsgs => (b.fetched_since, b.told),
+                    _ => (now, false),
+                };
+                // Records past the fetch position, and nothing fetched for a while: a
+                // paused partition (a full loop, a retry tier waiting) or a fetch that
+                // stopped. librdkafka's fetch state tells which.
+                if !told
+                    && p.hi_offset > p.next_offset.max(0)
+                    && now.duration_since(fetched_since) >= STALL
+                {
+                    told = true;
+                    tracing::warn!(
+                        group,
+                        topic = %name,
+                        partition = id,
+                        fetch_state = %p.fetch_state,
+                        next_offset = p.next_offset,
+                        app_offset = p.app_offset,
+                        hi_offset = p.hi_offset,
+                        ls_offset = p.ls_offset,
+                        fetchq_cnt = p.fetchq_cnt,
+                        leader = p.leader,
+                        "a partition with records to read fetched nothing for 30 s"
+                    );
+                }
                 partitions.insert(
-                    (group.to_owned(), name.clone(), id),
+                    key,
                     Partition {
                         lag,
                         fetched: p.rxmsgs,
+                        fetched_since,
+                        told,
                     },
                 );
             }

@@ -39,6 +39,7 @@ async fn consume(
     // Two in flight: the loop is full most of the time and must pause, not stop polling.
     let options = ConsumeOptions {
         max_in_flight: 2,
+        max_in_flight_bytes: 1 << 20,
         drain_timeout: Duration::from_secs(5),
     };
     let run = {

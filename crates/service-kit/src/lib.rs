@@ -306,13 +306,22 @@ impl std::fmt::Display for Secret {
     }
 }
 
-/// The master key's sealer, or a start-up error that says what to do.
-pub fn sealer(master_key: &Secret) -> anyhow::Result<signing::Sealer> {
+/// The sealer of the master key and the earlier ones (comma-separated), or a start-up
+/// error that says what to do.
+pub fn sealer(master_key: &Secret, previous: &Secret) -> anyhow::Result<signing::Sealer> {
     anyhow::ensure!(
         !master_key.is_empty(),
         "HOOKLINE_MASTER_KEY is not set: secrets are sealed with it before they reach Kafka (generate one with `openssl rand -base64 32`)"
     );
-    Ok(signing::Sealer::from_base64(master_key.expose())?)
+    let previous: Vec<&str> = previous
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    let sealer = signing::Sealer::from_keys(master_key.expose(), &previous)?;
+    tracing::info!(sealing_key = sealer.key_id(), opening_keys = ?sealer.key_ids(), "master keys loaded");
+    Ok(sealer)
 }
 
 /// Reads the `keys` topic and checks that the master key opens the account's signing
@@ -385,7 +394,7 @@ pub async fn check_master_key(
 }
 
 /// The record key of the master key check in the `keys` topic.
-const MASTER_CHECK: &str = "master-key-check";
+pub const MASTER_CHECK: &str = "master-key-check";
 
 /// The record key of the account's signing key in the `keys` topic.
 pub const SIGNING_KEY: &str = "webhook-signing";

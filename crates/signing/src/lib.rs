@@ -23,7 +23,9 @@ use aws_lc_rs::{digest, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-pub use seal::{SealError, Sealer, delivery_context, endpoint_context, event_context, key_context};
+pub use seal::{
+    SealError, SealedUnder, Sealer, delivery_context, endpoint_context, event_context, key_context,
+};
 
 /// A signing scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ pub use records::{
     HeaderTemplate, Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
 };
 pub use redacted::Redacted;
-pub use registry::{BUNDLED_SCHEMAS, Fingerprint, Registry};
+pub use registry::{BUNDLED_SCHEMAS, Fingerprint, MAX_ALLOCATION_BYTES, Registry};
 
 /// The current time as an RFC 3339 string in UTC, the format of every timestamp field.
 pub fn now_rfc3339() -> String {

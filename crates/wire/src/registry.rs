@@ -219,6 +219,12 @@ pub struct Registry {
     catalogue: Catalogue,
 }
 
+/// The most the Avro decoder allocates for one length-prefixed value (a string, bytes,
+/// an array's items): the largest record Kafka takes here (8 MiB). A prefix claiming
+/// more is an error, not an allocation: apache-avro's own default is 512 MiB, which a
+/// few bytes of a hostile record could make every decoder allocate.
+pub const MAX_ALLOCATION_BYTES: usize = 8 * 1024 * 1024;
+
 impl Registry {
     /// The registry of the schemas compiled into this binary.
     pub fn bundled() -> Result<Self, WireError> {
@@ -229,6 +235,8 @@ impl Registry {
     pub fn from_sources<'a>(
         sources: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, WireError> {
+        // Process-wide and set once; every decoder goes through a registry.
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         // Each record's versions and their fingerprints, in file order.
         let mut found: HashMap<String, (Vec<Version>, Vec<Fingerprint>)> = HashMap::new();
         let mut by_fingerprint = HashMap::new();
@@ -341,7 +349,14 @@ impl Registry {
         let value = family.readers[*index]
             .read_value(&mut datum)
             // The library's message may quote the datum: keep only what we can say safely.
-            .map_err(|_| WireError::Datum(format!("datum does not match {full_name} schema")))?;
+            .map_err(|e| {
+                WireError::Datum(match e.details() {
+                    apache_avro::error::Details::MemoryAllocation { .. } => format!(
+                        "a length in the {full_name} datum is over the {MAX_ALLOCATION_BYTES}-byte bound: refused unallocated"
+                    ),
+                    _ => format!("datum does not match {full_name} schema"),
+                })
+            })?;
         if !datum.is_empty() {
             return Err(WireError::Datum(format!(
                 "trailing bytes after {full_name} datum"

@@ -568,3 +568,28 @@ fn every_event_type_round_trips_through_its_encoding() {
         );
     }
 }
+
+/// A record a few bytes long whose first string claims 9 MiB: refused before anything
+/// is allocated (apache-avro's default bound is 512 MiB, so such records made every
+/// decoder allocate what they claimed).
+#[test]
+fn a_length_prefix_larger_than_any_record_is_refused_unallocated() {
+    let reg = registry();
+    assert_eq!(
+        apache_avro::util::max_allocation_bytes(0),
+        wire::MAX_ALLOCATION_BYTES
+    );
+    let valid = reg.encode(&endpoint()).unwrap();
+    let mut hostile = valid[..10].to_vec();
+    // Avro's zig-zag varint of 9 MiB, then a few bytes of "string".
+    let mut n = (9u64 * 1024 * 1024) << 1;
+    while n >= 0x80 {
+        hostile.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    hostile.push(n as u8);
+    hostile.extend_from_slice(b"abc");
+    let err = reg.decode::<Endpoint>(&hostile).unwrap_err();
+    assert_eq!(err.code(), "HL-WIRE-UNDECODABLE");
+    assert!(err.to_string().contains("allocate"), "{err}");
+}

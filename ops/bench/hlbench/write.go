@@ -29,6 +29,7 @@ func write(args []string) error {
 	rate := fs.Float64("rate", 0, "events per second (0: as fast as acknowledged)")
 	prefix := fs.String("id-prefix", "bench", "event ids are PREFIX-<n>")
 	out := fs.String("out", "", "write 'id start_ns acked_ns' lines here")
+	logBytes := fs.Int("log-bytes", 0, "pad each event's transfer_log to this many bytes (floods of large events)")
 	fs.Parse(args)
 
 	text, err := os.ReadFile(*schemaPath)
@@ -49,7 +50,8 @@ func write(args []string) error {
 	binary.LittleEndian.PutUint64(header[2:], binary.BigEndian.Uint64(fp))
 
 	client, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(*brokers, ",")...),
-		kgo.DefaultProduceTopic(*topic), kgo.ProducerLinger(time.Millisecond))
+		kgo.DefaultProduceTopic(*topic), kgo.ProducerLinger(time.Millisecond),
+		kgo.ProducerBatchMaxBytes(int32(*logBytes+1<<20)))
 	if err != nil {
 		return err
 	}
@@ -68,7 +70,7 @@ func write(args []string) error {
 			}
 		}
 		id := fmt.Sprintf("%s-%d", *prefix, i)
-		datum, err := avro.Marshal(schema, avroEvent(id))
+		datum, err := avro.Marshal(schema, avroEvent(id, *logBytes))
 		if err != nil {
 			return fmt.Errorf("encoding event %d: %w", i, err)
 		}
@@ -101,9 +103,12 @@ func write(args []string) error {
 }
 
 // avroEvent is transferError as the Avro event record: the data union's branch named.
-func avroEvent(id string) map[string]any {
+func avroEvent(id string, logBytes int) map[string]any {
 	ev := transferError(id)
 	detail := ev["data"].(map[string]any)["error"].(map[string]any)
+	if pad := logBytes - len(detail["transfer_log"].(string)); pad > 0 {
+		detail["transfer_log"] = detail["transfer_log"].(string) + strings.Repeat("x", pad)
+	}
 	detail["models"] = []any{"users"}
 	detail["transfer_ended_at"] = map[string]any{"string": detail["transfer_ended_at"]}
 	return map[string]any{

@@ -53,6 +53,9 @@ pub struct Config {
     /// from `rendered-deliveries`; each retry tier reads a quarter as many
     /// (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT`).
     pub dispatcher_max_in_flight: usize,
+    /// MiB of deliveries in flight at once, read from `rendered-deliveries`; each retry
+    /// tier reads a quarter as many (`HOOKLINE_DISPATCHER_MAX_IN_FLIGHT_MIB`).
+    pub dispatcher_max_in_flight_mib: usize,
     /// Default timeout of one HTTP attempt (`HOOKLINE_DELIVERY_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
@@ -84,6 +87,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Opens what deliveries carry sealed (`HOOKLINE_MASTER_KEY`).
     pub master_key: service_kit::Secret,
+    /// Earlier master keys, comma-separated: they open what they sealed, never seal
+    /// (`HOOKLINE_MASTER_KEYS_PREVIOUS`).
+    pub master_keys_previous: service_kit::Secret,
     /// Non-public networks deliveries may reach anyway (`HOOKLINE_ALLOWED_NETWORKS`,
     /// comma-separated, e.g. `127.0.0.0/8,10.20.0.0/16`); empty: public addresses only.
     pub allowed_networks: String,
@@ -97,6 +103,7 @@ impl Default for Config {
             kafka: KafkaSettings::default(),
             dispatcher_group: String::new(),
             dispatcher_max_in_flight: 10_000,
+            dispatcher_max_in_flight_mib: 64,
             delivery_timeout: Duration::from_secs(15),
             retry_schedule: service_kit::schedule::DEFAULT_SCHEDULE.to_owned(),
             retry_throttle_min: Duration::from_secs(30),
@@ -108,6 +115,7 @@ impl Default for Config {
             endpoint_disable_after: Duration::from_secs(5 * 24 * 60 * 60),
             shutdown_timeout: Duration::from_secs(30),
             master_key: service_kit::Secret::default(),
+            master_keys_previous: service_kit::Secret::default(),
             allowed_networks: String::new(),
             admin_addr: "127.0.0.1:8083".to_owned(),
         }
@@ -158,7 +166,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     );
     let guard =
         Arc::new(guard::Guard::parse(&config.allowed_networks).map_err(anyhow::Error::msg)?);
-    let sealer = service_kit::sealer(&config.master_key)?;
+    let sealer = service_kit::sealer(&config.master_key, &config.master_keys_previous)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     let mut exported = admin::Registry::default();
@@ -209,6 +217,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     };
     let options = ConsumeOptions {
         max_in_flight: config.dispatcher_max_in_flight,
+        max_in_flight_bytes: config
+            .dispatcher_max_in_flight_mib
+            .saturating_mul(1024 * 1024),
         drain_timeout: config.shutdown_timeout,
     };
     let mut consumers = vec![(
@@ -281,6 +292,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
                     // A tier holds retries and deferrals: a quarter of the bound each.
                     let options = ConsumeOptions {
                         max_in_flight: (options.max_in_flight / 4).max(1),
+                        max_in_flight_bytes: options.max_in_flight_bytes / 4,
                         ..options
                     };
                     kafka_io::consume_delayed(

@@ -30,8 +30,11 @@ fn delivery(id: &str, endpoint: &str, url: String, scheme: &str) -> RenderedDeli
 fn signing_key() -> wire::SigningKey {
     let kid = "kid-test".to_owned();
     let pair = signing::RsaKey::generate(2048, kid.clone()).expect("an RSA key");
-    let sealer =
-        service_kit::sealer(&service_kit::Secret::new(test_kit::MASTER_KEY)).expect("a sealer");
+    let sealer = service_kit::sealer(
+        &service_kit::Secret::new(test_kit::MASTER_KEY),
+        &service_kit::Secret::default(),
+    )
+    .expect("a sealer");
     let der = pair.pkcs8_der().expect("its DER");
     wire::SigningKey {
         kid: kid.clone(),

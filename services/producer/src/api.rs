@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::{AppState, dead_letters, deliveries, events, keys, trace_endpoints, webhooks};
+use crate::{AppState, dead_letters, deliveries, events, keys, reseal, trace_endpoints, webhooks};
 
 /// The API's routes over shared state.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -42,6 +42,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/dead-letters/replay", post(dead_letters::replay))
         .route("/dead-letters/{id}", get(dead_letters::show))
         .route("/signatures/webhook-key/rotate", post(keys::rotate_key))
+        .route("/keys/master", get(reseal::status))
+        .route("/keys/master/reseal", post(reseal::reseal))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))

@@ -14,7 +14,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use wire::{Endpoint, EndpointRequest};
 
 use crate::AppState;
-use crate::endpoint_writer::{Also, Change, Outcome};
+use crate::endpoints;
+use crate::table_writer::{Also, Change, Outcome};
 
 /// The requests' consumer group, shared by producer replicas.
 pub(crate) fn group(prefix: &str) -> String {
@@ -86,15 +87,13 @@ async fn apply(state: &AppState, request: &EndpointRequest) -> bool {
             return true;
         }
     };
-    let outcome = state
-        .endpoint_writer
-        .change(
-            state,
-            &request.endpoint_id,
-            |current| Ok(disable(current, request.version)),
-            Some(&also),
-        )
-        .await;
+    let outcome = endpoints::change(
+        state,
+        &request.endpoint_id,
+        |current| Ok(disable(current, request.version)),
+        Some(&also),
+    )
+    .await;
     match outcome {
         Ok(Outcome::Put(endpoint)) => {
             tracing::warn!(endpoint_id = %endpoint.id, version = endpoint.version, code = "HL-ENDPOINT-DISABLED", "endpoint disabled at the dispatcher's request; endpoint.disabled emitted");
@@ -117,7 +116,7 @@ async fn apply(state: &AppState, request: &EndpointRequest) -> bool {
 
 /// The change a disable request judged on `version` makes: the endpoint marked
 /// inactive if it is still that version and active; nothing otherwise.
-fn disable(current: Option<Endpoint>, version: i64) -> Change {
+fn disable(current: Option<Endpoint>, version: i64) -> Change<Endpoint> {
     match current {
         Some(mut endpoint) if endpoint.version == version && endpoint.active => {
             endpoint.active = false;

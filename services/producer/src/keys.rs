@@ -14,14 +14,16 @@ use wire::SigningKey;
 use crate::AppState;
 use crate::api::json_response;
 use crate::error::ApiError;
+use crate::table_writer::{Change, Outcome, Target};
 
 use service_kit::SIGNING_KEY;
 
 /// Creates the signing key on first start (the master key was checked against an
-/// existing one by `service_kit::check_master_key`).
+/// existing one by `service_kit::check_master_key`); a replica that starts at the
+/// same time finds it written and keeps it.
 pub async fn ensure_signing_key(state: &AppState) -> anyhow::Result<()> {
     if state.keys.get(SIGNING_KEY).is_none() {
-        let key = rotate(state)
+        let key = rotate(state, false)
             .await
             .map_err(|e| anyhow::anyhow!("creating the signing key: {e:?}"))?;
         tracing::info!(kid = %key.kid, "webhook signing key created");
@@ -29,30 +31,16 @@ pub async fn ensure_signing_key(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes a new key pair current.
-async fn rotate(state: &AppState) -> Result<SigningKey, ApiError> {
+/// Makes a new key pair current (only if there is none yet unless `replace`), through
+/// the one writer of `keys`; returns the current key.
+async fn rotate(state: &AppState, replace: bool) -> Result<SigningKey, ApiError> {
     let kid = uuid::Uuid::now_v7().to_string();
     let pair = signing::RsaKey::generate(2048, kid.clone())
         .map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
     let der = pair
         .pkcs8_der()
         .map_err(|_| ApiError::internal("HL-SIGN-KEY"))?;
-    // The key being replaced stays published for a while: deliveries signed just
-    // before the rotation (and their retries in flight) still verify.
-    let previous_keys = state
-        .keys
-        .get(SIGNING_KEY)
-        .map(|old| {
-            let mut keys = vec![wire::RetiredKey {
-                kid: old.kid,
-                public_key_pem: old.public_key_pem,
-                retired_at: wire::now_rfc3339(),
-            }];
-            keys.extend(old.previous_keys.into_iter().take(2));
-            keys
-        })
-        .unwrap_or_default();
-    let record = SigningKey {
+    let fresh = SigningKey {
         kid: kid.clone(),
         algorithm: "RSASSA-PKCS1-v1_5-SHA256".to_owned(),
         public_key_pem: pair
@@ -65,29 +53,51 @@ async fn rotate(state: &AppState) -> Result<SigningKey, ApiError> {
             &signing::key_context(&kid),
         ),
         created_at: wire::now_rfc3339(),
-        previous_keys,
+        previous_keys: Vec::new(),
     };
-    let bytes = state
-        .registry
-        .encode(&record)
-        .map_err(|e| ApiError::internal(e.code()))?;
-    let delivery = kafka_io::send_durably(
-        &state.producer,
-        &state.topics.keys,
-        SIGNING_KEY.as_bytes(),
-        Some(&bytes),
-        None,
-        &state.shutdown,
-    )
-    .await
-    .map_err(|e| ApiError::from_send(&e))?;
-    state.keys.apply(
-        SIGNING_KEY,
-        delivery.partition,
-        delivery.offset,
-        Some(record.clone()),
-    );
-    Ok(record)
+    let mut kept = None;
+    let target = Target {
+        table: &state.keys,
+        topic: &state.topics.keys,
+        key: SIGNING_KEY,
+    };
+    let outcome = state
+        .writer
+        .change(
+            state,
+            &target,
+            |current| {
+                let mut record = fresh.clone();
+                match current {
+                    Some(old) if !replace => {
+                        kept = Some(old);
+                        return Ok(Change::Keep);
+                    }
+                    // The key being replaced stays published for a while: deliveries
+                    // signed just before the rotation (and their retries in flight)
+                    // still verify.
+                    Some(old) => {
+                        record.previous_keys = vec![wire::RetiredKey {
+                            kid: old.kid,
+                            public_key_pem: old.public_key_pem,
+                            retired_at: wire::now_rfc3339(),
+                        }];
+                        record
+                            .previous_keys
+                            .extend(old.previous_keys.into_iter().take(2));
+                    }
+                    None => {}
+                }
+                Ok(Change::Put(Box::new(record)))
+            },
+            None,
+        )
+        .await?;
+    match (outcome, kept) {
+        (Outcome::Put(record), _) => Ok(*record),
+        (Outcome::Kept, Some(current)) => Ok(current),
+        _ => Err(ApiError::internal("HL-SIGN-KEY")),
+    }
 }
 
 fn public(key: &SigningKey) -> serde_json::Value {
@@ -115,7 +125,7 @@ pub async fn public_key(State(state): State<Arc<AppState>>) -> Result<Response, 
 
 /// `POST /signatures/webhook-key/rotate`: deliveries sent from now on use a new key.
 pub async fn rotate_key(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let key = rotate(&state).await?;
+    let key = rotate(&state, true).await?;
     tracing::info!(kid = %key.kid, "webhook signing key rotated");
     Ok(json_response(StatusCode::OK, public(&key)))
 }

@@ -12,12 +12,14 @@ mod attempt_log;
 mod dead_letters;
 mod deliveries;
 mod endpoint_requests;
-mod endpoint_writer;
+mod endpoints;
 mod error;
 mod events;
 mod keys;
 mod metrics;
 mod policy;
+mod reseal;
+mod table_writer;
 mod trace_endpoints;
 mod webhooks;
 
@@ -51,6 +53,9 @@ pub struct Config {
     pub api_max_body_bytes: usize,
     /// Seals secrets before they reach Kafka: 32 bytes, base64 (`HOOKLINE_MASTER_KEY`).
     pub master_key: Secret,
+    /// Earlier master keys, comma-separated: they open what they sealed, never seal
+    /// (`HOOKLINE_MASTER_KEYS_PREVIOUS`).
+    pub master_keys_previous: Secret,
     /// How long a rotated-out Standard Webhooks secret still signs (`HOOKLINE_SECRET_ROTATION_OVERLAP`).
     #[serde(with = "humantime_serde")]
     pub secret_rotation_overlap: Duration,
@@ -75,6 +80,7 @@ impl Default for Config {
             api_insecure_no_auth: false,
             api_max_body_bytes: 1024 * 1024,
             master_key: Secret::default(),
+            master_keys_previous: Secret::default(),
             secret_rotation_overlap: Duration::from_secs(24 * 3600),
             shutdown_timeout: Duration::from_secs(30),
             environment: "prod".to_owned(),
@@ -96,8 +102,8 @@ pub struct AppState {
     topics: Topics,
     producer: rdkafka::producer::FutureProducer,
     endpoints: Table<Endpoint>,
-    /// The one writer of `endpoints` (see `endpoint_writer`).
-    endpoint_writer: endpoint_writer::EndpointWriter,
+    /// The one writer of `endpoints` and `keys` (see `table_writer`).
+    writer: table_writer::TableWriter,
     token: Option<Secret>,
     max_body_bytes: usize,
     sealer: signing::Sealer,
@@ -151,7 +157,7 @@ pub async fn serve(
         ATTEMPT_LOG_BOUNDS.start(),
         ATTEMPT_LOG_BOUNDS.end()
     );
-    let sealer = service_kit::sealer(&config.master_key)?;
+    let sealer = service_kit::sealer(&config.master_key, &config.master_keys_previous)?;
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     let mut exported = admin::Registry::default();
@@ -213,7 +219,7 @@ pub async fn serve(
         .context("subscribing to endpoint requests")?;
     let state = Arc::new(AppState {
         registry,
-        endpoint_writer: endpoint_writer::EndpointWriter::new(&config.kafka),
+        writer: table_writer::TableWriter::new(&config.kafka),
         topics,
         producer,
         endpoints,

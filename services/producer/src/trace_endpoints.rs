@@ -15,7 +15,7 @@ use wire::Endpoint;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
-use crate::endpoint_writer::{self, Precondition, find_kind, sync, with_etag};
+use crate::endpoints::{self, Precondition, find_kind, sync, with_etag};
 use crate::error::ApiError;
 use crate::webhooks::{
     MASK, optional_text, render_error, set_sealed, template_or_url, valid_name, wrapped,
@@ -70,7 +70,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
         ..Endpoint::default()
     };
     apply_fields(&state, &mut endpoint, &input)?;
-    let endpoint = endpoint_writer::create(&state, endpoint).await?;
+    let endpoint = endpoints::create(&state, endpoint).await?;
     Ok(with_etag(
         json_response(StatusCode::CREATED, json!({ WRAPPER: public(&endpoint) })),
         &endpoint,
@@ -124,7 +124,7 @@ pub async fn update(
         WRAPPER,
         FIELDS,
     )?;
-    let endpoint = endpoint_writer::update(&state, (&id, KIND, WHAT), &precondition, |e| {
+    let endpoint = endpoints::update(&state, (&id, KIND, WHAT), &precondition, |e| {
         apply_fields(&state, e, &input)
     })
     .await?;
@@ -142,7 +142,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let precondition = Precondition::from_headers(&headers)?;
-    let endpoint = endpoint_writer::delete(&state, (&id, KIND, WHAT), &precondition).await?;
+    let endpoint = endpoints::delete(&state, (&id, KIND, WHAT), &precondition).await?;
     Ok(json_response(
         StatusCode::OK,
         json!({ WRAPPER: public(&endpoint), "deleted": true }),

@@ -15,8 +15,8 @@ use wire::Endpoint;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
-use crate::endpoint_writer::{self, Precondition, with_etag};
-pub(crate) use crate::endpoint_writer::{find_kind, sync};
+use crate::endpoints::{self, Precondition, with_etag};
+pub(crate) use crate::endpoints::{find_kind, sync};
 use crate::error::ApiError;
 
 /// The endpoint kind this route serves.
@@ -95,7 +95,7 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     endpoint.signing_scheme = "prequel_rsa".to_owned();
     apply_fields(&state, &mut endpoint, &input)?;
     let generated = ensure_secret(&state, &mut endpoint)?;
-    let endpoint = endpoint_writer::create(&state, endpoint).await?;
+    let endpoint = endpoints::create(&state, endpoint).await?;
     Ok(with_etag(
         json_response(
             StatusCode::CREATED,
@@ -153,7 +153,7 @@ pub async fn update(
         FIELDS,
     )?;
     let mut generated = None;
-    let endpoint = endpoint_writer::update(&state, (&id, KIND, KIND), &precondition, |endpoint| {
+    let endpoint = endpoints::update(&state, (&id, KIND, KIND), &precondition, |endpoint| {
         apply_fields(&state, endpoint, &input)?;
         generated = ensure_secret(&state, endpoint)?;
         Ok(())
@@ -176,7 +176,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let precondition = Precondition::from_headers(&headers)?;
-    let endpoint = endpoint_writer::delete(&state, (&id, KIND, KIND), &precondition).await?;
+    let endpoint = endpoints::delete(&state, (&id, KIND, KIND), &precondition).await?;
     Ok(json_response(
         StatusCode::OK,
         json!({"webhook": public(&endpoint), "deleted": true}),

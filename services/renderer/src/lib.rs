@@ -37,6 +37,9 @@ pub struct Config {
     pub renderer_group: String,
     /// Events rendered at once (`HOOKLINE_RENDERER_MAX_IN_FLIGHT`).
     pub renderer_max_in_flight: usize,
+    /// MiB of events rendered at once (`HOOKLINE_RENDERER_MAX_IN_FLIGHT_MIB`): with the
+    /// count above, what bounds the webhook path's memory when events are large.
+    pub renderer_max_in_flight_mib: usize,
     /// Bound on the shutdown drain (`HOOKLINE_SHUTDOWN_TIMEOUT`).
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -44,6 +47,9 @@ pub struct Config {
     pub environment: String,
     /// Opens endpoint secrets and seals what deliveries carry (`HOOKLINE_MASTER_KEY`).
     pub master_key: service_kit::Secret,
+    /// Earlier master keys, comma-separated: they open what they sealed, never seal
+    /// (`HOOKLINE_MASTER_KEYS_PREVIOUS`).
+    pub master_keys_previous: service_kit::Secret,
     /// This renderer's name among its replicas (`HOOKLINE_INSTANCE_ID`), unique and
     /// stable across restarts (a pod name): the aggregator's transactional id, so a
     /// restarted instance aborts what it left open. Empty: the host name.
@@ -75,9 +81,11 @@ impl Default for Config {
             kafka: KafkaSettings::default(),
             renderer_group: String::new(),
             renderer_max_in_flight: 10_000,
+            renderer_max_in_flight_mib: 64,
             shutdown_timeout: Duration::from_secs(30),
             environment: "prod".to_owned(),
             master_key: service_kit::Secret::default(),
+            master_keys_previous: service_kit::Secret::default(),
             instance_id: String::new(),
             aggregator_group: String::new(),
             aggregator_commit_interval: Duration::from_millis(100),
@@ -123,7 +131,10 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         (4 * 1024..=4 * 1024 * 1024).contains(&config.sensitive_trace_max_body_bytes),
         "HOOKLINE_SENSITIVE_TRACE_MAX_BODY_BYTES must be between 4096 and 4194304"
     );
-    let sealer = Arc::new(service_kit::sealer(&config.master_key)?);
+    let sealer = Arc::new(service_kit::sealer(
+        &config.master_key,
+        &config.master_keys_previous,
+    )?);
     let registry = Registry::bundled().context("loading schemas")?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     let mut exported = admin::Registry::default();
@@ -220,6 +231,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     readiness.started();
     let options = ConsumeOptions {
         max_in_flight: config.renderer_max_in_flight,
+        max_in_flight_bytes: config
+            .renderer_max_in_flight_mib
+            .saturating_mul(1024 * 1024),
         drain_timeout: config.shutdown_timeout,
     };
     kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
@@ -236,9 +250,20 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
 #[doc(hidden)]
 pub mod fault {
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The id of an event whose rendering panics, as a dependency's bug would.
     pub static PANIC_ON_EVENT: Mutex<Option<String>> = Mutex::new(None);
+
+    /// How many more aggregator restores fail, as a changelog read would while the
+    /// broker is away.
+    pub static FAIL_RESTORES: AtomicUsize = AtomicUsize::new(0);
+
+    pub(crate) fn restore_fails() -> bool {
+        FAIL_RESTORES
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
 
     pub(crate) fn check(event_id: &str) {
         let armed = PANIC_ON_EVENT

@@ -3,11 +3,15 @@
 // {"template": string, "data": object}. Output on stdout: a JSON array of
 // {"ok": bool, "output": base64 bytes, "error": string}, one per case.
 //
+// With -lines it serves the differential fuzz target instead: one case per input line,
+// one result per output line, flushed after each, until stdin closes.
+//
 // Data follows hookline's template data model: JSON objects are map[string]any,
 // integers int (64-bit; uint64 above that), other numbers float64.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -76,7 +80,31 @@ func render(c testCase) (out result) {
 	return result{OK: true, Output: buf.Bytes()}
 }
 
+func serveLines() {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 64<<20)
+	out := bufio.NewWriter(os.Stdout)
+	enc := json.NewEncoder(out)
+	for in.Scan() {
+		var c testCase
+		if err := json.Unmarshal(in.Bytes(), &c); err != nil {
+			fmt.Fprintln(os.Stderr, "reading a case:", err)
+			os.Exit(2)
+		}
+		if err := enc.Encode(render(c)); err != nil {
+			os.Exit(2)
+		}
+		if err := out.Flush(); err != nil {
+			os.Exit(2)
+		}
+	}
+}
+
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-lines" {
+		serveLines()
+		return
+	}
 	var cases []testCase
 	if err := json.NewDecoder(os.Stdin).Decode(&cases); err != nil {
 		fmt.Fprintln(os.Stderr, "reading cases:", err)

@@ -1,0 +1,326 @@
+//! Sensitive traces, exactly once: a transfer's traces gathered into one request per
+//! sensitive-trace endpoint, sent when the transfer ends.
+//!
+//! The aggregator is its own consumer group on `events`, run on a blocking thread with
+//! a transactional producer. Its state (each open transfer's traces, sealed) lives in
+//! the compacted changelog, partition for partition with `events`, and every
+//! transaction holds the changelog writes, the rendered deliveries and the consumed
+//! offsets together (Kafka's consume-transform-produce with
+//! `send_offsets_to_transaction`). So after a crash the state on the changelog is
+//! exactly the one the committed offsets lead to: no trace lost, no batch sent twice.
+//!
+//! In memory there is only a summary per open transfer (counts, ids, where its traces
+//! start on the changelog); the traces are read back from the changelog when the
+//! transfer is flushed and streamed through a [`Splitter`] per endpoint.
+//!
+//! Invariants:
+//! - state in memory = what the changelog holds up to the last commit + this
+//!   transaction's writes; after an abort both are rebuilt from Kafka (`rewind`);
+//! - a flush first commits, so the transfer's traces are readable (read_committed);
+//! - partitions are restored from the changelog before any of their events is handled.
+
+mod changelog;
+mod flush;
+mod handle;
+mod rebalance;
+mod state;
+mod txn;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use render::{CompiledTraces, FlushReason, RenderError, TraceBatch, TracesRequest};
+use serde_json::{Map, Value};
+use service_kit::telemetry;
+use tokio_util::sync::CancellationToken;
+use wire::{AggregatedTrace, DeadLetter, Event, Redacted, Registry, RenderedDelivery};
+
+use crate::split::{Part, RenderPart, Splitter};
+use crate::{Configured, Endpoints, seal_delivery};
+
+use self::changelog::*;
+use self::flush::*;
+use self::rebalance::Rebalancing;
+use self::state::*;
+
+/// How long one Kafka transaction call may block.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long reading a changelog partition to its end may take.
+const READ_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The aggregator's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub kafka: kafka_io::KafkaSettings,
+    pub group: String,
+    pub instance_id: String,
+    pub transactional_id: String,
+    pub transaction_timeout: Duration,
+    pub commit_interval: Duration,
+    pub max_age: Duration,
+    pub max_body: usize,
+    pub environment: String,
+}
+
+/// What the aggregator shares with the rest of the renderer.
+pub(crate) struct Shared {
+    pub registry: Registry,
+    pub sealer: Arc<signing::Sealer>,
+    pub topics: kafka_io::Topics,
+    pub endpoints: Endpoints,
+    pub metrics: crate::metrics::AggregatorMetrics,
+    pub lag: kafka_io::ConsumerStats,
+}
+
+/// Starts the aggregator on a blocking thread; it runs until `shutdown`, and cancels
+/// `shutdown` itself when it fails (e.g. fenced by another instance with its id).
+pub(crate) async fn start(
+    settings: Settings,
+    shared: Shared,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let runtime = tokio::runtime::Handle::current();
+    let token = shutdown.clone();
+    let (consumer, core) =
+        tokio::task::spawn_blocking(move || setup(settings, shared, runtime, token)).await??;
+    Ok(tokio::task::spawn_blocking(move || {
+        let result = run(&consumer, &core, &shutdown);
+        if let Err(e) = &result {
+            tracing::error!(error = %format!("{e:#}"), "sensitive-trace aggregator stopped");
+            shutdown.cancel();
+        }
+        // Leaving the group runs the revoke callback, which takes the lock.
+        drop(consumer);
+        result
+    }))
+}
+
+type GroupConsumer = BaseConsumer<Rebalancing>;
+
+fn setup(
+    settings: Settings,
+    shared: Shared,
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(GroupConsumer, Arc<Mutex<Core>>)> {
+    let floors = Arc::new(Mutex::new(HashMap::new()));
+    let mut config = kafka_io::producer_config(&settings.kafka, "hookline-aggregator");
+    let timeout_ms = settings.transaction_timeout.as_millis().to_string();
+    config
+        // A flush of a large transfer waits for room rather than buffering it whole.
+        .set("queue.buffering.max.kbytes", "32768")
+        .set("transactional.id", &settings.transactional_id)
+        .set("transaction.timeout.ms", &timeout_ms)
+        .set("message.timeout.ms", &timeout_ms);
+    let producer: ThreadedProducer<Deliveries> = config
+        .create_with_context(Deliveries {
+            floors: floors.clone(),
+            changelog: shared.topics.sensitive_trace_changelog.clone(),
+        })
+        .context("creating the transactional producer")?;
+    // Fences a previous instance with this id and aborts what it left open.
+    patiently("initialising transactions", &shutdown, || {
+        producer.init_transactions(CALL_TIMEOUT)
+    })?;
+    let mut reader_config = kafka_io::consumer_config(
+        &settings.kafka,
+        "hookline-aggregator-changelog",
+        &format!("{}-changelog", settings.group),
+    );
+    reader_config
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .set("queued.max.messages.kbytes", "8192");
+    let changelog: ChangelogReader = reader_config
+        .create_with_context(EndIsNoError)
+        .context("creating the changelog reader")?;
+    check_partitions(&changelog, &shared.topics, &shutdown)?;
+    let core = Arc::new(Mutex::new(Core {
+        shared,
+        settings: settings.clone(),
+        runtime,
+        producer,
+        floors,
+        changelog,
+        partitions: HashMap::new(),
+        txn: None,
+        stream_ms: HashMap::new(),
+        fatal: None,
+        flush_headers: None,
+        shutdown,
+    }));
+    let mut consumer_config =
+        kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
+    // Static membership: a restarted instance takes its partitions back at once instead
+    // of waiting for the session of its previous life to time out.
+    consumer_config
+        .set("enable.auto.commit", "false")
+        .set("group.instance.id", &settings.instance_id)
+        // A flush of a very large transfer or a restore can keep this thread from
+        // polling for a while.
+        .set("max.poll.interval.ms", "300000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set(
+            "statistics.interval.ms",
+            kafka_io::STATS_INTERVAL_MS.to_string(),
+        );
+    let lag = (lock(&core).shared.lag.clone(), settings.group.clone());
+    let consumer: GroupConsumer = consumer_config
+        .create_with_context(Rebalancing {
+            core: core.clone(),
+            lag,
+        })
+        .context("creating the consumer")?;
+    let events = lock(&core).shared.topics.events.clone();
+    consumer
+        .subscribe(&[&events])
+        .context("subscribing to events")?;
+    tracing::info!(group = %settings.group, transactional_id = %settings.transactional_id, "sensitive-trace aggregator started");
+    Ok((consumer, core))
+}
+
+/// The changelog must be partitioned like `events`: partition p holds the state of the
+/// transfers whose events are in partition p.
+fn check_partitions(
+    reader: &ChangelogReader,
+    topics: &kafka_io::Topics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let count = |topic: &str| -> anyhow::Result<usize> {
+        let metadata = patiently("reading partitions", shutdown, || {
+            reader.fetch_metadata(Some(topic), Duration::from_secs(10))
+        })?;
+        Ok(metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len()))
+    };
+    let (events, changelog) = (
+        count(&topics.events)?,
+        count(&topics.sensitive_trace_changelog)?,
+    );
+    anyhow::ensure!(
+        events == changelog,
+        "topic {} has {changelog} partitions but {} has {events}: they must match (increase the changelog's partitions)",
+        topics.sensitive_trace_changelog,
+        topics.events
+    );
+    Ok(())
+}
+
+/// Retries a start-up call while Kafka is away (a broker restarting as the renderer
+/// starts), for up to a minute or until shutdown.
+fn patiently<T>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut call: impl FnMut() -> KafkaResult<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline && !shutdown.is_cancelled() => {
+                tracing::info!(error = %e, "{what}: retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(what.to_owned())),
+        }
+    }
+}
+
+fn run(
+    consumer: &GroupConsumer,
+    core: &Mutex<Core>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut last_expiry = Instant::now();
+    while !shutdown.is_cancelled() {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let mut core = lock(core);
+        if let Some(e) = core.fatal.take() {
+            return Err(e);
+        }
+        match polled {
+            Some(Ok(message)) => core.process(consumer, &message)?,
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if core
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.started.elapsed() >= core.settings.commit_interval)
+        {
+            core.commit_or_rewind(consumer)?;
+        }
+        if last_expiry.elapsed() >= Duration::from_secs(1) {
+            last_expiry = Instant::now();
+            core.expire(consumer)?;
+        }
+    }
+    lock(core).commit_or_rewind(consumer)
+}
+
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) struct Txn {
+    started: Instant,
+    /// Per `events` partition, the next offset to commit.
+    positions: HashMap<i32, i64>,
+}
+
+pub(crate) struct Core {
+    shared: Shared,
+    settings: Settings,
+    runtime: tokio::runtime::Handle,
+    producer: ThreadedProducer<Deliveries>,
+    floors: Arc<Mutex<HashMap<i32, i64>>>,
+    changelog: ChangelogReader,
+    /// Open transfers per assigned `events` partition.
+    partitions: HashMap<i32, HashMap<String, Transfer>>,
+    txn: Option<Txn>,
+    /// Per `events` partition, the newest record timestamp read (stream time).
+    stream_ms: HashMap<i32, i64>,
+    /// An error met in a rebalance callback, raised by the loop.
+    fatal: Option<anyhow::Error>,
+    /// While a flush writes its requests: its span's trace context, for their records.
+    flush_headers: Option<OwnedHeaders>,
+    shutdown: CancellationToken,
+}
+
+fn is_ours(event_type: &str) -> bool {
+    event_type.ends_with(".sensitive_trace") || event_type == "transfer.completed"
+}
+
+fn transfer_id(event: &Event) -> Option<&str> {
+    event
+        .data
+        .get("transfer_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn is_fatal(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<KafkaError>())
+        .any(is_fatal_kafka)
+}
+
+fn is_fatal_kafka(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(r) if r.is_fatal())
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}

@@ -1,0 +1,221 @@
+//! The transaction: writes queued in it, offsets advanced, commit (a retriable failure
+//! repeats the same call), and the recovery after a failure: abort, rewind, restore.
+
+use super::*;
+
+impl Core {
+    /// Queues a write in the transaction.
+    pub(super) fn send(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> anyhow::Result<()> {
+        self.send_with(topic, partition, key, value, None)
+    }
+
+    pub(super) fn send_with(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        value: Option<&[u8]>,
+        headers: Option<&OwnedHeaders>,
+    ) -> anyhow::Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        if let Some(h) = headers {
+            record = record.headers(h.clone());
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub(super) fn begin(&mut self) -> anyhow::Result<()> {
+        if self.txn.is_none() {
+            self.producer
+                .begin_transaction()
+                .context("beginning a transaction")?;
+            self.txn = Some(Txn {
+                started: Instant::now(),
+                positions: HashMap::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks `offset` of partition `p` handled in this transaction.
+    pub(super) fn advance(&mut self, p: i32, offset: i64) -> anyhow::Result<()> {
+        self.begin()?;
+        if let Some(txn) = &mut self.txn {
+            txn.positions.insert(p, offset + 1);
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction with the offsets it handled.
+    pub(super) fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> anyhow::Result<()> {
+        let Some(txn) = self.txn.take() else {
+            return Ok(());
+        };
+        if !txn.positions.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            for (p, next) in &txn.positions {
+                offsets.add_partition_offset(
+                    &self.shared.topics.events,
+                    *p,
+                    Offset::Offset(*next),
+                )?;
+            }
+            let metadata = consumer
+                .group_metadata()
+                .context("no consumer group metadata")?;
+            self.again_while_retriable("adding offsets to the transaction", || {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
+            })?;
+        }
+        let started = Instant::now();
+        self.again_while_retriable("committing the transaction", || {
+            self.producer.commit_transaction(CALL_TIMEOUT)
+        })?;
+        let metrics = &self.shared.metrics;
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics.last_commit.set(now.as_secs_f64());
+        let open: usize = self.partitions.values().map(HashMap::len).sum();
+        metrics
+            .open_transfers
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// Calls `call` again while it fails with an error librdkafka calls retriable: a
+    /// commit or an offsets call that timed out goes on in the background, and then
+    /// only the same call may follow (an abort would get a conflict, for ever).
+    /// Abortable and fatal errors are returned, for [`Self::recover`].
+    pub(super) fn again_while_retriable(
+        &self,
+        what: &'static str,
+        call: impl Fn() -> rdkafka::error::KafkaResult<()>,
+    ) -> anyhow::Result<()> {
+        loop {
+            match call() {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && !self.shutdown.is_cancelled() =>
+                {
+                    tracing::warn!(error = %e, "{what}: retrying the same call");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context(what)),
+            }
+        }
+    }
+
+    pub(super) fn commit_or_rewind(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
+        match self.commit(consumer) {
+            Ok(()) => Ok(()),
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    /// After a failed step: abort, and go back to the last commit: state and positions.
+    /// Transient failures (the broker restarting) are waited out; fatal producer errors
+    /// (fenced by another instance with this id) end the aggregator.
+    pub(super) fn recover(
+        &mut self,
+        consumer: &GroupConsumer,
+        e: anyhow::Error,
+    ) -> anyhow::Result<()> {
+        if is_fatal(&e) {
+            return Err(e.context(
+                "fatal transactional error (another renderer with the same HOOKLINE_INSTANCE_ID?)",
+            ));
+        }
+        tracing::warn!(error = %format!("{e:#}"), "aggregator transaction failed; rewinding to the last commit");
+        loop {
+            let attempt = self.abort().and_then(|()| self.rewind(consumer));
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) if self.shutdown.is_cancelled() => {
+                    tracing::warn!(error = %format!("{e:#}"), "stopping before the aggregator could rewind");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot rewind yet; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Aborts the open transaction, if any (retrying while the broker is away).
+    pub(super) fn abort(&mut self) -> anyhow::Result<()> {
+        self.txn = None;
+        loop {
+            match self.producer.abort_transaction(CALL_TIMEOUT) {
+                Ok(()) => return Ok(()),
+                Err(e) if is_fatal_kafka(&e) => {
+                    return Err(anyhow::Error::from(e).context("aborting the transaction"));
+                }
+                // No transaction in progress: nothing to abort.
+                Err(KafkaError::Transaction(r)) if r.code() == RDKafkaErrorCode::State => {
+                    return Ok(());
+                }
+                Err(e) if self.shutdown.is_cancelled() => {
+                    return Err(anyhow::Error::from(e).context("aborting the transaction"));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot abort the transaction yet; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Positions back to the committed offsets, state rebuilt from the changelog.
+    pub(super) fn rewind(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
+        let assignment = consumer.assignment()?;
+        let committed = consumer.committed_offsets(assignment, CALL_TIMEOUT)?;
+        let mut seek = TopicPartitionList::new();
+        self.partitions.clear();
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            seek.add_partition_offset(e.topic(), e.partition(), offset)?;
+            self.restore(e.partition())?;
+        }
+        let result = consumer.seek_partitions(seek, CALL_TIMEOUT)?;
+        for e in result.elements() {
+            if let Err(err) = e.error() {
+                anyhow::bail!("cannot seek partition {} back: {err}", e.partition());
+            }
+        }
+        Ok(())
+    }
+}
