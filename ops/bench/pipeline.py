@@ -98,7 +98,7 @@ class HooklineRun(Run):
         return {"broker": cpu_seconds(self.broker.pid)} if self.broker.pid else {}
 
     def result_fields(self) -> dict:
-        fields = {"ingest": self.args.ingest}
+        fields = {"ingest": "kafka" if self.spec.get("log_bytes") else self.args.ingest}
         if self.args.otlp:
             fields["traces"] = "otlp"
         if self.args.batch > 1:

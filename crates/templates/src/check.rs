@@ -1,9 +1,9 @@
 //! The supported subset, checked on the parse tree: what hookline renders is exactly
 //! what the differential test compares with Go.
 
-use gotmpl::parse::{CommandNode, Expr, ListNode, Node, PipeNode};
+use gotmpl::parse::{Expr, ListNode, Node, PipeNode, SmolStr};
 
-use crate::TemplateError;
+use crate::{TemplateError, lexical};
 
 /// Functions a template may call.
 pub(crate) const FUNCTIONS: &[&str] = &[
@@ -19,7 +19,7 @@ pub(crate) fn supported(
     defines: &[gotmpl::parse::DefineNode],
     source: &str,
 ) -> Result<(), TemplateError> {
-    balanced_ends(source)?;
+    lexical::refused(source)?;
     if let Some(define) = defines.first() {
         return Err(unsupported(
             source,
@@ -27,7 +27,74 @@ pub(crate) fn supported(
             "{{define}} / {{block}} (named templates)",
         ));
     }
-    list(tree, source)
+    list(tree, source)?;
+    variables(tree, &mut vec!["$".into()], source)
+}
+
+/// Go's parser refuses a variable used before it is declared, and an assignment
+/// (`$x = …`) to a variable never declared parses in Go but fails when executed.
+/// gotmpl takes both (its assignment declares), so both are refused here, at creation.
+/// A variable lives until the `{{end}}` of the control structure it was declared in, as
+/// in Go's parser (`popVars`).
+fn variables(l: &ListNode, scope: &mut Vec<SmolStr>, src: &str) -> Result<(), TemplateError> {
+    for n in &l.nodes {
+        match n {
+            Node::List(inner) => variables(inner, scope, src)?,
+            Node::Action(a) => declared(&a.pipe, scope, src)?,
+            Node::If(b) | Node::Range(b) | Node::With(b) => {
+                let mark = scope.len();
+                declared(&b.pipe, scope, src)?;
+                variables(&b.body, scope, src)?;
+                if let Some(e) = &b.else_body {
+                    variables(e, scope, src)?;
+                }
+                scope.truncate(mark);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks a pipeline's variables against `scope`, then applies its declarations.
+fn declared(p: &PipeNode, scope: &mut Vec<SmolStr>, src: &str) -> Result<(), TemplateError> {
+    uses(p, scope, src)?;
+    for name in &p.decl {
+        if p.is_assign && !scope.contains(name) {
+            let (line, col) = position(src, p.pos.offset);
+            return Err(TemplateError::Parse {
+                line,
+                col,
+                message: format!("assignment to undeclared variable {name}"),
+            });
+        }
+        if !p.is_assign {
+            scope.push(name.clone());
+        }
+    }
+    Ok(())
+}
+
+fn uses(p: &PipeNode, scope: &[SmolStr], src: &str) -> Result<(), TemplateError> {
+    fn expr(e: &Expr, scope: &[SmolStr], src: &str) -> Result<(), TemplateError> {
+        match e {
+            Expr::Variable(pos, name, _) if !scope.contains(name) => {
+                let (line, col) = position(src, pos.offset);
+                Err(TemplateError::Parse {
+                    line,
+                    col,
+                    message: format!("undefined variable {name}"),
+                })
+            }
+            Expr::Pipe(_, p) => uses(p, scope, src),
+            Expr::Chain(_, inner, _) => expr(inner, scope, src),
+            _ => Ok(()),
+        }
+    }
+    p.commands
+        .iter()
+        .flat_map(|c| &c.args)
+        .try_for_each(|a| expr(a, scope, src))
 }
 
 fn list(l: &ListNode, src: &str) -> Result<(), TemplateError> {
@@ -157,118 +224,4 @@ pub(crate) fn position(src: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
-}
-
-/// The tree with every printing action (`{{pipeline}}` without a declaration) ending
-/// in `| hookline_print`, so values print exactly as Go prints them.
-pub(crate) fn rewrite(mut list: ListNode) -> ListNode {
-    list.nodes = list.nodes.into_iter().map(rewrite_node).collect();
-    list
-}
-
-fn rewrite_node(n: Node) -> Node {
-    match n {
-        Node::List(l) => Node::List(rewrite(l)),
-        Node::Action(mut a) => {
-            if a.pipe.decl.is_empty() && !a.pipe.is_assign {
-                let pos = a.pos;
-                a.pipe.commands.push(CommandNode {
-                    pos,
-                    args: vec![Expr::Identifier(pos, crate::funcs::PRINT.into())],
-                });
-            }
-            Node::Action(a)
-        }
-        Node::If(b) => Node::If(branch(b)),
-        Node::Range(b) => Node::Range(branch(b)),
-        Node::With(b) => Node::With(branch(b)),
-        other => other,
-    }
-}
-
-fn branch(mut b: gotmpl::parse::BranchNode) -> gotmpl::parse::BranchNode {
-    b.body = rewrite(b.body);
-    b.else_body = b.else_body.map(rewrite);
-    b
-}
-
-/// Go refuses an `{{end}}` (or `{{else}}`) that closes nothing; gotmpl ignores it.
-fn balanced_ends(src: &str) -> Result<(), TemplateError> {
-    let mut open = 0usize;
-    for (offset, body) in actions(src) {
-        let body = body.trim_start_matches('-').trim_start();
-        let body = body.strip_suffix('-').unwrap_or(body).trim_end();
-        let mut words = body.split_whitespace();
-        let first = words.next().unwrap_or("");
-        let word = first.split(['(', ')']).next().unwrap_or(first);
-        match word {
-            "if" | "range" | "with" | "block" | "define" => open += 1,
-            "end" | "else" if open == 0 => {
-                let (line, col) = position(src, offset);
-                return Err(TemplateError::Parse {
-                    line,
-                    col,
-                    message: format!("unexpected {{{{{word}}}}}"),
-                });
-            }
-            "end" => open -= 1,
-            _ => {}
-        }
-    }
-    if open > 0 {
-        let (line, col) = position(src, src.len());
-        return Err(TemplateError::Parse {
-            line,
-            col,
-            message: "unexpected EOF: an {{if}}, {{range}} or {{with}} is not closed".to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// `(offset, text between the delimiters)` of every action, skipping `}}` inside
-/// string, raw string and character literals and comments.
-fn actions(src: &str) -> Vec<(usize, &str)> {
-    let bytes = src.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(start) = src[i..].find("{{").map(|k| i + k) {
-        let mut j = start + 2;
-        let mut end = None;
-        while j < bytes.len() {
-            match bytes[j] {
-                b'"' | b'\'' => {
-                    let quote = bytes[j];
-                    j += 1;
-                    while j < bytes.len() && bytes[j] != quote {
-                        if bytes[j] == b'\\' {
-                            j += 1;
-                        }
-                        j += 1;
-                    }
-                }
-                b'`' => {
-                    j += 1;
-                    while j < bytes.len() && bytes[j] != b'`' {
-                        j += 1;
-                    }
-                }
-                b'/' if bytes.get(j + 1) == Some(&b'*') => {
-                    j = src[j + 2..]
-                        .find("*/")
-                        .map_or(bytes.len(), |k| j + 2 + k + 1);
-                }
-                b'}' if bytes.get(j + 1) == Some(&b'}') => {
-                    end = Some(j);
-                    break;
-                }
-                _ => {}
-            }
-            j += 1;
-        }
-        let Some(end) = end else { break };
-        out.push((start, &src[start + 2..end]));
-        i = end + 2;
-    }
-    out
 }

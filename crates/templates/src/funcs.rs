@@ -18,8 +18,20 @@ const WRAPPED: &[&str] = &[
     "printf", "print", "println", "html", "js", "urlquery", PRINT,
 ];
 
-/// The function every printing action is rewritten to end with (see `check::rewrite`).
+/// The function every printing action is rewritten to end with (see `rewrite::rewrite`).
 pub(crate) const PRINT: &str = "hookline_print";
+
+/// The function every field access is rewritten to (see `rewrite::rewrite`): its first
+/// argument the receiver, the others the field names.
+pub(crate) const FIELD: &str = "hookline_field";
+
+/// The function `index X` (no index) is rewritten to: X itself, as Go gives it, or
+/// Go's error for nil (gotmpl wants an index).
+pub(crate) const INDEX_SELF: &str = "hookline_index_self";
+
+/// The function a field given arguments (`{{.A.B 1}}`, a method call in Go) is
+/// rewritten to: the receiver, the number of names, the names, then the arguments.
+pub(crate) const METHOD: &str = "hookline_method";
 
 thread_local! {
     /// Bytes the current render may still build (renders run on one thread each).
@@ -68,6 +80,115 @@ pub(crate) fn install(mut template: gotmpl::Template, limits: Limits) -> gotmpl:
         template = template.func(name, move |args| call(name, args, per_call));
     }
     template
+        .func(FIELD, field)
+        .func(METHOD, method)
+        .func(INDEX_SELF, |args| match args {
+            [Value::Nil] => Err(gotmpl::TemplateError::Exec(
+                "error calling index: index of untyped nil".to_owned(),
+            )),
+            [item] => Ok(item.clone()),
+            _ => Err(gotmpl::TemplateError::Exec(
+                "wrong number of args for index".to_owned(),
+            )),
+        })
+}
+
+/// A field given arguments: data holds no methods, so Go fails, unless a key missing
+/// before the last name ends the chain first (then it is no value, as in [`field`]).
+fn method(args: &[Value]) -> gotmpl::Result<Value> {
+    let (Some(receiver), Some(Value::Int(count))) = (args.first(), args.get(1)) else {
+        return Err(gotmpl::TemplateError::Exec(
+            "a method of nothing".to_owned(),
+        ));
+    };
+    let count = usize::try_from(*count).unwrap_or(0);
+    let names = args.get(2..2 + count).unwrap_or_default();
+    let Some((last, path)) = names.split_last() else {
+        return Err(gotmpl::TemplateError::Exec(
+            "a method of nothing".to_owned(),
+        ));
+    };
+    // The chain before the last name: a missing key there ends it with no value.
+    let mut value = receiver.clone();
+    for name in path {
+        let Value::String(name) = name else {
+            return Err(gotmpl::TemplateError::Exec(
+                "a field name is text".to_owned(),
+            ));
+        };
+        match &value {
+            Value::Map(map) => match map.get(name.as_ref()) {
+                Some(v) => value = v.clone(),
+                None => return Ok(Value::Nil),
+            },
+            // Not a map: `field` says why (a nil pointer, a field of a scalar).
+            _ => {
+                field(&[value.clone(), Value::String(name.clone())])?;
+                return unreachable_field().map(|()| Value::Nil);
+            }
+        }
+    }
+    let Value::String(last) = last else {
+        return Err(gotmpl::TemplateError::Exec(
+            "a field name is text".to_owned(),
+        ));
+    };
+    match &value {
+        Value::Map(_) => Err(gotmpl::TemplateError::Exec(format!(
+            "{last} is not a method but has arguments"
+        ))),
+        other => {
+            field(&[other.clone(), Value::String(last.clone())])?;
+            Err(gotmpl::TemplateError::Exec(format!(
+                "{last} is not a method but has arguments"
+            )))
+        }
+    }
+}
+
+/// [`field`] of a non-map always fails; this keeps the compiler sure of it.
+fn unreachable_field() -> gotmpl::Result<()> {
+    Err(gotmpl::TemplateError::Exec(
+        "can't evaluate a field of this value".to_owned(),
+    ))
+}
+
+/// A chain of field accesses as Go's text/template evaluates it on hookline's data
+/// (maps of any, lists, scalars, nil): a missing key gives no value, and so do the
+/// fields after it; a field of a JSON null (a key present with no value, or a nil dot)
+/// is Go's "nil pointer evaluating interface {}" error, where gotmpl went on with no
+/// value; a field of anything but a map is an error.
+fn field(args: &[Value]) -> gotmpl::Result<Value> {
+    let Some((receiver, names)) = args.split_first() else {
+        return Err(gotmpl::TemplateError::Exec("a field of nothing".to_owned()));
+    };
+    let mut value = receiver.clone();
+    for name in names {
+        let Value::String(name) = name else {
+            return Err(gotmpl::TemplateError::Exec(
+                "a field name is text".to_owned(),
+            ));
+        };
+        value = match &value {
+            Value::Map(map) => match map.get(name.as_ref()) {
+                Some(v) => v.clone(),
+                // Go's zero reflect.Value: printed as no value, its fields too.
+                None => return Ok(Value::Nil),
+            },
+            Value::Nil => {
+                return Err(gotmpl::TemplateError::Exec(format!(
+                    "nil pointer evaluating interface {{}}.{name}"
+                )));
+            }
+            other => {
+                return Err(gotmpl::TemplateError::Exec(format!(
+                    "can't evaluate field {name} in type {}",
+                    other.type_name()
+                )));
+            }
+        };
+    }
+    Ok(value)
 }
 
 fn call(name: &'static str, args: &[Value], per_call: usize) -> gotmpl::Result<Value> {

@@ -14,6 +14,8 @@ mod escape;
 mod funcs;
 mod gofmt;
 mod isprint_table;
+mod lexical;
+mod rewrite;
 mod strconv;
 
 use std::io::Write;
@@ -131,9 +133,12 @@ impl Template {
                 limit: limits.max_template_bytes,
             });
         }
+        // gotmpl gets comments as actions that print nothing (see the function); the
+        // checks read the source as written.
+        let lexed = lexical::without_comment_text(source);
         let parsed = funcs::install(gotmpl::Template::new(name), limits)
             .max_range_iters(limits.max_range_iterations)
-            .parse(source)
+            .parse(&lexed)
             .map_err(|e| match e {
                 gotmpl::TemplateError::Parse {
                     line, col, message, ..
@@ -149,7 +154,7 @@ impl Template {
             })?;
         // The parser's own tree (gotmpl keeps no tree for a template of only blanks,
         // which Go still prints), checked for what hookline supports.
-        let (tree, defines) = gotmpl::parse::Parser::new(source, "{{", "}}")
+        let (tree, defines) = gotmpl::parse::Parser::new(&lexed, "{{", "}}")
             .and_then(gotmpl::parse::Parser::parse)
             .map_err(|e| TemplateError::Parse {
                 line: 0,
@@ -168,7 +173,7 @@ impl Template {
                 col: 0,
                 message: safe_message(&e),
             })?
-            .add_parse_tree("main", check::rewrite(tree));
+            .add_parse_tree("main", rewrite::rewrite(tree));
         Ok(Template { inner, limits })
     }
 

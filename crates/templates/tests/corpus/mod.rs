@@ -365,5 +365,122 @@ pub fn all() -> Vec<(String, Value)> {
             .map(|t| (t.to_owned(), data.clone())),
     );
     cases.extend(generated(4000).into_iter().map(|t| (t, data.clone())));
+    cases.extend(null_fields());
     cases
+}
+
+/// Fields of no value (a JSON null, a missing key), where Go stops with a nil-pointer
+/// error and gotmpl went on printing `<no value>`: found by the differential fuzz target.
+fn null_fields() -> Vec<(String, Value)> {
+    let data = json!({"N": null, "M": {"a": 1, "n": null}, "L": [{"k": 1}, null], "S": "s"});
+    [
+        "{{.N}}",
+        "{{.N.x}}",
+        "{{.M.n}}",
+        "{{.M.n.x}}",
+        "{{.M.missing}}",
+        "{{.M.missing.x}}",
+        "{{.Missing.x}}",
+        "{{range .L}}{{.k}};{{end}}",
+        "{{with .M}}{{.n.x}}{{end}}",
+        "{{$m := .M}}{{$m.a}} {{$m.n.x}}",
+        "{{(.M).a}}",
+        "{{(.M).n.x}}",
+        "{{if .N.x}}y{{end}}",
+        "{{printf \"%v\" .M.n.x}}",
+        "{{.S.x}}",
+        "{{len .M.n.x}}",
+        // Assignments and variables out of scope (the fuzz target's first find).
+        "{{$x = 7}}{{$x}}",
+        "{{$x := 1}}{{$x = 7}}{{$x}}",
+        "{{if .S}}{{$y := 2}}{{end}}{{$y = 3}}",
+        "{{range $i, $v := .L}}{{$i = 9}}{{end}}{{$i}}",
+        "{{with $m := .M}}{{$m.a}}{{else}}{{$m}}{{end}}",
+        // Comments that do not end at the delimiter (the second find).
+        "{{- /* a comment */ }}",
+        "{{/* a */ -}} x",
+        "{{- /* a */ -}} x",
+        "{{/* a */}}x",
+        "{{/* a */ }}x",
+        "{{/* a */-}}x",
+        // Operands with nothing between them (the third find), and what Go takes.
+        "{{urlquery ..}}",
+        "{{print . .}}",
+        "{{print \"a\"\"b\"}}",
+        "{{print .S$}}",
+        "{{print (.M).a 1.5 -2 1e3 0x1F}}",
+        "{{print .M.a}}{{$.S}}{{$x := .M}}{{$x.a}}",
+        "{{print \"a\".x}}",
+        "{{if(eq .I 42)}}y{{end}}",
+        "{{len(.L)}}",
+        // A quoted string across lines (the fourth find); a raw one may.
+        "{{print \"a\nb\"}}",
+        "{{print 'a\n'}}",
+        "{{print `a\nb`}}",
+        // A comment holding a delimiter (the fifth find).
+        "{{- /* a }} b */}} {{0x1F}}",
+        "{{/* {{.S}} */}}x{{/* */ -}} y",
+        "a {{- /* a */}} x",
+        "a {{- /**/}} x",
+        "a {{/**/}} x",
+        // `index` of no index (the sixth find).
+        "{{index .M }}",
+        "{{.L | index}}",
+        "{{index .L 1}} {{index .M \"a\"}} {{.L | index 1}}",
+        "{{index}}",
+        "{{index .Missing}}",
+        "{{.N | index}}",
+        // What may follow else, end (the thirteenth find).
+        "{{if .N}}a{{else. }}b{{end}}",
+        "{{if .N}}a{{else .S}}b{{end}}",
+        "{{if .N}}a{{else if .S}}b{{end}}",
+        "{{if .N}}a{{else with .S}}{{.}}{{end}}",
+        "{{with .N}}a{{else if .S}}b{{end}}",
+        "{{with .N}}a{{else with .S}}{{.}}{{end}}",
+        "{{if .N}}{{with .S}}a{{else with .B}}b{{end}}{{else if .S}}c{{end}}",
+        "{{if .S}}a{{end .S}}",
+        "{{range .L}}{{break 1}}{{end}}",
+        "{{if .N}}a{{- else -}} b {{- end}}",
+        "{{if .N}}a{{else}}{{ifx}}{{end}}",
+        // Control characters inside an action (the seventh find); in text they print.
+        "{{slice .S \u{c} 4}}",
+        "{{print\u{b}.S}}",
+        "{{print\t.S\r\n}}",
+        "a\u{c}b{{.S}}",
+        // A field given arguments (the eighth find): no value past a missing key.
+        "{{.M.m.deep 1}}",
+        "{{.M.missing.x 43}}",
+        "{{.M.missing 43}}",
+        "{{.M.a 43}}",
+        "{{.N.x 1}}",
+        "{{$m := .M}}{{$m.zz.y 1}}{{$m.a 2}}",
+        // What may end a name (the ninth find).
+        "{{print .S-2}}",
+        "{{print .S -2}}",
+        "{{$x:=1}}{{$x}}",
+        "{{$x=1}}",
+        "{{.S-}}",
+        "{{.S -}} x",
+        "{{print .M.a,}}",
+        "{{range $i,$v := .L}}{{$i}}{{end}}",
+        "{{.Über}}",
+        "{{print .S\"x\"}}",
+        "{{if(eq .I 42)}}y{{end}}{{len .L}}",
+        // A number then a field (the tenth find).
+        "{{or .E 0..B}}",
+        "{{print 0.5 .5 1e+3 0x1p-2 1_000}}",
+        "{{print 1.5.B}}",
+        // Escapes Go's strconv.Unquote refuses (the eleventh find), and those it takes.
+        "{{print \"a\\\u{0}b\"}}",
+        "{{print \"\\q\"}}",
+        "{{print \"\\'\"}}",
+        "{{print '\\\"'}}",
+        "{{print \"\\a\\x41\\u00e9\\U0001F600\\101\\\\\\\"\"}}",
+        "{{print '\\x41' '\\'' 'ab'}}",
+        "{{print \"\\400\"}}",
+        "{{print \"\\uD800\"}}",
+    ]
+    .iter()
+    .map(|t| ((*t).to_owned(), data.clone()))
+    .collect()
 }
