@@ -18,9 +18,11 @@ fn balanced_ends(src: &str) -> Result<(), TemplateError> {
     for (offset, body) in actions(src) {
         let body = body.trim_start_matches('-').trim_start();
         let body = body.strip_suffix('-').unwrap_or(body).trim_end();
-        let mut words = body.split_whitespace();
-        let first = words.next().unwrap_or("");
-        let word = first.split(['(', ')']).next().unwrap_or(first);
+        // The keyword ends where a name ends (`{{range.L}}` is a range, as in Go).
+        let word = body
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
         match word {
             "if" | "range" | "with" | "block" | "define" => open += 1,
             "end" | "else" if open == 0 => {
@@ -197,6 +199,14 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                 }
                 b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                     i = number_end(b, i + 1, true);
+                    if !underscores_between_digits(&b[start..i]) {
+                        let (line, col) = position(src, offset + 2 + start);
+                        return Err(TemplateError::Parse {
+                            line,
+                            col,
+                            message: "illegal number syntax".to_owned(),
+                        });
+                    }
                     (true, false)
                 }
                 b'.' | b'$' => {
@@ -216,6 +226,14 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                 }
                 c if c.is_ascii_digit() => {
                     i = number_end(b, i + 1, false);
+                    if !underscores_between_digits(&b[start..i]) {
+                        let (line, col) = position(src, offset + 2 + start);
+                        return Err(TemplateError::Parse {
+                            line,
+                            col,
+                            message: "illegal number syntax".to_owned(),
+                        });
+                    }
                     (true, false)
                 }
                 c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
@@ -271,8 +289,9 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// The source with each comment action made an action that prints nothing, its trim
-/// markers kept (`{{- /* … */ -}}` becomes `{{- "" -}}`). gotmpl's lexer ends a comment
+/// The source as gotmpl should read it: each comment action made an action that prints
+/// nothing, its trim markers kept (`{{- /* … */ -}}` becomes `{{- "" -}}`), and a `|`
+/// ending a pipeline dropped. gotmpl's lexer ends a comment
 /// at a `}}` inside it and trims the right of `{{- /* … */}}` too; Go ends it only at
 /// `*/` and trims only the side marked (both found by the differential fuzz target).
 pub(crate) fn without_comment_text(src: &str) -> std::borrow::Cow<'_, str> {
@@ -282,6 +301,18 @@ pub(crate) fn without_comment_text(src: &str) -> std::borrow::Cow<'_, str> {
         let lead = if body.starts_with("- ") { 2 } else { 0 };
         let inner = &body[lead..];
         let Some(close) = inner.strip_prefix("/*").and_then(|c| c.find("*/")) else {
+            // Go ends a pipeline quietly at a `|` before the delimiter; gotmpl calls the
+            // empty command after it an error (found by the differential fuzz target).
+            let end = body
+                .strip_suffix(" -")
+                .unwrap_or(body)
+                .trim_end_matches([' ', '\t', '\r', '\n']);
+            if end.ends_with('|') && !end.ends_with("||") && end.len() > 1 {
+                let at = offset + 2 + end.len() - 1;
+                out.push_str(&src[copied..at]);
+                out.push(' ');
+                copied = at + 1;
+            }
             continue;
         };
         // From `/*` to the end of `*/`.
@@ -363,6 +394,17 @@ fn unquotes(literal: &str) -> bool {
         }
     }
     quote == b'"' || count == 1
+}
+
+/// Go's number literals take `_` only between two digits (or after a base prefix):
+/// `0x1_` and `1__0` are "illegal number syntax".
+fn underscores_between_digits(number: &[u8]) -> bool {
+    number.iter().enumerate().all(|(k, c)| {
+        *c != b'_'
+            || (k > 0
+                && number[k - 1].is_ascii_alphanumeric()
+                && number.get(k + 1).is_some_and(u8::is_ascii_alphanumeric))
+    })
 }
 
 /// A byte of a name: ASCII letters, digits, `_`, and any byte of a non-ASCII character
