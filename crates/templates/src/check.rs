@@ -61,12 +61,11 @@ fn declared(p: &PipeNode, scope: &mut Vec<SmolStr>, src: &str) -> Result<(), Tem
     uses(p, scope, src)?;
     for name in &p.decl {
         if p.is_assign && !scope.contains(name) {
-            let (line, col) = position(src, p.pos.offset);
-            return Err(TemplateError::Parse {
-                line,
-                col,
-                message: format!("assignment to undeclared variable {name}"),
-            });
+            return Err(parse_error(
+                src,
+                p.pos.offset,
+                format!("assignment to undeclared variable {name}"),
+            ));
         }
         if !p.is_assign {
             scope.push(name.clone());
@@ -78,14 +77,11 @@ fn declared(p: &PipeNode, scope: &mut Vec<SmolStr>, src: &str) -> Result<(), Tem
 fn uses(p: &PipeNode, scope: &[SmolStr], src: &str) -> Result<(), TemplateError> {
     fn expr(e: &Expr, scope: &[SmolStr], src: &str) -> Result<(), TemplateError> {
         match e {
-            Expr::Variable(pos, name, _) if !scope.contains(name) => {
-                let (line, col) = position(src, pos.offset);
-                Err(TemplateError::Parse {
-                    line,
-                    col,
-                    message: format!("undefined variable {name}"),
-                })
-            }
+            Expr::Variable(pos, name, _) if !scope.contains(name) => Err(parse_error(
+                src,
+                pos.offset,
+                format!("undefined variable {name}"),
+            )),
             Expr::Pipe(_, p) => uses(p, scope, src),
             Expr::Chain(_, inner, _) => expr(inner, scope, src),
             _ => Ok(()),
@@ -210,6 +206,16 @@ fn unsupported(src: &str, offset: usize, feature: &str) -> TemplateError {
         line,
         col,
         feature: feature.to_owned(),
+    }
+}
+
+/// A parse error at `offset` of `src`.
+pub(crate) fn parse_error(src: &str, offset: usize, message: impl Into<String>) -> TemplateError {
+    let (line, col) = position(src, offset);
+    TemplateError::Parse {
+        line,
+        col,
+        message: message.into(),
     }
 }
 

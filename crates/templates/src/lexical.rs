@@ -2,7 +2,7 @@
 //! written: each found by the differential fuzz target against real Go.
 
 use crate::TemplateError;
-use crate::check::position;
+use crate::check::parse_error;
 
 /// Every source-level refusal, in order.
 pub(crate) fn refused(source: &str) -> Result<(), TemplateError> {
@@ -26,24 +26,22 @@ fn balanced_ends(src: &str) -> Result<(), TemplateError> {
         match word {
             "if" | "range" | "with" | "block" | "define" => open += 1,
             "end" | "else" if open == 0 => {
-                let (line, col) = position(src, offset);
-                return Err(TemplateError::Parse {
-                    line,
-                    col,
-                    message: format!("unexpected {{{{{word}}}}}"),
-                });
+                return Err(parse_error(
+                    src,
+                    offset,
+                    format!("unexpected {{{{{word}}}}}"),
+                ));
             }
             "end" => open -= 1,
             _ => {}
         }
     }
     if open > 0 {
-        let (line, col) = position(src, src.len());
-        return Err(TemplateError::Parse {
-            line,
-            col,
-            message: "unexpected EOF: an {{if}}, {{range}} or {{with}} is not closed".to_owned(),
-        });
+        return Err(parse_error(
+            src,
+            src.len(),
+            "unexpected EOF: an {{if}}, {{range}} or {{with}} is not closed".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -84,23 +82,21 @@ fn bare_keywords(src: &str) -> Result<(), TemplateError> {
                 && matches!(top, "if" | "with")
                 && k != top
             {
-                let (line, col) = position(src, offset);
-                return Err(TemplateError::Parse {
-                    line,
-                    col,
-                    message: format!("unexpected {{{{else {k}}}}} in {{{{{top}}}}}"),
-                });
+                return Err(parse_error(
+                    src,
+                    offset,
+                    format!("unexpected {{{{else {k}}}}} in {{{{{top}}}}}"),
+                ));
             }
             if !rest.is_empty() && chained.is_none() {
-                let (line, col) = position(src, offset);
-                return Err(TemplateError::Parse {
-                    line,
-                    col,
-                    message: format!(
+                return Err(parse_error(
+                    src,
+                    offset,
+                    format!(
                         "unexpected {:?} in {keyword}",
                         rest.chars().next().unwrap_or(' ')
                     ),
-                });
+                ));
             }
         }
         let first = t
@@ -131,12 +127,11 @@ fn comments(src: &str) -> Result<(), TemplateError> {
         };
         let after = &opened[2 + close + 2..];
         if !(after.is_empty() || after == " -") {
-            let (line, col) = position(src, offset);
-            return Err(TemplateError::Parse {
-                line,
-                col,
-                message: "comment ends before closing delimiter".to_owned(),
-            });
+            return Err(parse_error(
+                src,
+                offset,
+                "comment ends before closing delimiter".to_owned(),
+            ));
         }
     }
     Ok(())
@@ -167,12 +162,11 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                     while i < b.len() && b[i] != c {
                         // Go's quoted strings and characters end at the line.
                         if b[i] == b'\n' {
-                            let (line, col) = position(src, offset + 2 + start);
-                            return Err(TemplateError::Parse {
-                                line,
-                                col,
-                                message: "unterminated quoted string".to_owned(),
-                            });
+                            return Err(parse_error(
+                                src,
+                                offset + 2 + start,
+                                "unterminated quoted string".to_owned(),
+                            ));
                         }
                         i += if b[i] == b'\\' { 2 } else { 1 };
                     }
@@ -180,12 +174,11 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                     // Go reads the literal with strconv.Unquote: its escapes only.
                     let literal = inner.get(start..i.min(inner.len())).unwrap_or("");
                     if i <= inner.len() && !unquotes(literal) {
-                        let (line, col) = position(src, offset + 2 + start);
-                        return Err(TemplateError::Parse {
-                            line,
-                            col,
-                            message: "invalid syntax in a quoted string".to_owned(),
-                        });
+                        return Err(parse_error(
+                            src,
+                            offset + 2 + start,
+                            "invalid syntax in a quoted string".to_owned(),
+                        ));
                     }
                     (true, false)
                 }
@@ -200,12 +193,11 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                 b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                     i = number_end(b, i + 1, true);
                     if !underscores_between_digits(&b[start..i]) {
-                        let (line, col) = position(src, offset + 2 + start);
-                        return Err(TemplateError::Parse {
-                            line,
-                            col,
-                            message: "illegal number syntax".to_owned(),
-                        });
+                        return Err(parse_error(
+                            src,
+                            offset + 2 + start,
+                            "illegal number syntax".to_owned(),
+                        ));
                     }
                     (true, false)
                 }
@@ -227,12 +219,11 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                 c if c.is_ascii_digit() => {
                     i = number_end(b, i + 1, false);
                     if !underscores_between_digits(&b[start..i]) {
-                        let (line, col) = position(src, offset + 2 + start);
-                        return Err(TemplateError::Parse {
-                            line,
-                            col,
-                            message: "illegal number syntax".to_owned(),
-                        });
+                        return Err(parse_error(
+                            src,
+                            offset + 2 + start,
+                            "illegal number syntax".to_owned(),
+                        ));
                     }
                     (true, false)
                 }
@@ -261,12 +252,11 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                 }
                 c if (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f => {
                     // Go's lexer knows only these spaces; gotmpl took any.
-                    let (line, col) = position(src, offset + 2 + start);
-                    return Err(TemplateError::Parse {
-                        line,
-                        col,
-                        message: format!("unrecognized character in action: U+{c:04X}"),
-                    });
+                    return Err(parse_error(
+                        src,
+                        offset + 2 + start,
+                        format!("unrecognized character in action: U+{c:04X}"),
+                    ));
                 }
                 _ => {
                     i += 1;
@@ -276,12 +266,11 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
             if let Some(chains_before) = after
                 && (starts_operand(c) || (c == b'.' && operand && !(chains_before && chains)))
             {
-                let (line, col) = position(src, offset + 2 + start);
-                return Err(TemplateError::Parse {
-                    line,
-                    col,
-                    message: format!("unexpected {:?} in operand", char::from(c)),
-                });
+                return Err(parse_error(
+                    src,
+                    offset + 2 + start,
+                    format!("unexpected {:?} in operand", char::from(c)),
+                ));
             }
             after = operand.then_some(chains);
         }
@@ -425,13 +414,8 @@ fn terminated(b: &[u8], i: usize) -> bool {
 }
 
 fn bad_character(src: &str, at: usize, inner: &str, i: usize) -> TemplateError {
-    let (line, col) = position(src, at);
     let c = inner[i..].chars().next().unwrap_or(' ');
-    TemplateError::Parse {
-        line,
-        col,
-        message: format!("bad character U+{:04X}", u32::from(c)),
-    }
+    parse_error(src, at, format!("bad character U+{:04X}", u32::from(c)))
 }
 
 fn actions(src: &str) -> Vec<(usize, &str)> {
