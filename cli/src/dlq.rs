@@ -98,7 +98,7 @@ struct Config {
 
 /// Runs a `dlq` command.
 pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let config = load_config()?;
+    let config: Config = load_config()?;
     let store = Store::new(config.kafka.clone())?;
     match command {
         DlqCommand::List(args) => list(&store, args).await,
@@ -109,7 +109,10 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
 
 /// Defaults, then the `HOOKLINE_CONFIG` file (only the settings used here; the file
 /// may be a service's), then `HOOKLINE_*` variables.
-fn load_config() -> anyhow::Result<Config> {
+pub(crate) fn load_config<T>() -> anyhow::Result<T>
+where
+    T: Serialize + serde::de::DeserializeOwned + Default,
+{
     let file = match std::env::var_os("HOOKLINE_CONFIG") {
         Some(path) => {
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -120,7 +123,7 @@ fn load_config() -> anyhow::Result<Config> {
             })?;
             let table: toml::Table = toml::from_str(&text)
                 .with_context(|| format!("{} is not valid TOML", path.to_string_lossy()))?;
-            let known = serde_json::to_value(Config::default())?;
+            let known = serde_json::to_value(T::default())?;
             let used: serde_json::Map<String, serde_json::Value> = table
                 .into_iter()
                 .filter(|(k, _)| known.get(k).is_some())

@@ -4,10 +4,13 @@
 //! (`--api`) or straight to Kafka (`--kafka`), validated against the Avro schemas either way.
 //! `hookline dlq list|show|replay` inspects and replays dead letters ([`dlq`]).
 //! `hookline health [URL]` asks a service whether it is ready ([`health`]).
+//! `hookline schemas register|check` publishes the event schema to a Schema Registry
+//! ([`schemas`]).
 
 mod dlq;
 mod health;
 mod keys;
+mod schemas;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -45,6 +48,10 @@ enum Command {
     /// Rotate the master key: status and reseal, through the producer's API.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Publish hookline's event schema to a Schema Registry, or check it against one
+    /// (HOOKLINE_SCHEMA_REGISTRY_URL and its credentials).
+    #[command(subcommand)]
+    Schemas(schemas::SchemasCommand),
 }
 
 #[derive(Args)]
@@ -142,6 +149,7 @@ fn main() -> ExitCode {
             Command::Dlq(command) => dlq::run(command).await,
             Command::Health(args) => health::run(args).await,
             Command::Keys(command) => keys::run(command).await,
+            Command::Schemas(command) => schemas::run(command).await,
         }
     });
     match result {

@@ -4,9 +4,11 @@
 
 mod admin;
 pub mod schedule;
+mod schema_registry;
 pub mod telemetry;
 
 pub use admin::start_admin;
+pub use schema_registry::SchemaRegistryConfig;
 
 use std::path::PathBuf;
 

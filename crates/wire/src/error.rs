@@ -8,6 +8,27 @@ pub enum WireError {
     /// The bytes do not start with the single-object marker `0xC3 0x01`.
     #[error("not Avro single-object encoding (missing 0xC3 0x01 marker)")]
     NotSingleObject,
+    /// An `events` record in neither framing: the first byte is neither `0xC3` (Avro
+    /// single-object encoding) nor `0x00` (the Confluent Schema Registry's wire format).
+    #[error(
+        "unknown framing: the first byte is neither 0xC3 (Avro single object) nor 0x00 (Schema Registry)"
+    )]
+    UnknownFraming,
+    /// A Schema Registry id the registry does not know.
+    #[error("schema id {0} is not in the Schema Registry")]
+    UnknownSchemaId(u32),
+    /// A Schema Registry-framed record while no registry is configured.
+    #[error("Schema Registry framing (schema id {0}) but no HOOKLINE_SCHEMA_REGISTRY_URL is set")]
+    NoSchemaRegistry(u32),
+    /// The writer schema the registry holds under an id cannot be read as an event by
+    /// hookline's event schema (not Avro, not an event envelope, or not resolvable).
+    #[error("writer schema {id} does not resolve to hookline's event schema: {reason}")]
+    Unresolvable {
+        /// The registry's schema id.
+        id: u32,
+        /// Why (names of fields and records, never values).
+        reason: String,
+    },
     /// No schema in `schemas/` has the writer's fingerprint.
     #[error("unknown writer schema fingerprint {0}")]
     UnknownFingerprint(Fingerprint),
@@ -52,9 +73,12 @@ impl WireError {
     /// The stable code carried into dead letters and API errors.
     pub fn code(&self) -> &'static str {
         match self {
-            WireError::NotSingleObject | WireError::UnknownFingerprint(_) => {
-                "HL-WIRE-UNKNOWN-FORMAT"
-            }
+            WireError::NotSingleObject
+            | WireError::UnknownFingerprint(_)
+            | WireError::UnknownFraming => "HL-WIRE-UNKNOWN-FORMAT",
+            WireError::UnknownSchemaId(_) => "HL-WIRE-UNKNOWN-SCHEMA-ID",
+            WireError::NoSchemaRegistry(_) => "HL-WIRE-NO-SCHEMA-REGISTRY",
+            WireError::Unresolvable { .. } => "HL-WIRE-UNRESOLVABLE",
             WireError::WrongRecord { .. } => "HL-WIRE-WRONG-RECORD",
             WireError::Datum(_) => "HL-WIRE-UNDECODABLE",
             WireError::Encode { .. } => "HL-WIRE-ENCODE",

@@ -1,24 +1,39 @@
 //! hookline's Avro contract: the schemas in `schemas/`, single-object encoding with
-//! writer-schema lookup by fingerprint, and the typed records the services exchange.
+//! writer-schema lookup by fingerprint, the Schema Registry's framing with writer
+//! schemas fetched from a registry (its client lives here too), and the typed records
+//! the services exchange.
 //!
 //! Architecture invariant: only this crate knows Avro. Services hand it typed records
 //! or JSON events and get bytes back, and the other way round.
 
 mod error;
 mod event;
+#[cfg(feature = "schema-registry")]
+mod event_reader;
 mod json;
 mod records;
 mod redacted;
 mod registry;
+#[cfg(feature = "schema-registry")]
+mod schema_registry;
 
 pub use error::WireError;
 pub use event::{DEFAULT_VERSION, Event};
+#[cfg(feature = "schema-registry")]
+pub use event_reader::{
+    EventReader, Framing, Read, ReadError, SCHEMA_REGISTRY_MAGIC, schema_registry_frame,
+    single_object_to_registry,
+};
 pub use records::{
     AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, EndpointRequest, Header,
     HeaderTemplate, Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
 };
 pub use redacted::Redacted;
-pub use registry::{BUNDLED_SCHEMAS, Fingerprint, MAX_ALLOCATION_BYTES, Registry};
+pub use registry::{BUNDLED_SCHEMAS, Fingerprint, MAX_ALLOCATION_BYTES, Registry, schema_files};
+#[cfg(feature = "schema-registry")]
+pub use schema_registry::{
+    Compatibility, Registered, RegistryError, RegistrySettings, SchemaRegistry,
+};
 
 /// The current time as an RFC 3339 string in UTC, the format of every timestamp field.
 pub fn now_rfc3339() -> String {

@@ -116,6 +116,21 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Every bundled version of one record's schema, oldest first: `(file name, text)`;
+/// `record` is the file name's stem, e.g. `event`.
+pub fn schema_files(record: &str) -> Vec<(&'static str, &'static str)> {
+    let mut found: Vec<(u32, &'static str, &'static str)> = BUNDLED_SCHEMAS
+        .iter()
+        .filter(|(file, _)| {
+            file.strip_prefix(record)
+                .is_some_and(|rest| rest.starts_with(".v"))
+        })
+        .filter_map(|(file, text)| Some((version_of(file)?, *file, *text)))
+        .collect();
+    found.sort_by_key(|(v, _, _)| *v);
+    found.into_iter().map(|(_, f, t)| (f, t)).collect()
+}
+
 /// Single-object encoding marker (Avro specification).
 const MARKER: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
@@ -344,25 +359,47 @@ impl Registry {
                 found: family_name.clone(),
             });
         }
+        self.read_datum(full_name, *index, &bytes[HEADER_LEN..])
+    }
+
+    /// Reads a datum (no header) written with version `index` (in file order) of
+    /// `full_name`, resolved to its current version.
+    pub(crate) fn read_datum(
+        &self,
+        full_name: &str,
+        index: usize,
+        mut datum: &[u8],
+    ) -> Result<Value, WireError> {
         let family = self.family(full_name)?;
-        let mut datum = &bytes[HEADER_LEN..];
-        let value = family.readers[*index]
+        let reader = family.readers.get(index).ok_or_else(|| WireError::Schema {
+            file: full_name.to_owned(),
+            reason: "no such version".to_owned(),
+        })?;
+        let value = reader
             .read_value(&mut datum)
-            // The library's message may quote the datum: keep only what we can say safely.
-            .map_err(|e| {
-                WireError::Datum(match e.details() {
-                    apache_avro::error::Details::MemoryAllocation { .. } => format!(
-                        "a length in the {full_name} datum is over the {MAX_ALLOCATION_BYTES}-byte bound: refused unallocated"
-                    ),
-                    _ => format!("datum does not match {full_name} schema"),
-                })
-            })?;
+            .map_err(|e| datum_err(full_name, &e))?;
         if !datum.is_empty() {
             return Err(WireError::Datum(format!(
                 "trailing bytes after {full_name} datum"
             )));
         }
         Ok(value)
+    }
+
+    /// The version (index in file order) of `full_name` with this fingerprint.
+    #[cfg_attr(not(feature = "schema-registry"), allow(dead_code))]
+    pub(crate) fn version_with(&self, full_name: &str, fingerprint: Fingerprint) -> Option<usize> {
+        match self.by_fingerprint.get(&fingerprint) {
+            Some((name, index)) if name == full_name => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// The current schema of a record, for as long as the process lives.
+    #[cfg_attr(not(feature = "schema-registry"), allow(dead_code))]
+    pub(crate) fn current_static(&self, full_name: &str) -> Result<&'static Schema, WireError> {
+        let family = self.family(full_name)?;
+        Ok(family.versions[family.current].schema)
     }
 
     /// The fingerprints of every known version of a record, oldest first.
@@ -417,6 +454,16 @@ fn header(fingerprint: Fingerprint) -> Vec<u8> {
     out.extend_from_slice(&MARKER);
     out.extend_from_slice(&fingerprint.0);
     out
+}
+
+/// A decoding error without the library's message, which may quote the datum.
+pub(crate) fn datum_err(full_name: &str, e: &apache_avro::Error) -> WireError {
+    WireError::Datum(match e.details() {
+        apache_avro::error::Details::MemoryAllocation { .. } => format!(
+            "a length in the {full_name} datum is over the {MAX_ALLOCATION_BYTES}-byte bound: refused unallocated"
+        ),
+        _ => format!("datum does not match {full_name} schema"),
+    })
 }
 
 fn encode_err(full_name: &str, err: &apache_avro::Error) -> WireError {

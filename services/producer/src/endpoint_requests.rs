@@ -76,7 +76,13 @@ async fn apply(state: &AppState, request: &EndpointRequest) -> bool {
         "reason": request.reason,
         "failing_since": request.failing_since,
     }});
-    let also = match state.registry.event_from_json(&event) {
+    let encoded = state
+        .registry
+        .event_from_json(&event)
+        .and_then(|(event, bytes)| {
+            Ok((event, crate::framing::frame(state.events_schema_id, bytes)?))
+        });
+    let also = match encoded {
         Ok((event, bytes)) => Also {
             topic: state.topics.events.clone(),
             key: event.key,

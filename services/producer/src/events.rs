@@ -20,6 +20,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::AppState;
 use crate::api::{json_body, json_response};
 use crate::error::ApiError;
+use crate::framing;
 
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -144,6 +145,7 @@ fn prepare(state: &AppState, input: &Value) -> Result<(wire::Event, Vec<u8>), Ap
         service_kit::seal_event(&state.sealer, &state.registry, &mut event);
         bytes = state.registry.encode_event(&event).map_err(encode_err)?;
     }
+    let bytes = framing::frame(state.events_schema_id, bytes).map_err(encode_err)?;
     Ok((event, bytes))
 }
 

@@ -15,6 +15,7 @@ mod endpoint_requests;
 mod endpoints;
 mod error;
 mod events;
+mod framing;
 mod keys;
 mod metrics;
 mod policy;
@@ -69,6 +70,12 @@ pub struct Config {
     pub attempt_log_max_attempts: usize,
     /// Health and metrics listener (`HOOKLINE_ADMIN_ADDR`; port 0: any free port).
     pub admin_addr: String,
+    /// How events are framed on `events` (`HOOKLINE_EVENTS_FRAMING`): `single_object`,
+    /// or `schema_registry` (the event schema registered under its subject first).
+    pub events_framing: String,
+    /// The Schema Registry, for `HOOKLINE_EVENTS_FRAMING=schema_registry`.
+    #[serde(flatten)]
+    pub schema_registry: service_kit::SchemaRegistryConfig,
 }
 
 impl Default for Config {
@@ -86,6 +93,8 @@ impl Default for Config {
             environment: "prod".to_owned(),
             attempt_log_max_attempts: 100_000,
             admin_addr: "127.0.0.1:8081".to_owned(),
+            events_framing: framing::SINGLE_OBJECT.to_owned(),
+            schema_registry: service_kit::SchemaRegistryConfig::default(),
         }
     }
 }
@@ -114,6 +123,8 @@ pub struct AppState {
     dead_letters: dead_letter_ops::Store,
     metrics: metrics::Metrics,
     shutdown: CancellationToken,
+    /// The Schema Registry id events are framed with; `None`: single-object encoding.
+    events_schema_id: Option<u32>,
 }
 
 /// Runs the producer until `shutdown` is cancelled. The listener is bound first, so
@@ -159,6 +170,7 @@ pub async fn serve(
     );
     let sealer = service_kit::sealer(&config.master_key, &config.master_keys_previous)?;
     let registry = Registry::bundled().context("loading schemas")?;
+    let events_schema_id = framing::events_schema_id(&config).await?;
     let topics = Topics::new(&config.kafka.topic_prefix);
     let mut exported = admin::Registry::default();
     let metrics = metrics::Metrics::register(&mut exported);
@@ -233,6 +245,7 @@ pub async fn serve(
         dead_letters,
         metrics,
         shutdown: shutdown.clone(),
+        events_schema_id,
     });
     keys::ensure_signing_key(&state).await?;
     tokio::spawn(endpoint_requests::follow(state.clone(), requests));

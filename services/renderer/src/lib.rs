@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
-use wire::{Endpoint, Event, Registry};
+use wire::{Endpoint, Event, EventReader, ReadError, Registry};
 
 /// The renderer's configuration (`HOOKLINE_*` variables, see the README).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +73,9 @@ pub struct Config {
     pub sensitive_trace_max_body_bytes: usize,
     /// Health and metrics listener (`HOOKLINE_ADMIN_ADDR`; port 0: any free port).
     pub admin_addr: String,
+    /// The Schema Registry that registry-framed events name their writer schema in.
+    #[serde(flatten)]
+    pub schema_registry: service_kit::SchemaRegistryConfig,
 }
 
 impl Default for Config {
@@ -93,12 +96,16 @@ impl Default for Config {
             sensitive_trace_max_age: Duration::from_secs(24 * 3600),
             sensitive_trace_max_body_bytes: 1024 * 1024,
             admin_addr: "127.0.0.1:8082".to_owned(),
+            schema_registry: service_kit::SchemaRegistryConfig::default(),
         }
     }
 }
 
 struct Renderer {
     registry: Registry,
+    /// Reads `events` in either framing (Schema Registry writer schemas cached here).
+    events: Arc<EventReader>,
+    registry_metrics: metrics::RegistryMetrics,
     topics: Topics,
     endpoints: Endpoints,
     producer: FutureProducer,
@@ -140,6 +147,11 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     let mut exported = admin::Registry::default();
     let metrics = metrics::Metrics::register(&mut exported);
     let aggregator_metrics = metrics::AggregatorMetrics::register(&mut exported);
+    let registry_metrics = metrics::RegistryMetrics::register(&mut exported);
+    let events = Arc::new(EventReader::new(
+        &registry,
+        config.schema_registry.client()?,
+    )?);
     let lag = kafka_io::ConsumerStats::default();
     lag.register(&mut exported);
     let producer =
@@ -205,12 +217,14 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             environment: environment.clone(),
         },
         aggregate::Shared {
-            registry: Registry::bundled()?,
+            registry: Arc::new(Registry::bundled()?),
             sealer: sealer.clone(),
             topics: topics.clone(),
             endpoints: endpoints.clone(),
             metrics: aggregator_metrics,
             lag: lag.clone(),
+            events: events.clone(),
+            registry_metrics: registry_metrics.clone(),
         },
         shutdown.clone(),
     )
@@ -218,6 +232,8 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     .context("starting the sensitive-trace aggregator")?;
     let renderer = Arc::new(Renderer {
         registry,
+        events,
+        registry_metrics,
         topics,
         endpoints,
         producer,
@@ -331,11 +347,34 @@ impl Renderer {
         span
     }
 
-    async fn render(&self, record: &Record, span: &Span) -> Outcome {
+    /// Reads the record's event; while the Schema Registry cannot say what its writer
+    /// schema is, the record waits (other records go on). `None`: shutting down.
+    async fn read(&self, record: &Record) -> Option<Result<Event, wire::WireError>> {
         let payload = record.payload.as_deref().unwrap_or_default();
-        let decoded = self
-            .registry
-            .decode_event(payload)
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match self.events.read(&self.registry, payload).await {
+                Ok(event) => return Some(Ok(event)),
+                Err(ReadError::Wire(e)) => return Some(Err(e)),
+                Err(ReadError::Registry(e)) => {
+                    if self.registry_metrics.wait(e.code()) {
+                        tracing::warn!(partition = record.partition, offset = record.offset, code = e.code(), error = %e, retry_in = ?wait, "cannot read an event's writer schema from the Schema Registry; events framed for it wait (logged every 5 s; hookline_renderer_schema_registry_waits_total counts them)");
+                    }
+                    tokio::select! {
+                        () = self.shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    async fn render(&self, record: &Record, span: &Span) -> Outcome {
+        let Some(read) = self.read(record).await else {
+            return Outcome::Abandoned;
+        };
+        let decoded = read
             .map_err(|e| (e.code(), e.to_string()))
             .and_then(|mut event| {
                 service_kit::open_event(&self.sealer, &self.registry, &mut event)

@@ -55,6 +55,52 @@ impl Metrics {
     }
 }
 
+/// How often waits for the Schema Registry are logged.
+const LOG_EVERY_MS: u64 = 5_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+/// Reads of events that waited for the Schema Registry, on both paths.
+#[derive(Clone, Default)]
+pub struct RegistryMetrics {
+    waits: Family<CodeLabel, Counter>,
+    /// When a wait was last logged (ms since the Unix epoch): thousands of events may
+    /// wait at once, and the log says so every few seconds, not once per event.
+    logged_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RegistryMetrics {
+    /// Registers the Schema Registry metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = RegistryMetrics::default();
+        registry.register(
+            "hookline_renderer_schema_registry_waits",
+            "Reads of a Schema Registry-framed event that had to wait and try again, because the registry did not answer or refused hookline's credentials, by error code (HL-REGISTRY-UNAVAILABLE, HL-REGISTRY-AUTH, ...)",
+            m.waits.clone(),
+        );
+        m
+    }
+
+    /// A read waited because of `code`; true when this wait should be logged (one in
+    /// [`LOG_EVERY_MS`]).
+    pub fn wait(&self, code: &'static str) -> bool {
+        use std::sync::atomic::Ordering;
+        self.waits.get_or_create(&CodeLabel { code }).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.logged_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= LOG_EVERY_MS
+            && self
+                .logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,

@@ -30,9 +30,13 @@ impl Core {
             self.restore(p)?;
         }
         // Undecodable events are the webhook path's to dead-letter; here they are skipped.
-        let event = message
-            .payload()
-            .and_then(|bytes| self.shared.registry.decode_event(bytes).ok());
+        let event = match message.payload() {
+            Some(bytes) => match self.read(consumer, p, offset, bytes)? {
+                registry_wait::Readable::Now(event) => event,
+                registry_wait::Readable::Later => return Ok(()),
+            },
+            None => None,
+        };
         let Some(mut event) = event.filter(|e| is_ours(&e.event_type)) else {
             return self.advance(p, offset);
         };

@@ -23,6 +23,7 @@ mod changelog;
 mod flush;
 mod handle;
 mod rebalance;
+mod registry_wait;
 mod state;
 mod txn;
 
@@ -72,12 +73,15 @@ pub(crate) struct Settings {
 
 /// What the aggregator shares with the rest of the renderer.
 pub(crate) struct Shared {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub sealer: Arc<signing::Sealer>,
     pub topics: kafka_io::Topics,
     pub endpoints: Endpoints,
     pub metrics: crate::metrics::AggregatorMetrics,
     pub lag: kafka_io::ConsumerStats,
+    /// Reads `events` in either framing (shared with the webhook path).
+    pub events: Arc<wire::EventReader>,
+    pub registry_metrics: crate::metrics::RegistryMetrics,
 }
 
 /// Starts the aggregator on a blocking thread; it runs until `shutdown`, and cancels
@@ -156,6 +160,8 @@ fn setup(
         stream_ms: HashMap::new(),
         fatal: None,
         flush_headers: None,
+        waiting: HashMap::new(),
+        unreadable: HashMap::new(),
         shutdown,
     }));
     let mut consumer_config =
@@ -261,6 +267,9 @@ fn run(
         {
             core.commit_or_rewind(consumer)?;
         }
+        if !core.waiting.is_empty() {
+            core.resume_fetched(consumer)?;
+        }
         if last_expiry.elapsed() >= Duration::from_secs(1) {
             last_expiry = Instant::now();
             core.expire(consumer)?;
@@ -295,6 +304,10 @@ pub(crate) struct Core {
     fatal: Option<anyhow::Error>,
     /// While a flush writes its requests: its span's trace context, for their records.
     flush_headers: Option<OwnedHeaders>,
+    /// Partitions paused while an event's writer schema is fetched from the registry.
+    waiting: HashMap<i32, registry_wait::Waiting>,
+    /// Per partition, the offset of an event found unreadable while it waited.
+    unreadable: HashMap<i32, i64>,
     shutdown: CancellationToken,
 }
 

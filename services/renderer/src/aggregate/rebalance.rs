@@ -29,6 +29,7 @@ impl ConsumerContext for Rebalancing {
             }
             for p in partitions.elements() {
                 core.partitions.remove(&p.partition());
+                core.stop_waiting(p.partition());
             }
             tracing::info!(
                 partitions = partitions.count(),

@@ -1,0 +1,107 @@
+//! Events whose writer schema the Schema Registry has not given yet. The aggregator
+//! reads in order on one thread, so it never waits for the registry there: the
+//! partition goes back to the event and pauses, a task asks the registry (again, with
+//! backoff, while it does not answer), and the partition resumes once it has. The
+//! other partitions go on meanwhile.
+
+use wire::{Read, ReadError};
+
+use super::*;
+
+/// A partition paused at `offset` while its event's writer schema is fetched.
+pub(super) struct Waiting {
+    offset: i64,
+    fetch: tokio::task::JoinHandle<Option<ReadError>>,
+}
+
+/// What reading an event's bytes came to.
+pub(super) enum Readable {
+    /// The event, or `None` when it is unreadable (the webhook path dead-letters it).
+    Now(Option<Event>),
+    /// Its writer schema is being fetched: the partition is paused.
+    Later,
+}
+
+impl Core {
+    /// Reads `bytes` (at `offset` of partition `p`), or pauses the partition there
+    /// while the registry is asked for the writer schema.
+    pub(super) fn read(
+        &mut self,
+        consumer: &GroupConsumer,
+        p: i32,
+        offset: i64,
+        bytes: &[u8],
+    ) -> anyhow::Result<Readable> {
+        if self.unreadable.get(&p) == Some(&offset) {
+            self.unreadable.remove(&p);
+            return Ok(Readable::Now(None));
+        }
+        let id = match self.shared.events.read_cached(&self.shared.registry, bytes) {
+            Read::Done(result) => return Ok(Readable::Now(result.ok())),
+            Read::Fetch(id) => id,
+        };
+        let tpl = self.one_partition(p, Offset::Offset(offset))?;
+        consumer.seek_partitions(tpl.clone(), CALL_TIMEOUT)?;
+        consumer.pause(&tpl)?;
+        let events = self.shared.events.clone();
+        let registry = self.shared.registry.clone();
+        let metrics = self.shared.registry_metrics.clone();
+        let shutdown = self.shutdown.clone();
+        let fetch = self.runtime.spawn(async move {
+            let mut wait = Duration::from_millis(250);
+            loop {
+                match events.fetch(&registry, id).await {
+                    Ok(()) => return None,
+                    Err(ReadError::Registry(e)) => {
+                        if metrics.wait(e.code()) {
+                            tracing::warn!(partition = p, offset, code = e.code(), error = %e, retry_in = ?wait, "cannot read a sensitive-trace event's writer schema from the Schema Registry; its partition waits (logged every 5 s)");
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                    Err(e) => return Some(e),
+                }
+            }
+        });
+        self.waiting.insert(p, Waiting { offset, fetch });
+        Ok(Readable::Later)
+    }
+
+    /// Resumes the partitions whose writer schema has been fetched (or found unknown).
+    pub(super) fn resume_fetched(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
+        let done: Vec<i32> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.fetch.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in done {
+            let Some(waiting) = self.waiting.remove(&p) else {
+                continue;
+            };
+            // Finished: this does not block.
+            if let Ok(Some(_unreadable)) = self.runtime.block_on(waiting.fetch) {
+                self.unreadable.insert(p, waiting.offset);
+            }
+            consumer.resume(&self.one_partition(p, Offset::Invalid)?)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the waits of partitions no longer assigned.
+    pub(super) fn stop_waiting(&mut self, partition: i32) {
+        if let Some(w) = self.waiting.remove(&partition) {
+            w.fetch.abort();
+        }
+        self.unreadable.remove(&partition);
+    }
+
+    fn one_partition(&self, p: i32, offset: Offset) -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.shared.topics.events, p, offset)?;
+        Ok(tpl)
+    }
+}
