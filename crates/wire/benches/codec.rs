@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use wire::{Header, Registry, RenderedDelivery};
+use wire::{EventReader, Header, Read, Registry, RenderedDelivery, schema_registry_frame};
 
 fn bench(c: &mut Criterion) {
     let registry = Registry::bundled().expect("bundled schemas");
@@ -43,6 +43,40 @@ fn bench(c: &mut Criterion) {
                 .expect("decodes")
         })
     });
+    // The same event framed for a Schema Registry: under the id of hookline's own
+    // schema, and under the id of an engine's copy with one more field (resolved).
+    let reader = EventReader::new(&registry, None).expect("a reader");
+    let own = include_str!("../../../schemas/event.v1.avsc");
+    let mut evolved: serde_json::Value = serde_json::from_str(own).expect("json");
+    evolved["fields"]
+        .as_array_mut()
+        .expect("fields")
+        .push(json!({"name": "engine_region", "type": "string", "default": ""}));
+    reader.learn(&registry, 1, own);
+    reader.learn(&registry, 2, &evolved.to_string());
+    let datum = &event_bytes[10..];
+    let framed_own = schema_registry_frame(1, datum);
+    let mut evolved_datum = datum.to_vec();
+    evolved_datum.extend_from_slice(&[4, b'e', b'u']);
+    let framed_evolved = schema_registry_frame(2, &evolved_datum);
+    for (name, bytes) in [
+        ("read a transfer.error event: single object", &event_bytes),
+        (
+            "read a transfer.error event: registry id of hookline's schema",
+            &framed_own,
+        ),
+        (
+            "read a transfer.error event: registry id of an evolved schema",
+            &framed_evolved,
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| match reader.read_cached(&registry, black_box(bytes)) {
+                Read::Done(Ok(event)) => event,
+                other => panic!("not read: {other:?}"),
+            })
+        });
+    }
     c.bench_function("encode a rendered delivery", |b| {
         b.iter(|| registry.encode(black_box(&delivery)).expect("encodes"))
     });

@@ -234,6 +234,18 @@ impl EventReader {
         Ok(())
     }
 
+    /// Keeps `schema` as the writer schema of registry id `id`, as if fetched: for
+    /// schemas known in advance, and for benchmarks that measure reading without a
+    /// registry. The registry's own answer is never replaced once kept.
+    pub fn learn(&self, registry: &Registry, id: u32, schema: &str) {
+        let writer = Arc::new(self.writer(registry, schema));
+        self.writers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_insert(writer);
+    }
+
     fn cached(&self, id: u32) -> bool {
         self.writers
             .read()

@@ -18,7 +18,8 @@ pub(super) struct Waiting {
 pub(super) enum Readable {
     /// The event, or `None` when it is unreadable (the webhook path dead-letters it).
     Now(Option<Event>),
-    /// Its writer schema is being fetched: the partition is paused.
+    /// Its writer schema is being fetched (or an earlier event's is): the partition is
+    /// paused there and will read this event again.
     Later,
 }
 
@@ -32,6 +33,11 @@ impl Core {
         offset: i64,
         bytes: &[u8],
     ) -> anyhow::Result<Readable> {
+        // Paused at an earlier event: a record fetched before the pause took effect is
+        // read again after it, in order.
+        if self.waiting.get(&p).is_some_and(|w| offset >= w.offset) {
+            return Ok(Readable::Later);
+        }
         if self.unreadable.get(&p) == Some(&offset) {
             self.unreadable.remove(&p);
             return Ok(Readable::Now(None));
