@@ -244,6 +244,27 @@ def test_the_contract_is_published_evolves_and_refuses_what_breaks_it(
         client.register_schema(subject, Schema(json.dumps(broken), "AVRO"))
     assert refused.value.http_status_code == 409
 
+    # A subject holding a schema hookline's cannot read: `schemas check` says no (exit 1).
+    other = f"{subject}-other"
+    client.set_compatibility(other, "BACKWARD")
+    client.register_schema(
+        other,
+        Schema(
+            json.dumps(
+                {
+                    "type": "record",
+                    "name": "Event",
+                    "namespace": "hookline.events",
+                    "fields": [{"name": "id", "type": "long"}],
+                }
+            ),
+            "AVRO",
+        ),
+    )
+    refused_check = hookline(settings, "schemas", "check", "--subject", other)
+    assert refused_check.returncode == 1, refused_check
+    assert "is NOT compatible" in refused_check.stdout
+
 
 def test_a_registry_that_does_not_answer_holds_its_events_and_only_them(
     apicurio, start_pipeline, receiver
