@@ -89,7 +89,12 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # Python's default listen backlog is 5: under the dispatcher's concurrency
+            # the kernel then refuses connections, failures the receiver never chose.
+            request_queue_size = 1024
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -120,7 +125,7 @@ class Soak:
                 "HOOKLINE_RETRY_SCHEDULE": args.retry_schedule,
                 "HOOKLINE_DELIVERY_TIMEOUT": "2s",
                 "HOOKLINE_RETRY_AFTER_MAX": "5s",
-                "RUST_LOG": "warn",
+                "RUST_LOG": args.rust_log,
             }
         )
         self.procs: dict[str, subprocess.Popen] = {}
@@ -399,6 +404,7 @@ def main() -> int:
     p.add_argument("--kafka-port", type=int, default=9292)
     p.add_argument("--seed", type=int, default=14)
     p.add_argument("--bin-dir", type=Path, default=ROOT / "target/release")
+    p.add_argument("--rust-log", default="warn", help="the services' RUST_LOG")
     args = p.parse_args()
     soak = Soak(args)
     try:

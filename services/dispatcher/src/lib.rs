@@ -560,6 +560,11 @@ impl Dispatcher {
                 );
                 if circuit.is_open() != was_open {
                     self.metrics.circuit(!was_open);
+                    if was_open {
+                        tracing::info!(endpoint_id = %delivery.endpoint_id, "circuit closed");
+                    } else {
+                        tracing::info!(endpoint_id = %delivery.endpoint_id, consecutive_failures = circuit.consecutive_failures(), "circuit opened: deliveries deferred until a probe succeeds");
+                    }
                 }
             }
             // A receiver may echo what it got (an API key, a trace): every kept
