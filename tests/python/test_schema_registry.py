@@ -148,6 +148,14 @@ def webhook(pipeline, receiver, events: list[str]) -> None:
     )
 
 
+def trace_endpoint(pipeline, receiver) -> None:
+    pipeline.call(
+        "POST",
+        "/sensitive-trace-endpoints",
+        {"sensitive_trace_endpoint": {"name": "traces", "url": receiver.url + "/traces"}},
+    )
+
+
 def hookline(settings: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(settings)
@@ -159,11 +167,7 @@ def hookline(settings: dict[str, str], *args: str) -> subprocess.CompletedProces
 def test_events_of_confluent_serializer_are_delivered(apicurio, start_pipeline, receiver):
     pipeline = start_pipeline({"HOOKLINE_SCHEMA_REGISTRY_URL": apicurio.url})
     webhook(pipeline, receiver, ["recipient.updated"])
-    pipeline.call(
-        "POST",
-        "/sensitive-trace-endpoints",
-        {"sensitive_trace_endpoint": {"name": "traces", "url": receiver.url + "/traces"}},
-    )
+    trace_endpoint(pipeline, receiver)
     topic = f"{pipeline.prefix}events"
     ser = serializer(apicurio.url)
     transfer = f"tr-{uuid.uuid4().hex[:8]}"
@@ -273,11 +277,7 @@ def test_a_registry_that_does_not_answer_holds_its_events_and_only_them(
         {"HOOKLINE_SCHEMA_REGISTRY_URL": apicurio.url, "HOOKLINE_SCHEMA_REGISTRY_TIMEOUT": "2s"}
     )
     webhook(pipeline, receiver, ["recipient.updated"])
-    pipeline.call(
-        "POST",
-        "/sensitive-trace-endpoints",
-        {"sensitive_trace_endpoint": {"name": "traces", "url": receiver.url + "/traces"}},
-    )
+    trace_endpoint(pipeline, receiver)
     topic = f"{pipeline.prefix}events"
     ser = serializer(apicurio.url)
     transfer = f"tr-{uuid.uuid4().hex[:8]}"

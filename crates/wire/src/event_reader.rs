@@ -155,11 +155,6 @@ impl EventReader {
         })
     }
 
-    /// Whether a Schema Registry is configured.
-    pub fn has_registry(&self) -> bool {
-        self.client.is_some()
-    }
-
     /// Reads `bytes` without waiting: single-object records and registry ids already
     /// fetched are read at once (the hot path); a new id asks for [`Self::fetch`].
     pub fn read_cached(&self, registry: &Registry, bytes: &[u8]) -> Read {

@@ -10,6 +10,7 @@
 
 mod aggregate;
 mod metrics;
+mod schemas;
 mod split;
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
-use wire::{Endpoint, Event, EventReader, ReadError, Registry};
+use wire::{Endpoint, Event, EventReader, Read, Registry};
 
 /// The renderer's configuration (`HOOKLINE_*` variables, see the README).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,21 +352,22 @@ impl Renderer {
     /// schema is, the record waits (other records go on). `None`: shutting down.
     async fn read(&self, record: &Record) -> Option<Result<Event, wire::WireError>> {
         let payload = record.payload.as_deref().unwrap_or_default();
-        let mut wait = Duration::from_millis(250);
         loop {
-            match self.events.read(&self.registry, payload).await {
-                Ok(event) => return Some(Ok(event)),
-                Err(ReadError::Wire(e)) => return Some(Err(e)),
-                Err(ReadError::Registry(e)) => {
-                    if self.registry_metrics.wait(e.code()) {
-                        tracing::warn!(partition = record.partition, offset = record.offset, code = e.code(), error = %e, retry_in = ?wait, "cannot read an event's writer schema from the Schema Registry; events framed for it wait (logged every 5 s; hookline_renderer_schema_registry_waits_total counts them)");
-                    }
-                    tokio::select! {
-                        () = self.shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
+            let id = match self.events.read_cached(&self.registry, payload) {
+                Read::Done(result) => return Some(result),
+                Read::Fetch(id) => id,
+            };
+            let fetched = schemas::fetch_patiently(
+                &self.events,
+                &self.registry,
+                id,
+                &self.registry_metrics,
+                &self.shutdown,
+                (record.partition, record.offset),
+            )
+            .await?;
+            if let Err(e) = fetched {
+                return Some(Err(e));
             }
         }
     }

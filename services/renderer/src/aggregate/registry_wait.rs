@@ -4,14 +4,15 @@
 //! backoff, while it does not answer), and the partition resumes once it has. The
 //! other partitions go on meanwhile.
 
-use wire::{Read, ReadError};
+use wire::Read;
 
 use super::*;
 
 /// A partition paused at `offset` while its event's writer schema is fetched.
 pub(super) struct Waiting {
     offset: i64,
-    fetch: tokio::task::JoinHandle<Option<ReadError>>,
+    /// Ends with the reason the event is unreadable, if it is.
+    fetch: tokio::task::JoinHandle<Option<wire::WireError>>,
 }
 
 /// What reading an event's bytes came to.
@@ -54,23 +55,16 @@ impl Core {
         let metrics = self.shared.registry_metrics.clone();
         let shutdown = self.shutdown.clone();
         let fetch = self.runtime.spawn(async move {
-            let mut wait = Duration::from_millis(250);
-            loop {
-                match events.fetch(&registry, id).await {
-                    Ok(()) => return None,
-                    Err(ReadError::Registry(e)) => {
-                        if metrics.wait(e.code()) {
-                            tracing::warn!(partition = p, offset, code = e.code(), error = %e, retry_in = ?wait, "cannot read a sensitive-trace event's writer schema from the Schema Registry; its partition waits (logged every 5 s)");
-                        }
-                        tokio::select! {
-                            () = shutdown.cancelled() => return None,
-                            () = tokio::time::sleep(wait) => {}
-                        }
-                        wait = (wait * 2).min(Duration::from_secs(30));
-                    }
-                    Err(e) => return Some(e),
-                }
-            }
+            crate::schemas::fetch_patiently(
+                &events,
+                &registry,
+                id,
+                &metrics,
+                &shutdown,
+                (p, offset),
+            )
+            .await
+            .and_then(Result::err)
         });
         self.waiting.insert(p, Waiting { offset, fetch });
         Ok(Readable::Later)
