@@ -74,8 +74,16 @@ class Receiver:
         return list(self.requests)
 
 
+SERVICES = ("hookline-producer", "hookline-renderer", "hookline-dispatcher")
+
+
 class Pipeline:
-    def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        extra_env: dict[str, str] | None = None,
+        services: tuple[str, ...] = SERVICES,
+    ) -> None:
         self.prefix = f"py-{uuid.uuid4().hex[:8]}-"
         self.api = f"http://127.0.0.1:{free_port()}"
         env = dict(os.environ)
@@ -96,7 +104,7 @@ class Pipeline:
         self.procs = []
         # Each service's admin listener (health, metrics) on a port of its own.
         self.admin: dict[str, str] = {}
-        for name in ("hookline-producer", "hookline-renderer", "hookline-dispatcher"):
+        for name in services:
             self.admin[name] = f"http://127.0.0.1:{free_port()}"
             env["HOOKLINE_ADMIN_ADDR"] = self.admin[name].removeprefix("http://")
             log = open(tmp / f"{name}.log", "wb")

@@ -93,7 +93,7 @@ impl Cursor {
 }
 
 /// One attempt, without what the receiver answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AttemptInfo {
     /// 1-based.
     pub number: i32,
@@ -111,7 +111,7 @@ pub struct AttemptInfo {
 }
 
 /// A dead letter's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     /// Dead-letter id.
     pub id: String,
@@ -211,7 +211,7 @@ impl Entry {
 }
 
 /// One page of a listing.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ListPage {
     /// Newest first.
     pub dead_letters: Vec<Entry>,

@@ -87,7 +87,7 @@ pub struct ReplayRequest {
 }
 
 /// What happened to one matching letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LetterOutcome {
     /// The dead letter.
     pub id: String,
@@ -102,7 +102,7 @@ pub struct LetterOutcome {
 }
 
 /// What a replay did (or, in a dry run, would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReplaySummary {
     /// Nothing was written.
     pub dry_run: bool,

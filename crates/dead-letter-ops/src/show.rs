@@ -17,7 +17,7 @@ const REDACTED: &str = "[redacted]";
 const SEALED: &str = "[sealed]";
 
 /// A dead letter as it may be shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Shown {
     /// Its metadata (attempts with `response: "[sealed]"` where one was kept).
     #[serde(flatten)]
@@ -31,7 +31,7 @@ pub struct Shown {
 }
 
 /// A header as shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ShownHeader {
     /// Its name.
     pub name: String,
@@ -40,7 +40,7 @@ pub struct ShownHeader {
 }
 
 /// The request a dead letter holds, redacted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ShownRequest {
     /// HTTP method.
     pub method: String,

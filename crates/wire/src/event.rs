@@ -16,7 +16,9 @@ use crate::registry::Registry;
 pub const DEFAULT_VERSION: &str = "2023-10-15";
 
 pub(crate) const EVENT: &str = "hookline.events.Event";
-const ENVELOPE_FIELDS: [&str; 6] = ["id", "type", "version", "api_version", "created_at", "data"];
+/// The fields of an event's JSON envelope.
+pub const ENVELOPE_FIELDS: [&str; 6] =
+    ["id", "type", "version", "api_version", "created_at", "data"];
 
 /// A decoded, valid event with its `data` in the JSON shape receivers see.
 #[derive(Clone, PartialEq)]

@@ -18,7 +18,7 @@ mod registry;
 mod schema_registry;
 
 pub use error::WireError;
-pub use event::{DEFAULT_VERSION, Event};
+pub use event::{DEFAULT_VERSION, ENVELOPE_FIELDS, Event};
 #[cfg(feature = "schema-registry")]
 pub use event_reader::{
     EventReader, Framing, Read, ReadError, SCHEMA_REGISTRY_MAGIC, schema_registry_frame,

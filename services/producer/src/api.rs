@@ -1,6 +1,6 @@
 //! The HTTP surface: routes, bearer-token auth, JSON bodies and errors.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
@@ -8,50 +8,25 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::bodies::Health;
 use crate::error::ApiError;
 use crate::{AppState, dead_letters, deliveries, events, keys, reseal, trace_endpoints, webhooks};
 
-/// The API's routes over shared state.
+/// The API's routes over shared state, and `GET /openapi.json` describing them.
 pub fn router(state: Arc<AppState>) -> Router {
-    let authed = Router::new()
-        .route("/events", post(events::create))
-        .route("/webhooks", post(webhooks::create).get(webhooks::list))
-        .route(
-            "/webhooks/{id}",
-            get(webhooks::show)
-                .patch(webhooks::update)
-                .delete(webhooks::delete),
-        )
-        .route("/webhooks/{id}/deliveries", get(deliveries::list))
-        .route(
-            "/sensitive-trace-endpoints",
-            post(trace_endpoints::create).get(trace_endpoints::list),
-        )
-        .route(
-            "/sensitive-trace-endpoints/{id}",
-            get(trace_endpoints::show)
-                .patch(trace_endpoints::update)
-                .delete(trace_endpoints::delete),
-        )
-        .route("/webhooks/{id}/recover", post(dead_letters::recover))
-        .route("/dead-letters", get(dead_letters::list))
-        .route("/dead-letters/replay", post(dead_letters::replay))
-        .route("/dead-letters/{id}", get(dead_letters::show))
-        .route("/signatures/webhook-key/rotate", post(keys::rotate_key))
-        .route("/keys/master", get(reseal::status))
-        .route("/keys/master/reseal", post(reseal::reseal))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let (routes, _) = authed_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .split_for_parts();
+    let (public, _) = public_routes().split_for_parts();
     Router::new()
-        .route("/health", get(health))
-        .route(
-            "/public/signatures/webhook-public-key",
-            get(keys::public_key),
-        )
-        .merge(authed)
+        .merge(public)
+        .merge(routes)
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Handlers read bodies with their own limit and answer in JSON.
@@ -59,8 +34,73 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn health() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+/// Every route with its description, for the OpenAPI document.
+pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    authed_routes().merge(public_routes())
+}
+
+/// The routes that take the bearer token. Handlers of one path go in one `routes!`.
+fn authed_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(events::create))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::show, webhooks::update, webhooks::delete))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(trace_endpoints::create, trace_endpoints::list))
+        .routes(routes!(
+            trace_endpoints::show,
+            trace_endpoints::update,
+            trace_endpoints::delete
+        ))
+        .routes(routes!(dead_letters::recover))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::replay))
+        .routes(routes!(dead_letters::show))
+        .routes(routes!(keys::rotate_key))
+        .routes(routes!(reseal::status))
+        .routes(routes!(reseal::reseal))
+}
+
+/// The routes open to anyone.
+fn public_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(keys::public_key))
+}
+
+/// `GET /health`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "service",
+    summary = "Whether the API serves",
+    security(()),
+    responses((status = 200, description = "It serves", body = Health)),
+)]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// `GET /openapi.json`: the document, made once.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "service",
+    summary = "This document",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object)),
+)]
+async fn openapi_json() -> impl IntoResponse {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.get_or_init(crate::openapi::document_json).as_str(),
+    )
 }
 
 async fn require_token(
@@ -110,6 +150,6 @@ fn parse_json(body: &Bytes) -> Result<serde_json::Value, ApiError> {
 }
 
 /// A JSON response with a status.
-pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+pub fn json_response(status: StatusCode, body: impl serde::Serialize) -> Response {
     (status, Json(body)).into_response()
 }

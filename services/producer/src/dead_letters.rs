@@ -14,18 +14,41 @@ use axum::response::Response;
 use dead_letter_ops::{
     Cursor, ListFilter, OpsError, Page, ReplayFilter, ReplayRequest, ReplaySummary,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
+use crate::bodies::{DeadLetterBody, ErrorBody};
 use crate::error::ApiError;
+use crate::requests::{RecoverInput, ReplayInput};
 
 const LIST_PARAMS: &[&str] = &["endpoint_id", "since", "reason", "limit", "cursor"];
-const REPLAY_FIELDS: &[&str] = &["endpoint_id", "since", "until", "ids", "dry_run", "all"];
-const RECOVER_FIELDS: &[&str] = &["since", "until", "dry_run"];
+pub(crate) const REPLAY_FIELDS: &[&str] =
+    &["endpoint_id", "since", "until", "ids", "dry_run", "all"];
+pub(crate) const RECOVER_FIELDS: &[&str] = &["since", "until", "dry_run"];
 
 /// `GET /dead-letters?endpoint_id=&since=&reason=&limit=&cursor=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/dead-letters",
+    operation_id = "list_dead_letters",
+    tag = "dead-letters",
+    summary = "List dead letters, newest first",
+    description = "Metadata only: no URL query, header value, body or response.",
+    params(
+        ("endpoint_id" = Option<String>, Query, description = "Only this endpoint's"),
+        ("since" = Option<String>, Query, description = "RFC 3339, or a duration ago (`24h`)"),
+        ("reason" = Option<String>, Query, description = "Only this reason code (`HL-DELIVERY-EXHAUSTED`, ...)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "Entries per page (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = dead_letter_ops::ListPage),
+        (status = 400, description = "An unknown parameter, or one out of range", body = ErrorBody),
+        (status = 503, description = "The dead-letter topic could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Query(params): Query<HashMap<String, String>>,
@@ -41,6 +64,7 @@ pub async fn list(
         endpoint_id: params.get("endpoint_id").filter(|s| !s.is_empty()).cloned(),
         since: params
             .get("since")
+            .filter(|s| !s.is_empty())
             .map(|s| time_param("since", s, now))
             .transpose()?,
         reason_code: params.get("reason").filter(|s| !s.is_empty()).cloned(),
@@ -71,10 +95,23 @@ pub async fn list(
         .list(&filter, &Page { limit, cursor })
         .await
         .map_err(ops_error)?;
-    Ok(json_response(StatusCode::OK, to_json(&page)?))
+    Ok(json_response(StatusCode::OK, page))
 }
 
 /// `GET /dead-letters/{id}`: one dead letter, its sensitive parts redacted.
+#[utoipa::path(
+    get,
+    path = "/dead-letters/{id}",
+    operation_id = "show_dead_letter",
+    tag = "dead-letters",
+    summary = "Show a dead letter, redacted",
+    params(("id" = String, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "The dead letter: secrets redacted, sealed bodies and responses never shown", body = DeadLetterBody),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 503, description = "The dead-letter topic could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -87,12 +124,28 @@ pub async fn show(
         .ok_or_else(|| ApiError::not_found("dead letter"))?;
     Ok(json_response(
         StatusCode::OK,
-        json!({ "dead_letter": to_json(&shown)? }),
+        DeadLetterBody { dead_letter: shown },
     ))
 }
 
 /// `POST /dead-letters/replay` with `{endpoint_id?, since?, until?, ids?, dry_run?, all?}`:
 /// at least one filter, or `all: true`.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/replay",
+    operation_id = "replay_dead_letters",
+    tag = "dead-letters",
+    summary = "Replay dead letters",
+    description = "Each matching dead letter is re-queued once, with its delivery id: receivers deduplicate a replay of a delivery that had arrived.",
+    request_body = ReplayInput,
+    responses(
+        (status = 200, description = "What was (or in a dry run, would be) replayed", body = dead_letter_ops::ReplaySummary),
+        (status = 400, description = "No filter and no `all`, or an invalid field", body = ErrorBody),
+        (status = 409, description = "Another replay is running", body = ErrorBody),
+        (status = 413, description = "The body is larger than allowed", body = ErrorBody),
+        (status = 503, description = "Kafka did not answer in time", body = ErrorBody),
+    ),
+)]
 pub async fn replay(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
     let input = object(&json_body(body, state.max_body_bytes).await?, REPLAY_FIELDS)?;
     let now = OffsetDateTime::now_utc();
@@ -133,11 +186,28 @@ pub async fn replay(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
         ));
     }
     let summary = run(&state, filter, flag(&input, "dry_run")?).await?;
-    Ok(json_response(StatusCode::OK, to_json(&summary)?))
+    Ok(json_response(StatusCode::OK, summary))
 }
 
 /// `POST /webhooks/{id}/recover` with `{"since": T, "until"?, "dry_run"?}`: replays the
 /// webhook's dead letters since `T`.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/recover",
+    operation_id = "recover_webhook",
+    tag = "dead-letters",
+    summary = "Replay a webhook's dead letters since a time",
+    params(("id" = String, Path, description = "The webhook's id")),
+    request_body = RecoverInput,
+    responses(
+        (status = 200, description = "What was (or in a dry run, would be) replayed", body = dead_letter_ops::ReplaySummary),
+        (status = 400, description = "A missing or invalid field", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+        (status = 409, description = "Another replay is running", body = ErrorBody),
+        (status = 413, description = "The body is larger than allowed", body = ErrorBody),
+        (status = 503, description = "Kafka did not answer in time", body = ErrorBody),
+    ),
+)]
 pub async fn recover(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -160,7 +230,7 @@ pub async fn recover(
         ids: Vec::new(),
     };
     let summary = run(&state, filter, flag(&input, "dry_run")?).await?;
-    Ok(json_response(StatusCode::OK, to_json(&summary)?))
+    Ok(json_response(StatusCode::OK, summary))
 }
 
 async fn run(
@@ -218,10 +288,6 @@ fn flag(input: &Map<String, Value>, field: &str) -> Result<bool, ApiError> {
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(ApiError::invalid(field, "must be a boolean")),
     }
-}
-
-fn to_json(value: &impl serde::Serialize) -> Result<Value, ApiError> {
-    serde_json::to_value(value).map_err(|_| ApiError::internal("HL-API-ENCODE"))
 }
 
 /// A failed operation as an answer: Kafka's trouble is 503, a concurrent replay 409.

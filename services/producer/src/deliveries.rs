@@ -8,11 +8,11 @@ use std::time::Duration;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::api::json_response;
 use crate::attempt_index::Delivery;
+use crate::bodies::{AttemptView, DeliveryList, DeliveryView, ErrorBody};
 use crate::error::ApiError;
 use crate::webhooks::{find_kind, printable};
 
@@ -24,6 +24,24 @@ pub(crate) const MAX_LIMIT: usize = 500;
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// `GET /webhooks/{id}/deliveries`.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}/deliveries",
+    operation_id = "list_deliveries",
+    tag = "deliveries",
+    summary = "A webhook's recent deliveries and their attempts",
+    description = "From the attempt log: times, statuses and codes, never a payload, header or response.",
+    params(
+        ("id" = String, Path, description = "The webhook's id"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Deliveries to list (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "Newest first", body = DeliveryList),
+        (status = 400, description = "An unknown parameter, or a limit out of range", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+        (status = 503, description = "The `endpoints` table could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -32,7 +50,7 @@ pub async fn list(
     let limit = limit(query.as_deref().unwrap_or_default())?;
     let webhook = find_kind(&state, &id, "webhook", "webhook").await?;
     let caught_up = state.attempts.catch_up(CATCH_UP_PATIENCE).await;
-    let deliveries: Vec<Value> = state
+    let deliveries = state
         .attempts
         .recent(&webhook.id, limit)
         .iter()
@@ -40,7 +58,10 @@ pub async fn list(
         .collect();
     Ok(json_response(
         StatusCode::OK,
-        json!({"deliveries": deliveries, "caught_up": caught_up}),
+        DeliveryList {
+            deliveries,
+            caught_up,
+        },
     ))
 }
 
@@ -66,32 +87,29 @@ fn limit(query: &str) -> Result<usize, ApiError> {
 }
 
 /// A delivery as the API shows it.
-fn shown(delivery: &Delivery) -> Value {
-    let attempts: Vec<Value> = delivery
-        .attempts
-        .iter()
-        .map(|a| {
-            json!({
-                "attempt": a.attempt,
-                "started_at": a.started_at,
-                "duration_ms": a.duration_ms,
-                "status": a.status,
-                "error_code": a.error_code,
-                "outcome": a.outcome,
-                "reason_code": a.reason_code,
-                "next_attempt_at": a.next_attempt_at,
+fn shown(delivery: &Delivery) -> DeliveryView {
+    DeliveryView {
+        delivery_id: delivery.delivery_id.to_string(),
+        event_id: delivery.event_id.clone(),
+        event_type: delivery.event_type.clone(),
+        status: delivery.status().to_owned(),
+        attempts: delivery
+            .attempts
+            .iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                started_at: a.started_at.clone(),
+                duration_ms: a.duration_ms,
+                status: a.status,
+                error_code: a.error_code.clone(),
+                outcome: a.outcome.clone(),
+                reason_code: a.reason_code.clone(),
+                next_attempt_at: a.next_attempt_at.clone(),
             })
-        })
-        .collect();
-    json!({
-        "delivery_id": &*delivery.delivery_id,
-        "event_id": delivery.event_id,
-        "event_type": delivery.event_type,
-        "status": delivery.status(),
-        "attempts": attempts,
-        "last_attempt_at": delivery.last_attempt_at(),
-        "replay_of": delivery.replay_of,
-    })
+            .collect(),
+        last_attempt_at: delivery.last_attempt_at().to_owned(),
+        replay_of: delivery.replay_of.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error the API answers with.
 #[derive(Debug)]
@@ -135,13 +134,20 @@ impl ApiError {
         self.status
     }
 
-    /// The JSON body it answers: `{"error": {"code", "message", "field"?}}`.
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = &self.field {
-            error["field"] = json!(field);
+    /// The error as a batch result or a body names it.
+    pub fn detail(&self) -> crate::bodies::ErrorDetail {
+        crate::bodies::ErrorDetail {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+            field: self.field.clone(),
         }
-        json!({ "error": error })
+    }
+
+    /// The JSON body it answers: `{"error": {"code", "message", "field"?}}`.
+    pub fn body(&self) -> crate::bodies::ErrorBody {
+        crate::bodies::ErrorBody {
+            error: self.detail(),
+        }
     }
 
     /// 500 for our own failure (never the caller's mistake).

@@ -12,21 +12,40 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rdkafka::message::OwnedHeaders;
-use serde_json::{Value, json};
+use serde_json::Value;
 use service_kit::telemetry;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
+use crate::bodies::{Accepted, BatchResults, ErrorBody, EventResult, EventsAccepted};
 use crate::error::ApiError;
 use crate::framing;
+use crate::requests::EventsInput;
 
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 1000;
 
 /// Accepts one event, or an array of events. Traced as a server span that continues
 /// the caller's `traceparent` (a transfer engine's own trace) or starts a trace.
+#[utoipa::path(
+    post,
+    path = "/events",
+    operation_id = "send_events",
+    tag = "events",
+    summary = "Send one event, or an array of up to 1,000",
+    description = "Each event is checked against its type's Avro schema, its sensitive fields sealed, and written to the `events` topic; the answer comes once Kafka acknowledged it.",
+    request_body = EventsInput,
+    params(("traceparent" = Option<String>, Header, nullable = false, description = "W3C trace context: the request's span continues the caller's trace.")),
+    responses(
+        (status = 202, description = "Accepted: the event's id, or for an array every event's result", body = EventsAccepted),
+        (status = 207, description = "An array of which some events were refused: one result per event, in order", body = BatchResults),
+        (status = 400, description = "Not JSON, or an event that does not match its schema", body = ErrorBody),
+        (status = 413, description = "The body, or the record, is larger than allowed", body = ErrorBody),
+        (status = 503, description = "Kafka did not take the event in time", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -69,7 +88,10 @@ async fn accept(state: &AppState, body: Body, span: &Span) -> Result<Response, A
         Value::Array(events) => create_many(state, &events, trace).await,
         input => {
             let id = ingest(state, &input, trace).await?;
-            Ok(json_response(StatusCode::ACCEPTED, json!({ "id": id })))
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                EventsAccepted::One(Accepted { id }),
+            ))
         }
     }
 }
@@ -95,23 +117,27 @@ async fn create_many(
     let sends = events.iter().map(|input| ingest(state, input, trace));
     let outcomes = futures::future::join_all(sends).await;
     let all_accepted = outcomes.iter().all(Result::is_ok);
-    let results: Vec<Value> = outcomes
+    let results: Vec<EventResult> = outcomes
         .into_iter()
         .map(|outcome| match outcome {
-            Ok(id) => json!({"status": StatusCode::ACCEPTED.as_u16(), "id": id}),
-            Err(e) => {
-                let mut result = e.body();
-                result["status"] = json!(e.status().as_u16());
-                result
-            }
+            Ok(id) => EventResult {
+                status: StatusCode::ACCEPTED.as_u16(),
+                id: Some(id),
+                error: None,
+            },
+            Err(e) => EventResult {
+                status: e.status().as_u16(),
+                id: None,
+                error: Some(e.detail()),
+            },
         })
         .collect();
-    let status = if all_accepted {
-        StatusCode::ACCEPTED
+    let results = BatchResults { events: results };
+    Ok(if all_accepted {
+        json_response(StatusCode::ACCEPTED, EventsAccepted::Many(results))
     } else {
-        StatusCode::MULTI_STATUS
-    };
-    Ok(json_response(status, json!({ "events": results })))
+        json_response(StatusCode::MULTI_STATUS, results)
+    })
 }
 
 /// Validates, encodes and produces one event, counted by type and outcome.

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use crate::bodies::{ErrorBody, PublicKey, RetiredKey};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine as _;
-use serde_json::json;
 use wire::SigningKey;
 
 use crate::AppState;
@@ -100,16 +100,38 @@ async fn rotate(state: &AppState, replace: bool) -> Result<SigningKey, ApiError>
     }
 }
 
-fn public(key: &SigningKey) -> serde_json::Value {
-    let previous: Vec<serde_json::Value> = key
-        .previous_keys
-        .iter()
-        .map(|k| json!({"kid": k.kid, "public_key": k.public_key_pem, "retired_at": k.retired_at}))
-        .collect();
-    json!({"kid": key.kid, "algorithm": key.algorithm, "public_key": key.public_key_pem, "created_at": key.created_at, "previous_keys": previous})
+fn public(key: &SigningKey) -> PublicKey {
+    PublicKey {
+        kid: key.kid.clone(),
+        algorithm: key.algorithm.clone(),
+        public_key: key.public_key_pem.clone(),
+        created_at: key.created_at.clone(),
+        previous_keys: key
+            .previous_keys
+            .iter()
+            .map(|k| RetiredKey {
+                kid: k.kid.clone(),
+                public_key: k.public_key_pem.clone(),
+                retired_at: k.retired_at.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// `GET /public/signatures/webhook-public-key` (no auth: it is public).
+#[utoipa::path(
+    get,
+    path = "/public/signatures/webhook-public-key",
+    operation_id = "public_key",
+    tag = "keys",
+    summary = "The public key `prequel_rsa` deliveries are signed with",
+    security(()),
+    responses(
+        (status = 200, description = "The key, and keys rotated out recently", body = PublicKey),
+        (status = 404, description = "No key yet", body = ErrorBody),
+        (status = 503, description = "The `keys` table could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn public_key(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     state
         .keys
@@ -124,6 +146,18 @@ pub async fn public_key(State(state): State<Arc<AppState>>) -> Result<Response, 
 }
 
 /// `POST /signatures/webhook-key/rotate`: deliveries sent from now on use a new key.
+#[utoipa::path(
+    post,
+    path = "/signatures/webhook-key/rotate",
+    operation_id = "rotate_signing_key",
+    tag = "keys",
+    summary = "Rotate the webhook signing key",
+    description = "Deliveries signed from now on use a new key; the old one stays published among `previous_keys`.",
+    responses(
+        (status = 200, description = "The new key", body = PublicKey),
+        (status = 503, description = "Kafka did not take the change in time", body = ErrorBody),
+    ),
+)]
 pub async fn rotate_key(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let key = rotate(&state, true).await?;
     tracing::info!(kid = %key.kid, "webhook signing key rotated");

@@ -9,6 +9,7 @@
 mod api;
 mod attempt_index;
 mod attempt_log;
+mod bodies;
 mod dead_letters;
 mod deliveries;
 mod endpoint_requests;
@@ -18,7 +19,9 @@ mod events;
 mod framing;
 mod keys;
 mod metrics;
+mod openapi;
 mod policy;
+mod requests;
 mod reseal;
 mod table_writer;
 mod trace_endpoints;

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{Value, json};
 use signing::{SealedUnder, Sealer};
 use wire::{Endpoint, SigningKey};
 
 use crate::AppState;
 use crate::api::json_response;
+use crate::bodies::{ErrorBody, MasterKeys, ResealFailure, ResealReport};
 use crate::endpoints;
 use crate::error::ApiError;
 use crate::table_writer::{Change, Outcome, Target};
@@ -43,12 +43,23 @@ fn under(value: &str) -> Option<String> {
 }
 
 /// `GET /keys/master`.
+#[utoipa::path(
+    get,
+    path = "/keys/master",
+    operation_id = "master_keys",
+    tag = "keys",
+    summary = "Master keys and what the tables hold sealed under each",
+    responses(
+        (status = 200, description = "Key ids and counts (never a value)", body = MasterKeys),
+        (status = 503, description = "A table could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn status(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, census(&state).await?))
 }
 
 /// What the tables hold sealed, counted by key.
-async fn census(state: &AppState) -> Result<Value, ApiError> {
+async fn census(state: &AppState) -> Result<MasterKeys, ApiError> {
     endpoints::sync(state).await?;
     state
         .keys
@@ -79,15 +90,35 @@ async fn census(state: &AppState) -> Result<Value, ApiError> {
         .filter(|(label, _)| label.as_str() != current)
         .map(|(_, n)| n)
         .sum();
-    Ok(json!({
-        "sealing_key": current,
-        "opening_keys": state.sealer.key_ids(),
-        "sealed_values": by_key,
-        "sealed_under_other_keys": elsewhere,
-    }))
+    Ok(MasterKeys {
+        sealing_key: current.to_owned(),
+        opening_keys: state
+            .sealer
+            .key_ids()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        sealed_values: by_key
+            .into_iter()
+            .map(|(table, keys)| (table.to_owned(), keys))
+            .collect(),
+        sealed_under_other_keys: elsewhere,
+    })
 }
 
 /// `POST /keys/master/reseal`.
+#[utoipa::path(
+    post,
+    path = "/keys/master/reseal",
+    operation_id = "reseal",
+    tag = "keys",
+    summary = "Seal every value of the tables again under the newest master key",
+    responses(
+        (status = 200, description = "Every record resealed", body = ResealReport),
+        (status = 207, description = "Some records could not be resealed (`failed` says which)", body = ResealReport),
+        (status = 503, description = "Kafka did not take a change in time", body = ErrorBody),
+    ),
+)]
 pub async fn reseal(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     endpoints::sync(&state).await?;
     let mut report = Report::default();
@@ -190,11 +221,11 @@ pub async fn reseal(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
         } else {
             StatusCode::MULTI_STATUS
         },
-        json!({
-            "resealed": report.resealed,
-            "failed": report.failed,
-            "after": after,
-        }),
+        ResealReport {
+            resealed: report.resealed,
+            failed: report.failed,
+            after,
+        },
     ))
 }
 
@@ -210,14 +241,17 @@ fn stale_endpoint(sealer: &Sealer, e: &Endpoint) -> bool {
 #[derive(Default)]
 struct Report {
     resealed: u64,
-    failed: Vec<Value>,
+    failed: Vec<ResealFailure>,
 }
 
 impl Report {
     fn count<V>(&mut self, table: &str, key: &str, outcome: &Outcome<V>, failed: Option<String>) {
         if let Some(reason) = failed {
-            self.failed
-                .push(json!({"table": table, "key": key, "reason": reason}));
+            self.failed.push(ResealFailure {
+                table: table.to_owned(),
+                key: key.to_owned(),
+                reason,
+            });
         } else if matches!(outcome, Outcome::Put(_)) {
             self.resealed += 1;
         }

@@ -10,15 +10,19 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use wire::Endpoint;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
+use crate::bodies::{
+    ErrorBody, TraceEndpoint, TraceEndpointBody, TraceEndpointDeleted, TraceEndpointList,
+};
 use crate::endpoints::{self, Precondition, find_kind, sync, with_etag};
 use crate::error::ApiError;
+use crate::requests::{TraceEndpointCreate, TraceEndpointPatch};
 use crate::webhooks::{
-    MASK, optional_text, render_error, set_sealed, template_or_url, valid_name, wrapped,
+    optional_text, render_error, set_sealed, template_or_url, valid_name, wrapped,
 };
 
 /// The endpoint kind, and its vendor.
@@ -27,7 +31,7 @@ const KIND: &str = "sensitive_trace";
 const WHAT: &str = "sensitive trace endpoint";
 /// The wrapper object of request and response bodies.
 const WRAPPER: &str = "sensitive_trace_endpoint";
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "name",
     "description",
     "url",
@@ -41,6 +45,21 @@ const FIELDS: &[&str] = &[
 ];
 
 /// `POST /sensitive-trace-endpoints`.
+#[utoipa::path(
+    post,
+    path = "/sensitive-trace-endpoints",
+    operation_id = "create_sensitive_trace_endpoint",
+    tag = "sensitive-trace-endpoints",
+    summary = "Create a sensitive-trace endpoint",
+    description = "It receives one POST per transfer with the transfer's raw traces. Its templates are dry-run with a sample trace batch.",
+    request_body = TraceEndpointCreate,
+    responses(
+        (status = 201, description = "Created", body = TraceEndpointBody, headers(("ETag" = String, description = "The endpoint's version, `\"<version>\"`"))),
+        (status = 400, description = "A field is missing or invalid (`field` names it)", body = ErrorBody),
+        (status = 413, description = "The body is larger than allowed", body = ErrorBody),
+        (status = 503, description = "Kafka did not take the change in time", body = ErrorBody),
+    ),
+)]
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
     let input = wrapped(
         &json_body(body, state.max_body_bytes).await?,
@@ -72,12 +91,28 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     apply_fields(&state, &mut endpoint, &input)?;
     let endpoint = endpoints::create(&state, endpoint).await?;
     Ok(with_etag(
-        json_response(StatusCode::CREATED, json!({ WRAPPER: public(&endpoint) })),
+        json_response(
+            StatusCode::CREATED,
+            TraceEndpointBody {
+                sensitive_trace_endpoint: TraceEndpoint::of(&endpoint),
+            },
+        ),
         &endpoint,
     ))
 }
 
 /// `GET /sensitive-trace-endpoints`.
+#[utoipa::path(
+    get,
+    path = "/sensitive-trace-endpoints",
+    operation_id = "list_sensitive_trace_endpoints",
+    tag = "sensitive-trace-endpoints",
+    summary = "List sensitive-trace endpoints",
+    responses(
+        (status = 200, description = "Every sensitive-trace endpoint, oldest first", body = TraceEndpointList),
+        (status = 503, description = "The `endpoints` table could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     sync(&state).await?;
     let mut all: Vec<Endpoint> = state
@@ -91,27 +126,65 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
             .cmp(&b.created_at)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let endpoints: Vec<Value> = all.iter().map(public).collect();
+    let sensitive_trace_endpoints = all.iter().map(TraceEndpoint::of).collect();
     Ok(json_response(
         StatusCode::OK,
-        json!({ "sensitive_trace_endpoints": endpoints }),
+        TraceEndpointList {
+            sensitive_trace_endpoints,
+        },
     ))
 }
 
 /// `GET /sensitive-trace-endpoints/{id}`.
+#[utoipa::path(
+    get,
+    path = "/sensitive-trace-endpoints/{id}",
+    operation_id = "show_sensitive_trace_endpoint",
+    tag = "sensitive-trace-endpoints",
+    summary = "Show a sensitive-trace endpoint",
+    params(("id" = String, Path, description = "The endpoint's id")),
+    responses(
+        (status = 200, description = "The endpoint", body = TraceEndpointBody, headers(("ETag" = String, description = "The endpoint's version, `\"<version>\"`"))),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 503, description = "The `endpoints` table could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
     Ok(with_etag(
-        json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })),
+        json_response(
+            StatusCode::OK,
+            TraceEndpointBody {
+                sensitive_trace_endpoint: TraceEndpoint::of(&endpoint),
+            },
+        ),
         &endpoint,
     ))
 }
 
 /// `PATCH /sensitive-trace-endpoints/{id}`: only the fields given change; with
 /// `If-Match`, only if the endpoint still has that version (412 otherwise).
+#[utoipa::path(
+    patch,
+    path = "/sensitive-trace-endpoints/{id}",
+    operation_id = "update_sensitive_trace_endpoint",
+    tag = "sensitive-trace-endpoints",
+    summary = "Change a sensitive-trace endpoint",
+    description = "Only the fields given change; `null` clears one. With `If-Match`, only if the endpoint still has that version.",
+    params(("id" = String, Path, description = "The endpoint's id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?(,[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?)*$"#, description = "The version the change applies to (`\"3\"`, from the `ETag`), or `*`; 412 when the endpoint has another")),
+    request_body = TraceEndpointPatch,
+    responses(
+        (status = 200, description = "Changed", body = TraceEndpointBody, headers(("ETag" = String, description = "The endpoint's version, `\"<version>\"`"))),
+        (status = 400, description = "A field is invalid (`field` names it)", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 412, description = "The endpoint's version is not the one in `If-Match`", body = ErrorBody),
+        (status = 413, description = "The body is larger than allowed", body = ErrorBody),
+        (status = 503, description = "Kafka did not take the change in time", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -129,13 +202,33 @@ pub async fn update(
     })
     .await?;
     Ok(with_etag(
-        json_response(StatusCode::OK, json!({ WRAPPER: public(&endpoint) })),
+        json_response(
+            StatusCode::OK,
+            TraceEndpointBody {
+                sensitive_trace_endpoint: TraceEndpoint::of(&endpoint),
+            },
+        ),
         &endpoint,
     ))
 }
 
 /// `DELETE /sensitive-trace-endpoints/{id}`: writes a tombstone; with `If-Match`,
 /// only if the endpoint still has that version (412 otherwise).
+#[utoipa::path(
+    delete,
+    path = "/sensitive-trace-endpoints/{id}",
+    operation_id = "delete_sensitive_trace_endpoint",
+    tag = "sensitive-trace-endpoints",
+    summary = "Delete a sensitive-trace endpoint",
+    params(("id" = String, Path, description = "The endpoint's id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?(,[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?)*$"#, description = "The version the change applies to (`\"3\"`, from the `ETag`), or `*`; 412 when the endpoint has another")),
+    responses(
+        (status = 200, description = "Deleted: the endpoint as it was", body = TraceEndpointDeleted),
+        (status = 400, description = "An `If-Match` that is not visible ASCII", body = ErrorBody),
+        (status = 404, description = "No such endpoint", body = ErrorBody),
+        (status = 412, description = "The endpoint's version is not the one in `If-Match`", body = ErrorBody),
+        (status = 503, description = "Kafka did not take the change in time", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -145,7 +238,10 @@ pub async fn delete(
     let endpoint = endpoints::delete(&state, (&id, KIND, WHAT), &precondition).await?;
     Ok(json_response(
         StatusCode::OK,
-        json!({ WRAPPER: public(&endpoint), "deleted": true }),
+        TraceEndpointDeleted {
+            sensitive_trace_endpoint: TraceEndpoint::of(&endpoint),
+            deleted: true,
+        },
     ))
 }
 
@@ -199,29 +295,10 @@ fn dry_run(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
     .map_err(|e| render_error(e, WRAPPER))
 }
 
-/// The endpoint as the API shows it: the secret masked.
-fn public(endpoint: &Endpoint) -> Value {
-    json!({
-        "id": endpoint.id,
-        "name": endpoint.name,
-        "description": endpoint.description,
-        "url": endpoint.url,
-        "secret": endpoint.secret.as_ref().map(|_| MASK),
-        "header_template": endpoint.header_template,
-        "body_template": endpoint.body_template,
-        "retry_on_failure": !endpoint.single_attempt,
-        "retry_schedule": endpoint.retry_schedule,
-        "max_in_flight": endpoint.max_in_flight,
-        "max_rps": endpoint.max_rps,
-        "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at,
-        "version": endpoint.version,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::MASK;
 
     #[test]
     fn the_secret_is_masked() {
@@ -232,9 +309,13 @@ mod tests {
             secret: Some("plain-secret".into()),
             ..Endpoint::default()
         };
-        let shown = public(&e).to_string();
-        assert!(!shown.contains("plain-secret"), "{shown}");
-        assert_eq!(public(&e)["secret"], MASK);
-        assert_eq!(public(&Endpoint::default())["secret"], Value::Null);
+        let shown = |e: &Endpoint| serde_json::to_value(TraceEndpoint::of(e)).expect("serializes");
+        assert!(
+            !shown(&e).to_string().contains("plain-secret"),
+            "{}",
+            shown(&e)
+        );
+        assert_eq!(shown(&e)["secret"], MASK);
+        assert_eq!(shown(&Endpoint::default())["secret"], Value::Null);
     }
 }

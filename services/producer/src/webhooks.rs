@@ -10,14 +10,16 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use wire::Endpoint;
 
 use crate::AppState;
 use crate::api::{json_body, json_response};
+use crate::bodies::{ErrorBody, Webhook, WebhookBody, WebhookDeleted, WebhookList};
 use crate::endpoints::{self, Precondition, with_etag};
 pub(crate) use crate::endpoints::{find_kind, sync};
 use crate::error::ApiError;
+use crate::requests::{WebhookCreate, WebhookPatch};
 
 /// The endpoint kind this route serves.
 const KIND: &str = "webhook";
@@ -30,7 +32,7 @@ const MAX_TIMEOUT_MS: i64 = 120_000;
 pub(crate) const MASK: &str = "******";
 /// The wrapper object of request and response bodies.
 const WRAPPER: &str = "webhook";
-const FIELDS: &[&str] = &[
+pub(crate) const FIELDS: &[&str] = &[
     "name",
     "description",
     "vendor",
@@ -57,6 +59,21 @@ const FIELDS: &[&str] = &[
 ];
 
 /// `POST /webhooks`.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    operation_id = "create_webhook",
+    tag = "webhooks",
+    summary = "Create a webhook",
+    description = "Its templates are dry-run with a sample of every event type it subscribes to. A `standard_webhooks` secret left out is generated and returned once, as `generated_secret`.",
+    request_body = WebhookCreate,
+    responses(
+        (status = 201, description = "Created", body = WebhookBody, headers(("ETag" = String, description = "The webhook's version, `\"<version>\"`"))),
+        (status = 400, description = "A field is missing or invalid (`field` names it)", body = ErrorBody),
+        (status = 413, description = "The body is larger than allowed", body = ErrorBody),
+        (status = 503, description = "Kafka did not take the change in time", body = ErrorBody),
+    ),
+)]
 pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Response, ApiError> {
     let input = wrapped(
         &json_body(body, state.max_body_bytes).await?,
@@ -94,18 +111,32 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     }
     endpoint.signing_scheme = "prequel_rsa".to_owned();
     apply_fields(&state, &mut endpoint, &input)?;
-    let generated = ensure_secret(&state, &mut endpoint)?;
+    let generated_secret = ensure_secret(&state, &mut endpoint)?;
     let endpoint = endpoints::create(&state, endpoint).await?;
     Ok(with_etag(
         json_response(
             StatusCode::CREATED,
-            with_generated(json!({"webhook": public(&endpoint)}), generated),
+            WebhookBody {
+                webhook: Webhook::of(&endpoint),
+                generated_secret,
+            },
         ),
         &endpoint,
     ))
 }
 
 /// `GET /webhooks`.
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    operation_id = "list_webhooks",
+    tag = "webhooks",
+    summary = "List webhooks",
+    responses(
+        (status = 200, description = "Every webhook, oldest first", body = WebhookList),
+        (status = 503, description = "The `endpoints` table could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     sync(&state).await?;
     let mut all: Vec<Endpoint> = state
@@ -119,27 +150,61 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
             .cmp(&b.created_at)
             .then_with(|| a.id.cmp(&b.id))
     });
-    let webhooks: Vec<Value> = all.iter().map(public).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        json!({ "webhooks": webhooks }),
-    ))
+    let webhooks = all.iter().map(Webhook::of).collect();
+    Ok(json_response(StatusCode::OK, WebhookList { webhooks }))
 }
 
 /// `GET /webhooks/{id}`.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}",
+    operation_id = "show_webhook",
+    tag = "webhooks",
+    summary = "Show a webhook",
+    params(("id" = String, Path, description = "The webhook's id")),
+    responses(
+        (status = 200, description = "The webhook", body = WebhookBody, headers(("ETag" = String, description = "The webhook's version, `\"<version>\"`"))),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+        (status = 503, description = "The `endpoints` table could not be read", body = ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let endpoint = find(&state, &id).await?;
     Ok(with_etag(
-        json_response(StatusCode::OK, json!({"webhook": public(&endpoint)})),
+        json_response(
+            StatusCode::OK,
+            WebhookBody {
+                webhook: Webhook::of(&endpoint),
+                generated_secret: None,
+            },
+        ),
         &endpoint,
     ))
 }
 
 /// `PATCH /webhooks/{id}`: only the fields given change; with `If-Match`, only if the
 /// webhook still has that version (412 otherwise).
+#[utoipa::path(
+    patch,
+    path = "/webhooks/{id}",
+    operation_id = "update_webhook",
+    tag = "webhooks",
+    summary = "Change a webhook",
+    description = "Only the fields given change; `null` clears one. With `If-Match`, only if the webhook still has that version.",
+    params(("id" = String, Path, description = "The webhook's id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?(,[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?)*$"#, description = "The version the change applies to (`\"3\"`, from the `ETag`), or `*`; 412 when the webhook has another")),
+    request_body = WebhookPatch,
+    responses(
+        (status = 200, description = "Changed", body = WebhookBody, headers(("ETag" = String, description = "The webhook's version, `\"<version>\"`"))),
+        (status = 400, description = "A field is invalid (`field` names it)", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+        (status = 412, description = "The webhook's version is not the one in `If-Match`", body = ErrorBody),
+        (status = 413, description = "The body is larger than allowed", body = ErrorBody),
+        (status = 503, description = "Kafka did not take the change in time", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -152,17 +217,20 @@ pub async fn update(
         WRAPPER,
         FIELDS,
     )?;
-    let mut generated = None;
+    let mut generated_secret = None;
     let endpoint = endpoints::update(&state, (&id, KIND, KIND), &precondition, |endpoint| {
         apply_fields(&state, endpoint, &input)?;
-        generated = ensure_secret(&state, endpoint)?;
+        generated_secret = ensure_secret(&state, endpoint)?;
         Ok(())
     })
     .await?;
     Ok(with_etag(
         json_response(
             StatusCode::OK,
-            with_generated(json!({"webhook": public(&endpoint)}), generated),
+            WebhookBody {
+                webhook: Webhook::of(&endpoint),
+                generated_secret,
+            },
         ),
         &endpoint,
     ))
@@ -170,6 +238,21 @@ pub async fn update(
 
 /// `DELETE /webhooks/{id}`: writes a tombstone; with `If-Match`, only if the webhook
 /// still has that version (412 otherwise).
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    operation_id = "delete_webhook",
+    tag = "webhooks",
+    summary = "Delete a webhook",
+    params(("id" = String, Path, description = "The webhook's id"), ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?(,[ \t]*((\*|W/[^,]*|"[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})[ \t]*)?)*$"#, description = "The version the change applies to (`\"3\"`, from the `ETag`), or `*`; 412 when the webhook has another")),
+    responses(
+        (status = 200, description = "Deleted: the webhook as it was", body = WebhookDeleted),
+        (status = 400, description = "An `If-Match` that is not visible ASCII", body = ErrorBody),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+        (status = 412, description = "The webhook's version is not the one in `If-Match`", body = ErrorBody),
+        (status = 503, description = "Kafka did not take the change in time", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -179,7 +262,10 @@ pub async fn delete(
     let endpoint = endpoints::delete(&state, (&id, KIND, KIND), &precondition).await?;
     Ok(json_response(
         StatusCode::OK,
-        json!({"webhook": public(&endpoint), "deleted": true}),
+        WebhookDeleted {
+            webhook: Webhook::of(&endpoint),
+            deleted: true,
+        },
     ))
 }
 
@@ -538,13 +624,6 @@ fn ensure_secret(state: &AppState, endpoint: &mut Endpoint) -> Result<Option<Str
     Ok(Some(secret))
 }
 
-fn with_generated(mut body: Value, generated: Option<String>) -> Value {
-    if let Some(secret) = generated {
-        body["generated_secret"] = Value::String(secret);
-    }
-    body
-}
-
 /// A text field that `null` or `""` clears; `path` names it in errors.
 pub(crate) fn optional_text(v: &Value, path: &str) -> Result<Option<String>, ApiError> {
     match v {
@@ -649,39 +728,6 @@ fn valid_url(raw: &str, path: &str) -> Result<String, ApiError> {
     Ok(url.to_string())
 }
 
-/// The webhook as the API shows it: the API key masked.
-fn public(endpoint: &Endpoint) -> Value {
-    json!({
-        "id": endpoint.id,
-        "name": endpoint.name,
-        "vendor": endpoint.vendor,
-        "url": endpoint.url,
-        "events": endpoint.events,
-        "api_key": endpoint.api_key.as_ref().map(|_| MASK),
-        "secret": endpoint.secret.as_ref().map(|_| MASK),
-        "signing_scheme": endpoint.signing_scheme,
-        "active": endpoint.active,
-        "description": endpoint.description,
-        "method": endpoint.method,
-        "headers": endpoint.headers.iter().map(|h| (h.name.clone(), Value::String(h.value.clone()))).collect::<Map<String, Value>>(),
-        "header_template": endpoint.header_template,
-        "body_template": endpoint.body_template,
-        "triggers": endpoint.triggers,
-        "destination_ids": endpoint.destination_ids,
-        "source_ids": endpoint.source_ids,
-        "model_ids": endpoint.model_ids,
-        "timeout_ms": endpoint.timeout_ms,
-        "validate_tls": !endpoint.insecure_tls,
-        "retry_on_failure": !endpoint.single_attempt,
-        "retry_schedule": endpoint.retry_schedule,
-        "max_in_flight": endpoint.max_in_flight,
-        "max_rps": endpoint.max_rps,
-        "created_at": endpoint.created_at,
-        "updated_at": endpoint.updated_at,
-        "version": endpoint.version,
-    })
-}
-
 /// Echoes a caller's value only when short and printable.
 pub(crate) fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(64).collect()
@@ -722,7 +768,7 @@ mod tests {
             updated_at: String::new(),
             ..Endpoint::default()
         };
-        let shown = public(&e).to_string();
+        let shown = serde_json::to_string(&Webhook::of(&e)).expect("serializes");
         assert!(!shown.contains("secret-key"));
         assert!(shown.contains(MASK));
     }
