@@ -24,10 +24,10 @@ pub struct ApiArgs {
         env = "HOOKLINE_API_URL",
         default_value = "http://127.0.0.1:8080"
     )]
-    api: String,
+    pub(crate) api: String,
     /// The API's bearer token.
     #[arg(long, env = "HOOKLINE_API_TOKEN", hide_env_values = true)]
-    token: String,
+    pub(crate) token: String,
 }
 
 /// Runs a `keys` command: prints the producer's JSON answer; exit 0 on 200, else 1.

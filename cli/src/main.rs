@@ -6,11 +6,14 @@
 //! `hookline health [URL]` asks a service whether it is ready ([`health`]).
 //! `hookline schemas register|check` publishes the event schema to a Schema Registry
 //! ([`schemas`]).
+//! `hookline webhooks list|show|create|update|delete|test` manages webhooks through the
+//! producer API ([`webhooks`]).
 
 mod dlq;
 mod health;
 mod keys;
 mod schemas;
+mod webhooks;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -52,6 +55,9 @@ enum Command {
     /// (HOOKLINE_SCHEMA_REGISTRY_URL and its credentials).
     #[command(subcommand)]
     Schemas(schemas::SchemasCommand),
+    /// Manage webhooks through the producer's API (HOOKLINE_API_URL, HOOKLINE_API_TOKEN).
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 #[derive(Args)]
@@ -150,6 +156,7 @@ fn main() -> ExitCode {
             Command::Health(args) => health::run(args).await,
             Command::Keys(command) => keys::run(command).await,
             Command::Schemas(command) => schemas::run(command).await,
+            Command::Webhooks(command) => webhooks::run(command).await,
         }
     });
     match result {

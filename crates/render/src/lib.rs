@@ -15,8 +15,8 @@ use wire::{Endpoint, Event, Header, Registry, RenderedDelivery};
 
 pub use subscription::{Outcome, outcome, subscribed, type_matches, valid_pattern};
 pub use traces::{
-    CompiledTraces, FlushReason, TraceBatch, TracesRequest, compile_traces, render_traces,
-    trace_timestamp, validate_traces,
+    CompiledTraces, FlushReason, SAMPLE_TRACES, TraceBatch, TracesRequest, compile_traces,
+    render_traces, trace_timestamp, validate_traces,
 };
 
 /// Namespace of delivery ids: UUID v5 of `<len(event id)>:<event id><endpoint id>`.

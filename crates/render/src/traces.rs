@@ -276,7 +276,8 @@ pub fn trace_timestamp(t: OffsetDateTime) -> String {
 
 /// Traces of the kinds a real transfer and a connection test produce, with the
 /// characters that trip templates up: quotes, backslashes, newlines, tabs, non-ASCII, HTML.
-const SAMPLE_TRACES: &str = r#"[{"destination_id":"dest-123","source_id":"src-456","model_id":"model-789","model_name":"users_table","source_vendor":"postgres","destination_vendor":"snowflake","execution_context":"write_destination","trace":"ERROR: duplicate key value violates unique constraint \"users_pkey\"\nDETAIL: Key (id)=(42) already exists.\tC:\\path <b>&</b> é"},{"destination_id":"dest-123","source_id":"src-457","model_id":"model-790","model_name":"orders","source_vendor":"mysql","destination_vendor":"snowflake","execution_context":"read_source","trace":"Error 1146: Table 'shop.orders' doesn't exist"}]"#;
+/// The traces of a sample batch: the seed's example trace objects (dry runs, test deliveries).
+pub const SAMPLE_TRACES: &str = r#"[{"destination_id":"dest-123","source_id":"src-456","model_id":"model-789","model_name":"users_table","source_vendor":"postgres","destination_vendor":"snowflake","execution_context":"write_destination","trace":"ERROR: duplicate key value violates unique constraint \"users_pkey\"\nDETAIL: Key (id)=(42) already exists.\tC:\\path <b>&</b> é"},{"destination_id":"dest-123","source_id":"src-457","model_id":"model-790","model_name":"orders","source_vendor":"mysql","destination_vendor":"snowflake","execution_context":"read_source","trace":"Error 1146: Table 'shop.orders' doesn't exist"}]"#;
 const SAMPLE_CONNECTION_TRACES: &str = r#"[{"destination_id":"dest-123","destination_vendor":"snowflake","execution_context":"test_destination_connection","trace":"390100 (08004): Incorrect username or password was specified."}]"#;
 
 /// Dry run at creation: compiles `endpoint` and renders it with sample batches (a

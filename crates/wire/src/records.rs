@@ -417,6 +417,9 @@ pub struct DeliveryAttempt {
     pub next_attempt_at: Option<String>,
     /// The dead letter being replayed, if any.
     pub replay_of: Option<String>,
+    /// A test delivery (`POST /webhooks/{id}/test`): sent once, never retried.
+    #[serde(default)]
+    pub test: bool,
 }
 
 impl Record for DeliveryAttempt {

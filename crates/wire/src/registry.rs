@@ -111,6 +111,10 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../../schemas/delivery-attempt.v1.avsc"),
     ),
     (
+        "delivery-attempt.v2.avsc",
+        include_str!("../../../schemas/delivery-attempt.v2.avsc"),
+    ),
+    (
         "replay.v1.avsc",
         include_str!("../../../schemas/replay.v1.avsc"),
     ),

@@ -1,5 +1,6 @@
 //! One HTTP attempt: the rendered request as it goes on the wire, and what came back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -16,6 +17,23 @@ pub const DELIVERY_ID_HEADER: &str = "hookline-delivery-id";
 const RESPONSE_READ_LIMIT: usize = 4096;
 /// Bytes of a response body kept with the attempt.
 pub const RESPONSE_KEEP: usize = 1024;
+
+/// The HTTP client requests go out on: no redirects, no proxy, every address through
+/// the SSRF guard's resolver; `insecure_tls` only for endpoints created with
+/// `validate_tls: false`. The producer's test deliveries use it too.
+pub fn client(
+    guard: Arc<Guard>,
+    connect_timeout: Duration,
+    insecure_tls: bool,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .no_proxy()
+        .dns_resolver(guard::GuardedResolver(guard))
+        .tls_danger_accept_invalid_certs(insecure_tls)
+        .build()
+}
 
 /// Makes one attempt and reports its outcome and its record for the dead letter.
 pub async fn attempt(
@@ -119,7 +137,10 @@ async fn send(
     }
 }
 
-fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Option<HeaderMap> {
+/// The headers a request goes out with: the delivery's (its sensitive ones marked so),
+/// then the signature's, the delivery id and the user agent; `None` when one is not a
+/// valid header.
+pub fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Option<HeaderMap> {
     let mut map = HeaderMap::with_capacity(
         delivery.headers.len() + delivery.sensitive_headers.len() + signature.len() + 2,
     );

@@ -185,16 +185,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     kafka_io::ensure_topics(&config.kafka, &topics.specs())
         .await
         .context("creating topics")?;
+    // Deliveries go straight to receivers, through the SSRF guard's resolver.
     let client = |insecure_tls: bool| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.delivery_timeout)
-            // Deliveries go straight to receivers, through the SSRF guard's resolver.
-            .no_proxy()
-            .dns_resolver(guard::GuardedResolver(guard.clone()))
-            // Only for endpoints created with `validate_tls: false`.
-            .tls_danger_accept_invalid_certs(insecure_tls)
-            .build()
+        deliver::client(guard.clone(), config.delivery_timeout, insecure_tls)
             .context("creating the HTTP client")
     };
     let (client, insecure_client) = (client(false)?, client(true)?);
@@ -943,6 +936,7 @@ impl Dispatcher {
                     .ok()
             }),
             replay_of: delivery.replay_of.clone(),
+            test: false,
         };
         let Ok(bytes) = self.registry.encode(&entry) else {
             return;

@@ -16,7 +16,10 @@ use utoipa_axum::routes;
 
 use crate::bodies::Health;
 use crate::error::ApiError;
-use crate::{AppState, dead_letters, deliveries, events, keys, reseal, trace_endpoints, webhooks};
+use crate::{
+    AppState, dead_letters, deliveries, events, keys, reseal, test_delivery, trace_endpoints,
+    webhooks,
+};
 
 /// The API's routes over shared state, and `GET /openapi.json` describing them.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -46,6 +49,8 @@ fn authed_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::show, webhooks::update, webhooks::delete))
         .routes(routes!(deliveries::list))
+        .routes(routes!(test_delivery::webhook))
+        .routes(routes!(test_delivery::trace_endpoint))
         .routes(routes!(trace_endpoints::create, trace_endpoints::list))
         .routes(routes!(
             trace_endpoints::show,

@@ -57,6 +57,8 @@ pub(crate) struct Delivery {
     pub event_type: String,
     /// The dead letter replayed, when the latest replay-tagged record said so.
     pub replay_of: Option<String>,
+    /// A test delivery (`POST /webhooks/{id}/test`).
+    pub test: bool,
     /// Never empty.
     pub attempts: VecDeque<Attempt>,
     /// Where its latest record came in the order the index read them.
@@ -145,6 +147,7 @@ impl AttemptIndex {
             reason_code,
             next_attempt_at,
             replay_of,
+            test,
         } = record;
         let endpoint_id: Arc<str> = match self.endpoints.get_key_value(endpoint_id.as_str()) {
             Some((held, _)) => held.clone(),
@@ -166,6 +169,7 @@ impl AttemptIndex {
                     event_id,
                     event_type,
                     replay_of: None,
+                    test,
                     // Most deliveries succeed at the first attempt: no room for more until needed.
                     attempts: VecDeque::with_capacity(1),
                     seq,

@@ -1,7 +1,7 @@
 //! The API's response bodies as types. Handlers answer with these and the OpenAPI
 //! document (`openapi.rs`) describes the same types, so the contract cannot drift from
 //! what is sent. Request bodies are read field by field, for errors that name the field
-//! (`webhooks::apply_fields`); they are described in `requests.rs`.
+//! (`webhook_fields::apply_fields`); they are described in `requests.rs`.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use wire::Endpoint;
 
-use crate::webhooks::MASK;
+use crate::fields::MASK;
 
 /// Every refusal: a stable `HL-…` code, a message that names fields but never echoes a
 /// value, and the field at fault when there is one.
@@ -201,6 +201,8 @@ pub struct WebhookDeleted {
 pub struct WebhookList {
     /// Oldest first.
     pub webhooks: Vec<Webhook>,
+    /// Pass it as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A sensitive-trace endpoint as the API shows it: `secret` masked when set.
@@ -279,6 +281,8 @@ pub struct TraceEndpointDeleted {
 pub struct TraceEndpointList {
     /// Oldest first.
     pub sensitive_trace_endpoints: Vec<TraceEndpoint>,
+    /// Pass it as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 fn masked(value: Option<&String>) -> Option<String> {
@@ -312,6 +316,8 @@ pub struct DeliveryView {
     pub last_attempt_at: String,
     /// The dead letter this delivery replays, when it does.
     pub replay_of: Option<String>,
+    /// A test delivery (`POST /webhooks/{id}/test`): sent once, never retried.
+    pub test: bool,
 }
 
 /// One attempt.
@@ -347,7 +353,7 @@ pub struct DeadLetterBody {
 pub struct PublicKey {
     /// Key id, sent in each signed request.
     pub kid: String,
-    /// `RS256`.
+    /// `RSASSA-PKCS1-v1_5-SHA256`.
     pub algorithm: String,
     /// PEM (SubjectPublicKeyInfo).
     pub public_key: String,
@@ -402,4 +408,58 @@ pub struct ResealFailure {
     pub key: String,
     /// Why (a code; no value).
     pub reason: String,
+}
+
+/// What a test request came to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    /// The outcome.
+    pub test: TestOutcome,
+}
+
+/// One test request: what was sent and what came back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestOutcome {
+    /// A fresh id, sent as `Hookline-Delivery-Id` (and `webhook-id` for Standard Webhooks).
+    pub delivery_id: String,
+    /// The sample's event type.
+    pub event_type: String,
+    /// The receiver answered 2xx.
+    pub delivered: bool,
+    /// A real delivery would be retried after this outcome.
+    pub would_retry: bool,
+    /// The dead-letter code a real delivery would get now, when it would not be retried.
+    pub reason_code: Option<String>,
+    /// The receiver's status, when it answered.
+    pub status: Option<i32>,
+    /// `HL-HTTP-TIMEOUT`, `HL-HTTP-CONNECT`, `HL-DELIVERY-REFUSED` (the SSRF guard),
+    /// ... when it did not.
+    pub error_code: Option<String>,
+    /// How long the attempt took.
+    pub duration_ms: i64,
+    /// The request as it went out.
+    pub request: SentRequest,
+    /// The first KiB of the receiver's answer, any of the endpoint's secrets in it
+    /// masked.
+    pub response: Option<String>,
+}
+
+/// A request as sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentRequest {
+    /// HTTP method.
+    pub method: String,
+    /// The URL, query values redacted.
+    pub url: String,
+    /// Every header sent, in order; values that carry a secret are `******`.
+    pub headers: Vec<SentHeader>,
+}
+
+/// A header as sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentHeader {
+    /// Its name, lower case.
+    pub name: String,
+    /// Its value, or `******`.
+    pub value: String,
 }

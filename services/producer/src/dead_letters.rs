@@ -217,7 +217,7 @@ pub async fn recover(
         &json_body(body, state.max_body_bytes).await?,
         RECOVER_FIELDS,
     )?;
-    let endpoint = crate::webhooks::find_kind(&state, &id, "webhook", "webhook").await?;
+    let endpoint = crate::endpoints::find_kind(&state, &id, "webhook", "webhook").await?;
     let now = OffsetDateTime::now_utc();
     let since = optional_string(&input, "since")?
         .ok_or_else(|| ApiError::invalid("since", "missing required field"))?;

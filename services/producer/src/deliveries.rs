@@ -13,8 +13,9 @@ use crate::AppState;
 use crate::api::json_response;
 use crate::attempt_index::Delivery;
 use crate::bodies::{AttemptView, DeliveryList, DeliveryView, ErrorBody};
+use crate::endpoints::find_kind;
 use crate::error::ApiError;
-use crate::webhooks::{find_kind, printable};
+use crate::fields::printable;
 
 /// Deliveries listed when `limit` is not given.
 const DEFAULT_LIMIT: usize = 50;
@@ -109,6 +110,7 @@ fn shown(delivery: &Delivery) -> DeliveryView {
             .collect(),
         last_attempt_at: delivery.last_attempt_at().to_owned(),
         replay_of: delivery.replay_of.clone(),
+        test: delivery.test,
     }
 }
 

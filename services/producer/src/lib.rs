@@ -16,15 +16,19 @@ mod endpoint_requests;
 mod endpoints;
 mod error;
 mod events;
+mod fields;
 mod framing;
 mod keys;
+mod listing;
 mod metrics;
 mod openapi;
 mod policy;
 mod requests;
 mod reseal;
 mod table_writer;
+mod test_delivery;
 mod trace_endpoints;
+mod webhook_fields;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -79,6 +83,13 @@ pub struct Config {
     /// The Schema Registry, for `HOOKLINE_EVENTS_FRAMING=schema_registry`.
     #[serde(flatten)]
     pub schema_registry: service_kit::SchemaRegistryConfig,
+    /// Networks test requests may reach besides public addresses, as the dispatcher's
+    /// (`HOOKLINE_ALLOWED_NETWORKS`).
+    pub allowed_networks: String,
+    /// Timeout of a test request when the endpoint sets none, as the dispatcher's
+    /// (`HOOKLINE_DELIVERY_TIMEOUT`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
 }
 
 impl Default for Config {
@@ -98,6 +109,8 @@ impl Default for Config {
             admin_addr: "127.0.0.1:8081".to_owned(),
             events_framing: framing::SINGLE_OBJECT.to_owned(),
             schema_registry: service_kit::SchemaRegistryConfig::default(),
+            allowed_networks: String::new(),
+            delivery_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -128,6 +141,8 @@ pub struct AppState {
     shutdown: CancellationToken,
     /// The Schema Registry id events are framed with; `None`: single-object encoding.
     events_schema_id: Option<u32>,
+    /// Sends test requests (`POST /webhooks/{id}/test`).
+    tester: test_delivery::Tester,
 }
 
 /// Runs the producer until `shutdown` is cancelled. The listener is bound first, so
@@ -232,7 +247,10 @@ pub async fn serve(
     .context("creating the endpoint requests consumer")?;
     rdkafka::consumer::Consumer::subscribe(&requests, &[topics.endpoint_requests.as_str()])
         .context("subscribing to endpoint requests")?;
+    let tester = test_delivery::Tester::new(&config.allowed_networks, config.delivery_timeout)
+        .context("HOOKLINE_ALLOWED_NETWORKS")?;
     let state = Arc::new(AppState {
+        tester,
         registry,
         writer: table_writer::TableWriter::new(&config.kafka),
         topics,

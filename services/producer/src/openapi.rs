@@ -142,6 +142,7 @@ const WEBHOOK_LINKS: &[(&str, &str)] = &[
     ("DeleteWebhook", "delete_webhook"),
     ("ListDeliveries", "list_deliveries"),
     ("RecoverWebhook", "recover_webhook"),
+    ("TestWebhook", "test_webhook"),
 ];
 
 /// What a created sensitive-trace endpoint's id leads to.
@@ -240,6 +241,14 @@ mod tests {
             names(crate::dead_letters::RECOVER_FIELDS)
         );
         assert_eq!(
+            properties(crate::requests::TestWebhookInput::schema()),
+            names(crate::test_delivery::WEBHOOK_FIELDS)
+        );
+        assert_eq!(
+            properties(crate::requests::TestTracesInput::schema()),
+            names(crate::test_delivery::TRACE_FIELDS)
+        );
+        assert_eq!(
             properties(crate::requests::EventInput::schema()),
             names(&wire::ENVELOPE_FIELDS)
         );
@@ -257,6 +266,8 @@ mod tests {
             "/webhooks/{id}",
             "/webhooks/{id}/deliveries",
             "/webhooks/{id}/recover",
+            "/webhooks/{id}/test",
+            "/sensitive-trace-endpoints/{id}/test",
             "/sensitive-trace-endpoints",
             "/sensitive-trace-endpoints/{id}",
             "/dead-letters",

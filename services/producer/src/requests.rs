@@ -1,6 +1,6 @@
 //! The API's request bodies as the OpenAPI document describes them. Handlers read
 //! bodies field by field, so that every refusal names its field
-//! (`webhooks::apply_fields`); the tests in `openapi.rs` hold the properties of these
+//! (`webhook_fields::apply_fields`); the tests in `openapi.rs` hold the properties of these
 //! types equal to the fields those handlers take.
 
 #![allow(dead_code)] // Never built: only their schemas are used.
@@ -288,6 +288,24 @@ pub struct RecoverInput {
     until: Option<String>,
     /// Count what would be replayed; write nothing.
     dry_run: Option<bool>,
+}
+
+/// `POST /webhooks/{id}/test`: both optional, not both.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"event_type": "transfer.error"}))]
+pub struct TestWebhookInput {
+    /// A sample of this type is sent (default: the first type the webhook subscribes to).
+    event_type: Option<String>,
+    /// This event is sent (its type must be one the webhook subscribes to).
+    event: Option<EventInput>,
+}
+
+/// `POST /sensitive-trace-endpoints/{id}/test`.
+#[derive(Deserialize, ToSchema)]
+pub struct TestTracesInput {
+    /// The trace objects to send (default: the seed's sample).
+    #[schema(value_type = Option<Vec<Object>>, min_items = 1)]
+    sensitive_traces: Option<Vec<Value>>,
 }
 
 /// `schema` with `required` set to `fields`.

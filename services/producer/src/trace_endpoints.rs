@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value};
@@ -20,10 +20,11 @@ use crate::bodies::{
 };
 use crate::endpoints::{self, Precondition, find_kind, sync, with_etag};
 use crate::error::ApiError;
-use crate::requests::{TraceEndpointCreate, TraceEndpointPatch};
-use crate::webhooks::{
+use crate::fields::{
     optional_text, render_error, set_sealed, template_or_url, valid_name, wrapped,
 };
+use crate::listing;
+use crate::requests::{TraceEndpointCreate, TraceEndpointPatch};
 
 /// The endpoint kind, and its vendor.
 const KIND: &str = "sensitive_trace";
@@ -107,30 +108,37 @@ pub async fn create(State(state): State<Arc<AppState>>, body: Body) -> Result<Re
     path = "/sensitive-trace-endpoints",
     operation_id = "list_sensitive_trace_endpoints",
     tag = "sensitive-trace-endpoints",
-    summary = "List sensitive-trace endpoints",
+    summary = "List sensitive-trace endpoints, a page at a time",
+    params(
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500, description = "Endpoints per page (default 100)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("active" = Option<bool>, Query, description = "Only active (true) or inactive (false) endpoints"),
+    ),
     responses(
-        (status = 200, description = "Every sensitive-trace endpoint, oldest first", body = TraceEndpointList),
+        (status = 200, description = "One page, oldest first", body = TraceEndpointList),
+        (status = 400, description = "An unknown parameter, or one out of range", body = ErrorBody),
         (status = 503, description = "The `endpoints` table could not be read", body = ErrorBody),
     ),
 )]
-pub async fn list(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = listing::Query::parse(query.as_deref().unwrap_or_default(), &["active"])?;
     sync(&state).await?;
-    let mut all: Vec<Endpoint> = state
-        .endpoints
-        .values()
-        .into_iter()
-        .filter(|e| e.kind == KIND)
-        .collect();
-    all.sort_by(|a, b| {
-        a.created_at
-            .cmp(&b.created_at)
-            .then_with(|| a.id.cmp(&b.id))
-    });
-    let sensitive_trace_endpoints = all.iter().map(TraceEndpoint::of).collect();
+    let (page, next_cursor) = query.page(
+        state
+            .endpoints
+            .values()
+            .into_iter()
+            .filter(|e| e.kind == KIND)
+            .collect(),
+    );
     Ok(json_response(
         StatusCode::OK,
         TraceEndpointList {
-            sensitive_trace_endpoints,
+            sensitive_trace_endpoints: page.iter().map(TraceEndpoint::of).collect(),
+            next_cursor,
         },
     ))
 }
@@ -288,17 +296,14 @@ fn apply_fields(
 /// Renders the endpoint as the renderer will, with sample traces and its secret open
 /// (so a URL that would carry it is refused now).
 fn dry_run(state: &AppState, endpoint: &Endpoint) -> Result<(), ApiError> {
-    render::validate_traces(
-        &crate::webhooks::opened(state, endpoint)?,
-        &state.environment,
-    )
-    .map_err(|e| render_error(e, WRAPPER))
+    render::validate_traces(&crate::fields::opened(state, endpoint)?, &state.environment)
+        .map_err(|e| render_error(e, WRAPPER))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhooks::MASK;
+    use crate::fields::MASK;
 
     #[test]
     fn the_secret_is_masked() {
