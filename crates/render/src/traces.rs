@@ -9,7 +9,7 @@
 use serde_json::json;
 use templates::{Limits, Template};
 use time::OffsetDateTime;
-use wire::{Endpoint, Header};
+use wire::{Endpoint, Header, RenderedDelivery};
 
 use crate::{RenderError, header_lines, request_url};
 
@@ -122,6 +122,44 @@ pub struct TracesRequest {
     pub sensitive_headers: Vec<Header>,
     /// The rendered body (traces: seal it whole).
     pub body: Vec<u8>,
+}
+
+impl TracesRequest {
+    /// The delivery that carries this request to `endpoint`: unsigned (receivers
+    /// authenticate with the endpoint's secret, as the seed says), its body sealed in
+    /// Kafka, under the endpoint's delivery policy. Without `transfer_id`, a connection
+    /// test's.
+    pub fn into_delivery(
+        self,
+        delivery_id: String,
+        event_id: String,
+        transfer_id: Option<String>,
+        endpoint: &Endpoint,
+    ) -> RenderedDelivery {
+        RenderedDelivery {
+            delivery_id,
+            event_id,
+            event_type: if transfer_id.is_some() {
+                "transfer.sensitive_trace"
+            } else {
+                "connection_test.sensitive_trace"
+            }
+            .to_owned(),
+            endpoint_id: endpoint.id.clone(),
+            rendered_at: wire::now_rfc3339(),
+            method: self.method,
+            url: self.url,
+            headers: self.headers,
+            sensitive_headers: self.sensitive_headers,
+            signing_scheme: "none".to_owned(),
+            signing_secrets: Vec::new(),
+            body_sealed: true,
+            body: self.body,
+            transfer_id,
+            ..RenderedDelivery::default()
+        }
+        .with_policy_of(endpoint)
+    }
 }
 
 impl std::fmt::Debug for TracesRequest {

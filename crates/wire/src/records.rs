@@ -422,6 +422,27 @@ pub struct DeliveryAttempt {
     pub test: bool,
 }
 
+impl DeliveryAttempt {
+    /// The log entry of `attempt` at `delivery`, which ended as `outcome`.
+    pub fn of(delivery: &RenderedDelivery, attempt: &Attempt, outcome: &str) -> Self {
+        DeliveryAttempt {
+            delivery_id: delivery.delivery_id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            endpoint_id: delivery.endpoint_id.clone(),
+            transfer_id: delivery.transfer_id.clone(),
+            attempt: attempt.attempt,
+            started_at: attempt.started_at.clone(),
+            duration_ms: attempt.duration_ms,
+            status: attempt.status,
+            error_code: attempt.error_code.clone(),
+            outcome: outcome.to_owned(),
+            replay_of: delivery.replay_of.clone(),
+            ..DeliveryAttempt::default()
+        }
+    }
+}
+
 impl Record for DeliveryAttempt {
     const FULL_NAME: &'static str = "hookline.internal.DeliveryAttempt";
 }

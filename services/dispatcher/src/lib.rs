@@ -918,25 +918,13 @@ impl Dispatcher {
         next_at: Option<SystemTime>,
     ) {
         let entry = DeliveryAttempt {
-            delivery_id: delivery.delivery_id.clone(),
-            event_id: delivery.event_id.clone(),
-            event_type: delivery.event_type.clone(),
-            endpoint_id: delivery.endpoint_id.clone(),
-            transfer_id: delivery.transfer_id.clone(),
-            attempt: attempt.attempt,
-            started_at: attempt.started_at.clone(),
-            duration_ms: attempt.duration_ms,
-            status: attempt.status,
-            error_code: attempt.error_code.clone(),
-            outcome: outcome.to_owned(),
             reason_code: reason_code.map(str::to_owned),
             next_attempt_at: next_at.and_then(|t| {
                 time::OffsetDateTime::from(t)
                     .format(&time::format_description::well_known::Rfc3339)
                     .ok()
             }),
-            replay_of: delivery.replay_of.clone(),
-            test: false,
+            ..DeliveryAttempt::of(delivery, attempt, outcome)
         };
         let Ok(bytes) = self.registry.encode(&entry) else {
             return;

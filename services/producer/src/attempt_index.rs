@@ -25,9 +25,10 @@ pub(crate) struct Bounds {
     pub per_delivery: usize,
 }
 
-/// One attempt, as the API lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Attempt {
+/// One attempt, as the API lists it (`GET /webhooks/{id}/deliveries`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = AttemptView)]
+pub struct Attempt {
     /// 1-based; 0 when no request was made.
     pub attempt: i32,
     /// RFC 3339.
@@ -38,7 +39,7 @@ pub(crate) struct Attempt {
     pub status: Option<i32>,
     /// `HL-…` code, when there was no response.
     pub error_code: Option<String>,
-    /// `delivered`, `retrying` or `dead_lettered`.
+    /// `delivered`, `retrying` or `dead_lettered`; of a test, `delivered` or `failed`.
     pub outcome: String,
     /// The dead letter's code, when dead-lettered.
     pub reason_code: Option<String>,

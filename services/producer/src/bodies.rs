@@ -308,37 +308,17 @@ pub struct DeliveryView {
     pub event_id: String,
     /// That event's type.
     pub event_type: String,
-    /// The latest attempt's outcome: `delivered`, `retrying` or `dead_lettered`.
+    /// The latest attempt's outcome: `delivered`, `retrying` or `dead_lettered` (of a
+    /// test: `delivered` or `failed`).
     pub status: String,
     /// Oldest first.
-    pub attempts: Vec<AttemptView>,
+    pub attempts: Vec<crate::attempt_index::Attempt>,
     /// RFC 3339.
     pub last_attempt_at: String,
     /// The dead letter this delivery replays, when it does.
     pub replay_of: Option<String>,
     /// A test delivery (`POST /webhooks/{id}/test`): sent once, never retried.
     pub test: bool,
-}
-
-/// One attempt.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AttemptView {
-    /// 1-based; 0 when no request was made.
-    pub attempt: i32,
-    /// RFC 3339.
-    pub started_at: String,
-    /// How long it took.
-    pub duration_ms: i64,
-    /// HTTP status, when there was a response.
-    pub status: Option<i32>,
-    /// `HL-…` code, when there was no response.
-    pub error_code: Option<String>,
-    /// `delivered`, `retrying` or `dead_lettered`.
-    pub outcome: String,
-    /// The dead letter's code, when dead-lettered.
-    pub reason_code: Option<String>,
-    /// RFC 3339, when retrying.
-    pub next_attempt_at: Option<String>,
 }
 
 /// `{"dead_letter": {...}}`.

@@ -12,7 +12,7 @@ use axum::response::Response;
 use crate::AppState;
 use crate::api::json_response;
 use crate::attempt_index::Delivery;
-use crate::bodies::{AttemptView, DeliveryList, DeliveryView, ErrorBody};
+use crate::bodies::{DeliveryList, DeliveryView, ErrorBody};
 use crate::endpoints::find_kind;
 use crate::error::ApiError;
 use crate::fields::printable;
@@ -94,20 +94,7 @@ fn shown(delivery: &Delivery) -> DeliveryView {
         event_id: delivery.event_id.clone(),
         event_type: delivery.event_type.clone(),
         status: delivery.status().to_owned(),
-        attempts: delivery
-            .attempts
-            .iter()
-            .map(|a| AttemptView {
-                attempt: a.attempt,
-                started_at: a.started_at.clone(),
-                duration_ms: a.duration_ms,
-                status: a.status,
-                error_code: a.error_code.clone(),
-                outcome: a.outcome.clone(),
-                reason_code: a.reason_code.clone(),
-                next_attempt_at: a.next_attempt_at.clone(),
-            })
-            .collect(),
+        attempts: delivery.attempts.iter().cloned().collect(),
         last_attempt_at: delivery.last_attempt_at().to_owned(),
         replay_of: delivery.replay_of.clone(),
         test: delivery.test,

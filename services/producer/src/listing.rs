@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use wire::Endpoint;
 
+use crate::AppState;
 use crate::error::ApiError;
 use crate::fields::printable;
 
@@ -111,6 +112,24 @@ impl Query {
                 .as_ref()
                 .is_none_or(|t| e.events.iter().any(|p| render::type_matches(p, t)))
     }
+}
+
+/// The page of the endpoints of `kind` that `query` asks for, and the next cursor; read
+/// after the `endpoints` table caught up.
+pub async fn of_kind(
+    state: &AppState,
+    kind: &str,
+    query: &Query,
+) -> Result<(Vec<Endpoint>, Option<String>), ApiError> {
+    crate::endpoints::sync(state).await?;
+    Ok(query.page(
+        state
+            .endpoints
+            .values()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect(),
+    ))
 }
 
 fn encode(created_at: &str, id: &str) -> String {

@@ -148,21 +148,12 @@ pub async fn trace_endpoint(
     };
     let request = render::render_traces(&compiled, &batch, &state.environment)
         .map_err(|e| render_error(e, WRAPPER))?;
-    let delivery = RenderedDelivery {
-        delivery_id: uuid::Uuid::now_v7().to_string(),
-        event_type: "transfer.sensitive_trace".to_owned(),
-        endpoint_id: endpoint.id.clone(),
-        rendered_at: wire::now_rfc3339(),
-        method: request.method,
-        url: request.url,
-        headers: request.headers,
-        sensitive_headers: request.sensitive_headers,
-        signing_scheme: "none".to_owned(),
-        body: request.body,
-        transfer_id: Some(transfer_id),
-        ..RenderedDelivery::default()
-    }
-    .with_policy_of(&endpoint);
+    let delivery = request.into_delivery(
+        uuid::Uuid::now_v7().to_string(),
+        String::new(),
+        Some(transfer_id),
+        &endpoint,
+    );
     let outcome = send(&state, delivery, &open).await;
     Ok(json_response(StatusCode::OK, TestResult { test: outcome }))
 }
@@ -379,19 +370,8 @@ fn masked(text: &str, hidden: &[String]) -> String {
 /// answered (the test itself was made).
 async fn record(state: &AppState, delivery: &RenderedDelivery, attempt: &wire::Attempt, ok: bool) {
     let entry = DeliveryAttempt {
-        delivery_id: delivery.delivery_id.clone(),
-        event_id: delivery.event_id.clone(),
-        event_type: delivery.event_type.clone(),
-        endpoint_id: delivery.endpoint_id.clone(),
-        transfer_id: delivery.transfer_id.clone(),
-        attempt: attempt.attempt,
-        started_at: attempt.started_at.clone(),
-        duration_ms: attempt.duration_ms,
-        status: attempt.status,
-        error_code: attempt.error_code.clone(),
-        outcome: if ok { "delivered" } else { "failed" }.to_owned(),
         test: true,
-        ..DeliveryAttempt::default()
+        ..DeliveryAttempt::of(delivery, attempt, if ok { "delivered" } else { "failed" })
     };
     let Ok(bytes) = state.registry.encode(&entry) else {
         return;

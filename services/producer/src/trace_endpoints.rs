@@ -18,7 +18,7 @@ use crate::api::{json_body, json_response};
 use crate::bodies::{
     ErrorBody, TraceEndpoint, TraceEndpointBody, TraceEndpointDeleted, TraceEndpointList,
 };
-use crate::endpoints::{self, Precondition, find_kind, sync, with_etag};
+use crate::endpoints::{self, Precondition, find_kind, with_etag};
 use crate::error::ApiError;
 use crate::fields::{
     optional_text, render_error, set_sealed, template_or_url, valid_name, wrapped,
@@ -125,15 +125,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let query = listing::Query::parse(query.as_deref().unwrap_or_default(), &["active"])?;
-    sync(&state).await?;
-    let (page, next_cursor) = query.page(
-        state
-            .endpoints
-            .values()
-            .into_iter()
-            .filter(|e| e.kind == KIND)
-            .collect(),
-    );
+    let (page, next_cursor) = listing::of_kind(&state, KIND, &query).await?;
     Ok(json_response(
         StatusCode::OK,
         TraceEndpointList {

@@ -16,8 +16,8 @@ use wire::Endpoint;
 use crate::AppState;
 use crate::api::{json_body, json_response};
 use crate::bodies::{ErrorBody, Webhook, WebhookBody, WebhookDeleted, WebhookList};
+use crate::endpoints::find_kind;
 use crate::endpoints::{self, Precondition, with_etag};
-use crate::endpoints::{find_kind, sync};
 use crate::error::ApiError;
 use crate::fields::wrapped;
 use crate::listing;
@@ -150,15 +150,7 @@ pub async fn list(
         query.as_deref().unwrap_or_default(),
         &["event_type", "vendor", "active"],
     )?;
-    sync(&state).await?;
-    let (page, next_cursor) = query.page(
-        state
-            .endpoints
-            .values()
-            .into_iter()
-            .filter(|e| e.kind == KIND)
-            .collect(),
-    );
+    let (page, next_cursor) = listing::of_kind(&state, KIND, &query).await?;
     Ok(json_response(
         StatusCode::OK,
         WebhookList {

@@ -266,29 +266,12 @@ impl Core {
         if part.truncated {
             tracing::warn!(code = "HL-TRACE-TRUNCATED", endpoint_id = %endpoint.id, part = part.number, "a trace was cut to fit the maximum body");
         }
-        let delivery = RenderedDelivery {
-            delivery_id: render::delivery_id(&format!("{base}/part/{}", part.number), &endpoint.id),
-            event_id: event_id.to_owned(),
-            event_type: if transfer_id.is_some() {
-                "transfer.sensitive_trace"
-            } else {
-                "connection_test.sensitive_trace"
-            }
-            .to_owned(),
-            endpoint_id: endpoint.id.clone(),
-            rendered_at: wire::now_rfc3339(),
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            sensitive_headers: request.sensitive_headers,
-            signing_scheme: "none".to_owned(),
-            signing_secrets: Vec::new(),
-            body_sealed: true,
-            body: request.body,
-            transfer_id: transfer_id.map(str::to_owned),
-            ..RenderedDelivery::default()
-        }
-        .with_policy_of(endpoint);
+        let delivery = request.into_delivery(
+            render::delivery_id(&format!("{base}/part/{}", part.number), &endpoint.id),
+            event_id.to_owned(),
+            transfer_id.map(str::to_owned),
+            endpoint,
+        );
         let bytes = self
             .shared
             .registry

@@ -42,7 +42,7 @@ use render::{CompiledTraces, FlushReason, RenderError, TraceBatch, TracesRequest
 use serde_json::{Map, Value};
 use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
-use wire::{AggregatedTrace, DeadLetter, Event, Redacted, Registry, RenderedDelivery};
+use wire::{AggregatedTrace, DeadLetter, Event, Redacted, Registry};
 
 use crate::split::{Part, RenderPart, Splitter};
 use crate::{Configured, Endpoints, seal_delivery};
