@@ -205,7 +205,7 @@ async fn lists_a_webhooks_deliveries_from_the_attempt_log() {
                 {"attempt": 3, "started_at": "2026-11-23T10:00:30.000+00:00", "duration_ms": 43, "status": 410, "error_code": null,
                  "outcome": "dead_lettered", "reason_code": "HL-DELIVERY-REJECTED", "next_attempt_at": null},
             ],
-            "last_attempt_at": "2026-11-23T10:00:30.000+00:00", "replay_of": null,
+            "last_attempt_at": "2026-11-23T10:00:30.000+00:00", "replay_of": null, "test": false,
         })
     );
     assert_eq!(
