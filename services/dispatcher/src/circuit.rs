@@ -1,6 +1,13 @@
 //! An endpoint's circuit breaker: a pure state machine on an injected clock, table-tested
 //! below. It opens after consecutive outages, lets one probe through when it half-opens,
 //! and doubles its cooldown after a failed probe.
+//!
+//! Outcomes count in the order their requests were sent, not the order they complete. A
+//! request that hangs completes (as a timeout) seconds after the requests sent with it;
+//! counted on completion, the few timeouts of a busy endpoint that answers nearly
+//! everything land back to back and open its circuit (measured in `ops/soak`:
+//! docs/BENCHMARKS.md). A failure sent before a success that was sent later says
+//! nothing about the endpoint now: it answered after it.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,7 +49,11 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct Circuit {
     state: State,
-    consecutive: u32,
+    /// When the failures of the current streak were sent: those sent after the newest
+    /// success sent, at most `failures` of them (the latest sent).
+    streak: Vec<Instant>,
+    /// When the newest success (by send time) was sent.
+    newest_success: Option<Instant>,
     cooldown: Duration,
     /// Wall-clock time of the first failure of the current failing streak.
     failing_since: Option<SystemTime>,
@@ -55,7 +66,8 @@ impl Circuit {
     pub fn new(settings: &CircuitSettings) -> Self {
         Circuit {
             state: State::Closed,
-            consecutive: 0,
+            streak: Vec::new(),
+            newest_success: None,
             cooldown: settings.cooldown,
             failing_since: None,
             succeeded: false,
@@ -90,24 +102,51 @@ impl Circuit {
         }
     }
 
-    /// Records an attempt's outcome: `failed` for retryable failures (5xx, timeouts,
-    /// connection errors); answers that say nothing about the endpoint's health are
-    /// not recorded.
+    /// Records the outcome of an attempt sent at `sent`: `failed` for retryable
+    /// failures (5xx, timeouts, connection errors); answers that say nothing about the
+    /// endpoint's health are not recorded.
+    ///
+    /// - A failure sent before the newest success is stale and ignored; so is one sent
+    ///   before the probe, landing while the probe is out.
+    /// - A success closes the circuit unless failures sent after it remain (a slow
+    ///   success sent before the outage does not end it).
     pub fn record(
         &mut self,
         settings: &CircuitSettings,
         failed: bool,
+        sent: Instant,
         now: Instant,
         wall: SystemTime,
     ) {
         if !failed {
-            *self = Circuit {
-                succeeded: true,
-                ..Circuit::new(settings)
-            };
+            self.newest_success = Some(self.newest_success.map_or(sent, |s| s.max(sent)));
+            self.streak.retain(|&failure| failure > sent);
+            self.succeeded = true;
+            if self.streak.is_empty() {
+                self.state = State::Closed;
+                self.cooldown = settings.cooldown;
+                self.failing_since = None;
+            }
             return;
         }
-        self.consecutive = self.consecutive.saturating_add(1);
+        if self.newest_success.is_some_and(|success| sent < success) {
+            return;
+        }
+        if let State::Probing { since } = self.state
+            && sent < since
+        {
+            return;
+        }
+        self.streak.push(sent);
+        let cap = usize::try_from(settings.failures.max(1)).unwrap_or(usize::MAX);
+        if self.streak.len() > cap {
+            // Only the latest sent matter: a success sent after the earliest of them
+            // removes that one first.
+            let earliest = (0..self.streak.len())
+                .min_by_key(|&i| self.streak[i])
+                .unwrap_or(0);
+            self.streak.swap_remove(earliest);
+        }
         self.failing_since.get_or_insert(wall);
         match self.state {
             State::Probing { .. } => {
@@ -116,7 +155,7 @@ impl Circuit {
                     until: now + self.cooldown,
                 };
             }
-            State::Closed if self.consecutive >= settings.failures => {
+            State::Closed if self.streak.len() >= cap => {
                 self.state = State::Open {
                     until: now + self.cooldown,
                 }
@@ -125,9 +164,10 @@ impl Circuit {
         }
     }
 
-    /// Failed attempts in a row seen by this process.
+    /// Failed attempts in a row (by send time) seen by this process, counted up to
+    /// the number that opens the circuit.
     pub fn consecutive_failures(&self) -> u32 {
-        self.consecutive
+        u32::try_from(self.streak.len()).unwrap_or(u32::MAX)
     }
 
     /// Since when the endpoint has failed without a success in between.
@@ -170,14 +210,14 @@ mod tests {
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         let mut c = Circuit::new(&s);
         assert_eq!(c.admit(&s, at(0)), Admission::Go);
-        c.record(&s, true, at(0), wall);
-        c.record(&s, true, at(1), wall + Duration::from_secs(1));
+        c.record(&s, true, at(0), at(0), wall);
+        c.record(&s, true, at(1), at(1), wall + Duration::from_secs(1));
         assert_eq!(
             c.admit(&s, at(1)),
             Admission::Go,
             "two failures: still closed"
         );
-        c.record(&s, true, at(2), wall + Duration::from_secs(2));
+        c.record(&s, true, at(2), at(2), wall + Duration::from_secs(2));
         assert_eq!(
             c.admit(&s, at(3)),
             Admission::Wait(at(12)),
@@ -204,28 +244,28 @@ mod tests {
             Admission::Probe,
             "a probe given back goes to the next delivery"
         );
-        c.record(&s, true, at(13), wall);
+        c.record(&s, true, at(13), at(13), wall);
         assert_eq!(
             c.admit(&s, at(14)),
             Admission::Wait(at(33)),
             "failed probe: cooldown doubled"
         );
         assert_eq!(c.admit(&s, at(33)), Admission::Probe);
-        c.record(&s, true, at(33), wall);
+        c.record(&s, true, at(33), at(33), wall);
         assert_eq!(
             c.admit(&s, at(34)),
             Admission::Wait(at(73)),
             "doubled again, capped at 40 s"
         );
         assert_eq!(c.admit(&s, at(73)), Admission::Probe);
-        c.record(&s, false, at(74), wall);
+        c.record(&s, false, at(74), at(74), wall);
         assert_eq!(
             c.admit(&s, at(74)),
             Admission::Go,
             "a successful probe closes it"
         );
         assert_eq!(c.failing_since(), None);
-        c.record(&s, true, at(75), wall);
+        c.record(&s, true, at(75), at(75), wall);
         assert_eq!(
             c.admit(&s, at(75)),
             Admission::Go,
@@ -253,7 +293,7 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Circuit::new(&s);
         for _ in 0..3 {
-            c.record(&s, true, t0, SystemTime::now());
+            c.record(&s, true, t0, t0, SystemTime::now());
         }
         assert_eq!(c.admit(&s, t0 + Duration::from_secs(10)), Admission::Probe);
         assert!(matches!(
@@ -265,5 +305,91 @@ mod tests {
             Admission::Probe,
             "after max_cooldown another probe goes"
         );
+    }
+
+    #[test]
+    fn failures_count_in_the_order_their_requests_were_sent() {
+        let s = settings();
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut c = Circuit::new(&s);
+        // Ten requests go out at 0..9 ms: the odd ones hang, the even ones answer at
+        // once; the hung ones complete as timeouts 2 s later, back to back.
+        for sent in (0..10).step_by(2) {
+            c.record(&s, false, ms(sent), ms(sent + 1), wall);
+        }
+        for sent in (1..9).step_by(2) {
+            c.record(&s, true, ms(sent), ms(2_000 + sent), wall);
+        }
+        assert_eq!(
+            c.admit(&s, ms(2_010)),
+            Admission::Go,
+            "four timeouts, each sent before a later-sent success: the endpoint answered after them"
+        );
+        assert_eq!(c.failing_since(), None);
+        // Counted on completion they were four in a row; sent after the last success
+        // (8 ms) they count.
+        for sent in [9, 10, 11] {
+            c.record(&s, true, ms(sent), ms(2_020 + sent), wall);
+        }
+        assert_eq!(
+            c.admit(&s, ms(2_040)),
+            Admission::Wait(ms(2_031) + Duration::from_secs(10)),
+            "three failures sent after the newest success open it"
+        );
+        assert_eq!(c.consecutive_failures(), 3);
+        assert_eq!(c.failing_since(), Some(wall));
+    }
+
+    #[test]
+    fn stale_outcomes_neither_close_nor_fail_the_probe() {
+        let s = settings();
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut c = Circuit::new(&s);
+        for sent in 1..=3 {
+            c.record(&s, true, at(sent), at(sent), wall);
+        }
+        // A slow success sent before the outage lands while the circuit is open.
+        c.record(&s, false, at(0), at(5), wall);
+        assert_eq!(
+            c.admit(&s, at(5)),
+            Admission::Wait(at(13)),
+            "a success sent before the failures does not end the outage"
+        );
+        assert_eq!(c.admit(&s, at(13)), Admission::Probe);
+        // A request sent before the probe times out while the probe is out.
+        c.record(&s, true, at(4), at(14), wall);
+        assert_eq!(
+            c.admit(&s, at(14)),
+            Admission::Wait(at(24)),
+            "still probing: the others wait a cooldown, and the cooldown is not doubled"
+        );
+        c.record(&s, false, at(13), at(15), wall);
+        assert_eq!(
+            c.admit(&s, at(15)),
+            Admission::Go,
+            "the probe's own success closes it"
+        );
+        assert_eq!(c.failing_since(), None);
+        assert_eq!(c.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn an_endpoint_that_fails_fast_still_opens() {
+        // 500s answered at once complete in the order they were sent: the breaker
+        // counts them as it always did.
+        let s = settings();
+        let t0 = Instant::now();
+        let wall = SystemTime::UNIX_EPOCH;
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut c = Circuit::new(&s);
+        c.record(&s, false, ms(0), ms(1), wall);
+        for sent in 1..=3 {
+            c.record(&s, true, ms(sent * 10), ms(sent * 10 + 1), wall);
+        }
+        assert!(c.is_open());
     }
 }

@@ -505,6 +505,7 @@ impl Dispatcher {
                 }
             }
             let span = trace::attempt_span(&record.headers, opened, number);
+            let sent = Instant::now();
             let (outcome, mut attempt) = Box::pin(self.attempt(opened, scheme, rsa, number))
                 .instrument(span.clone())
                 .await?;
@@ -548,6 +549,7 @@ impl Dispatcher {
                 circuit.record(
                     self.endpoints.circuit_settings(),
                     !answered,
+                    sent,
                     Instant::now(),
                     SystemTime::now(),
                 );
