@@ -100,6 +100,18 @@ def wait_until(what: str, ready, proc: subprocess.Popen | None, seconds: float, 
             time.sleep(0.1)
 
 
+def port_written(what: str, port_file: Path, proc: subprocess.Popen, seconds: float) -> str:
+    """The port a process writes to `port_file` once it listens (its log: NAME.log)."""
+
+    def port() -> str:
+        text = port_file.read_text().strip()
+        if not text:
+            raise OSError("not written yet")
+        return text
+
+    return wait_until(what, port, proc, seconds, port_file.with_suffix(".log"))
+
+
 def sample_event(event_id: str) -> dict:
     """ops/demo/transfer-error.json, its id also its transfer id (the receiver's key)."""
     event = json.loads((ROOT / "ops/demo/transfer-error.json").read_text())

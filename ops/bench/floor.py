@@ -11,35 +11,26 @@ Scenarios (those of pipeline.py that only move events; each can be changed with 
 
 import argparse
 import sys
-import uuid
 from pathlib import Path
 
-from benchlib import Run, arguments, cpu_seconds, http, run_all, scenarios, wait_until
-from pipeline import Broker, HooklineRun
+from benchlib import arguments, http, port_written, run_all, scenarios
+from pipeline import Broker, KafkaRun
 
 OFFERED = "A,C,D"
 
 
-class FloorRun(Run):
+class FloorRun(KafkaRun):
     """hlfloor's three processes on a fresh topic prefix."""
 
     critical = ("ingest", "relay", "send")
 
     def __init__(self, args, name: str, spec: dict, number: int, broker: Broker) -> None:
-        prefix = f"floor-{name.lower()}-{uuid.uuid4().hex[:8]}-"
-        super().__init__(
-            args, name, spec, number, prefix, args.bin_dir.parent / "bench" / prefix.rstrip("-")
-        )
-        self.broker = broker
-        self.perfs: dict = {}
+        super().__init__(args, name, spec, number, broker, "floor")
 
     def role(self, name: str, *extra) -> None:
         base = [self.args.bin_dir / "hlfloor", "--brokers", self.broker.brokers]
         base += ["--prefix", self.prefix, "--profile", self.args.profile]
         self.start(name, [*base, name, *extra])
-
-    def extra_cpu(self) -> dict[str, float]:
-        return {"broker": cpu_seconds(self.broker.pid)} if self.broker.pid else {}
 
     def result_fields(self) -> dict:
         return {"system": "floor", "profile": self.args.profile}
@@ -48,15 +39,8 @@ class FloorRun(Run):
         self.start_receiver()
         port_file = self.dir / "ingest.port"
         self.role("ingest", "--port-file", port_file)
-
-        def port() -> str:
-            text = port_file.read_text().strip()
-            if not text:
-                raise OSError("not written yet")
-            return text
-
-        log = self.dir / "ingest.log"
-        self.api = f"http://127.0.0.1:{wait_until('ingest', port, self.procs['ingest'], 60, log)}"
+        port = port_written("ingest", port_file, self.procs["ingest"], 60)
+        self.api = f"http://127.0.0.1:{port}"
         endpoints = str(self.spec["endpoints"])
         self.role("relay", "--endpoints", endpoints)
         self.role("send", "--url", self.receiver, "--endpoints", endpoints)
@@ -68,11 +52,6 @@ class FloorRun(Run):
     def load_argv(self) -> list:
         argv = [self.args.hlbench, "load", "-url", self.api, "-token", "none"]
         return [*argv, "-c", self.args.concurrency]
-
-    execute = HooklineRun.execute
-    profile = HooklineRun.profile
-    stop_profiles = HooklineRun.stop_profiles
-    cleanup = HooklineRun.cleanup
 
 
 def main() -> int:

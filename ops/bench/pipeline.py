@@ -31,6 +31,7 @@ from benchlib import (
     free_port,
     http,
     machine_busy,
+    port_written,
     run_all,
     scenarios,
     wait_until,
@@ -64,38 +65,108 @@ class Broker:
             subprocess.run([ROOT / "ops/kafka/broker", "stop"], check=False)
 
 
-class HooklineRun(Run):
+class KafkaRun(Run):
+    """A system of processes on the local broker, on a fresh topic prefix: the load, the
+    wait for arrivals, perf profiles of the `critical` processes, topics deleted after."""
+
+    def __init__(
+        self, args, name: str, spec: dict, number: int, broker: Broker, system: str
+    ) -> None:
+        prefix = f"{system}-{name.lower()}-{uuid.uuid4().hex[:8]}-"
+        super().__init__(
+            args, name, spec, number, prefix, args.bin_dir.parent / "bench" / prefix.rstrip("-")
+        )
+        self.broker = broker
+        self.perfs: dict[str, subprocess.Popen] = {}
+
+    def start_consumers(self) -> list[str]:
+        """Starts what reads a backlog written before (scenario B); returns their names."""
+        raise NotImplementedError
+
+    def extra_cpu(self) -> dict[str, float]:
+        return {"broker": cpu_seconds(self.broker.pid)} if self.broker.pid else {}
+
+    def execute(self) -> dict:
+        self.setup()
+        self.profile(list(self.critical))
+        window = {"cpu0": self.cpu(), "busy0": machine_busy()}
+        load = self.load()
+        if self.spec.get("backlog"):
+            # The drain is measured from the moment its consumers start.
+            window.update(cpu0=self.cpu(), busy0=machine_busy(), start_ns=time.time_ns())
+            self.profile(self.start_consumers())
+        self.wait_for(load["accepted"] * self.spec["endpoints"], stall=self.args.stall)
+        window.update(cpu1=self.cpu(), busy1=machine_busy())
+        self.stop_profiles()
+        arrivals = self.collect()
+        window["peaks"] = self.stop_all()
+        return self.summarise(load, arrivals, window)
+
+    def profile(self, names: list[str]) -> None:
+        """With --perf: samples the services' stacks (perf record) while measuring."""
+        if not self.args.perf:
+            return
+        for name in names:
+            proc = self.procs.get(name)
+            if proc is None or proc.poll() is not None or name in self.perfs:
+                continue
+            out = self.dir / f"{name}.perf.data"
+            argv = ["perf", "record", "-F", "499", "-g", "-p", str(proc.pid), "-o", str(out)]
+            self.perfs[name] = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+
+    def stop_profiles(self) -> None:
+        """Ends perf and writes each service's hottest symbols to NAME.perf.txt."""
+        for name, perf in self.perfs.items():
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=60)
+            data = str(self.dir / f"{name}.perf.data")
+            report = subprocess.run(
+                ["perf", "report", "--stdio", "--no-children", "-g", "none", "-i", data],
+                capture_output=True,
+                text=True,
+            )
+            (self.dir / f"{name}.perf.txt").write_text(report.stdout)
+        self.perfs = {}
+
+    def cleanup(self) -> None:
+        self.stop_all()
+        if not self.args.keep_topics:
+            argv = [self.args.hlbench, "topics-delete", "-brokers", self.broker.brokers]
+            subprocess.run([*argv, "-prefix", self.prefix], check=False)
+
+
+class HooklineRun(KafkaRun):
     """hookline's three services on a fresh topic prefix, the webhooks on the receiver."""
 
     critical = ("producer", "renderer", "dispatcher")
 
     def __init__(self, args, name: str, spec: dict, number: int, broker: Broker) -> None:
-        prefix = f"bench-{name.lower()}-{uuid.uuid4().hex[:8]}-"
-        super().__init__(
-            args, name, spec, number, prefix, args.bin_dir.parent / "bench" / prefix.rstrip("-")
-        )
-        self.broker = broker
+        super().__init__(args, name, spec, number, broker, "bench")
         self.token = uuid.uuid4().hex
+
         api_port = free_port()
         self.api = f"http://127.0.0.1:{api_port}"
-        self.perfs: dict[str, subprocess.Popen] = {}
         self.env.update(
             {
                 "HOOKLINE_KAFKA_BROKERS": broker.brokers,
-                "HOOKLINE_TOPIC_PREFIX": prefix,
+                "HOOKLINE_TOPIC_PREFIX": self.prefix,
                 "HOOKLINE_API_ADDR": f"127.0.0.1:{api_port}",
                 "HOOKLINE_API_TOKEN": self.token,
                 "HOOKLINE_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
                 "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8",
-                "HOOKLINE_INSTANCE_ID": f"{prefix}renderer",
+                "HOOKLINE_INSTANCE_ID": f"{self.prefix}renderer",
             }
         )
 
     def start_service(self, name: str) -> None:
         self.start(name, [self.args.bin_dir / f"hookline-{name}"])
 
-    def extra_cpu(self) -> dict[str, float]:
-        return {"broker": cpu_seconds(self.broker.pid)} if self.broker.pid else {}
+    def start_consumers(self) -> list[str]:
+        self.start_service("renderer")
+        self.start_service("dispatcher")
+        return ["renderer", "dispatcher"]
 
     def result_fields(self) -> dict:
         fields = {"ingest": "kafka" if self.spec.get("log_bytes") else self.args.ingest}
@@ -113,16 +184,7 @@ class HooklineRun(Run):
             # Every span exported (100% sampling) to a sink that answers 200 at once.
             port_file = self.dir / "otlp.port"
             self.start("otlp", [self.args.hlbench, "receive", "-port-file", port_file])
-
-            def port() -> str:
-                text = port_file.read_text().strip()
-                if not text:
-                    raise OSError("not written yet")
-                return text
-
-            otlp_port = wait_until(
-                "the OTLP sink", port, self.procs["otlp"], 10, self.dir / "otlp.log"
-            )
+            otlp_port = port_written("the OTLP sink", port_file, self.procs["otlp"], 10)
             self.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
             self.env["OTEL_TRACES_SAMPLER"] = "always_on"
         self.start_service("producer")
@@ -177,58 +239,6 @@ class HooklineRun(Run):
             ]
         argv = [self.args.hlbench, "load", "-url", self.api, "-token", self.token]
         return [*argv, "-c", self.args.concurrency, "-batch", self.args.batch]
-
-    def execute(self) -> dict:
-        self.setup()
-        self.profile(["producer", "renderer", "dispatcher"])
-        window = {"cpu0": self.cpu(), "busy0": machine_busy()}
-        load = self.load()
-        if self.spec.get("backlog"):
-            # The drain is measured from the moment the renderer and dispatcher start.
-            window.update(cpu0=self.cpu(), busy0=machine_busy(), start_ns=time.time_ns())
-            self.start_service("renderer")
-            self.start_service("dispatcher")
-            self.profile(["renderer", "dispatcher"])
-        self.wait_for(load["accepted"] * self.spec["endpoints"], stall=self.args.stall)
-        window.update(cpu1=self.cpu(), busy1=machine_busy())
-        self.stop_profiles()
-        arrivals = self.collect()
-        window["peaks"] = self.stop_all()
-        return self.summarise(load, arrivals, window)
-
-    def profile(self, names: list[str]) -> None:
-        """With --perf: samples the services' stacks (perf record) while measuring."""
-        if not self.args.perf:
-            return
-        for name in names:
-            proc = self.procs.get(name)
-            if proc is None or proc.poll() is not None or name in self.perfs:
-                continue
-            out = self.dir / f"{name}.perf.data"
-            argv = ["perf", "record", "-F", "499", "-g", "-p", str(proc.pid), "-o", str(out)]
-            self.perfs[name] = subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-
-    def stop_profiles(self) -> None:
-        """Ends perf and writes each service's hottest symbols to NAME.perf.txt."""
-        for name, perf in self.perfs.items():
-            perf.send_signal(signal.SIGINT)
-            perf.wait(timeout=60)
-            data = str(self.dir / f"{name}.perf.data")
-            report = subprocess.run(
-                ["perf", "report", "--stdio", "--no-children", "-g", "none", "-i", data],
-                capture_output=True,
-                text=True,
-            )
-            (self.dir / f"{name}.perf.txt").write_text(report.stdout)
-        self.perfs = {}
-
-    def cleanup(self) -> None:
-        self.stop_all()
-        if not self.args.keep_topics:
-            argv = [self.args.hlbench, "topics-delete", "-brokers", self.broker.brokers]
-            subprocess.run([*argv, "-prefix", self.prefix], check=False)
 
 
 def main() -> int:

@@ -15,8 +15,9 @@
 //!
 //! No validation, Avro, endpoint table, template, signature, admission, retry or
 //! metrics; offsets are stored as each record finishes, in any order (a floor to
-//! measure against, not a delivery guarantee). What this reaches is what any design with these hops and these libraries
-//! could reach on the machine; hookline's distance from it is its own work.
+//! measure against, not a delivery guarantee). What this reaches is what any design
+//! with these hops and these libraries could reach on the machine; hookline's distance
+//! from it is its own work.
 
 use std::path::PathBuf;
 use std::sync::Arc;
