@@ -358,16 +358,13 @@ class Soak:
             from confluent_kafka import Consumer, TopicPartition
         except ImportError:
             return {"unchecked": "confluent-kafka is not installed"}
-        topics = {
-            "hookline-renderer": "events",
-            "hookline-dispatcher": "rendered-deliveries",
-            **{
-                f"hookline-dispatcher-retry-{t}": f"retry-{t}"
-                for t in ("1s", "5s", "30s", "5m", "30m", "2h")
-            },
-        }
+        # The dispatcher's group reads rendered-deliveries and every retry tier.
+        topics = [("hookline-renderer", "events"), ("hookline-dispatcher", "rendered-deliveries")]
+        topics += [
+            ("hookline-dispatcher", f"retry-{t}") for t in ("1s", "5s", "30s", "5m", "30m", "2h")
+        ]
         behind = {}
-        for group, topic in topics.items():
+        for group, topic in topics:
             consumer = Consumer(
                 {
                     "bootstrap.servers": self.brokers,
@@ -387,7 +384,7 @@ class Soak:
                 lag += max(0, high - max(tp.offset, 0))
             consumer.close()
             if lag:
-                behind[group] = lag
+                behind[f"{group} {topic}"] = lag
         return behind
 
 

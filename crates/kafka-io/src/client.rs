@@ -99,7 +99,7 @@ impl KafkaProfile {
     }
 }
 
-fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.kafka_brokers)
@@ -163,6 +163,10 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -
         // librdkafka's 300 s default). The consume loops poll continuously.
         .set("max.poll.interval.ms", "120000")
         .set("fetch.wait.max.ms", "100")
+        // Stated, not left to librdkafka's default list (which starts with it): a group
+        // whose members read several topics keyed alike gets partition n of each on one
+        // member (`crate::affinity`). A cooperative assignor would not keep them together.
+        .set("partition.assignment.strategy", "range")
         .set(
             "fetch.min.bytes",
             settings.kafka_profile.fetch_min_bytes().to_string(),
@@ -207,7 +211,7 @@ impl ConsumerContext for CommitOnRevoke {
             }
             let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
             for p in partitions.elements() {
-                tracker.revoke(p.partition());
+                tracker.revoke(p.topic(), p.partition());
             }
             tracing::info!(partitions = partitions.count(), "partitions revoked");
         }
@@ -227,12 +231,12 @@ impl ConsumerContext for CommitOnRevoke {
 /// A group consumer whose offsets follow effects.
 pub type GroupConsumer = StreamConsumer<CommitOnRevoke>;
 
-/// Creates a group consumer subscribed to `topic`, reporting its lag to `stats`.
+/// Creates a group consumer subscribed to `topics`, reporting its lag to `stats`.
 pub fn group_consumer(
     settings: &KafkaSettings,
     client_id: &str,
     group: &str,
-    topic: &str,
+    topics: &[&str],
     stats: Option<&ConsumerStats>,
 ) -> rdkafka::error::KafkaResult<(GroupConsumer, Arc<Mutex<OffsetTracker>>)> {
     let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
@@ -248,7 +252,7 @@ pub fn group_consumer(
         );
     }
     let consumer: GroupConsumer = config.create_with_context(context)?;
-    consumer.subscribe(&[topic])?;
+    consumer.subscribe(topics)?;
     Ok((consumer, tracker))
 }
 

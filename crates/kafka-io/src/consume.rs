@@ -2,7 +2,7 @@
 //! concurrently, up to a bound, and a record's offset is stored only once its handler
 //! says its effects are durable, never past a record still in flight.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{GroupConsumer, commit_stored};
 use crate::offsets::{OffsetTracker, Ticket};
+use crate::pause::{FullPause, set_paused};
 
 /// A consumed record, owned so its handling can outlive the poll.
 #[derive(Debug, Clone)]
@@ -86,8 +87,8 @@ pub enum Outcome {
     Abandoned,
 }
 
-/// A handler at work: its ticket, topic, the record's size and outcome when it ends.
-type Work = std::pin::Pin<Box<dyn Future<Output = (Ticket, String, usize, Outcome)> + Send>>;
+/// A handler at work: its ticket, lane, the record's size and outcome when it ends.
+type Work = std::pin::Pin<Box<dyn Future<Output = (Ticket, usize, usize, Outcome)> + Send>>;
 
 /// Bounds of the loop.
 #[derive(Debug, Clone)]
@@ -102,6 +103,21 @@ pub struct ConsumeOptions {
     pub drain_timeout: Duration,
 }
 
+/// One topic of a consumer that reads several, with its own bounds (see
+/// [`consume_lanes`]).
+#[derive(Debug, Clone)]
+pub struct Lane {
+    /// The topic.
+    pub topic: String,
+    /// A delay topic (a retry tier): a record is handed over no sooner than this after
+    /// its timestamp. `None`: at once.
+    pub delay: Option<Duration>,
+    /// Records of this topic handled at once.
+    pub max_in_flight: usize,
+    /// Bytes of this topic's records handled at once.
+    pub max_in_flight_bytes: usize,
+}
+
 /// Reads `consumer` until `shutdown`, handling each record with `handle`.
 ///
 /// At shutdown it stops reading, waits up to `drain_timeout` for records in flight,
@@ -112,61 +128,208 @@ pub async fn consume_concurrently<F, Fut>(
     tracker: &Arc<Mutex<OffsetTracker>>,
     options: &ConsumeOptions,
     shutdown: &CancellationToken,
+    handle: F,
+) where
+    F: FnMut(Record) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let lane = one_lane(consumer, options);
+    consume_lanes(
+        consumer,
+        tracker,
+        &[lane],
+        options.drain_timeout,
+        shutdown,
+        handle,
+    )
+    .await;
+}
+
+/// The one lane of a consumer subscribed to one topic.
+fn one_lane(consumer: &GroupConsumer, options: &ConsumeOptions) -> Lane {
+    let topic = consumer
+        .subscription()
+        .ok()
+        .and_then(|s| s.elements().first().map(|e| e.topic().to_owned()))
+        .unwrap_or_default();
+    Lane {
+        topic,
+        delay: None,
+        max_in_flight: options.max_in_flight,
+        max_in_flight_bytes: options.max_in_flight_bytes,
+    }
+}
+
+/// What a lane holds now.
+#[derive(Default)]
+struct LaneState {
+    in_flight: usize,
+    bytes: usize,
+    /// The lane's partitions are paused because it is full.
+    full: bool,
+    paused: FullPause,
+    last_unpause: Option<std::time::Instant>,
+}
+
+/// Reads `consumer`, subscribed to the lanes' topics, until `shutdown`.
+///
+/// - Records are handled concurrently, each lane up to its own bounds: a full lane
+///   pauses its own partitions (the consumer keeps polling, so the group keeps them)
+///   and the other lanes read on.
+/// - A delay lane hands a record over no sooner than its delay after the record's
+///   timestamp. Its partitions are in due order, so waiting for a head holds nothing
+///   else: a partition whose head is not due is paused, with the records already
+///   fetched held in order, and resumed when they are due. Memory is bounded by what
+///   librdkafka fetched before the pause.
+/// - Offsets are stored per (topic, partition), never past a record in flight.
+///
+/// At shutdown it stops reading, waits up to `drain_timeout` for records in flight,
+/// commits what was stored and returns. Records not finished by then are read again
+/// by whoever owns the partition next: at least once.
+pub async fn consume_lanes<F, Fut>(
+    consumer: &GroupConsumer,
+    tracker: &Arc<Mutex<OffsetTracker>>,
+    lanes: &[Lane],
+    drain_timeout: Duration,
+    shutdown: &CancellationToken,
     mut handle: F,
 ) where
     F: FnMut(Record) -> Fut,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
+    assert!(!lanes.is_empty(), "a consume loop reads at least one topic");
     let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
-    let mut bytes = 0usize;
-    // The assignment is paused because the loop is full.
-    let mut full = false;
-    let mut paused = FullPause::default();
-    // A pause outlives a rebalance (librdkafka keeps it for partitions assigned again),
-    // so what this loop paused and could not resume is tried again every second.
-    let mut unpause = tokio::time::interval(Duration::from_secs(1));
-    unpause.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut states: Vec<LaneState> = lanes.iter().map(|_| LaneState::default()).collect();
+    let mut held: HashMap<(String, i32), Held> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some((ticket, topic, size, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                bytes -= size;
-                if full && has_room(options, in_flight.len(), bytes) {
-                    paused.resume(consumer, |_, _| false);
-                    full = false;
+            Some((ticket, lane, size, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                finish(consumer, tracker, ticket, outcome);
+                let state = &mut states[lane];
+                state.in_flight -= 1;
+                state.bytes -= size;
+                if state.full && has_room(&lanes[lane], state) {
+                    state.paused.resume(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                    state.full = false;
                 }
             }
-            _ = unpause.tick(), if !full && !paused.is_empty() => paused.resume(consumer, |_, _| false),
+            _ = tick.tick() => {
+                let now = std::time::Instant::now();
+                // A pause outlives a rebalance: resume what a lane paused, is assigned
+                // again and is not held, once a second.
+                for state in states.iter_mut() {
+                    if !state.full && !state.paused.is_empty()
+                        && state.last_unpause.is_none_or(|t| now - t >= Duration::from_secs(1))
+                    {
+                        state.paused.resume(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
+                        state.last_unpause = Some(now);
+                    }
+                }
+                held.retain(|(topic, partition), h| {
+                    // Revoked (and maybe reassigned) since: the records are read again.
+                    if !lock(tracker).is_current(h.generation) {
+                        set_paused(consumer, topic, *partition, false);
+                        return false;
+                    }
+                    while !is_full(&lanes[h.lane], &states[h.lane]) {
+                        match h.records.front() {
+                            Some((_, _, due)) if *due <= now => {
+                                let (ticket, record, _) = h.records.pop_front().expect("front exists");
+                                spawn(&mut handle, ticket, h.lane, record, &mut states[h.lane], &mut in_flight);
+                            }
+                            _ => break,
+                        }
+                    }
+                    if h.records.is_empty() {
+                        set_paused(consumer, topic, *partition, false);
+                        return false;
+                    }
+                    true
+                });
+            }
             message = consumer.recv() => {
                 let message = match message {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(error = %e, "kafka consume error");
                         // Errors come in bursts while a broker is away: don't spin.
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
                 let mut record = owned(&message);
                 drop(message);
-                let ticket = lock(tracker).begin(record.partition, record.offset);
+                let lane = lanes.iter().position(|l| l.topic == record.topic).unwrap_or(0);
+                let ticket = lock(tracker).begin(&record.topic, record.partition, record.offset);
                 record.owner = Some(Owner { tracker: tracker.clone(), ticket });
-                let topic: String = record.topic.clone();
-                let size = record.size();
-                bytes += size;
-                // Spawned, so handlers run on every worker thread, not only this loop's.
-                let work = tokio::spawn(handle(record));
-                in_flight.push(Box::pin(async move { (ticket, topic, size, work.await.unwrap_or(Outcome::Abandoned)) }));
-                if is_full(options, in_flight.len(), bytes) {
-                    paused.pause(consumer, |_, _| false);
-                    full = true;
+                let key = (record.topic.clone(), record.partition);
+                let holding = held.get(&key).is_some_and(|h| lock(tracker).is_current(h.generation));
+                let due = lanes[lane].delay.map(|delay| due_at(&record, delay));
+                if !holding && due.is_none_or(|due| due <= std::time::Instant::now()) {
+                    let state = &mut states[lane];
+                    spawn(&mut handle, ticket, lane, record, state, &mut in_flight);
+                    if is_full(&lanes[lane], state) {
+                        let topic = lanes[lane].topic.as_str();
+                        state.paused.pause(consumer, |t, p| t != topic || held.contains_key(&(t.to_owned(), p)));
+                        state.full = true;
+                    }
+                    continue;
+                }
+                if !holding {
+                    set_paused(consumer, &key.0, key.1, true);
+                    held.insert(key.clone(), Held { generation: ticket, lane, records: VecDeque::new() });
+                }
+                if let Some(h) = held.get_mut(&key) {
+                    h.records.push_back((ticket, record, due.unwrap_or_else(std::time::Instant::now)));
                 }
             }
         }
     }
-    drain(consumer, tracker, options, in_flight).await;
+    drain(consumer, tracker, drain_timeout, in_flight).await;
+}
+
+/// Hands `record` to `handle` on its own task, counted in its lane.
+fn spawn<F, Fut>(
+    handle: &mut F,
+    ticket: Ticket,
+    lane: usize,
+    record: Record,
+    state: &mut LaneState,
+    in_flight: &mut FuturesUnordered<Work>,
+) where
+    F: FnMut(Record) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let size = record.size();
+    state.in_flight += 1;
+    state.bytes += size;
+    // Spawned, so handlers run on every worker thread, not only this loop's.
+    let work = tokio::spawn(handle(record));
+    in_flight.push(Box::pin(async move {
+        (ticket, lane, size, work.await.unwrap_or(Outcome::Abandoned))
+    }));
+}
+
+/// When a record of a delay lane is due: its timestamp plus the delay, never later
+/// than the delay from now (a writer whose clock runs ahead does not hold the
+/// partition; the handler checks the record's own due time anyway).
+fn due_at(record: &Record, delay: Duration) -> std::time::Instant {
+    let written = record
+        .timestamp_ms
+        .and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    let wait = written
+        .map_or(Duration::ZERO, |w| {
+            (w + delay)
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
+        .min(delay);
+    record.received_at + wait
 }
 
 fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
@@ -195,239 +358,30 @@ fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Record {
     }
 }
 
-/// Whether a loop holding `records` of `bytes` in all is at one of its bounds.
-fn is_full(options: &ConsumeOptions, records: usize, bytes: usize) -> bool {
-    records >= options.max_in_flight || bytes >= options.max_in_flight_bytes
+/// Whether a lane is at one of its bounds.
+fn is_full(lane: &Lane, state: &LaneState) -> bool {
+    state.in_flight >= lane.max_in_flight || state.bytes >= lane.max_in_flight_bytes
 }
 
-/// Whether a full loop has room enough to read again: below both resume marks.
-fn has_room(options: &ConsumeOptions, records: usize, bytes: usize) -> bool {
-    records <= resume_below(options.max_in_flight)
-        && bytes <= resume_below(options.max_in_flight_bytes)
+/// Whether a full lane has room enough to read again: below both resume marks.
+fn has_room(lane: &Lane, state: &LaneState) -> bool {
+    state.in_flight <= resume_below(lane.max_in_flight)
+        && state.bytes <= resume_below(lane.max_in_flight_bytes)
 }
 
-/// In flight at or below which a full loop reads again: a quarter below the bound, so a
-/// loop at its bound pauses and resumes once per quarter of it, not once per record.
+/// In flight at or below which a full lane reads again: a quarter below the bound, so a
+/// lane at its bound pauses and resumes once per quarter of it, not once per record.
 fn resume_below(max_in_flight: usize) -> usize {
     max_in_flight - max_in_flight.div_ceil(4)
 }
 
-/// The partitions a full loop paused, resumed exactly.
-///
-/// A full loop pauses its assignment instead of not polling: a consumer that does not
-/// poll within `max.poll.interval.ms` is dropped from its group. A resume is not free
-/// in librdkafka, even of a partition that is not paused: it bumps the partition's op
-/// version, which drops the records already fetched for it and restarts its fetch
-/// (`rd_kafka_toppar_pause_resume`). So a loop resumes only what it paused.
-#[derive(Debug, Default)]
-struct FullPause {
-    partitions: HashSet<(String, i32)>,
-}
-
-impl FullPause {
-    fn is_empty(&self) -> bool {
-        self.partitions.is_empty()
-    }
-
-    /// Pauses every assigned partition but those `keep` leaves alone.
-    fn pause(&mut self, consumer: &GroupConsumer, keep: impl Fn(&str, i32) -> bool) {
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for e in assignment.elements() {
-            if !keep(e.topic(), e.partition()) {
-                tpl.add_partition(e.topic(), e.partition());
-                self.partitions
-                    .insert((e.topic().to_owned(), e.partition()));
-            }
-        }
-        if let Err(e) = consumer.pause(&tpl) {
-            tracing::debug!(error = %e, "pause refused");
-        }
-    }
-
-    /// Resumes what this paused that is assigned now; `keep` names partitions another
-    /// mechanism holds paused (they are left to it). A partition revoked meanwhile stays
-    /// on the list: librdkafka keeps its pause if it is assigned again.
-    fn resume(&mut self, consumer: &GroupConsumer, keep: impl Fn(&str, i32) -> bool) {
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for e in assignment.elements() {
-            let key = (e.topic().to_owned(), e.partition());
-            if self.partitions.remove(&key) && !keep(e.topic(), e.partition()) {
-                tpl.add_partition(e.topic(), e.partition());
-            }
-        }
-        if tpl.count() > 0
-            && let Err(e) = consumer.resume(&tpl)
-        {
-            tracing::debug!(error = %e, "resume refused");
-        }
-    }
-}
-
-/// A partition whose head record is not due yet: paused, with the records already
-/// fetched held in order until they are.
+/// A partition of a delay lane whose head record is not due yet: paused, with the
+/// records already fetched held in order until they are.
 struct Held {
-    ticket_generation: Ticket,
+    /// The ticket of the first record held: the generation it was read in.
+    generation: Ticket,
+    lane: usize,
     records: VecDeque<(Ticket, Record, std::time::Instant)>,
-}
-
-/// Reads a delay topic (a retry tier) until `shutdown`: a record is handed to
-/// `handle` no sooner than `delay` after its timestamp, so every partition is in due
-/// order and waiting for its head holds nothing else. A partition whose head is not
-/// due is paused (the consumer keeps polling, so the group keeps it) and resumed when
-/// it is; due records are handled concurrently, up to the bound, and offsets follow
-/// as in [`consume_concurrently`]. Memory is bounded by what librdkafka fetched
-/// before the pause.
-pub async fn consume_delayed<F, Fut>(
-    consumer: &GroupConsumer,
-    tracker: &Arc<Mutex<OffsetTracker>>,
-    options: &ConsumeOptions,
-    delay: Duration,
-    shutdown: &CancellationToken,
-    mut handle: F,
-) where
-    F: FnMut(Record) -> Fut,
-    Fut: Future<Output = Outcome> + Send + 'static,
-{
-    let mut in_flight: FuturesUnordered<Work> = FuturesUnordered::new();
-    let mut bytes = 0usize;
-    let mut held: HashMap<(String, i32), Held> = HashMap::new();
-    // The assignment is paused because the loop is full.
-    let mut full = false;
-    let mut paused = FullPause::default();
-    let mut last_unpause = std::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let due_at = |record: &Record| {
-        let written = record
-            .timestamp_ms
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-        // Never longer than the delay: a writer whose clock runs ahead does not hold
-        // the partition (the handler checks the record's own due time anyway).
-        let wait = written
-            .map_or(Duration::ZERO, |w| {
-                (w + delay)
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            })
-            .min(delay);
-        record.received_at + wait
-    };
-    let pause = |topic: &str, partition: i32, on: bool| {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
-        let result = if on {
-            consumer.pause(&tpl)
-        } else {
-            consumer.resume(&tpl)
-        };
-        if let Err(e) = result {
-            // Not assigned any more: the new owner reads from the last commit.
-            tracing::debug!(topic, partition, error = %e, "pause/resume refused");
-        }
-    };
-    loop {
-        let spawn = |ticket: Ticket,
-                     record: Record,
-                     handle: &mut F,
-                     in_flight: &mut FuturesUnordered<_>,
-                     bytes: &mut usize| {
-            let topic = record.topic.clone();
-            let size = record.size();
-            *bytes += size;
-            let work = tokio::spawn(handle(record));
-            let fut: Work = Box::pin(async move {
-                (
-                    ticket,
-                    topic,
-                    size,
-                    work.await.unwrap_or(Outcome::Abandoned),
-                )
-            });
-            in_flight.push(fut);
-        };
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Some((ticket, topic, size, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                finish(consumer, tracker, ticket, topic.as_str(), outcome);
-                bytes -= size;
-                if full && has_room(options, in_flight.len(), bytes) {
-                    paused.resume(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
-                    full = false;
-                }
-            }
-            _ = tick.tick() => {
-                let now = std::time::Instant::now();
-                // A pause outlives a rebalance: resume what this paused, is assigned again
-                // and is not held.
-                if !full && !paused.is_empty() && last_unpause.elapsed() >= Duration::from_secs(1) {
-                    paused.resume(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
-                    last_unpause = now;
-                }
-                held.retain(|(topic, partition), h| {
-                    // Revoked (and maybe reassigned) since: the records are read again.
-                    if !lock(tracker).is_current(h.ticket_generation) {
-                        pause(topic, *partition, false);
-                        return false;
-                    }
-                    while !is_full(options, in_flight.len(), bytes) {
-                        match h.records.front() {
-                            Some((_, _, due)) if *due <= now => {
-                                let (ticket, record, _) = h.records.pop_front().expect("front exists");
-                                spawn(ticket, record, &mut handle, &mut in_flight, &mut bytes);
-                            }
-                            _ => break,
-                        }
-                    }
-                    if h.records.is_empty() {
-                        pause(topic, *partition, false);
-                        return false;
-                    }
-                    true
-                });
-            }
-            message = consumer.recv() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka consume error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let mut record = owned(&message);
-                drop(message);
-                let ticket = lock(tracker).begin(record.partition, record.offset);
-                record.owner = Some(Owner { tracker: tracker.clone(), ticket });
-                let due = due_at(&record);
-                let key = (record.topic.clone(), record.partition);
-                let holding = held.get(&key).is_some_and(|h| lock(tracker).is_current(h.ticket_generation));
-                if !holding && due <= std::time::Instant::now() {
-                    spawn(ticket, record, &mut handle, &mut in_flight, &mut bytes);
-                    if is_full(options, in_flight.len(), bytes) {
-                        paused.pause(consumer, |topic, partition| held.contains_key(&(topic.to_owned(), partition)));
-                        full = true;
-                    }
-                    continue;
-                }
-                if !holding {
-                    pause(&key.0, key.1, true);
-                    held.insert(key.clone(), Held { ticket_generation: ticket, records: VecDeque::new() });
-                }
-                if let Some(h) = held.get_mut(&key) {
-                    h.records.push_back((ticket, record, due));
-                }
-            }
-        }
-    }
-    drain(consumer, tracker, options, in_flight).await;
 }
 
 /// At shutdown: waits up to the drain timeout for records in flight, then commits
@@ -435,18 +389,15 @@ pub async fn consume_delayed<F, Fut>(
 async fn drain(
     consumer: &GroupConsumer,
     tracker: &Arc<Mutex<OffsetTracker>>,
-    options: &ConsumeOptions,
+    drain_timeout: Duration,
     mut in_flight: FuturesUnordered<Work>,
 ) {
     let wait = async {
-        while let Some((ticket, topic, _, outcome)) = in_flight.next().await {
-            finish(consumer, tracker, ticket, topic.as_str(), outcome);
+        while let Some((ticket, _, _, outcome)) = in_flight.next().await {
+            finish(consumer, tracker, ticket, outcome);
         }
     };
-    if tokio::time::timeout(options.drain_timeout, wait)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain_timeout, wait).await.is_err() {
         tracing::warn!(
             left = lock(tracker).in_flight(),
             "drain timed out; unfinished records will be read again"
@@ -459,21 +410,29 @@ fn finish(
     consumer: &GroupConsumer,
     tracker: &Arc<Mutex<OffsetTracker>>,
     ticket: Ticket,
-    topic: &str,
     outcome: Outcome,
 ) {
     if outcome != Outcome::Done {
         return;
     }
-    let Some(position) = lock(tracker).finish(ticket) else {
-        return;
-    };
     let mut tpl = TopicPartitionList::new();
-    if tpl
-        .add_partition_offset(topic, ticket.partition, Offset::Offset(position))
-        .is_ok()
-        && let Err(e) = consumer.store_offsets(&tpl)
     {
+        let mut tracker = lock(tracker);
+        let Some(position) = tracker.finish(ticket) else {
+            return;
+        };
+        if tpl
+            .add_partition_offset(
+                tracker.topic(ticket),
+                ticket.partition,
+                Offset::Offset(position),
+            )
+            .is_err()
+        {
+            return;
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
         // The partition was revoked meanwhile: its new owner reads from the last commit.
         tracing::debug!(partition = ticket.partition, error = %e, "offset not stored");
     }

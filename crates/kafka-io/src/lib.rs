@@ -7,20 +7,25 @@
 /// The largest record hookline writes (topics are created to accept it): 8 MiB.
 pub const MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 
+mod affinity;
 mod client;
 mod consume;
 mod offsets;
+mod pause;
 mod probe;
 mod send;
 mod stats;
 mod table;
 mod topics;
 
+pub use affinity::{AffinityError, adopt_offsets, co_partitioned};
 pub use client::{
     CommitOnRevoke, GroupConsumer, KafkaProfile, KafkaSettings, commit_stored, consumer_config,
     group_consumer, producer, producer_config,
 };
-pub use consume::{ConsumeOptions, Outcome, Owner, Record, consume_concurrently, consume_delayed};
+pub use consume::{
+    ConsumeOptions, Lane, Outcome, Owner, Record, consume_concurrently, consume_lanes,
+};
 pub use offsets::{OffsetTracker, Ticket};
 pub use probe::KafkaProbe;
 pub use send::{SendError, send_durably};

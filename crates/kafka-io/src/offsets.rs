@@ -4,12 +4,16 @@
 //! finish in any order. The committed position may only move to the lowest unfinished
 //! offset: everything before it is done. Partitions revoked and assigned again start a
 //! new generation, so a late finish from before the revoke cannot move the new position.
+//! One consumer may read several topics (the dispatcher's affinity group), so a
+//! partition is named by its topic and number.
 
 use std::collections::{BTreeSet, HashMap};
 
 /// Proof that a record was begun; hand it back to [`OffsetTracker::finish`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
+    /// The record's topic, as the tracker numbers them.
+    topic: u32,
     /// Partition of the record.
     pub partition: i32,
     /// Offset of the record.
@@ -30,26 +34,33 @@ struct PartitionState {
 /// Per-partition bookkeeping of in-flight records.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    partitions: HashMap<i32, PartitionState>,
+    partitions: HashMap<(u32, i32), PartitionState>,
+    /// Topic names, numbered in the order they were first seen.
+    topics: Vec<String>,
     generations: u64,
 }
 
 impl OffsetTracker {
-    /// Records that work on `(partition, offset)` started.
-    pub fn begin(&mut self, partition: i32, offset: i64) -> Ticket {
+    /// Records that work on `(topic, partition, offset)` started.
+    pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) -> Ticket {
+        let topic = self.topic_number(topic);
         let generations = &mut self.generations;
-        let state = self.partitions.entry(partition).or_insert_with(|| {
-            *generations += 1;
-            PartitionState {
-                generation: *generations,
-                next: offset,
-                stored: offset,
-                ..Default::default()
-            }
-        });
+        let state = self
+            .partitions
+            .entry((topic, partition))
+            .or_insert_with(|| {
+                *generations += 1;
+                PartitionState {
+                    generation: *generations,
+                    next: offset,
+                    stored: offset,
+                    ..Default::default()
+                }
+            });
         state.pending.insert(offset);
         state.next = state.next.max(offset + 1);
         Ticket {
+            topic,
             partition,
             offset,
             generation: state.generation,
@@ -59,7 +70,7 @@ impl OffsetTracker {
     /// Records that the ticket's work is durable. Returns the partition's new position
     /// (the next offset to consume) when it moved forward.
     pub fn finish(&mut self, ticket: Ticket) -> Option<i64> {
-        let state = self.partitions.get_mut(&ticket.partition)?;
+        let state = self.partitions.get_mut(&(ticket.topic, ticket.partition))?;
         if state.generation != ticket.generation || !state.pending.remove(&ticket.offset) {
             return None;
         }
@@ -75,13 +86,31 @@ impl OffsetTracker {
     /// Whether the ticket's partition is still owned in the generation it was begun in.
     pub fn is_current(&self, ticket: Ticket) -> bool {
         self.partitions
-            .get(&ticket.partition)
+            .get(&(ticket.topic, ticket.partition))
             .is_some_and(|s| s.generation == ticket.generation)
     }
 
     /// Forgets a revoked partition; tickets issued for it finish as no-ops.
-    pub fn revoke(&mut self, partition: i32) {
-        self.partitions.remove(&partition);
+    pub fn revoke(&mut self, topic: &str, partition: i32) {
+        if let Some(topic) = self.topics.iter().position(|t| t == topic) {
+            self.partitions.remove(&(topic as u32, partition));
+        }
+    }
+
+    /// The topic a ticket was issued for.
+    pub fn topic(&self, ticket: Ticket) -> &str {
+        &self.topics[ticket.topic as usize]
+    }
+
+    fn topic_number(&mut self, topic: &str) -> u32 {
+        let number = match self.topics.iter().position(|t| t == topic) {
+            Some(n) => n,
+            None => {
+                self.topics.push(topic.to_owned());
+                self.topics.len() - 1
+            }
+        };
+        u32::try_from(number).expect("fewer than 2^32 topics")
     }
 
     /// Records still unfinished, across partitions.
@@ -97,8 +126,8 @@ mod tests {
     #[test]
     fn in_order_finishes_advance_one_by_one() {
         let mut t = OffsetTracker::default();
-        let a = t.begin(0, 10);
-        let b = t.begin(0, 11);
+        let a = t.begin("t", 0, 10);
+        let b = t.begin("t", 0, 11);
         assert_eq!(t.finish(a), Some(11));
         assert_eq!(t.finish(b), Some(12));
         assert_eq!(t.in_flight(), 0);
@@ -116,7 +145,7 @@ mod tests {
         ];
         for (begun, order, expected) in table {
             let mut t = OffsetTracker::default();
-            let tickets: Vec<_> = begun.iter().map(|o| t.begin(3, *o)).collect();
+            let tickets: Vec<_> = begun.iter().map(|o| t.begin("t", 3, *o)).collect();
             let got: Vec<_> = order.iter().map(|i| t.finish(tickets[*i])).collect();
             assert_eq!(&got, expected, "begun {begun:?} finished in {order:?}");
         }
@@ -125,21 +154,32 @@ mod tests {
     #[test]
     fn partitions_are_independent() {
         let mut t = OffsetTracker::default();
-        let a0 = t.begin(0, 1);
-        let b0 = t.begin(1, 100);
-        let _a1 = t.begin(0, 2);
+        let a0 = t.begin("t", 0, 1);
+        let b0 = t.begin("t", 1, 100);
+        let _a1 = t.begin("t", 0, 2);
         assert_eq!(t.finish(b0), Some(101));
         assert_eq!(t.finish(a0), Some(2));
     }
 
     #[test]
+    fn equal_partition_numbers_of_two_topics_are_independent() {
+        let mut t = OffsetTracker::default();
+        let first = t.begin("first", 0, 5);
+        let tier = t.begin("tier", 0, 40);
+        assert_eq!(t.finish(tier), Some(41));
+        t.revoke("tier", 0);
+        assert!(t.is_current(first) && !t.is_current(tier));
+        assert_eq!(t.finish(first), Some(6));
+    }
+
+    #[test]
     fn a_late_finish_after_revoke_is_ignored() {
         let mut t = OffsetTracker::default();
-        let old = t.begin(0, 7);
-        t.revoke(0);
+        let old = t.begin("t", 0, 7);
+        t.revoke("t", 0);
         // Reassigned: consumption restarts at the committed offset 7.
-        let new7 = t.begin(0, 7);
-        let new8 = t.begin(0, 8);
+        let new7 = t.begin("t", 0, 7);
+        let new8 = t.begin("t", 0, 8);
         assert!(!t.is_current(old) && t.is_current(new7));
         assert_eq!(
             t.finish(old),
@@ -153,8 +193,8 @@ mod tests {
     #[test]
     fn finishing_twice_is_harmless() {
         let mut t = OffsetTracker::default();
-        let a = t.begin(0, 1);
-        let b = t.begin(0, 2);
+        let a = t.begin("t", 0, 1);
+        let b = t.begin("t", 0, 2);
         assert_eq!(t.finish(a), Some(2));
         assert_eq!(t.finish(a), None);
         assert_eq!(t.finish(b), Some(3));

@@ -82,9 +82,9 @@ impl ConsumerStats {
                 // Records past the fetch position, and nothing fetched for a while: a
                 // paused partition (a full loop) or a fetch that stopped. librdkafka's
                 // fetch state tells which. A retry tier's partitions wait paused on
-                // purpose (its head is not due), so its groups are left out.
+                // purpose (its head is not due), so its topics are left out.
                 if !told
-                    && !group.contains("-retry-")
+                    && !crate::topics::is_retry_tier(name)
                     && p.hi_offset > p.next_offset.max(0)
                     && now.duration_since(fetched_since) >= STALL
                 {

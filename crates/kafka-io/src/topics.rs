@@ -115,6 +115,15 @@ impl Topics {
     }
 }
 
+/// Whether `topic` (prefixed or not) is a retry tier, whose records wait on purpose.
+pub fn is_retry_tier(topic: &str) -> bool {
+    RETRY_TIERS.iter().any(|(name, _)| {
+        topic
+            .strip_suffix(name)
+            .is_some_and(|t| t.ends_with("retry-"))
+    })
+}
+
 /// A topic to create.
 #[derive(Debug, Clone)]
 pub struct TopicSpec {
@@ -200,4 +209,26 @@ pub enum TopicError {
     /// A topic was refused.
     #[error("cannot create topic {0}: {1}")]
     Topic(String, RDKafkaErrorCode),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_tiers_are_told_by_name_with_any_prefix() {
+        let topics = Topics::new("prod.");
+        for tier in &topics.retry_tiers {
+            assert!(is_retry_tier(tier), "{tier}");
+        }
+        assert!(is_retry_tier("retry-5m"));
+        for other in [
+            topics.rendered_deliveries.as_str(),
+            "prod.events",
+            "retry-7s",
+            "xretry",
+        ] {
+            assert!(!is_retry_tier(other), "{other}");
+        }
+    }
 }

@@ -40,7 +40,7 @@ async fn large_records_wait_while_the_bytes_in_flight_are_at_the_bound() {
         &settings,
         "test",
         &format!("{}group", settings.topic_prefix),
-        &topic,
+        &[topic.as_str()],
         None,
     )
     .expect("test setup");

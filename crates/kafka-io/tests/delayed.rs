@@ -1,11 +1,11 @@
-//! `consume_delayed` against the real broker: no record is handed over before its
+//! A delay lane of `consume_lanes` (a retry tier) against the real broker: no record is handed over before its
 //! timestamp plus the delay, every record is handed over once, a full loop keeps its
 //! group (it pauses instead of not polling), and offsets follow.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kafka_io::{ConsumeOptions, Outcome, TopicSpec};
+use kafka_io::{Lane, Outcome, TopicSpec};
 use tokio_util::sync::CancellationToken;
 
 const DELAY: Duration = Duration::from_secs(2);
@@ -33,19 +33,21 @@ async fn consume(
     within: Duration,
 ) -> Seen {
     let (consumer, tracker) =
-        kafka_io::group_consumer(settings, "test", group, topic, None).expect("test setup");
+        kafka_io::group_consumer(settings, "test", group, &[topic], None).expect("test setup");
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let shutdown = CancellationToken::new();
     // Two in flight: the loop is full most of the time and must pause, not stop polling.
-    let options = ConsumeOptions {
+    let lanes = [Lane {
+        topic: topic.to_owned(),
+        delay: Some(DELAY),
         max_in_flight: 2,
         max_in_flight_bytes: 1 << 20,
-        drain_timeout: Duration::from_secs(5),
-    };
+    }];
     let run = {
         let (seen, shutdown) = (seen.clone(), shutdown.clone());
         async move {
-            kafka_io::consume_delayed(&consumer, &tracker, &options, DELAY, &shutdown, |record| {
+            let drain = Duration::from_secs(5);
+            kafka_io::consume_lanes(&consumer, &tracker, &lanes, drain, &shutdown, |record| {
                 let seen = seen.clone();
                 async move {
                     seen.lock().expect("test setup").push((

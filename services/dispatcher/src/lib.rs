@@ -47,7 +47,7 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// Consumer group of the dispatchers (`HOOKLINE_DISPATCHER_GROUP`); empty means
     /// `<topic prefix>hookline-dispatcher`, so each pipeline on a cluster has its own
-    /// group. Each retry tier is read by the group `<group>-retry-<tier>`.
+    /// group. It reads `rendered-deliveries` and every retry tier (endpoint affinity).
     pub dispatcher_group: String,
     /// Deliveries in flight at once, attempted or waiting for their endpoint's turn, read
     /// from `rendered-deliveries`; each retry tier reads a quarter as many
@@ -215,31 +215,63 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
             .saturating_mul(1024 * 1024),
         drain_timeout: config.shutdown_timeout,
     };
-    let mut consumers = vec![(
-        kafka_io::group_consumer(
-            &config.kafka,
-            "hookline-dispatcher",
-            &config.dispatcher_group,
-            &topics.rendered_deliveries,
-            Some(&lag),
-        )
-        .context("creating consumer")?,
-        None,
-    )];
-    for ((name, delay), topic) in kafka_io::RETRY_TIERS.iter().zip(&topics.retry_tiers) {
-        let group = format!("{}-retry-{name}", config.dispatcher_group);
-        consumers.push((
-            kafka_io::group_consumer(
-                &config.kafka,
-                "hookline-dispatcher",
-                &group,
-                topic,
-                Some(&lag),
-            )
-            .context("creating consumer")?,
-            Some(*delay),
-        ));
+    // Endpoint affinity: one consumer reads `rendered-deliveries` and every retry tier,
+    // so the range assignor gives partition n of all seven to one replica, and with it
+    // every delivery of the endpoints keyed there (ARCHITECTURE, "Endpoint affinity").
+    let mut lanes = vec![kafka_io::Lane {
+        topic: topics.rendered_deliveries.clone(),
+        delay: None,
+        max_in_flight: options.max_in_flight,
+        max_in_flight_bytes: options.max_in_flight_bytes,
+    }];
+    for ((_, delay), topic) in kafka_io::RETRY_TIERS.iter().zip(&topics.retry_tiers) {
+        // A tier holds retries and deferrals: a quarter of the bound each.
+        lanes.push(kafka_io::Lane {
+            topic: topic.clone(),
+            delay: Some(*delay),
+            max_in_flight: (options.max_in_flight / 4).max(1),
+            max_in_flight_bytes: options.max_in_flight_bytes / 4,
+        });
     }
+    let lane_topics: Vec<String> = lanes.iter().map(|l| l.topic.clone()).collect();
+    let partitions = kafka_io::co_partitioned(&config.kafka, &lane_topics)
+        .await
+        .context("checking the dispatcher's topics")?;
+    // Earlier versions read each tier in a group of its own: take over where those
+    // stopped, so nothing is sent again.
+    let legacy: Vec<(String, String)> = kafka_io::RETRY_TIERS
+        .iter()
+        .zip(&topics.retry_tiers)
+        .map(|((name, _), topic)| {
+            (
+                topic.clone(),
+                format!("{}-retry-{name}", config.dispatcher_group),
+            )
+        })
+        .collect();
+    match kafka_io::adopt_offsets(&config.kafka, &config.dispatcher_group, &legacy, partitions)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            partitions = n,
+            "retry tier offsets taken over from the per-tier groups"
+        ),
+        // Refused while the group has members: one of them took the offsets over. Any
+        // other failure leaves those tier partitions to `auto.offset.reset`.
+        Err(e) => {
+            tracing::warn!(error = %e, "retry tier offsets of the per-tier groups not taken over")
+        }
+    }
+    let subscribed: Vec<&str> = lane_topics.iter().map(String::as_str).collect();
+    let (consumer, tracker) = kafka_io::group_consumer(
+        &config.kafka,
+        "hookline-dispatcher",
+        &config.dispatcher_group,
+        &subscribed,
+        Some(&lag),
+    )
+    .context("creating consumer")?;
     tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, schedule = %schedule, "dispatcher started");
     let dispatcher = Arc::new(Dispatcher {
         // No endpoint has more than a quarter of the slots in flight.
@@ -268,35 +300,19 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         shutdown: shutdown.clone(),
     });
     readiness.started();
-    let loops = consumers.iter().map(|((consumer, tracker), delay)| {
-        let (dispatcher, options, shutdown) =
-            (dispatcher.clone(), options.clone(), shutdown.clone());
-        async move {
-            let handle = |record| {
-                let dispatcher = dispatcher.clone();
-                async move { dispatcher.handle(record).await }
-            };
-            match delay {
-                None => {
-                    kafka_io::consume_concurrently(consumer, tracker, &options, &shutdown, handle)
-                        .await
-                }
-                Some(delay) => {
-                    // A tier holds retries and deferrals: a quarter of the bound each.
-                    let options = ConsumeOptions {
-                        max_in_flight: (options.max_in_flight / 4).max(1),
-                        max_in_flight_bytes: options.max_in_flight_bytes / 4,
-                        ..options
-                    };
-                    kafka_io::consume_delayed(
-                        consumer, tracker, &options, *delay, &shutdown, handle,
-                    )
-                    .await
-                }
-            }
-        }
-    });
-    futures::future::join_all(loops).await;
+    let handle = |record| {
+        let dispatcher = dispatcher.clone();
+        async move { dispatcher.handle(record).await }
+    };
+    kafka_io::consume_lanes(
+        &consumer,
+        &tracker,
+        &lanes,
+        options.drain_timeout,
+        &shutdown,
+        handle,
+    )
+    .await;
     Ok(())
 }
 

@@ -196,7 +196,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         &config.kafka,
         "hookline-renderer",
         &config.renderer_group,
-        &topics.events,
+        &[topics.events.as_str()],
         Some(&lag),
     )
     .context("creating consumer")?;
