@@ -13,9 +13,10 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 ARG BINARIES=build
 
 FROM ${RUST_IMAGE} AS build
-# librdkafka is compiled from source by rdkafka-sys (make, a C compiler, zlib).
+# librdkafka is compiled from source by rdkafka-sys (make, a C compiler, zlib, and
+# OpenSSL for TLS and SASL/SCRAM to Kafka).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake zlib1g-dev \
+    && apt-get install -y --no-install-recommends cmake zlib1g-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -33,9 +34,10 @@ FROM ${BINARIES} AS binaries
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # CA certificates for HTTPS webhooks (rustls verifies against the system's roots);
-# zlib and glibc are in the base image already. One unprivileged user, no shell login.
+# OpenSSL for librdkafka's TLS and SASL/SCRAM to Kafka; zlib and glibc are in the base
+# image already. One unprivileged user, no shell login.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin hookline

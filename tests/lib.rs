@@ -144,6 +144,9 @@ impl Drop for Service {
 pub struct Broker {
     /// Its client port on 127.0.0.1.
     pub port: u16,
+    /// Its SASL_PLAINTEXT port, when started with one (user `hookline`, password
+    /// `hookline-secret`, see `ops/kafka/broker`).
+    pub sasl_port: Option<u16>,
     controller_port: u16,
     data: PathBuf,
 }
@@ -151,9 +154,19 @@ pub struct Broker {
 impl Broker {
     /// Starts a new broker.
     pub fn start() -> Broker {
+        Broker::start_with(None)
+    }
+
+    /// Starts a new broker with a SASL listener too.
+    pub fn start_with_sasl() -> Broker {
+        Broker::start_with(Some(test_kit::free_port()))
+    }
+
+    fn start_with(sasl_port: Option<u16>) -> Broker {
         let port = test_kit::free_port();
         let broker = Broker {
             port,
+            sasl_port,
             controller_port: test_kit::free_port(),
             data: std::env::temp_dir().join(format!("hookline-e2e-broker-{port}")),
         };
@@ -171,6 +184,10 @@ impl Broker {
                 self.controller_port.to_string(),
             )
             .env("HOOKLINE_KAFKA_DATA_DIR", &self.data)
+            .env(
+                "HOOKLINE_KAFKA_SASL_PORT",
+                self.sasl_port.map(|p| p.to_string()).unwrap_or_default(),
+            )
             .status()
             .expect("ops/kafka/broker");
         assert!(status.success(), "broker {command} failed");

@@ -99,6 +99,7 @@ struct Config {
 /// Runs a `dlq` command.
 pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let config: Config = load_config()?;
+    config.kafka.security.check().map_err(anyhow::Error::msg)?;
     let store = Store::new(config.kafka.clone())?;
     match command {
         DlqCommand::List(args) => list(&store, args).await,

@@ -62,6 +62,7 @@ const RULES: [&str; 7] = [
 /// Runs a `schemas` command.
 pub async fn run(command: SchemasCommand) -> anyhow::Result<ExitCode> {
     let config: Config = crate::dlq::load_config()?;
+    config.kafka.security.check().map_err(anyhow::Error::msg)?;
     let Some(client) = config.schema_registry.client()? else {
         anyhow::bail!("HOOKLINE_SCHEMA_REGISTRY_URL is not set");
     };

@@ -46,6 +46,10 @@ pub struct KafkaSettings {
     /// Records a group consumer prefetches, in KiB (`queued.max.messages.kbytes`,
     /// `HOOKLINE_KAFKA_PREFETCH_KIB`); unset: librdkafka's 64 MiB.
     pub kafka_prefetch_kib: Option<u32>,
+    /// TLS and SASL (`HOOKLINE_KAFKA_SECURITY_PROTOCOL`, `HOOKLINE_KAFKA_SASL_*`,
+    /// `HOOKLINE_KAFKA_SSL_*`).
+    #[serde(flatten)]
+    pub security: crate::security::KafkaSecurity,
 }
 
 impl Default for KafkaSettings {
@@ -59,6 +63,7 @@ impl Default for KafkaSettings {
             kafka_linger_ms: None,
             kafka_compression: "lz4".to_owned(),
             kafka_prefetch_kib: None,
+            security: crate::security::KafkaSecurity::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
         .set("socket.nagle.disable", "true")
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "4");
+    settings.security.apply(&mut config);
     config
 }
 

@@ -13,6 +13,7 @@ mod consume;
 mod offsets;
 mod pause;
 mod probe;
+mod security;
 mod send;
 mod stats;
 mod table;
@@ -28,6 +29,7 @@ pub use consume::{
 };
 pub use offsets::{OffsetTracker, Ticket};
 pub use probe::KafkaProbe;
+pub use security::{KafkaSecurity, SaslMechanism, Secret, SecurityProtocol};
 pub use send::{SendError, send_durably};
 pub use stats::{ConsumerStats, STATS_INTERVAL_MS};
 pub use table::{Table, TableEntry};

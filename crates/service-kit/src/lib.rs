@@ -273,40 +273,9 @@ where
     }
 }
 
-/// A configuration value that must never be printed: `Debug` and `Display` show
-/// `[redacted]`; [`Secret::expose`] is the one way to read it.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True when no value was given.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A configuration value that must never be printed (kept in `kafka_io`, which
+/// needs it for Kafka credentials).
+pub use kafka_io::Secret;
 
 /// The sealer of the master key and the earlier ones (comma-separated), or a start-up
 /// error that says what to do.

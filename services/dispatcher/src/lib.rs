@@ -151,6 +151,7 @@ struct Dispatcher {
 
 /// Runs the dispatcher until `shutdown` is cancelled.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.kafka.security.check().map_err(anyhow::Error::msg)?;
     if config.dispatcher_group.is_empty() {
         config.dispatcher_group = format!("{}hookline-dispatcher", config.kafka.topic_prefix);
     }

@@ -148,6 +148,7 @@ pub struct AppState {
 /// Runs the producer until `shutdown` is cancelled. The listener is bound first, so
 /// a caller (a test) can pass port 0 and read the address from `on_listen`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.kafka.security.check().map_err(anyhow::Error::msg)?;
     let addr: SocketAddr = config
         .api_addr
         .parse()

@@ -121,6 +121,7 @@ struct Renderer {
 
 /// Runs the renderer until `shutdown` is cancelled.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.kafka.security.check().map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         matches!(config.environment.as_str(), "prod" | "staging"),
         "HOOKLINE_ENVIRONMENT must be prod or staging"
