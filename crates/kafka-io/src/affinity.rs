@@ -99,22 +99,32 @@ pub async fn adopt_offsets(
             consumer_config(&settings, "hookline-affinity", group).create()
         };
         let target = reader(&group)?;
-        let mut adopt = TopicPartitionList::new();
-        for (topic, old_group) in &from {
-            let mut all = TopicPartitionList::new();
+        // The group's own offsets first, in one request: once it has them, which is
+        // every start after the first, no old group is asked.
+        let mut all = TopicPartitionList::new();
+        for (topic, _) in &from {
             for p in 0..partitions {
                 all.add_partition(topic, p);
             }
-            let have = target.committed_offsets(all.clone(), Duration::from_secs(10))?;
-            let old = reader(old_group)?.committed_offsets(all, Duration::from_secs(10))?;
-            for e in old.elements() {
-                let Offset::Offset(offset) = e.offset() else {
-                    continue;
-                };
+        }
+        let have = target.committed_offsets(all, Duration::from_secs(10))?;
+        let mut adopt = TopicPartitionList::new();
+        for (topic, old_group) in &from {
+            let mut missing = TopicPartitionList::new();
+            for p in 0..partitions {
                 let taken = have
-                    .find_partition(topic, e.partition())
+                    .find_partition(topic, p)
                     .is_some_and(|h| matches!(h.offset(), Offset::Offset(_)));
                 if !taken {
+                    missing.add_partition(topic, p);
+                }
+            }
+            if missing.count() == 0 {
+                continue;
+            }
+            let old = reader(old_group)?.committed_offsets(missing, Duration::from_secs(10))?;
+            for e in old.elements() {
+                if let Offset::Offset(offset) = e.offset() {
                     adopt.add_partition_offset(topic, e.partition(), Offset::Offset(offset))?;
                 }
             }

@@ -273,8 +273,9 @@ pub async fn consume_lanes<F, Fut>(
                     let state = &mut states[lane];
                     spawn(&mut handle, ticket, lane, record, state, &mut in_flight);
                     if is_full(&lanes[lane], state) {
-                        let topic = lanes[lane].topic.as_str();
-                        state.paused.pause(consumer, |t, p| t != topic || held.contains_key(&(t.to_owned(), p)));
+                        // A full lane pauses every partition no other lane reads.
+                        let other = |t: &str| lanes.iter().enumerate().any(|(j, l)| j != lane && l.topic == t);
+                        state.paused.pause(consumer, |t, p| other(t) || held.contains_key(&(t.to_owned(), p)));
                         state.full = true;
                     }
                     continue;
