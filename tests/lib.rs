@@ -111,6 +111,33 @@ impl Service {
         None
     }
 
+    /// The exit status once the process exited by itself within `bound`, else `None`
+    /// (it still runs).
+    pub async fn wait_exit(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// Waits until the current run printed `needle`; panics after `bound`.
+    pub async fn wait_for_output(&self, needle: &str, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while !self.output().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print {needle:?} within {bound:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// What the current run printed so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(

@@ -376,6 +376,7 @@ impl Store {
         let spec = TopicSpec {
             name: self.topics.dead_letter_replays.clone(),
             compacted: true,
+            retention: None,
         };
         kafka_io::ensure_topics(&self.settings, &[spec]).await?;
         let mut config = kafka_io::producer_config(&self.settings, "hookline-dead-letter-replay");

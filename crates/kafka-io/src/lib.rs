@@ -32,6 +32,6 @@ pub use probe::KafkaProbe;
 pub use security::{KafkaSecurity, SaslMechanism, Secret, SecurityProtocol};
 pub use send::{SendError, send_durably};
 pub use stats::{ConsumerStats, STATS_INTERVAL_MS};
-pub use table::{Table, TableEntry};
+pub use table::{Table, TableEntry, retry_for};
 pub use tokio_util::sync::CancellationToken;
 pub use topics::{RETRY_TIERS, TopicError, TopicSpec, Topics, ensure_topics};

@@ -373,7 +373,10 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| KafkaError::Canceled)?
 }
 
-async fn retry_for<T, F, Fut>(
+/// Calls `attempt` until it succeeds, for at most `patience` (or until `shutdown`):
+/// right after topics are created a client's metadata can lag (`NotLeader`) for a
+/// moment, and such errors pass.
+pub async fn retry_for<T, F, Fut>(
     patience: Duration,
     what: &str,
     shutdown: &CancellationToken,

@@ -34,6 +34,9 @@ pub struct Topics {
     /// Changes to endpoints other services ask the producer (their one writer) to
     /// make, keyed by endpoint id.
     pub endpoint_requests: String,
+    /// Renderers' claims on their instance ids, repeated while they run (only
+    /// partition 0 is used), keyed by instance id.
+    pub instance_claims: String,
 }
 
 /// The retry tiers' delays, shortest first: a record in tier `i` is not read before
@@ -64,6 +67,7 @@ impl Topics {
             delivery_attempts: format!("{prefix}delivery-attempts"),
             dead_letter_replays: format!("{prefix}dead-letter-replays"),
             endpoint_requests: format!("{prefix}endpoint-requests"),
+            instance_claims: format!("{prefix}instance-claims"),
         }
     }
 
@@ -73,43 +77,59 @@ impl Topics {
             TopicSpec {
                 name: self.events.clone(),
                 compacted: false,
+                retention: None,
             },
             TopicSpec {
                 name: self.endpoints.clone(),
                 compacted: true,
+                retention: None,
             },
             TopicSpec {
                 name: self.rendered_deliveries.clone(),
                 compacted: false,
+                retention: None,
             },
             TopicSpec {
                 name: self.dead_letter.clone(),
                 compacted: false,
+                retention: None,
             },
             TopicSpec {
                 name: self.keys.clone(),
                 compacted: true,
+                retention: None,
             },
             TopicSpec {
                 name: self.sensitive_trace_changelog.clone(),
                 compacted: true,
+                retention: None,
             },
             TopicSpec {
                 name: self.delivery_attempts.clone(),
                 compacted: false,
+                retention: None,
             },
             TopicSpec {
                 name: self.dead_letter_replays.clone(),
                 compacted: true,
+                retention: None,
             },
             TopicSpec {
                 name: self.endpoint_requests.clone(),
                 compacted: false,
+                retention: None,
+            },
+            // Only the last minute is ever read: an hour of heartbeats is plenty.
+            TopicSpec {
+                name: self.instance_claims.clone(),
+                compacted: false,
+                retention: Some(Duration::from_secs(3600)),
             },
         ];
         specs.extend(self.retry_tiers.iter().map(|name| TopicSpec {
             name: name.clone(),
             compacted: false,
+            retention: None,
         }));
         specs
     }
@@ -131,6 +151,9 @@ pub struct TopicSpec {
     pub name: String,
     /// `cleanup.policy=compact` when true.
     pub compacted: bool,
+    /// `retention.ms` (and `segment.ms`, a sixth of it, so old segments go) instead of
+    /// the broker's default.
+    pub retention: Option<Duration>,
 }
 
 /// Creates the topics that do not exist yet; existing topics are left as they are.
@@ -141,20 +164,35 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> =
         crate::client::producer_config(settings, "hookline-admin").create()?;
     let max_bytes = crate::MAX_RECORD_BYTES.to_string();
-    let new: Vec<NewTopic<'_>> = specs
+    // `NewTopic` borrows its settings.
+    let retentions: Vec<Option<(String, String)>> = specs
         .iter()
         .map(|s| {
-            let topic = NewTopic::new(
+            s.retention.map(|r| {
+                let ms = r.as_millis();
+                (ms.to_string(), (ms / 6).max(1).to_string())
+            })
+        })
+        .collect();
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .zip(&retentions)
+        .map(|(s, retention)| {
+            let mut topic = NewTopic::new(
                 &s.name,
                 settings.topic_partitions,
                 TopicReplication::Fixed(settings.topic_replication),
             )
             .set("max.message.bytes", &max_bytes);
             if s.compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
+                topic = topic.set("cleanup.policy", "compact");
             }
+            if let Some((retention, segment)) = retention {
+                topic = topic
+                    .set("retention.ms", retention)
+                    .set("segment.ms", segment);
+            }
+            topic
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

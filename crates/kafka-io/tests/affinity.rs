@@ -25,6 +25,7 @@ async fn topics(settings: &kafka_io::KafkaSettings, names: &[&str]) -> Vec<Strin
         .map(|name| TopicSpec {
             name: name.clone(),
             compacted: false,
+            retention: None,
         })
         .collect();
     kafka_io::ensure_topics(settings, &specs)

@@ -21,6 +21,7 @@ async fn large_records_wait_while_the_bytes_in_flight_are_at_the_bound() {
         &[TopicSpec {
             name: topic.clone(),
             compacted: false,
+            retention: None,
         }],
     )
     .await

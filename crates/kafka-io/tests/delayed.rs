@@ -88,6 +88,7 @@ async fn records_are_handed_over_after_their_delay_once_each() {
         &[TopicSpec {
             name: topic.clone(),
             compacted: false,
+            retention: None,
         }],
     )
     .await

@@ -17,6 +17,7 @@ async fn a_sync_sees_every_write_acknowledged_before_it() {
         &[TopicSpec {
             name: topic.clone(),
             compacted: true,
+            retention: None,
         }],
     )
     .await
@@ -75,6 +76,7 @@ async fn a_sync_does_not_wait_for_deleted_records() {
         &[TopicSpec {
             name: topic.clone(),
             compacted: false,
+            retention: None,
         }],
     )
     .await

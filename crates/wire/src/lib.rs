@@ -26,7 +26,7 @@ pub use event_reader::{
 };
 pub use records::{
     AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, EndpointRequest, Header,
-    HeaderTemplate, Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
+    HeaderTemplate, InstanceClaim, Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
 };
 pub use redacted::Redacted;
 pub use registry::{BUNDLED_SCHEMAS, Fingerprint, MAX_ALLOCATION_BYTES, Registry, schema_files};

@@ -490,3 +490,25 @@ pub struct EndpointRequest {
 impl Record for EndpointRequest {
     const FULL_NAME: &'static str = "hookline.internal.EndpointRequest";
 }
+
+/// A renderer's claim on its instance id, repeated as a heartbeat while it runs: the
+/// value of the `instance-claims` topic, keyed by instance id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceClaim {
+    /// The id claimed (the record key).
+    pub instance_id: String,
+    /// Random per process start.
+    pub incarnation: String,
+    /// The claiming process's host name.
+    pub host: String,
+    /// The claiming process's id on its host.
+    pub pid: i64,
+    /// How often the holder repeats its claim.
+    pub interval_ms: i64,
+    /// The holder stopped: the id is free.
+    pub released: bool,
+}
+
+impl Record for InstanceClaim {
+    const FULL_NAME: &'static str = "hookline.internal.InstanceClaim";
+}

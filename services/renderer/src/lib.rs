@@ -9,6 +9,7 @@
 //! the aggregator commits offsets in the transaction that holds their outputs.
 
 mod aggregate;
+mod claim;
 mod metrics;
 mod schemas;
 mod split;
@@ -133,7 +134,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         config.aggregator_group = format!("{}hookline-aggregator", config.kafka.topic_prefix);
     }
     if config.instance_id.is_empty() {
-        config.instance_id = host_name();
+        config.instance_id = claim::host_name();
     }
     // Bodies are sealed (base64: 4/3) into records of at most MAX_RECORD_BYTES.
     anyhow::ensure!(
@@ -172,6 +173,15 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     kafka_io::ensure_topics(&config.kafka, &topics.specs())
         .await
         .context("creating topics")?;
+    // Before the aggregator takes the transactional id and the static membership.
+    let claim = claim::Claim::take(
+        &config.kafka,
+        &topics.instance_claims,
+        &config.instance_id,
+        Arc::new(Registry::bundled()?),
+        &shutdown,
+    )
+    .await?;
     // The renderer only checks the key; the table it reads for that stops afterwards.
     let check = shutdown.child_token();
     service_kit::check_master_key(&config.kafka, &topics, &sealer, &check).await?;
@@ -259,7 +269,9 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         async move { renderer.handle(record).await }
     })
     .await;
-    aggregator.await.context("the aggregator thread panicked")?
+    let stopped = aggregator.await.context("the aggregator thread panicked")?;
+    claim.release().await;
+    stopped
 }
 
 /// Test hooks: built only with the `fault-injection` feature, which only the renderer's
@@ -300,16 +312,6 @@ const MIN_LEAK_LEN: usize = 8;
 
 /// The endpoint kind of sensitive-trace endpoints.
 const TRACE_KIND: &str = "sensitive_trace";
-
-/// The host name: the default instance id.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "renderer".to_owned())
-}
 
 impl Renderer {
     async fn handle(&self, record: Record) -> Outcome {

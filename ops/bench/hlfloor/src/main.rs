@@ -136,6 +136,7 @@ async fn ingest(settings: KafkaSettings, listen: &str, port_file: PathBuf) -> an
         .map(|name| TopicSpec {
             name: topic(&settings, name),
             compacted: false,
+            retention: None,
         })
         .collect();
     ensure_topics(&settings, &specs).await?;
