@@ -217,7 +217,8 @@ pub struct ListPage {
     pub dead_letters: Vec<Entry>,
     /// Pass it back for the next page; `None` on the last page.
     pub next_cursor: Option<String>,
-    /// Records of the topic that are not dead letters hookline can read (skipped).
+    /// Records read that are not dead letters hookline can read (skipped): of the whole
+    /// topic, or with an endpoint filter of the one partition its letters are in.
     pub unreadable: usize,
 }
 
@@ -251,6 +252,7 @@ impl Store {
         let (entries, unreadable) = scan(
             &self.settings,
             &self.topics.dead_letter,
+            filter.endpoint_id.as_deref(),
             Missing::Error,
             (Vec::new(), 0usize),
             move |(entries, unreadable), r| match r
@@ -293,6 +295,7 @@ impl Store {
         scan(
             &self.settings,
             &self.topics.dead_letter_replays,
+            None,
             Missing::Empty,
             HashMap::new(),
             move |marks, r| {

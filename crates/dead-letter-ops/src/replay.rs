@@ -302,6 +302,7 @@ impl Store {
         let (letters, traces) = scan(
             &self.settings,
             &self.topics.dead_letter,
+            request.filter.endpoint_id.as_deref(),
             Missing::Error,
             (Vec::new(), HashMap::new()),
             move |(letters, traces): &mut (Vec<DeadLetter>, HashMap<String, Vec<u8>>), r| {

@@ -43,9 +43,12 @@ pub(crate) enum Missing {
 }
 
 /// Reads `topic` up to its end as of now, folding each record into `acc` with `f`.
+/// With `key`, only the partition records with that key are written to (every writer
+/// of the dead-letter topic keys by endpoint id with librdkafka's partitioner).
 pub(crate) async fn scan<A, F>(
     settings: &KafkaSettings,
     topic: &str,
+    key: Option<&str>,
     missing: Missing,
     acc: A,
     f: F,
@@ -55,14 +58,18 @@ where
     F: FnMut(&mut A, Read<'_>) + Send + 'static,
 {
     let (settings, topic) = (settings.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || scan_blocking(&settings, &topic, missing, acc, f))
-        .await
-        .map_err(|_| OpsError::Kafka(KafkaError::Canceled))?
+    let key = key.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        scan_blocking(&settings, &topic, key.as_deref(), missing, acc, f)
+    })
+    .await
+    .map_err(|_| OpsError::Kafka(KafkaError::Canceled))?
 }
 
 fn scan_blocking<A, F>(
     settings: &KafkaSettings,
     topic: &str,
+    key: Option<&str>,
     missing: Missing,
     mut acc: A,
     mut f: F,
@@ -78,7 +85,7 @@ where
     config.set("enable.auto.commit", "false");
     let consumer: BaseConsumer = config.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
+    let mut partitions: Vec<i32> = metadata
         .topics()
         .iter()
         .filter(|t| t.name() == topic && t.error().is_none())
@@ -89,6 +96,10 @@ where
             Missing::Error => Err(OpsError::NoTopic(topic.to_owned())),
             Missing::Empty => Ok(acc),
         };
+    }
+    if let Some(key) = key {
+        let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
+        partitions = vec![kafka_io::partition_for_key(key.as_bytes(), count)];
     }
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut assignment = TopicPartitionList::new();

@@ -187,6 +187,7 @@ impl Store {
         let found = scan(
             &self.settings,
             &self.topics.dead_letter,
+            None,
             Missing::Error,
             None,
             move |found: &mut Option<Shown>, r| {

@@ -111,12 +111,22 @@ async fn fixture(test: &str, letters: &[DeadLetter], endpoints: &[Endpoint]) -> 
         .map(|e| (e.id.as_str(), registry.encode(e).expect("test setup")))
         .collect();
     test_kit::produce(&kafka, &topics.endpoints, &records).await;
-    // Keyed by dead-letter id, so the letters spread over the partitions.
+    // Keyed as the services key them: by endpoint id, else by dead-letter id.
     let mut records: Vec<(&str, Vec<u8>)> = letters
         .iter()
-        .map(|l| (l.id.as_str(), registry.encode(l).expect("test setup")))
+        .map(|l| {
+            let key = l.endpoint_id.as_deref().unwrap_or(&l.id);
+            (key, registry.encode(l).expect("test setup"))
+        })
         .collect();
-    records.push(("junk", b"not a dead letter".to_vec()));
+    // Junk in a partition that ep-b's letters are not in.
+    let partitions = kafka.topic_partitions;
+    let ep_b = kafka_io::partition_for_key(b"ep-b", partitions);
+    let junk = (0..)
+        .map(|n| format!("junk-{n}"))
+        .find(|k| kafka_io::partition_for_key(k.as_bytes(), partitions) != ep_b)
+        .expect("a key");
+    records.push((junk.as_str(), b"not a dead letter".to_vec()));
     test_kit::produce(&kafka, &topics.dead_letter, &records).await;
     let shutdown = CancellationToken::new();
     let decoder = Registry::bundled().expect("test setup");
@@ -253,6 +263,10 @@ async fn lists_in_pages_newest_first_and_shows_without_secrets() {
             .map(|e| e.id.as_str())
             .collect::<Vec<_>>(),
         ["dl-09", "dl-06", "dl-03", "dl-00"]
+    );
+    assert_eq!(
+        only_b.unreadable, 0,
+        "one endpoint's letters are read from its partition only, not the junk's"
     );
     let since =
         time::OffsetDateTime::now_utc() - time::Duration::minutes(50) - time::Duration::seconds(30);

@@ -15,6 +15,16 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::client::{KafkaSettings, consumer_config};
 
+/// The partition librdkafka's default partitioner (`consistent_random`) gives a record
+/// with a non-empty `key` in a topic of `partitions` partitions: the CRC-32 of the key
+/// modulo the count (`rd_kafka_msg_partitioner_consistent`). Every hookline writer keys
+/// with it, so a reader looking for one key's records reads this partition only.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    let partitions = u32::try_from(partitions.max(1)).unwrap_or(1);
+    // Below `partitions`, which is an i32.
+    i32::try_from(crc32fast::hash(key) % partitions).unwrap_or(0)
+}
+
 /// Why a co-partitioned group cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum AffinityError {

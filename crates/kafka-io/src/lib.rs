@@ -19,7 +19,7 @@ mod stats;
 mod table;
 mod topics;
 
-pub use affinity::{AffinityError, adopt_offsets, co_partitioned};
+pub use affinity::{AffinityError, adopt_offsets, co_partitioned, partition_for_key};
 pub use client::{
     CommitOnRevoke, GroupConsumer, KafkaProfile, KafkaSettings, commit_stored, consumer_config,
     group_consumer, producer, producer_config,

@@ -221,3 +221,35 @@ async fn a_group_takes_over_where_the_old_group_stopped() {
         .expect("adopted");
     assert_eq!(copied, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_for_key_is_where_the_producer_puts_a_key() {
+    use rdkafka::producer::FutureRecord;
+    let mut settings = test_kit::kafka_settings("partition-for-key");
+    settings.topic_partitions = 7;
+    let names = topics(&settings, &["keyed"]).await;
+    let producer = kafka_io::producer(&settings, "partition-for-key").expect("producer");
+    let mut used = HashSet::new();
+    for n in 0..300 {
+        let key = format!("ep-{n}-{}", uuid_like(n));
+        let delivery = producer
+            .send(
+                FutureRecord::to(&names[0]).key(&key).payload("x"),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("sent");
+        assert_eq!(
+            kafka_io::partition_for_key(key.as_bytes(), 7),
+            delivery.partition,
+            "key {key}"
+        );
+        used.insert(delivery.partition);
+    }
+    assert_eq!(used.len(), 7, "the keys reached every partition");
+}
+
+/// Some variety in the keys' bytes.
+fn uuid_like(n: u64) -> String {
+    format!("{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}

@@ -163,9 +163,13 @@ async fn dead_letters_are_listed_shown_and_replayed_without_secrets() {
         letter("dl-b", &webhook, url),
         letter("dl-c", "ep-gone", url),
     ];
+    // Keyed as the services key them: by endpoint id.
     let records: Vec<(&str, Vec<u8>)> = letters
         .iter()
-        .map(|l| (l.id.as_str(), registry.encode(l).expect("encodes")))
+        .map(|l| {
+            let key = l.endpoint_id.as_deref().unwrap_or(&l.id);
+            (key, registry.encode(l).expect("encodes"))
+        })
         .collect();
     test_kit::produce(&api.config.kafka, &api.topic("dead-letter"), &records).await;
 

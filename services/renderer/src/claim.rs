@@ -391,13 +391,13 @@ impl Reader {
                 while let Some(message) = c.poll(wait) {
                     wait = Duration::ZERO;
                     // Transient (the broker away a moment): the caller's bound decides.
-                let message = match message {
-                    Ok(message) => message,
-                    Err(e) => {
-                        tracing::info!(error = %e, "reading instance claims");
-                        break;
-                    }
-                };
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(e) => {
+                            tracing::info!(error = %e, "reading instance claims");
+                            break;
+                        }
+                    };
                     next = message.offset() + 1;
                     // A record this version cannot read is no claim it can judge.
                     let Some(claim) = message
