@@ -78,6 +78,12 @@ async fn a_commit_that_timed_out_is_committed_again_and_traces_still_flow() {
         pipeline.wait_drained(Duration::from_secs(120)).await;
     }
     let got = receiver.captured();
+    if !arrived {
+        broker.keep_log(&format!(
+            "{}/broker-server.log",
+            pipeline.kafka.topic_prefix.trim_end_matches('-')
+        ));
+    }
     drop(pipeline);
     drop(broker);
 

@@ -222,6 +222,14 @@ impl Broker {
 
     /// Sends `signal` (`STOP`, `CONT`) to the broker's process: a broker that stops
     /// answering without closing its connections.
+    /// Keeps a copy of the broker's `server.log` as `target/e2e-logs/<name>` (the data
+    /// folder goes when the broker is dropped), for a test that failed.
+    pub fn keep_log(&self, name: &str) {
+        let to = test_kit::repo_root().join("target/e2e-logs").join(name);
+        let _ = std::fs::create_dir_all(to.parent().unwrap_or(&to));
+        let _ = std::fs::copy(self.data.join("logs/server.log"), &to);
+    }
+
     pub fn signal(&self, signal: &str) {
         let pid = std::fs::read_to_string(self.data.join("broker.pid")).expect("broker.pid");
         let status = Command::new("kill")

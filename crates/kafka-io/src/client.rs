@@ -50,6 +50,9 @@ pub struct KafkaSettings {
     /// `HOOKLINE_KAFKA_SSL_*`).
     #[serde(flatten)]
     pub security: crate::security::KafkaSecurity,
+    /// librdkafka's debug contexts (`HOOKLINE_KAFKA_DEBUG`, e.g. `cgrp,eos,topic`),
+    /// logged at debug level under the `librdkafka` target; empty: none.
+    pub kafka_debug: String,
 }
 
 impl Default for KafkaSettings {
@@ -64,6 +67,7 @@ impl Default for KafkaSettings {
             kafka_compression: "lz4".to_owned(),
             kafka_prefetch_kib: None,
             security: crate::security::KafkaSecurity::default(),
+            kafka_debug: String::new(),
         }
     }
 }
@@ -116,6 +120,11 @@ pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
         .set("socket.nagle.disable", "true")
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "4");
+    if !settings.kafka_debug.is_empty() {
+        config
+            .set("debug", &settings.kafka_debug)
+            .set("log_level", "7");
+    }
     settings.security.apply(&mut config);
     config
 }
