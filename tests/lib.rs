@@ -220,8 +220,6 @@ impl Broker {
         assert!(status.success(), "broker {command} failed");
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the broker's process: a broker that stops
-    /// answering without closing its connections.
     /// Keeps a copy of the broker's `server.log` as `target/e2e-logs/<name>` (the data
     /// folder goes when the broker is dropped), for a test that failed.
     pub fn keep_log(&self, name: &str) {
@@ -230,6 +228,8 @@ impl Broker {
         let _ = std::fs::copy(self.data.join("logs/server.log"), &to);
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the broker's process: a broker that stops
+    /// answering without closing its connections.
     pub fn signal(&self, signal: &str) {
         let pid = std::fs::read_to_string(self.data.join("broker.pid")).expect("broker.pid");
         let status = Command::new("kill")
