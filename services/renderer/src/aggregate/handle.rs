@@ -22,6 +22,8 @@ impl Core {
         message: &BorrowedMessage<'_>,
     ) -> anyhow::Result<()> {
         let (p, offset) = (message.partition(), message.offset());
+        // The first record since the assignment is where the group's commit left it.
+        self.committed.entry(p).or_insert(offset);
         if let Some(t) = message.timestamp().to_millis() {
             let stream = self.stream_ms.entry(p).or_insert(t);
             *stream = (*stream).max(t);

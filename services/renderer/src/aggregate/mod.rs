@@ -96,15 +96,90 @@ pub(crate) async fn start(
     let (consumer, core) =
         tokio::task::spawn_blocking(move || setup(settings, shared, runtime, token)).await??;
     Ok(tokio::task::spawn_blocking(move || {
-        let result = run(&consumer, &core, &shutdown);
+        let mut consumer = consumer;
+        let result = loop {
+            match run(&consumer, &core, &shutdown) {
+                Ok(Ended::Stopped) => break Ok(()),
+                Ok(Ended::Fenced) => match rejoin(consumer, &core) {
+                    Ok(again) => consumer = again,
+                    Err(e) => break Err(e),
+                },
+                Err(e) => break Err(e),
+            }
+        };
         if let Err(e) = &result {
             tracing::error!(error = %format!("{e:#}"), "sensitive-trace aggregator stopped");
             shutdown.cancel();
         }
-        // Leaving the group runs the revoke callback, which takes the lock.
-        drop(consumer);
         result
     }))
+}
+
+/// Why [`run`] returned without an error.
+enum Ended {
+    /// Shutdown: committed, and the consumer dropped (it left the group).
+    Stopped,
+    /// The consumer raised a fatal error and can no longer be used.
+    Fenced,
+}
+
+/// After the consumer was fenced: a static member whose session timed out (a broker
+/// that stopped answering) rejoins under a new member id, and a request still carrying
+/// the old one is then answered `FENCED_INSTANCE_ID`, which librdkafka makes fatal to
+/// that consumer. Another live renderer with this id cannot be the cause: it would
+/// have been refused at start (`claim`). The open transaction is aborted (its offsets
+/// were for a generation that is gone), the dead consumer dropped without committing,
+/// and a new one joins under the same instance id; its assignment restores the state.
+fn rejoin(consumer: GroupConsumer, core: &Arc<Mutex<Core>>) -> anyhow::Result<GroupConsumer> {
+    tracing::warn!(
+        "the aggregator's consumer was fenced (its own rejoin after a session timeout); joining again"
+    );
+    {
+        let mut core = lock(core);
+        core.abort()?;
+        core.fenced = true;
+    }
+    // Dropping it may run the revoke callback, which takes the lock.
+    drop(consumer);
+    let settings = {
+        let mut core = lock(core);
+        core.fenced = false;
+        core.partitions.clear();
+        core.committed.clear();
+        core.settings.clone()
+    };
+    join(&settings, core)
+}
+
+/// The aggregator's consumer: its own group on `events`, a static member.
+fn join(settings: &Settings, core: &Arc<Mutex<Core>>) -> anyhow::Result<GroupConsumer> {
+    let mut consumer_config =
+        kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
+    // Static membership: a restarted instance takes its partitions back at once instead
+    // of waiting for the session of its previous life to time out.
+    consumer_config
+        .set("enable.auto.commit", "false")
+        .set("group.instance.id", &settings.instance_id)
+        // A flush of a very large transfer or a restore can keep this thread from
+        // polling for a while.
+        .set("max.poll.interval.ms", "300000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set(
+            "statistics.interval.ms",
+            kafka_io::STATS_INTERVAL_MS.to_string(),
+        );
+    let lag = (lock(core).shared.lag.clone(), settings.group.clone());
+    let consumer: GroupConsumer = consumer_config
+        .create_with_context(Rebalancing {
+            core: core.clone(),
+            lag,
+        })
+        .context("creating the consumer")?;
+    let events = lock(core).shared.topics.events.clone();
+    consumer
+        .subscribe(&[&events])
+        .context("subscribing to events")?;
+    Ok(consumer)
 }
 
 type GroupConsumer = BaseConsumer<Rebalancing>;
@@ -156,6 +231,8 @@ fn setup(
         floors,
         changelog,
         partitions: HashMap::new(),
+        committed: HashMap::new(),
+        fenced: false,
         txn: None,
         stream_ms: HashMap::new(),
         fatal: None,
@@ -164,32 +241,7 @@ fn setup(
         unreadable: HashMap::new(),
         shutdown,
     }));
-    let mut consumer_config =
-        kafka_io::consumer_config(&settings.kafka, "hookline-aggregator", &settings.group);
-    // Static membership: a restarted instance takes its partitions back at once instead
-    // of waiting for the session of its previous life to time out.
-    consumer_config
-        .set("enable.auto.commit", "false")
-        .set("group.instance.id", &settings.instance_id)
-        // A flush of a very large transfer or a restore can keep this thread from
-        // polling for a while.
-        .set("max.poll.interval.ms", "300000")
-        .set("queued.max.messages.kbytes", "16384")
-        .set(
-            "statistics.interval.ms",
-            kafka_io::STATS_INTERVAL_MS.to_string(),
-        );
-    let lag = (lock(&core).shared.lag.clone(), settings.group.clone());
-    let consumer: GroupConsumer = consumer_config
-        .create_with_context(Rebalancing {
-            core: core.clone(),
-            lag,
-        })
-        .context("creating the consumer")?;
-    let events = lock(&core).shared.topics.events.clone();
-    consumer
-        .subscribe(&[&events])
-        .context("subscribing to events")?;
+    let consumer = join(&settings, &core)?;
     tracing::info!(group = %settings.group, transactional_id = %settings.transactional_id, "sensitive-trace aggregator started");
     Ok((consumer, core))
 }
@@ -247,7 +299,7 @@ fn run(
     consumer: &GroupConsumer,
     core: &Mutex<Core>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let mut last_expiry = Instant::now();
     while !shutdown.is_cancelled() {
         let polled = consumer.poll(Duration::from_millis(100));
@@ -257,6 +309,10 @@ fn run(
         }
         match polled {
             Some(Ok(message)) => core.process(consumer, &message)?,
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                tracing::warn!(error = %e, "consumer error");
+                return Ok(Ended::Fenced);
+            }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
@@ -275,7 +331,8 @@ fn run(
             core.expire(consumer)?;
         }
     }
-    lock(core).commit_or_rewind(consumer)
+    lock(core).commit_or_rewind(consumer)?;
+    Ok(Ended::Stopped)
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -297,6 +354,13 @@ pub(crate) struct Core {
     changelog: ChangelogReader,
     /// Open transfers per assigned `events` partition.
     partitions: HashMap<i32, HashMap<String, Transfer>>,
+    /// Per assigned partition, where a rewind goes back to: the offset the last commit
+    /// left it at, else the first record read since the assignment (the group's
+    /// committed offset, which the consumer started from). Kept here so a rewind needs
+    /// no broker round trip (an offset fetch can hang after a broker stall).
+    committed: HashMap<i32, i64>,
+    /// The consumer was fenced and is being replaced: a revoke commits nothing.
+    fenced: bool,
     txn: Option<Txn>,
     /// Per `events` partition, the newest record timestamp read (stream time).
     stream_ms: HashMap<i32, i64>,

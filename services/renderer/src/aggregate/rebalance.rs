@@ -20,7 +20,13 @@ impl ConsumerContext for Rebalancing {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             let mut core = lock(&self.core);
-            if let Err(e) = core.commit(consumer) {
+            // A fenced consumer's generation is gone: its transaction was aborted.
+            let committed = if core.fenced {
+                Ok(())
+            } else {
+                core.commit(consumer)
+            };
+            if let Err(e) = committed {
                 tracing::warn!(error = %format!("{e:#}"), "cannot commit on revoke; aborting");
                 if let Err(e) = core.abort() {
                     core.fatal = Some(e);
@@ -29,6 +35,7 @@ impl ConsumerContext for Rebalancing {
             }
             for p in partitions.elements() {
                 core.partitions.remove(&p.partition());
+                core.committed.remove(&p.partition());
                 core.stop_waiting(p.partition());
             }
             tracing::info!(

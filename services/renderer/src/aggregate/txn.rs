@@ -96,6 +96,7 @@ impl Core {
         self.again_while_retriable("committing the transaction", || {
             self.producer.commit_transaction(CALL_TIMEOUT)
         })?;
+        self.committed.extend(txn.positions);
         let metrics = &self.shared.metrics;
         metrics
             .commit_seconds
@@ -196,24 +197,27 @@ impl Core {
         }
     }
 
-    /// Positions back to the committed offsets, state rebuilt from the changelog.
+    /// Positions back to the committed offsets, state rebuilt from the changelog. The
+    /// offsets are the ones this aggregator committed or started from (`committed`),
+    /// not fetched: after a broker stall an offset fetch can time out again and again.
     pub(super) fn rewind(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
         let assignment = consumer.assignment()?;
-        let committed = consumer.committed_offsets(assignment, CALL_TIMEOUT)?;
+        let topic = self.shared.topics.events.clone();
         let mut seek = TopicPartitionList::new();
         self.partitions.clear();
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            seek.add_partition_offset(e.topic(), e.partition(), offset)?;
-            self.restore(e.partition())?;
+        for e in assignment.elements_for_topic(&topic) {
+            let p = e.partition();
+            if let Some(offset) = self.committed.get(&p) {
+                seek.add_partition_offset(&topic, p, Offset::Offset(*offset))?;
+            }
+            self.restore(p)?;
         }
-        let result = consumer.seek_partitions(seek, CALL_TIMEOUT)?;
-        for e in result.elements() {
-            if let Err(err) = e.error() {
-                anyhow::bail!("cannot seek partition {} back: {err}", e.partition());
+        if seek.count() > 0 {
+            let result = consumer.seek_partitions(seek, CALL_TIMEOUT)?;
+            for e in result.elements() {
+                if let Err(err) = e.error() {
+                    anyhow::bail!("cannot seek partition {} back: {err}", e.partition());
+                }
             }
         }
         Ok(())
