@@ -119,14 +119,7 @@ async fn a_commit_that_timed_out_is_committed_again_and_traces_still_flow() {
         "the transfer's traces never arrived after the broker answered again"
     );
     assert_eq!(got.len(), 1, "one request for the transfer: {got:?}");
-    let body = got[0].json();
-    let texts: Vec<&str> = body["sensitive_traces"]
-        .as_array()
-        .expect("traces")
-        .iter()
-        .filter_map(|t| t["trace"].as_str())
-        .collect();
-    assert_eq!(texts, ["before the freeze"]);
+    assert_eq!(tests::trace_texts(&got[0]), ["before the freeze"]);
 }
 
 /// Records written to `topic`, committed or not: the sum of its high watermarks.

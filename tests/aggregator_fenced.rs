@@ -96,14 +96,7 @@ async fn a_fenced_aggregator_joins_again_and_its_traces_still_leave_once() {
     pipeline.wait_drained(Duration::from_secs(90)).await;
     let got = receiver.captured();
     assert_eq!(got.len(), 1, "one request for the transfer: {got:?}");
-    let body = got[0].json();
-    let texts: Vec<&str> = body["sensitive_traces"]
-        .as_array()
-        .expect("traces")
-        .iter()
-        .filter_map(|t| t["trace"].as_str())
-        .collect();
-    assert_eq!(texts, ["before the fence"]);
+    assert_eq!(tests::trace_texts(&got[0]), ["before the fence"]);
     assert!(
         pipeline
             .renderer

@@ -506,3 +506,13 @@ impl Pipeline {
         all
     }
 }
+
+/// The trace texts of one sensitive-trace request, in order.
+pub fn trace_texts(request: &test_kit::Captured) -> Vec<String> {
+    request.json()["sensitive_traces"]
+        .as_array()
+        .expect("a sensitive-trace request")
+        .iter()
+        .filter_map(|t| t["trace"].as_str().map(str::to_owned))
+        .collect()
+}
