@@ -114,10 +114,35 @@ pub(crate) fn host_name() -> String {
 pub(crate) struct Claim {
     stop: CancellationToken,
     beats: Option<tokio::task::JoinHandle<()>>,
+    writer: Writer,
+}
+
+/// Writes this process's claim record.
+#[derive(Clone)]
+struct Writer {
     producer: FutureProducer,
     topic: String,
     record: InstanceClaim,
     registry: std::sync::Arc<Registry>,
+}
+
+impl Writer {
+    /// Writes the claim (released or not) and returns its offset.
+    async fn send(&self, released: bool) -> anyhow::Result<i64> {
+        let record = InstanceClaim {
+            released,
+            ..self.record.clone()
+        };
+        let bytes = self.registry.encode(&record)?;
+        let record = FutureRecord::to(&self.topic)
+            .partition(0)
+            .key(&record.instance_id)
+            .payload(&bytes);
+        match self.producer.send(record, CALL).await {
+            Ok(delivery) => Ok(delivery.offset),
+            Err((e, _)) => Err(e).context("writing the instance id claim"),
+        }
+    }
 }
 
 impl Claim {
@@ -144,15 +169,17 @@ impl Claim {
         };
         let producer =
             kafka_io::producer(kafka, "hookline-renderer-claim").context("creating producer")?;
+        let mut reader = Reader::start(kafka, topic, registry.clone(), shutdown.clone()).await?;
         let claim = Claim {
             stop: CancellationToken::new(),
             beats: None,
-            producer,
-            topic: topic.to_owned(),
-            record,
-            registry,
+            writer: Writer {
+                producer,
+                topic: topic.to_owned(),
+                record,
+                registry,
+            },
         };
-        let mut reader = Reader::start(kafka, topic, shutdown.clone()).await?;
         // Who may hold the id: watch each for a few of its intervals.
         let mut seen = reader.read_to_end().await?;
         let watched: Vec<Seen> = rivals(&seen, id, &me, now_ms(), alive)
@@ -190,7 +217,7 @@ impl Claim {
         }
         // Claim, then look at everything written before the claim: an earlier claim by
         // another live process wins.
-        let mine = claim.send(false).await?;
+        let mine = claim.writer.send(false).await?;
         seen.extend(reader.read_through(mine).await?);
         seen.retain(|s| s.offset < mine);
         let earlier = rivals(&seen, id, &me, now_ms(), alive)
@@ -198,7 +225,7 @@ impl Claim {
             .find(|s| !dead.contains(&s.claim.incarnation))
             .map(|s| s.claim.clone());
         if let Some(earlier) = earlier {
-            let _ = claim.send(true).await;
+            let _ = claim.writer.send(true).await;
             bail!(held(id, &earlier, "it claimed the id just before this one"));
         }
         tracing::info!(instance_id = %id, topic = %topic, "instance id claimed");
@@ -207,23 +234,15 @@ impl Claim {
 
     /// Starts repeating the claim.
     fn beating(mut self) -> Claim {
-        let (producer, topic, stop) =
-            (self.producer.clone(), self.topic.clone(), self.stop.clone());
-        let bytes = self.registry.encode(&self.record);
-        let key = self.record.instance_id.clone();
+        let (writer, stop) = (self.writer.clone(), self.stop.clone());
         self.beats = Some(tokio::spawn(async move {
-            let Ok(bytes) = bytes else { return };
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(INTERVAL) => {}
                 }
-                let record = FutureRecord::to(&topic)
-                    .partition(0)
-                    .key(&key)
-                    .payload(&bytes);
-                if let Err((e, _)) = producer.send(record, CALL).await {
-                    tracing::warn!(error = %e, "cannot repeat the instance id claim");
+                if let Err(e) = writer.send(false).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot repeat the instance id claim");
                 }
             }
         }));
@@ -237,25 +256,8 @@ impl Claim {
         if let Some(beats) = self.beats.take() {
             let _ = beats.await;
         }
-        if let Err(e) = self.send(true).await {
+        if let Err(e) = self.writer.send(true).await {
             tracing::warn!(error = %format!("{e:#}"), "cannot release the instance id");
-        }
-    }
-
-    /// Writes the claim (released or not) and returns its offset.
-    async fn send(&self, released: bool) -> anyhow::Result<i64> {
-        let record = InstanceClaim {
-            released,
-            ..self.record.clone()
-        };
-        let bytes = self.registry.encode(&record)?;
-        let record = FutureRecord::to(&self.topic)
-            .partition(0)
-            .key(&record.instance_id)
-            .payload(&bytes);
-        match self.producer.send(record, CALL).await {
-            Ok(delivery) => Ok(delivery.offset),
-            Err((e, _)) => Err(e).context("writing the instance id claim"),
         }
     }
 }
@@ -307,6 +309,7 @@ impl Reader {
     async fn start(
         kafka: &KafkaSettings,
         topic: &str,
+        registry: std::sync::Arc<Registry>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Reader> {
         let mut config =
@@ -329,7 +332,7 @@ impl Reader {
         Ok(Reader {
             consumer,
             topic: topic.to_owned(),
-            registry: std::sync::Arc::new(Registry::bundled()?),
+            registry,
             shutdown,
             next,
         })

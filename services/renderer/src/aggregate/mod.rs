@@ -117,7 +117,8 @@ pub(crate) async fn start(
 
 /// Why [`run`] returned without an error.
 enum Ended {
-    /// Shutdown: committed, and the consumer dropped (it left the group).
+    /// Shutdown: the last transaction committed. Dropping the consumer afterwards
+    /// leaves the group and runs the revoke callback, which takes the lock.
     Stopped,
     /// The consumer raised a fatal error and can no longer be used.
     Fenced,
