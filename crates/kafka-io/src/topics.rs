@@ -34,6 +34,10 @@ pub struct Topics {
     /// Changes to endpoints other services ask the producer (their one writer) to
     /// make, keyed by endpoint id.
     pub endpoint_requests: String,
+    /// The delivery listing (compacted): each listed delivery's summary, keyed by
+    /// `<endpoint_id>/<delivery_id>`, in the partition its attempts have in
+    /// `delivery_attempts`.
+    pub delivery_index: String,
     /// Renderers' claims on their instance ids, repeated while they run (only
     /// partition 0 is used), keyed by instance id.
     pub instance_claims: String,
@@ -68,6 +72,7 @@ impl Topics {
             dead_letter_replays: format!("{prefix}dead-letter-replays"),
             endpoint_requests: format!("{prefix}endpoint-requests"),
             instance_claims: format!("{prefix}instance-claims"),
+            delivery_index: format!("{prefix}delivery-index"),
         }
     }
 
@@ -119,6 +124,11 @@ impl Topics {
                 compacted: false,
                 retention: None,
             },
+            TopicSpec {
+                name: self.delivery_index.clone(),
+                compacted: true,
+                retention: None,
+            },
             // Only the last minute is ever read: an hour of heartbeats is plenty.
             TopicSpec {
                 name: self.instance_claims.clone(),
@@ -143,6 +153,9 @@ pub fn is_retry_tier(topic: &str) -> bool {
             .is_some_and(|t| t.ends_with("retry-"))
     })
 }
+
+/// `segment.ms` of compacted topics: one hour.
+const COMPACTED_SEGMENT_MS: &str = "3600000";
 
 /// A topic to create.
 #[derive(Debug, Clone)]
@@ -185,7 +198,12 @@ pub async fn ensure_topics(
             )
             .set("max.message.bytes", &max_bytes);
             if s.compacted {
-                topic = topic.set("cleanup.policy", "compact");
+                // Every compacted topic is read from its start by whoever follows it:
+                // segments roll hourly, so the cleaner reaches records within hours,
+                // not when a 1 GiB segment fills.
+                topic = topic
+                    .set("cleanup.policy", "compact")
+                    .set("segment.ms", COMPACTED_SEGMENT_MS);
             }
             if let Some((retention, segment)) = retention {
                 topic = topic

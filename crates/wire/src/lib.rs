@@ -25,8 +25,9 @@ pub use event_reader::{
     single_object_to_registry,
 };
 pub use records::{
-    AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, Endpoint, EndpointRequest, Header,
-    HeaderTemplate, InstanceClaim, Record, RenderedDelivery, Replay, RetiredKey, SigningKey,
+    AggregatedTrace, Attempt, DeadLetter, DeliveryAttempt, DeliverySummary, Endpoint,
+    EndpointRequest, Header, HeaderTemplate, IndexedAttempt, InstanceClaim, Record,
+    RenderedDelivery, Replay, RetiredKey, SigningKey,
 };
 pub use redacted::Redacted;
 pub use registry::{BUNDLED_SCHEMAS, Fingerprint, MAX_ALLOCATION_BYTES, Registry, schema_files};

@@ -512,3 +512,48 @@ pub struct InstanceClaim {
 impl Record for InstanceClaim {
     const FULL_NAME: &'static str = "hookline.internal.InstanceClaim";
 }
+
+/// A delivery and its most recent attempts, as the delivery listing shows them: the
+/// value of the compacted `delivery-index` topic, keyed by `<endpoint_id>/<delivery_id>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverySummary {
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The delivery.
+    pub delivery_id: String,
+    /// Its event.
+    pub event_id: String,
+    /// That event's type.
+    pub event_type: String,
+    /// The dead letter a replay re-sent.
+    pub replay_of: Option<String>,
+    /// A test request.
+    pub test: bool,
+    /// Oldest first.
+    pub attempts: Vec<IndexedAttempt>,
+}
+
+/// One attempt of a [`DeliverySummary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexedAttempt {
+    /// 1-based; 0 when no request was made.
+    pub attempt: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// HTTP status, when there was a response.
+    pub status: Option<i32>,
+    /// `HL-…` code, when there was no response.
+    pub error_code: Option<String>,
+    /// `delivered`, `retrying`, `dead_lettered`; of a test, `delivered` or `failed`.
+    pub outcome: String,
+    /// The dead letter's code, when dead-lettered.
+    pub reason_code: Option<String>,
+    /// RFC 3339, when retrying.
+    pub next_attempt_at: Option<String>,
+}
+
+impl Record for DeliverySummary {
+    const FULL_NAME: &'static str = "hookline.internal.DeliverySummary";
+}

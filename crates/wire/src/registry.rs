@@ -55,6 +55,10 @@ pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../../schemas/endpoint-request.v1.avsc"),
     ),
     (
+        "delivery-summary.v1.avsc",
+        include_str!("../../../schemas/delivery-summary.v1.avsc"),
+    ),
+    (
         "instance-claim.v1.avsc",
         include_str!("../../../schemas/instance-claim.v1.avsc"),
     ),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use wire::DeliveryAttempt;
+use wire::{DeliveryAttempt, DeliverySummary, IndexedAttempt};
 
 /// How much the index holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,14 +88,13 @@ struct EndpointLog {
 }
 
 impl EndpointLog {
-    /// Drops the least recently active delivery; returns how many attempts went with it.
-    fn drop_oldest(&mut self) -> usize {
-        let Some((_, id)) = self.by_activity.pop_first() else {
-            return 0;
-        };
+    /// Drops the least recently active delivery; returns its id and how many attempts
+    /// went with it.
+    fn drop_oldest(&mut self) -> Option<(Arc<str>, usize)> {
+        let (_, id) = self.by_activity.pop_first()?;
         let dropped = self.deliveries.remove(&id).map_or(0, |d| d.attempts.len());
         self.attempts -= dropped;
-        dropped
+        Some((id, dropped))
     }
 }
 
@@ -130,7 +129,13 @@ impl AttemptIndex {
     }
 
     /// Adds one record (the next one read), then drops what the bounds no longer allow.
-    pub fn record(&mut self, record: DeliveryAttempt) {
+    /// Returns the deliveries dropped, as (endpoint, delivery). A record already held
+    /// (the same attempt of the same delivery, read again) changes nothing.
+    pub fn record(&mut self, record: DeliveryAttempt) -> Vec<(Arc<str>, Arc<str>)> {
+        let mut dropped = Vec::new();
+        if self.holds(&record) {
+            return dropped;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let DeliveryAttempt {
@@ -198,20 +203,29 @@ impl AttemptIndex {
         }
         log.by_activity.insert(seq, delivery.delivery_id.clone());
         while log.deliveries.len() > self.bounds.per_endpoint {
-            log.drop_oldest();
+            if let Some((id, _)) = log.drop_oldest() {
+                dropped.push((endpoint_id.clone(), id));
+            }
         }
         self.attempts = self.attempts + log.attempts - before;
         self.by_size.insert((log.attempts, endpoint_id.clone()));
+        dropped.extend(self.evict_over_total(Some(&endpoint_id)));
+        dropped
+    }
+
+    /// Drops deliveries until the total is within bounds: the endpoint holding the
+    /// most gives way, unless all it holds is `latest`'s delivery just recorded (its
+    /// oldest is then that one): the next largest does.
+    fn evict_over_total(&mut self, latest: Option<&Arc<str>>) -> Vec<(Arc<str>, Arc<str>)> {
+        let mut dropped = Vec::new();
         while self.attempts > self.bounds.total_attempts {
-            // The largest endpoint gives way, unless all it holds is the delivery just
-            // recorded (its oldest is then that one): the next largest does.
             let endpoints = &self.endpoints;
             let victim = self
                 .by_size
                 .iter()
                 .rev()
                 .find(|(_, id)| {
-                    *id != endpoint_id
+                    Some(id) != latest
                         || endpoints
                             .get(id)
                             .is_some_and(|log| log.deliveries.len() > 1)
@@ -222,13 +236,146 @@ impl AttemptIndex {
             let Some(log) = self.endpoints.get_mut(&victim) else {
                 continue;
             };
-            self.attempts -= log.drop_oldest();
+            if let Some((id, attempts)) = log.drop_oldest() {
+                self.attempts -= attempts;
+                dropped.push((victim.clone(), id));
+            }
             if log.deliveries.is_empty() {
                 self.endpoints.remove(&victim);
             } else {
                 self.by_size.insert((log.attempts, victim));
             }
         }
+        dropped
+    }
+
+    /// Applies `bounds` from now on, dropping what they no longer allow (each
+    /// endpoint's least recently active first, then over the total as
+    /// [`AttemptIndex::record`] does). Returns what was dropped.
+    pub fn bound(&mut self, bounds: Bounds) -> Vec<(Arc<str>, Arc<str>)> {
+        self.bounds = Self::new(bounds).bounds;
+        let mut dropped = Vec::new();
+        for (endpoint, log) in &mut self.endpoints {
+            let before = log.attempts;
+            while log.deliveries.len() > self.bounds.per_endpoint {
+                if let Some((id, _)) = log.drop_oldest() {
+                    dropped.push((endpoint.clone(), id));
+                }
+            }
+            if log.attempts != before {
+                self.by_size.remove(&(before, endpoint.clone()));
+                self.by_size.insert((log.attempts, endpoint.clone()));
+                self.attempts -= before - log.attempts;
+            }
+        }
+        dropped.extend(self.evict_over_total(None));
+        dropped
+    }
+
+    /// Forgets one delivery (a tombstone of the `delivery-index` topic). False when it
+    /// was not held.
+    pub fn remove(&mut self, endpoint_id: &str, delivery_id: &str) -> bool {
+        let Some(endpoint) = self
+            .endpoints
+            .get_key_value(endpoint_id)
+            .map(|(e, _)| e.clone())
+        else {
+            return false;
+        };
+        let Some(log) = self.endpoints.get_mut(&endpoint) else {
+            return false;
+        };
+        let Some(delivery) = log.deliveries.remove(delivery_id) else {
+            return false;
+        };
+        log.by_activity.remove(&delivery.seq);
+        self.by_size.remove(&(log.attempts, endpoint.clone()));
+        log.attempts -= delivery.attempts.len();
+        self.attempts -= delivery.attempts.len();
+        if log.deliveries.is_empty() {
+            self.endpoints.remove(&endpoint);
+        } else {
+            self.by_size.insert((log.attempts, endpoint));
+        }
+        true
+    }
+
+    /// Replaces a delivery with the summary the `delivery-index` topic holds for it
+    /// (now its most recently active). Returns what the bounds dropped.
+    pub fn put(&mut self, summary: DeliverySummary) -> Vec<(Arc<str>, Arc<str>)> {
+        self.remove(&summary.endpoint_id, &summary.delivery_id);
+        self.restore(summary)
+    }
+
+    /// Whether `record`'s attempt is already held (the same number, start and outcome).
+    fn holds(&self, record: &DeliveryAttempt) -> bool {
+        self.delivery(&record.endpoint_id, &record.delivery_id)
+            .is_some_and(|d| {
+                d.attempts.iter().any(|a| {
+                    a.attempt == record.attempt
+                        && a.started_at == record.started_at
+                        && a.outcome == record.outcome
+                })
+            })
+    }
+
+    /// A held delivery as the `delivery-index` topic records it.
+    pub fn summary(&self, endpoint_id: &str, delivery_id: &str) -> Option<DeliverySummary> {
+        let d = self.delivery(endpoint_id, delivery_id)?;
+        Some(DeliverySummary {
+            endpoint_id: endpoint_id.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            event_id: d.event_id.clone(),
+            event_type: d.event_type.clone(),
+            replay_of: d.replay_of.clone(),
+            test: d.test,
+            attempts: d
+                .attempts
+                .iter()
+                .map(|a| IndexedAttempt {
+                    attempt: a.attempt,
+                    started_at: a.started_at.clone(),
+                    duration_ms: a.duration_ms,
+                    status: a.status,
+                    error_code: a.error_code.clone(),
+                    outcome: a.outcome.clone(),
+                    reason_code: a.reason_code.clone(),
+                    next_attempt_at: a.next_attempt_at.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Adds a delivery read back from the `delivery-index` topic (in the order the
+    /// topic holds them: least recently active first), as if its attempts were read
+    /// again. Returns what the bounds dropped, as [`AttemptIndex::record`] does.
+    pub fn restore(&mut self, summary: DeliverySummary) -> Vec<(Arc<str>, Arc<str>)> {
+        let mut dropped = Vec::new();
+        for a in summary.attempts {
+            dropped.extend(self.record(DeliveryAttempt {
+                delivery_id: summary.delivery_id.clone(),
+                event_id: summary.event_id.clone(),
+                event_type: summary.event_type.clone(),
+                endpoint_id: summary.endpoint_id.clone(),
+                transfer_id: None,
+                attempt: a.attempt,
+                started_at: a.started_at,
+                duration_ms: a.duration_ms,
+                status: a.status,
+                error_code: a.error_code,
+                outcome: a.outcome,
+                reason_code: a.reason_code,
+                next_attempt_at: a.next_attempt_at,
+                replay_of: summary.replay_of.clone(),
+                test: summary.test,
+            }));
+        }
+        dropped
+    }
+
+    /// One delivery of one endpoint, if held.
+    pub fn delivery(&self, endpoint_id: &str, delivery_id: &str) -> Option<&Delivery> {
+        self.endpoints.get(endpoint_id)?.deliveries.get(delivery_id)
     }
 
     /// The endpoint's `limit` most recent deliveries, newest first: by when their latest
@@ -259,188 +406,4 @@ impl AttemptIndex {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attempt(
-        endpoint: &str,
-        delivery: &str,
-        n: i32,
-        second: u32,
-        outcome: &str,
-    ) -> DeliveryAttempt {
-        DeliveryAttempt {
-            delivery_id: delivery.to_owned(),
-            event_id: format!("event-of-{delivery}"),
-            event_type: "transfer.error".to_owned(),
-            endpoint_id: endpoint.to_owned(),
-            attempt: n,
-            started_at: format!("2026-11-23T10:00:{second:02}.000+00:00"),
-            duration_ms: 12,
-            status: Some(if outcome == "delivered" { 200 } else { 503 }),
-            outcome: outcome.to_owned(),
-            ..DeliveryAttempt::default()
-        }
-    }
-
-    fn ids(deliveries: &[Delivery]) -> Vec<&str> {
-        deliveries.iter().map(|d| &*d.delivery_id).collect()
-    }
-
-    const ROOMY: Bounds = Bounds {
-        total_attempts: 1000,
-        per_endpoint: 100,
-        per_delivery: 10,
-    };
-
-    #[test]
-    fn groups_by_delivery_newest_first_per_endpoint() {
-        let mut index = AttemptIndex::new(ROOMY);
-        for r in [
-            attempt("a", "d1", 1, 0, "retrying"),
-            attempt("b", "e1", 1, 1, "delivered"),
-            attempt("a", "d2", 1, 2, "retrying"),
-            attempt("a", "d1", 2, 5, "delivered"),
-            attempt("a", "d2", 2, 7, "dead_lettered"),
-            attempt("a", "d3", 1, 6, "delivered"),
-        ] {
-            index.record(r);
-        }
-        let a = index.recent("a", 10);
-        assert_eq!(ids(&a), ["d2", "d3", "d1"], "by the latest attempt's start");
-        let d2 = &a[0];
-        assert_eq!(
-            (d2.status(), d2.last_attempt_at()),
-            ("dead_lettered", "2026-11-23T10:00:07.000+00:00")
-        );
-        assert_eq!(
-            d2.attempts
-                .iter()
-                .map(|x| (x.attempt, x.outcome.as_str()))
-                .collect::<Vec<_>>(),
-            [(1, "retrying"), (2, "dead_lettered")]
-        );
-        assert_eq!(d2.event_id, "event-of-d2");
-        assert_eq!(ids(&index.recent("a", 2)), ["d2", "d3"]);
-        assert_eq!(ids(&index.recent("b", 10)), ["e1"]);
-        assert!(index.recent("nobody", 10).is_empty());
-    }
-
-    #[test]
-    fn equal_or_unreadable_times_fall_back_to_read_order() {
-        let mut index = AttemptIndex::new(ROOMY);
-        let mut odd = attempt("a", "odd", 1, 0, "delivered");
-        odd.started_at = "yesterday".to_owned();
-        for r in [
-            attempt("a", "first", 1, 3, "delivered"),
-            odd,
-            attempt("a", "second", 1, 3, "delivered"),
-        ] {
-            index.record(r);
-        }
-        assert_eq!(ids(&index.recent("a", 10)), ["second", "first", "odd"]);
-    }
-
-    #[test]
-    fn a_replay_is_marked_and_takes_the_status() {
-        let mut index = AttemptIndex::new(ROOMY);
-        index.record(attempt("a", "d1", 1, 0, "dead_lettered"));
-        let mut replayed = attempt("a", "d1", 1, 9, "delivered");
-        replayed.replay_of = Some("dl-1".to_owned());
-        index.record(replayed);
-        let d1 = &index.recent("a", 1)[0];
-        assert_eq!(
-            (d1.status(), d1.replay_of.as_deref(), d1.attempts.len()),
-            ("delivered", Some("dl-1"), 2)
-        );
-    }
-
-    #[test]
-    fn keeps_the_newest_attempts_of_a_delivery() {
-        let mut index = AttemptIndex::new(Bounds {
-            per_delivery: 3,
-            ..ROOMY
-        });
-        for n in 1..=5 {
-            index.record(attempt("a", "d1", n, n.unsigned_abs(), "retrying"));
-        }
-        let kept: Vec<i32> = index.recent("a", 1)[0]
-            .attempts
-            .iter()
-            .map(|a| a.attempt)
-            .collect();
-        assert_eq!(kept, [3, 4, 5]);
-        assert_eq!(index.attempts_held(), 3);
-    }
-
-    #[test]
-    fn keeps_the_most_recently_active_deliveries_of_an_endpoint() {
-        let mut index = AttemptIndex::new(Bounds {
-            per_endpoint: 2,
-            ..ROOMY
-        });
-        index.record(attempt("a", "d1", 1, 0, "retrying"));
-        index.record(attempt("a", "d2", 1, 1, "retrying"));
-        index.record(attempt("a", "d1", 2, 2, "delivered")); // d1 active again: d2 is the oldest now
-        index.record(attempt("a", "d3", 1, 3, "delivered"));
-        index.record(attempt("b", "e1", 1, 4, "delivered"));
-        assert_eq!(ids(&index.recent("a", 10)), ["d3", "d1"]);
-        assert_eq!(
-            ids(&index.recent("b", 10)),
-            ["e1"],
-            "other endpoints keep theirs"
-        );
-        assert_eq!(index.attempts_held(), 4);
-    }
-
-    #[test]
-    fn over_the_total_the_endpoint_holding_the_most_gives_way() {
-        let mut index = AttemptIndex::new(Bounds {
-            total_attempts: 4,
-            per_delivery: 2,
-            ..ROOMY
-        });
-        index.record(attempt("a", "d1", 1, 0, "retrying"));
-        index.record(attempt("b", "e1", 1, 1, "retrying"));
-        index.record(attempt("b", "e1", 2, 2, "delivered"));
-        index.record(attempt("b", "e2", 1, 3, "delivered"));
-        assert_eq!(index.attempts_held(), 4);
-        // b holds the most: its least recently active delivery goes, with both attempts,
-        // though a's d1 is older.
-        index.record(attempt("c", "f1", 1, 4, "retrying"));
-        let held =
-            |index: &AttemptIndex| ["a", "b", "c"].map(|e| ids(&index.recent(e, 10)).join(","));
-        assert_eq!(held(&index), ["d1", "e2", "f1"]);
-        assert_eq!(index.attempts_held(), 3);
-        // A noisy endpoint pushes out only its own history.
-        for n in 0..100 {
-            index.record(attempt("z", &format!("z{n}"), 1, 5, "delivered"));
-        }
-        assert_eq!(held(&index), ["d1", "e2", "f1"]);
-        assert_eq!(
-            (ids(&index.recent("z", 10)), index.attempts_held()),
-            (vec!["z99"], 4)
-        );
-    }
-
-    #[test]
-    fn the_delivery_just_recorded_stays() {
-        let mut index = AttemptIndex::new(Bounds {
-            total_attempts: 4,
-            per_delivery: 2,
-            ..ROOMY
-        });
-        for (endpoint, delivery) in [("a", "d1"), ("b", "e1"), ("c", "f1"), ("z", "z1")] {
-            index.record(attempt(endpoint, delivery, 1, 0, "retrying"));
-        }
-        // b is now the largest, but all it holds is e1: the next largest gives way.
-        index.record(attempt("b", "e1", 2, 1, "delivered"));
-        assert_eq!(index.recent("b", 10)[0].attempts.len(), 2);
-        assert_eq!(
-            (index.attempts_held(), index.endpoints.len()),
-            (4, 3),
-            "an emptied endpoint is forgotten"
-        );
-        assert!(index.recent("z", 10).is_empty());
-    }
-}
+mod tests;

@@ -1,11 +1,13 @@
-//! The attempt log as the producer reads it: a follower of `delivery-attempts` that
-//! reads every partition without a consumer group (each producer instance holds its
-//! own copy, like the `endpoints` table) into a bounded [`AttemptIndex`].
+//! The delivery listing as every producer reads it: a follower of the compacted
+//! `delivery-index` (written by [`crate::delivery_index`]) that reads every partition
+//! from its start, without a consumer group, so every replica holds the same listing
+//! and a restarted one reads it all back. The topic holds only what the bounds keep
+//! (a tombstone for every delivery dropped), so start-up work and memory follow the
+//! bounds, not the attempt log's retention.
 //!
-//! At start it reads back only the last `total_attempts / partitions` records of each
-//! partition (what the index could hold anyway), so start-up work is bounded by the
-//! memory bound, not by the topic's retention. [`AttemptLog::catch_up`] waits until
-//! everything written before the call has been read, as `Table::sync` does.
+//! [`AttemptLog::catch_up`] waits until every attempt written before the call is in
+//! the listing: the indexers' group has committed past it (its summary is written),
+//! then the follower has read the index that far.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use wire::{DeliveryAttempt, Registry};
+use wire::Registry;
 
 use crate::attempt_index::{AttemptIndex, Bounds, Delivery};
 
@@ -40,16 +42,21 @@ pub struct AttemptLog {
     shared: Arc<Shared>,
     /// Asks for watermarks on its own connection, not behind the follower's long poll.
     queries: Arc<BaseConsumer>,
-    topic: String,
+    /// Asks the indexers' group for its committed offsets (never joins it).
+    group: Arc<BaseConsumer>,
+    attempts_topic: String,
+    index_topic: String,
     partitions: Vec<i32>,
 }
 
 impl AttemptLog {
-    /// Starts following `topic` from the tail each partition's share of the bound
-    /// allows. Returns at once; the index fills in the background.
+    /// Starts this replica's indexer (its share of `delivery-attempts`) and the
+    /// follower of `delivery-index` (all of it). `bounds.total_attempts` is divided
+    /// among the partitions. Returns at once; the listing fills in the background.
     pub async fn start(
         settings: &KafkaSettings,
-        topic: &str,
+        attempts_topic: &str,
+        index_topic: &str,
         bounds: Bounds,
         registry: Arc<Registry>,
         shutdown: CancellationToken,
@@ -60,69 +67,131 @@ impl AttemptLog {
             "hookline-attempt-log-unused",
         );
         config.set("enable.auto.commit", "false");
-        let consumer: StreamConsumer =
-            config.create().context("creating the attempt log reader")?;
-        let queries: Arc<BaseConsumer> =
-            Arc::new(config.create().context("creating the attempt log reader")?);
-        let partitions = partitions_of(&queries, topic, &shutdown).await?;
-        let tail =
-            i64::try_from(bounds.total_attempts.div_ceil(partitions.len())).unwrap_or(i64::MAX);
+        let queries: Arc<BaseConsumer> = Arc::new(
+            config
+                .create()
+                .context("creating the delivery index reader")?,
+        );
+        let consumer: StreamConsumer = config
+            .set("fetch.min.bytes", crate::delivery_index::FETCH_MIN_BYTES)
+            .create()
+            .context("creating the delivery index reader")?;
+        let group: Arc<BaseConsumer> = Arc::new(
+            kafka_io::consumer_config(
+                settings,
+                "hookline-producer-attempts",
+                &crate::delivery_index::group(&settings.topic_prefix),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating the delivery index reader")?,
+        );
+        let partitions = partitions_of(&queries, attempts_topic, &shutdown).await?;
+        let index_partitions = partitions_of(&queries, index_topic, &shutdown).await?;
+        anyhow::ensure!(
+            partitions.len() == index_partitions.len(),
+            "{index_topic} has {} partitions and {attempts_topic} {}: they must be equal (an endpoint's attempts and its listing share a partition number)",
+            index_partitions.len(),
+            partitions.len()
+        );
         let mut assignment = TopicPartitionList::new();
-        for p in &partitions {
-            // Below the log start (retention), the reset policy starts at the earliest record.
-            assignment.add_partition_offset(topic, *p, Offset::OffsetTail(tail))?;
+        for p in &index_partitions {
+            assignment.add_partition_offset(index_topic, *p, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
+        // The topic holds only what the indexers' bounds keep: no second bound here,
+        // which could drop differently from the indexers while a compacted head is read.
         let shared = Arc::new(Shared {
-            index: Mutex::new(AttemptIndex::new(bounds)),
+            index: Mutex::new(AttemptIndex::new(Bounds {
+                total_attempts: usize::MAX,
+                per_endpoint: usize::MAX,
+                per_delivery: bounds.per_delivery,
+            })),
             read: Mutex::new(HashMap::new()),
             progress: Notify::new(),
         });
         tokio::spawn(follow(
             consumer,
             shared.clone(),
-            registry,
-            topic.to_owned(),
-            shutdown,
+            registry.clone(),
+            index_topic.to_owned(),
+            shutdown.clone(),
         ));
+        let indexer = crate::delivery_index::Indexer {
+            settings: settings.clone(),
+            attempts_topic: attempts_topic.to_owned(),
+            index_topic: index_topic.to_owned(),
+            bounds: Bounds {
+                total_attempts: bounds.total_attempts.div_ceil(partitions.len()),
+                ..bounds
+            },
+            registry,
+        };
+        tokio::spawn(indexer.run(shutdown));
         Ok(AttemptLog {
             shared,
             queries,
-            topic: topic.to_owned(),
+            group,
+            attempts_topic: attempts_topic.to_owned(),
+            index_topic: index_topic.to_owned(),
             partitions,
         })
     }
 
-    /// Waits until every record written to the topic before this call is in the index,
-    /// at most `patience`. False when it did not get there (the follower is behind, or
-    /// Kafka did not answer): the index is then older than the call.
+    /// Waits until every attempt written before this call is in the listing, at most
+    /// `patience`. False when it did not get there (an indexer or the follower is
+    /// behind, or Kafka did not answer): the listing is then older than the call.
     pub async fn catch_up(&self, patience: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + patience;
-        let high = {
-            let (consumer, topic, partitions) = (
-                self.queries.clone(),
-                self.topic.clone(),
-                self.partitions.clone(),
+        let Some(attempts) = self.watermarks(&self.attempts_topic, deadline).await else {
+            return false;
+        };
+        // Summaries are acknowledged before the attempts' offsets are committed.
+        loop {
+            let (group, topic, wanted) = (
+                self.group.clone(),
+                self.attempts_topic.clone(),
+                attempts.clone(),
             );
-            let query =
-                tokio::task::spawn_blocking(move || -> KafkaResult<Vec<(i32, i64, i64)>> {
-                    partitions
-                        .iter()
-                        .map(|p| {
-                            consumer
-                                .fetch_watermarks(&topic, *p, Duration::from_secs(5))
-                                .map(|(low, high)| (*p, low, high))
-                        })
-                        .collect()
-                });
+            let query = tokio::task::spawn_blocking(move || -> KafkaResult<bool> {
+                let mut asked = TopicPartitionList::new();
+                for (p, low, high) in &wanted {
+                    if high > low {
+                        asked.add_partition(&topic, *p);
+                    }
+                }
+                if asked.count() == 0 {
+                    return Ok(true);
+                }
+                let committed = group.committed_offsets(asked, Duration::from_secs(5))?;
+                Ok(wanted.iter().all(|(p, low, high)| {
+                    high <= low
+                        || committed
+                            .find_partition(&topic, *p)
+                            .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *high))
+                }))
+            });
             match tokio::time::timeout_at(deadline, query).await {
-                Ok(Ok(Ok(high))) => high,
+                Ok(Ok(Ok(true))) => break,
+                Ok(Ok(Ok(false))) => {}
                 Ok(Ok(Err(e))) => {
-                    tracing::warn!(topic = %self.topic, error = %e, "cannot read the attempt log's watermarks");
+                    tracing::warn!(topic = %self.attempts_topic, error = %e, "cannot read the delivery indexers' offsets");
+                }
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(topic = %self.attempts_topic, waited = ?patience, "the delivery indexers are behind");
                     return false;
                 }
-                Ok(Err(_)) | Err(_) => return false,
             }
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(20)))
+                .await
+                .is_err()
+            {
+                tracing::warn!(topic = %self.attempts_topic, waited = ?patience, "the delivery indexers are behind");
+                return false;
+            }
+        }
+        let Some(high) = self.watermarks(&self.index_topic, deadline).await else {
+            return false;
         };
         loop {
             let progress = self.shared.progress.notified();
@@ -137,10 +206,42 @@ impl AttemptLog {
             tokio::select! {
                 _ = progress => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(topic = %self.topic, waited = ?patience, "the attempt log is behind");
+                    tracing::warn!(topic = %self.index_topic, waited = ?patience, "the delivery index follower is behind");
                     return false;
                 }
             }
+        }
+    }
+
+    /// Every partition's (partition, low, high) watermarks of `topic`, or None (warned)
+    /// when Kafka did not answer by `deadline`.
+    async fn watermarks(
+        &self,
+        topic: &str,
+        deadline: tokio::time::Instant,
+    ) -> Option<Vec<(i32, i64, i64)>> {
+        let (consumer, t, partitions) = (
+            self.queries.clone(),
+            topic.to_owned(),
+            self.partitions.clone(),
+        );
+        let query = tokio::task::spawn_blocking(move || -> KafkaResult<Vec<(i32, i64, i64)>> {
+            partitions
+                .iter()
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&t, *p, Duration::from_secs(5))
+                        .map(|(low, high)| (*p, low, high))
+                })
+                .collect()
+        });
+        match tokio::time::timeout_at(deadline, query).await {
+            Ok(Ok(Ok(high))) => Some(high),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(topic, error = %e, "cannot read watermarks for the delivery listing");
+                None
+            }
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 
@@ -165,7 +266,7 @@ async fn follow(
         let message = match read {
             Err(_idle) => {
                 // Nothing is between recv and the index now: the consumer's position
-                // (past control records and compaction gaps too) is read.
+                // (past compaction gaps too) is read.
                 if let Ok(positions) = consumer.position() {
                     let mut read = lock(&shared.read);
                     for e in positions.elements_for_topic(&topic) {
@@ -180,24 +281,13 @@ async fn follow(
             }
             Ok(Ok(m)) => m,
             Ok(Err(e)) => {
-                tracing::warn!(topic = %topic, error = %e, "attempt log read failed; retrying");
+                tracing::warn!(topic = %topic, error = %e, "delivery index read failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
-        match message
-            .payload()
-            .map(|bytes| registry.decode::<DeliveryAttempt>(bytes))
-        {
-            Some(Ok(attempt)) => lock(&shared.index).record(attempt),
-            Some(Err(e)) => {
-                tracing::warn!(topic = %topic, partition, offset, code = e.code(), "skipping an unreadable attempt record")
-            }
-            None => {
-                tracing::warn!(topic = %topic, partition, offset, "skipping an attempt record without a value")
-            }
-        }
+        crate::delivery_index::apply(&mut lock(&shared.index), &message, &registry);
         {
             let mut read = lock(&shared.read);
             let r = read.entry(partition).or_insert(offset + 1);
@@ -226,11 +316,11 @@ async fn partitions_of(
                 .collect())
         })
         .await
-        .context("reading the attempt log's partitions")?;
+        .context("reading a topic's partitions")?;
         match found {
             Ok(partitions) if !partitions.is_empty() => return Ok(partitions),
             other if Instant::now() < deadline && !shutdown.is_cancelled() => {
-                tracing::info!(topic, error = ?other.err(), "the attempt log's partitions are not known yet; retrying");
+                tracing::info!(topic, error = ?other.err(), "the partitions are not known yet; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Ok(_) => anyhow::bail!("topic {topic} has no partitions"),

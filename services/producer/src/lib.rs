@@ -12,6 +12,7 @@ mod attempt_log;
 mod bodies;
 mod dead_letters;
 mod deliveries;
+mod delivery_index;
 mod endpoint_requests;
 mod endpoints;
 mod error;
@@ -198,6 +199,7 @@ pub async fn serve(
         topics.endpoints.clone(),
         topics.keys.clone(),
         topics.delivery_attempts.clone(),
+        topics.delivery_index.clone(),
     ];
     let (_, readiness) =
         service_kit::start_admin(&config.admin_addr, &config.kafka, used, exported, &shutdown)
@@ -216,6 +218,7 @@ pub async fn serve(
     let attempts = attempt_log::AttemptLog::start(
         &config.kafka,
         &topics.delivery_attempts,
+        &topics.delivery_index,
         bounds,
         decoder.clone(),
         shutdown.child_token(),

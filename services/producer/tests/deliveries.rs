@@ -1,7 +1,7 @@
 //! `GET /webhooks/{id}/deliveries` against the real broker: what the dispatcher wrote
 //! to `delivery-attempts`, grouped by delivery, newest first, within `limit`, without
-//! payloads; records written before a request are in its answer, and a restarted
-//! producer reads the log back.
+//! payloads; records written before a request are in its answer; replicas answer the
+//! same, and a restarted producer reads the whole listing back from `delivery-index`.
 
 use std::time::Duration;
 
@@ -142,6 +142,34 @@ async fn produce(config: &Config, attempts: Vec<wire::DeliveryAttempt>) {
     .await;
 }
 
+/// The keys whose latest record in `topic` is a value, not a tombstone: what the topic
+/// holds once compacted.
+async fn live_keys(config: &Config, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.kafka_brokers)
+        .create()
+        .expect("client");
+    let written: i64 = (0..config.kafka.topic_partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            high - low
+        })
+        .sum();
+    let records = test_kit::read_topic(&config.kafka, topic, Duration::from_secs(30), move |r| {
+        r.len() as i64 >= written
+    })
+    .await;
+    assert_eq!(records.len() as i64, written, "read the whole topic");
+    let mut latest = std::collections::HashMap::new();
+    for r in records {
+        latest.insert(r.key.expect("keyed"), r.value.is_some());
+    }
+    latest.values().filter(|live| **live).count()
+}
+
 #[tokio::test]
 async fn lists_a_webhooks_deliveries_from_the_attempt_log() {
     let config = Config {
@@ -274,17 +302,32 @@ async fn lists_a_webhooks_deliveries_from_the_attempt_log() {
     produce(&config, vec![attempt(&a, "d4", 1, 40, "retrying")]).await;
     assert_eq!(ids(&api.deliveries(&a, "").await), ["d4", "d2", "d3", "d1"]);
 
-    // Another instance (a restarted producer) reads the log back from the topic.
-    let restarted = Api::start(&config, &shutdown).await;
-    let again = restarted.deliveries(&a, "").await;
+    // A second replica (it joins the indexers' group: partitions move) answers the same,
+    // and both take what is written after it joined.
+    let second = Api::start(&config, &shutdown).await;
+    let again = second.deliveries(&a, "").await;
     assert_eq!(again, api.deliveries(&a, "").await);
     assert_eq!(ids(&again), ["d4", "d2", "d3", "d1"]);
     assert_eq!(again[1]["attempts"].as_array().map(Vec::len), Some(3));
+    produce(
+        &config,
+        vec![
+            attempt(&a, "d4", 2, 45, "delivered"),
+            attempt(&b, "e2", 1, 46, "delivered"),
+        ],
+    )
+    .await;
+    for replica in [&api, &second] {
+        let listed = replica.deliveries(&a, "").await;
+        assert_eq!(ids(&listed), ["d4", "d2", "d3", "d1"]);
+        assert_eq!(listed[0]["status"], "delivered", "{listed:?}");
+        assert_eq!(ids(&replica.deliveries(&b, "").await), ["e2", "e1"]);
+    }
 }
 
 #[tokio::test]
-async fn memory_is_bounded_and_a_restart_reads_back_only_the_tail_the_bound_allows() {
-    // 1,000 attempts in all: a restart reads the last ceil(1000 / 3) records of each partition.
+async fn memory_is_bounded_and_a_restarted_producer_reads_back_the_whole_listing() {
+    // 1,000 attempts in all, a third per partition (three partitions): ceil(1000 / 3).
     let config = Config {
         kafka: test_kit::kafka_settings("deliveries-bound"),
         api_token: Secret::new(TOKEN),
@@ -295,25 +338,48 @@ async fn memory_is_bounded_and_a_restart_reads_back_only_the_tail_the_bound_allo
     };
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let api = Api::start(&config, &shutdown).await;
+    let first = CancellationToken::new();
+    let api = Api::start(&config, &first).await;
     let a = api.create("/webhooks", webhook("a")).await;
+    let quiet = api.create("/webhooks", webhook("quiet")).await;
     let backlog: Vec<wire::DeliveryAttempt> = (0..2000)
         .map(|n| wire::DeliveryAttempt {
             started_at: format!("2026-11-23T10:{:02}:{:02}.000+00:00", n / 60, n % 60),
             ..attempt(&a, &format!("d{n:04}"), 1, 0, "delivered")
         })
         .collect();
+    produce(&config, vec![attempt(&quiet, "q1", 1, 0, "delivered")]).await;
     produce(&config, backlog).await;
 
-    // A running producer holds the newest 500 (the most one listing shows) of the endpoint.
-    let expected: Vec<String> = (1500..2000).rev().map(|n| format!("d{n:04}")).collect();
+    // The endpoint's partition holds at most 334 attempts: its newest 334 deliveries
+    // (333 when the quiet endpoint's one attempt shares that partition).
+    let partition = |id: &str| kafka_io::partition_for_key(id.as_bytes(), 3);
+    let share = if partition(&a) == partition(&quiet) {
+        333
+    } else {
+        334
+    };
+    let expected: Vec<String> = (2000 - share..2000)
+        .rev()
+        .map(|n| format!("d{n:04}"))
+        .collect();
     assert_eq!(ids(&api.deliveries(&a, "?limit=500").await), expected);
-    // A restarted one only what its share of the bound let it read back: 334.
+    // A quiet endpoint keeps its history beside a noisy one, wherever its partition is.
+    assert_eq!(ids(&api.deliveries(&quiet, "").await), ["q1"]);
+
+    // The only replica stops; a new one (nothing in memory) reads the same listing back,
+    // and the index holds no more than the bound: 2,001 attempts written, each
+    // evicted delivery tombstoned.
+    first.cancel();
     let restarted = Api::start(&config, &shutdown).await;
-    assert_eq!(
-        ids(&restarted.deliveries(&a, "?limit=500").await),
-        expected[..334]
-    );
+    assert_eq!(ids(&restarted.deliveries(&a, "?limit=500").await), expected);
+    assert_eq!(ids(&restarted.deliveries(&quiet, "").await), ["q1"]);
+    let live = live_keys(
+        &config,
+        &format!("{}delivery-index", config.kafka.topic_prefix),
+    )
+    .await;
+    assert_eq!(live, share + 1, "a's share and quiet's one");
 }
 
 #[tokio::test]
