@@ -6,7 +6,10 @@
 //! topic's high watermarks with what was applied, never with record timestamps, so a
 //! writer's clock cannot make a reader skip a write.
 
+mod stuck;
+
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -44,17 +47,17 @@ struct Shared<V> {
     /// (which also steps over compaction gaps and control records).
     applied: Mutex<HashMap<i32, i64>>,
     progress: Notify,
+    /// Counts the times `applied` moved on: a reader standing still is seen by it.
+    advanced: AtomicU64,
     /// When the latest completed sync started.
     synced_from: Mutex<Option<Instant>>,
     sync_lock: tokio::sync::Mutex<()>,
+    clients: stuck::Clients,
 }
 
 /// A materialised compacted topic.
 pub struct Table<V> {
     shared: Arc<Shared<V>>,
-    /// Asks for watermarks on its own connection: the reading consumer's connection
-    /// is often parked in a fetch long-poll, which would delay every sync.
-    queries: Arc<BaseConsumer>,
     topic: String,
     partitions: Vec<i32>,
     shutdown: CancellationToken,
@@ -64,7 +67,6 @@ impl<V> Clone for Table<V> {
     fn clone(&self) -> Self {
         Table {
             shared: self.shared.clone(),
-            queries: self.queries.clone(),
             topic: self.topic.clone(),
             partitions: self.partitions.clone(),
             shutdown: self.shutdown.clone(),
@@ -87,10 +89,9 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         config.set("enable.auto.commit", "false");
         // A table is followed as it changes, whatever the profile: a sync waits for it.
         config.set("fetch.min.bytes", "1");
-        let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
-        let queries: Arc<BaseConsumer> = Arc::new(config.create()?);
+        let (clients, consumer) = stuck::Clients::new(config)?;
         let partitions = {
-            let (c, topic) = (queries.clone(), topic.to_owned());
+            let (c, topic) = (clients.queries(), topic.to_owned());
             retry_for(START_PATIENCE, "reading partitions", &shutdown, move || {
                 let (c, topic) = (c.clone(), topic.clone());
                 async move { blocking(move || partitions_of(&c, &topic)).await }
@@ -106,12 +107,13 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
             entries: RwLock::new(HashMap::new()),
             applied: Mutex::new(HashMap::new()),
             progress: Notify::new(),
+            advanced: AtomicU64::new(0),
             synced_from: Mutex::new(None),
             sync_lock: tokio::sync::Mutex::new(()),
+            clients,
         });
         let table = Table {
             shared: shared.clone(),
-            queries,
             topic: topic.to_owned(),
             partitions,
             shutdown: shutdown.clone(),
@@ -121,7 +123,7 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
             consumer,
             shared,
             decode,
-            topic.to_owned(),
+            (topic.to_owned(), table.partitions.clone()),
             shutdown.clone(),
         ));
         // Right after topics are created, a client's metadata can still lag (NotLeader):
@@ -161,6 +163,8 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         } else {
             None
         };
+        // The reader's progress, to see it stand still.
+        let mut moved = (self.shared.advanced.load(Ordering::SeqCst), Instant::now());
         loop {
             let progress = self.shared.progress.notified();
             if !self.behind(&high, low.as_ref()) {
@@ -177,6 +181,13 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
                     if started.elapsed() > Duration::from_secs(5) {
                         tracing::warn!(topic = %self.topic, waited = ?started.elapsed(), "table sync is slow");
+                    }
+                    let advanced = self.shared.advanced.load(Ordering::SeqCst);
+                    if advanced != moved.0 {
+                        moved = (advanced, Instant::now());
+                    } else if moved.1.elapsed() >= self.shared.clients.stuck_after() {
+                        self.shared.clients.reader_stalled(&self.topic, moved.1.elapsed());
+                        moved.1 = Instant::now();
                     }
                 }
             }
@@ -196,15 +207,28 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
     /// Every partition's earliest or latest offset, in one `ListOffsets` request.
     async fn offsets(&self, at: Offset) -> KafkaResult<HashMap<i32, i64>> {
         let (consumer, topic, partitions) = (
-            self.queries.clone(),
+            self.shared.clients.queries(),
             self.topic.clone(),
             self.partitions.clone(),
         );
         let query = blocking(move || offsets(&consumer, &topic, &partitions, at));
-        tokio::select! {
-            _ = self.shutdown.cancelled() => Err(KafkaError::Canceled),
+        let result = tokio::select! {
+            _ = self.shutdown.cancelled() => return Err(KafkaError::Canceled),
             result = query => result,
-        }
+        };
+        self.shared.clients.query_answered(&self.topic, &result);
+        result
+    }
+
+    /// Test hook: the table's clients replaced by ones that reach no broker at
+    /// `bootstrap`, as librdkafka can leave a client; they are replaced again after
+    /// `stuck_after` of failed queries or of a reader standing still.
+    #[doc(hidden)]
+    pub async fn break_clients_for_test(&self, bootstrap: &str, stuck_after: Duration) {
+        self.shared
+            .clients
+            .break_for_test(bootstrap, stuck_after)
+            .await;
     }
 
     /// The latest value of `key`, `None` when absent or deleted.
@@ -257,13 +281,22 @@ fn apply<V>(shared: &Shared<V>, key: &str, partition: i32, offset: i64, value: O
 }
 
 async fn follow<V>(
-    consumer: Arc<StreamConsumer>,
+    mut consumer: StreamConsumer,
     shared: Arc<Shared<V>>,
     decode: Arc<Decode<V>>,
-    topic: String,
+    (topic, partitions): (String, Vec<i32>),
     shutdown: CancellationToken,
 ) {
     loop {
+        let fresh = shared.clients.reader_wanted().then(|| {
+            let applied = lock(&shared.applied).clone();
+            shared.clients.new_reader(&topic, &partitions, &applied)
+        });
+        if let Some(fresh) = fresh.flatten() {
+            let old = std::mem::replace(&mut consumer, fresh);
+            // Destroying a librdkafka client can block while it winds down.
+            tokio::task::spawn_blocking(move || drop(old));
+        }
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
             read = tokio::time::timeout(IDLE_READ, consumer.recv()) => read,
@@ -275,9 +308,11 @@ async fn follow<V>(
                 if let Ok(positions) = consumer.position() {
                     let mut applied = lock(&shared.applied);
                     for e in positions.elements_for_topic(&topic) {
-                        if let Offset::Offset(o) = e.offset() {
-                            let a = applied.entry(e.partition()).or_insert(o);
-                            *a = (*a).max(o);
+                        if let Offset::Offset(o) = e.offset()
+                            && applied.get(&e.partition()).is_none_or(|a| *a < o)
+                        {
+                            applied.insert(e.partition(), o);
+                            shared.advanced.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                 }
@@ -311,6 +346,7 @@ async fn follow<V>(
             let a = applied.entry(partition).or_insert(offset + 1);
             *a = (*a).max(offset + 1);
         }
+        shared.advanced.fetch_add(1, Ordering::SeqCst);
         shared.progress.notify_waiters();
     }
 }

@@ -8,9 +8,12 @@ use kafka_io::{Table, TopicSpec};
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test]
-async fn a_sync_sees_every_write_acknowledged_before_it() {
-    let settings = test_kit::kafka_settings("table");
+/// A compacted topic of the test's own, and a table reading it.
+async fn table_of(
+    name: &str,
+    shutdown: &CancellationToken,
+) -> (kafka_io::KafkaSettings, String, Table<String>) {
+    let settings = test_kit::kafka_settings(name);
     let topic = format!("{}endpoints", settings.topic_prefix);
     kafka_io::ensure_topics(
         &settings,
@@ -22,8 +25,6 @@ async fn a_sync_sees_every_write_acknowledged_before_it() {
     )
     .await
     .expect("test setup");
-    let shutdown = CancellationToken::new();
-    // Every partition empty at start: the first sync returns at once.
     let table: Table<String> = tokio::time::timeout(
         Duration::from_secs(60),
         Table::start(
@@ -36,6 +37,14 @@ async fn a_sync_sees_every_write_acknowledged_before_it() {
     .await
     .expect("started in time")
     .expect("started");
+    (settings, topic, table)
+}
+
+#[tokio::test]
+async fn a_sync_sees_every_write_acknowledged_before_it() {
+    let shutdown = CancellationToken::new();
+    // Every partition empty at start: the first sync returns at once.
+    let (settings, topic, table) = table_of("table", &shutdown).await;
     let producer = kafka_io::producer(&settings, "test").expect("test setup");
     // Each write acknowledged, then a sync: the value is there, without waiting for
     // the follower any other way. 60 writes over the partitions, one key at a time.
@@ -139,5 +148,54 @@ async fn a_sync_does_not_wait_for_deleted_records() {
         .expect("synced in time")
         .expect("synced");
     assert_eq!(table.get("k").as_deref(), Some("v"));
+    shutdown.cancel();
+}
+
+/// A table whose clients reach no broker (as librdkafka 2.12 leaves a client after a
+/// metadata response that lists none, issue 5301) gets new ones: its syncs fail, then
+/// succeed again and see a write made meanwhile, without a restart.
+#[tokio::test]
+async fn clients_left_without_brokers_are_replaced() {
+    let shutdown = CancellationToken::new();
+    let (settings, topic, table) = table_of("table-stuck", &shutdown).await;
+    let producer = kafka_io::producer(&settings, "test").expect("test setup");
+    let write = |key: &'static str, value: &'static str| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(key).payload(value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("acknowledged");
+        }
+    };
+    write("before", "1").await;
+    table.sync().await.expect("synced");
+    // Nothing listens on port 1.
+    table
+        .break_clients_for_test("127.0.0.1:1", Duration::from_secs(3))
+        .await;
+    write("during", "2").await;
+    let started = std::time::Instant::now();
+    let (mut failed, mut synced) = (0, false);
+    while started.elapsed() < Duration::from_secs(60) {
+        match tokio::time::timeout(Duration::from_secs(20), table.sync()).await {
+            Ok(Ok(())) => {
+                synced = true;
+                break;
+            }
+            Ok(Err(_)) | Err(_) => failed += 1,
+        }
+    }
+    println!(
+        "table-stuck: {failed} sync(s) failed, then synced: {synced}, after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(failed >= 1, "the broken clients failed first");
+    assert!(synced, "new clients synced within 60 s");
+    assert_eq!(table.get("during").as_deref(), Some("2"));
+    assert_eq!(table.get("before").as_deref(), Some("1"));
     shutdown.cancel();
 }
