@@ -84,6 +84,8 @@ struct Queue {
     limit: usize,
     /// Requests per second, and the next free send time (a reservation clock).
     rate: Option<(u32, Instant)>,
+    /// When the last paced request actually went.
+    last_send: Option<Instant>,
     /// Attempts out, by turn number, with their start: the first is the oldest.
     out: BTreeMap<u64, Instant>,
     next_turn: u64,
@@ -157,6 +159,24 @@ impl Queue {
     fn estimate(&self, now: Instant, position: u32) -> Duration {
         self.by_concurrency(now, position)
             .max(self.by_rate(now, position))
+    }
+
+    /// Claims the send of a paced turn at `now`, or says how long to wait first: sends
+    /// go at least `1/rps` apart whenever their tasks run, and reservations made after
+    /// one start after it.
+    fn claim_send(&mut self, now: Instant) -> Duration {
+        let Some((rps, next_free)) = &mut self.rate else {
+            return Duration::ZERO;
+        };
+        let gap = Duration::from_secs(1) / *rps;
+        if let Some(earliest) = self.last_send.map(|last| last + gap)
+            && earliest > now
+        {
+            return earliest - now;
+        }
+        self.last_send = Some(now);
+        *next_free = (*next_free).max(now + gap);
+        Duration::ZERO
     }
 
     /// Forgets the waiters at the head of the line that gave up (deferred at their
@@ -247,6 +267,7 @@ impl EndpointState {
                 max,
                 limit: INITIAL_LIMIT.min(max),
                 rate: rps.map(|r| (r, Instant::now())),
+                last_send: None,
                 out: BTreeMap::new(),
                 next_turn: 0,
                 waiters: VecDeque::new(),
@@ -361,6 +382,15 @@ impl EndpointState {
             )
         };
         tokio::time::sleep(pause).await;
+        // The reservation is a plan; the send is when this task runs. Turns that woke
+        // late (the runtime was busy) would go together and crowd the next second.
+        loop {
+            let wait = lock(&self.queue).claim_send(Instant::now());
+            if wait.is_zero() {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
         Ok(turn)
     }
 

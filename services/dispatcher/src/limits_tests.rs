@@ -244,3 +244,42 @@ async fn one_attempt_held_up_does_not_make_an_answering_endpoint_slow() {
     );
     drop(hanging);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_holds_for_sends_that_woke_late() {
+    // 20 a second; the dispatcher stalls for 300 ms (a rebalance's backlog decoded on
+    // the runtime) while turns sleep out their pacing: those that woke late must not
+    // go together, nor shorten the second after.
+    let endpoints = Endpoints::new(10, 100, settings());
+    let state = endpoints.get("ep", None, Some(20), "t1");
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (state, sent) = (state.clone(), sent.clone());
+            tokio::spawn(async move {
+                if let Ok(turn) = state.turn().await {
+                    lock(&sent).push(Instant::now());
+                    drop(turn);
+                }
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // The stall: every timer due within it fires at its end, at once.
+    tokio::time::advance(Duration::from_millis(300)).await;
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let mut sent = lock(&sent).clone();
+    sent.sort_unstable();
+    assert!(sent.len() >= 20, "{} sent", sent.len());
+    for pair in sent.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(50),
+            "sends {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+}
