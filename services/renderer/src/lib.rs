@@ -10,8 +10,13 @@
 
 mod aggregate;
 mod claim;
+mod configured;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault;
 mod metrics;
 mod schemas;
+mod sensitive;
 mod split;
 
 use std::sync::Arc;
@@ -26,6 +31,9 @@ use service_kit::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 use wire::{Endpoint, Event, EventReader, Read, Registry};
+
+use crate::configured::{Compiled, configure, endpoint_of};
+pub(crate) use crate::configured::{Configured, Endpoints};
 
 /// The renderer's configuration (`HOOKLINE_*` variables, see the README).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -274,45 +282,6 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     stopped
 }
 
-/// Test hooks: built only with the `fault-injection` feature, which only the renderer's
-/// own tests turn on.
-#[cfg(feature = "fault-injection")]
-#[doc(hidden)]
-pub mod fault {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// The id of an event whose rendering panics, as a dependency's bug would.
-    pub static PANIC_ON_EVENT: Mutex<Option<String>> = Mutex::new(None);
-
-    /// How many more aggregator restores fail, as a changelog read would while the
-    /// broker is away.
-    pub static FAIL_RESTORES: AtomicUsize = AtomicUsize::new(0);
-
-    pub(crate) fn restore_fails() -> bool {
-        FAIL_RESTORES
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    }
-
-    pub(crate) fn check(event_id: &str) {
-        let armed = PANIC_ON_EVENT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_deref()
-            == Some(event_id);
-        if armed {
-            panic!("fault injection: rendering event {event_id} panics");
-        }
-    }
-}
-
-/// Sensitive values at least this long are refused in URLs and clear headers.
-const MIN_LEAK_LEN: usize = 8;
-
-/// The endpoint kind of sensitive-trace endpoints.
-const TRACE_KIND: &str = "sensitive_trace";
-
 impl Renderer {
     async fn handle(&self, record: Record) -> Outcome {
         let _in_flight = admin::InFlight::count(&self.metrics.in_flight);
@@ -539,121 +508,6 @@ impl Renderer {
                 &self.shutdown,
             )
             .await
-    }
-}
-
-impl Renderer {
-    /// A delivery of an event with trace text or a transfer log has its body sealed,
-    /// and may not carry them in its URL (URLs are logged everywhere).
-    fn guard_sensitive(
-        &self,
-        event: &Event,
-        mut d: wire::RenderedDelivery,
-    ) -> Result<wire::RenderedDelivery, render::RenderError> {
-        let values = service_kit::sensitive_values(&self.registry, event);
-        if values.is_empty() {
-            return Ok(d);
-        }
-        // Short values (`log`) occur in URLs by chance; a trace or log long enough to
-        // carry data does not.
-        let leaks = |text: &str| {
-            values
-                .iter()
-                .any(|v| v.len() >= MIN_LEAK_LEN && text.contains(v))
-        };
-        // URLs are percent-encoded (and `+` may stand for a space in a query).
-        let decoded = percent_encoding::percent_decode_str(&d.url)
-            .decode_utf8_lossy()
-            .into_owned();
-        let url_leaks = leaks(&d.url) || leaks(&decoded) || leaks(&decoded.replace('+', " "));
-        if url_leaks || d.headers.iter().any(|h| leaks(&h.value)) {
-            return Err(render::RenderError::Invalid {
-                field: "url".to_owned(),
-                message:
-                    "must not carry the event's sensitive fields (URLs are logged); use the body"
-                        .to_owned(),
-            });
-        }
-        d.body_sealed = true;
-        Ok(d)
-    }
-}
-
-/// An endpoint as the table holds it: compiled, or refused with why.
-pub(crate) enum Configured {
-    /// A webhook (`/webhooks`).
-    Webhook(Compiled),
-    /// A sensitive-trace endpoint (`/sensitive-trace-endpoints`).
-    Traces(Box<Result<render::CompiledTraces, (Endpoint, render::RenderError)>>),
-}
-
-impl Configured {
-    /// The sensitive-trace endpoint, if this is one.
-    pub(crate) fn traces(
-        &self,
-    ) -> Option<&Result<render::CompiledTraces, (Endpoint, render::RenderError)>> {
-        match self {
-            Configured::Traces(t) => Some(t),
-            Configured::Webhook(_) => None,
-        }
-    }
-}
-
-/// The endpoints table.
-pub(crate) type Endpoints = Table<Arc<Configured>>;
-
-/// A webhook compiled, or refused with why.
-type Compiled = Arc<Result<render::Compiled, (Endpoint, render::RenderError)>>;
-
-fn endpoint_of(compiled: &Compiled) -> &Endpoint {
-    match compiled.as_ref() {
-        Ok(c) => &c.endpoint,
-        Err((e, _)) => e,
-    }
-}
-
-/// An endpoint read from Kafka, its secrets opened and its templates compiled.
-#[allow(
-    clippy::result_large_err,
-    reason = "once per endpoint record, and kept behind the table's Arc: a refusal carries \
-              the endpoint so its deliveries are dead-lettered with it; a Box buys nothing"
-)]
-fn configure(sealer: &signing::Sealer, endpoint: Endpoint) -> Configured {
-    let opened = open_endpoint(sealer, endpoint);
-    if opened
-        .as_ref()
-        .map_or_else(|(e, _)| e.kind == TRACE_KIND, |e| e.kind == TRACE_KIND)
-    {
-        Configured::Traces(Box::new(
-            opened.and_then(|e| render::compile_traces(e.clone()).map_err(|err| (e, err))),
-        ))
-    } else {
-        Configured::Webhook(Arc::new(
-            opened.and_then(|e| render::compile(e.clone()).map_err(|err| (e, err))),
-        ))
-    }
-}
-
-/// Opens the sealed secrets of an endpoint read from Kafka (values written before
-/// sealing existed pass as they are).
-#[allow(
-    clippy::result_large_err,
-    reason = "called once per endpoint record; the refusal keeps the endpoint (see `configure`)"
-)]
-fn open_endpoint(
-    sealer: &signing::Sealer,
-    mut endpoint: Endpoint,
-) -> Result<Endpoint, (Endpoint, render::RenderError)> {
-    match service_kit::open_endpoint_secrets(sealer, &mut endpoint) {
-        Ok(()) => Ok(endpoint),
-        Err(field) => Err((
-            endpoint,
-            render::RenderError::Invalid {
-                field: field.to_owned(),
-                message: "cannot open the endpoint's sealed secrets with this HOOKLINE_MASTER_KEY"
-                    .to_owned(),
-            },
-        )),
     }
 }
 

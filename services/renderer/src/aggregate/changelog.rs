@@ -51,7 +51,33 @@ impl ProducerContext for Deliveries {
 
 impl Core {
     /// Rebuilds the open transfers of `events` partition `p` from changelog partition `p`.
+    /// A failure (each call is retried for a minute first) also replaces the changelog
+    /// reader: librdkafka 2.12 can leave a client without brokers for minutes after
+    /// a metadata response that lists none (issue 5301, ARCHITECTURE "Known gaps"),
+    /// while a new client connects at once.
     pub(super) fn restore(&mut self, p: i32) -> anyhow::Result<()> {
+        let restored = self.restore_partition(p);
+        if restored.is_err() {
+            match self
+                .changelog_config
+                .create_with_context::<_, ChangelogReader>(EndIsNoError)
+            {
+                Ok(fresh) => {
+                    let old = std::mem::replace(&mut self.changelog, fresh);
+                    // Destroying a librdkafka client can block while it winds down.
+                    std::thread::spawn(move || drop(old));
+                    tracing::warn!(
+                        partition = p,
+                        "the changelog reader is replaced after a failed restore"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot make a new changelog reader"),
+            }
+        }
+        restored
+    }
+
+    fn restore_partition(&mut self, p: i32) -> anyhow::Result<()> {
         #[cfg(feature = "fault-injection")]
         if crate::fault::restore_fails() {
             anyhow::bail!("fault injection: changelog partition {p} cannot be read");

@@ -37,7 +37,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use render::{CompiledTraces, FlushReason, RenderError, TraceBatch, TracesRequest};
 use serde_json::{Map, Value};
 use service_kit::telemetry;
@@ -231,6 +231,7 @@ fn setup(
         producer,
         floors,
         changelog,
+        changelog_config: reader_config,
         partitions: HashMap::new(),
         committed: HashMap::new(),
         fenced: false,
@@ -353,6 +354,8 @@ pub(crate) struct Core {
     producer: ThreadedProducer<Deliveries>,
     floors: Arc<Mutex<HashMap<i32, i64>>>,
     changelog: ChangelogReader,
+    /// What a new changelog reader is made from, when the current one fails.
+    changelog_config: ClientConfig,
     /// Open transfers per assigned `events` partition.
     partitions: HashMap<i32, HashMap<String, Transfer>>,
     /// Per assigned partition, where a rewind goes back to: the offset the last commit
