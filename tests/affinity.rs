@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use test_kit::{Answer, Receiver};
 use tests::{Pipeline, Service};
 
@@ -86,27 +86,12 @@ async fn three_dispatchers_hold_one_rate_limit_and_one_circuit_per_endpoint() {
             .chain(replicas.iter().map(Service::output))
             .collect()
     };
-    // Settled: each replica's last assignment is its share of all seven topics.
-    let share = 7 * pipeline.kafka.topic_partitions as usize / DISPATCHERS;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let last: Vec<Option<u64>> = logs(&replicas)
-            .iter()
-            .map(|log| {
-                messages(log, "partitions assigned")
-                    .last()
-                    .and_then(|f| f["partitions"].as_u64())
-            })
-            .collect();
-        if last.iter().all(|p| *p == Some(share as u64)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dispatchers never shared the partitions: last assignments {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tests::wait_dispatchers_settled(
+        || logs(&replicas),
+        pipeline.kafka.topic_partitions,
+        Duration::from_secs(90),
+    )
+    .await;
 
     let limited = pipeline
         .post(
@@ -150,7 +135,7 @@ async fn three_dispatchers_hold_one_rate_limit_and_one_circuit_per_endpoint() {
         .map(|(at, _, _)| *at)
         .min()
         .expect("arrivals");
-    let busiest = busiest_second(
+    let busiest = tests::busiest_second(
         arrivals
             .iter()
             .map(|(at, _, _)| *at)
@@ -166,7 +151,7 @@ async fn three_dispatchers_hold_one_rate_limit_and_one_circuit_per_endpoint() {
     let openings: Vec<usize> = logs(&replicas)
         .iter()
         .map(|log| {
-            messages(log, "circuit opened")
+            tests::messages(log, "circuit opened")
                 .iter()
                 .filter(|f| f["endpoint_id"].as_str() == Some(down_id.as_str()))
                 .filter(|f| {
@@ -202,31 +187,4 @@ async fn three_dispatchers_hold_one_rate_limit_and_one_circuit_per_endpoint() {
     for replica in &mut replicas {
         assert!(replica.running(), "a replica exited");
     }
-}
-
-/// The `fields` of every JSON log line whose message is `message`.
-fn messages(log: &str, message: &str) -> Vec<Value> {
-    log.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|v| {
-            v["fields"]["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with(message))
-        })
-        .map(|v| v["fields"].clone())
-        .collect()
-}
-
-/// The most arrivals within any one-second window.
-fn busiest_second(mut at: Vec<Instant>) -> usize {
-    at.sort_unstable();
-    let mut busiest = 0;
-    let mut start = 0;
-    for end in 0..at.len() {
-        while at[end] - at[start] >= Duration::from_secs(1) {
-            start += 1;
-        }
-        busiest = busiest.max(end - start + 1);
-    }
-    busiest
 }

@@ -60,7 +60,7 @@ async fn the_pipeline_delivers_through_a_sasl_scram_listener() {
         .await;
     pipeline.post("/events", &tests::event(7)).await;
     let got = receiver
-        .wait_until(Duration::from_secs(60), |r| !r.is_empty())
+        .wait_until(Duration::from_secs(120), |r| !r.is_empty())
         .await;
     println!(
         "kafka_security: {} request(s) delivered through SASL/SCRAM on port {sasl_port}",

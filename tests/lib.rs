@@ -516,3 +516,92 @@ pub fn trace_texts(request: &test_kit::Captured) -> Vec<String> {
         .filter_map(|t| t["trace"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// The most arrivals within any one-second window.
+pub fn busiest_second(at: Vec<Instant>) -> usize {
+    busiest_window(at).map_or(0, |(count, _)| count)
+}
+
+/// The most arrivals within any one-second window, and when that window starts.
+pub fn busiest_window(mut at: Vec<Instant>) -> Option<(usize, Instant)> {
+    at.sort_unstable();
+    let mut busiest: Option<(usize, Instant)> = None;
+    let mut start = 0;
+    for end in 0..at.len() {
+        while at[end] - at[start] >= Duration::from_secs(1) {
+            start += 1;
+        }
+        let count = end - start + 1;
+        if busiest.is_none_or(|(most, _)| count > most) {
+            busiest = Some((count, at[start]));
+        }
+    }
+    busiest
+}
+
+/// The `fields` of every JSON log line whose message is `message`.
+pub fn messages(log: &str, message: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+        })
+        .map(|v| v["fields"].clone())
+        .collect()
+}
+
+/// Waits until each dispatcher's last assignment (in `outputs`, their logs) is its equal
+/// share of the seven topics' `partitions` each: the group settled.
+pub async fn wait_dispatchers_settled(
+    outputs: impl Fn() -> Vec<String>,
+    partitions: i32,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let logs = outputs();
+        let share = 7 * usize::try_from(partitions).expect("partitions") / logs.len();
+        let last: Vec<Option<u64>> = logs
+            .iter()
+            .map(|log| {
+                messages(log, "partitions assigned")
+                    .last()
+                    .and_then(|f| f["partitions"].as_u64())
+            })
+            .collect();
+        if last.iter().all(|p| *p == Some(share as u64)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dispatchers never shared the partitions: last assignments {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Posts `event` to the producer at `base` once: whether it was accepted. A refusal
+/// other than a server error (the producer stopping or its broker away) fails the test;
+/// no answer at all (the producer gone) is `false`.
+pub async fn offer_event(client: &reqwest::Client, base: &str, event: &Value) -> bool {
+    let sent = client
+        .post(format!("{base}/events"))
+        .bearer_auth(TOKEN)
+        .json(event)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => true,
+        Ok(r) => {
+            assert!(
+                r.status().is_server_error(),
+                "event refused: {}",
+                r.status()
+            );
+            false
+        }
+        Err(_) => false,
+    }
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use serde_json::{Value, json};
 use test_kit::{Captured, Receiver};
-use tests::{Pipeline, Service, TOKEN};
+use tests::{Pipeline, Service};
 
 /// What a transfer sends: its traces (some are model validation errors, which must not
 /// be forwarded).
@@ -40,22 +40,7 @@ fn completed(n: usize) -> Value {
 }
 
 async fn post_event((client, base): (&reqwest::Client, &str), event: &Value) {
-    loop {
-        let sent = client
-            .post(format!("{base}/events"))
-            .bearer_auth(TOKEN)
-            .json(event)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => return,
-            Ok(r) => assert!(
-                r.status().is_server_error(),
-                "event refused: {}",
-                r.status()
-            ),
-            Err(_) => {}
-        }
+    while !tests::offer_event(client, base, event).await {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
