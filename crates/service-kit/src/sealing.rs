@@ -1,0 +1,305 @@
+//! Sealing at the services' edges: the master keys loaded, checked against the
+//! account's signing key at start-up, and the sealed parts of deliveries, endpoints and
+//! events opened or sealed.
+
+use anyhow::Context;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::Secret;
+
+/// The sealer of the master key and the earlier ones (comma-separated), or a start-up
+/// error that says what to do.
+pub fn sealer(master_key: &Secret, previous: &Secret) -> anyhow::Result<signing::Sealer> {
+    anyhow::ensure!(
+        !master_key.is_empty(),
+        "HOOKLINE_MASTER_KEY is not set: secrets are sealed with it before they reach Kafka (generate one with `openssl rand -base64 32`)"
+    );
+    let previous: Vec<&str> = previous
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .collect();
+    let sealer = signing::Sealer::from_keys(master_key.expose(), &previous)?;
+    tracing::info!(sealing_key = sealer.key_id(), opening_keys = ?sealer.key_ids(), "master keys loaded");
+    Ok(sealer)
+}
+
+/// Reads the `keys` topic and checks that the master key opens the account's signing
+/// key (when there is one yet): a wrong `HOOKLINE_MASTER_KEY` is a start-up error,
+/// not secrets that fail to open later. Returns the table for services that sign.
+pub async fn check_master_key(
+    kafka: &kafka_io::KafkaSettings,
+    topics: &kafka_io::Topics,
+    sealer: &signing::Sealer,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<kafka_io::Table<wire::SigningKey>> {
+    let registry = std::sync::Arc::new(wire::Registry::bundled()?);
+    let keys = kafka_io::Table::start(
+        kafka,
+        &topics.keys,
+        move |bytes| registry.decode::<wire::SigningKey>(bytes).ok(),
+        shutdown.child_token(),
+    )
+    .await
+    .context("reading keys")?;
+    const WRONG: &str = "HOOKLINE_MASTER_KEY does not open this cluster's secrets: it is not the master key they were sealed with";
+    if let Some(key) = keys.get(SIGNING_KEY) {
+        open_signing_key(sealer, &key).context(WRONG)?;
+    }
+    // A sealed check value, written by whichever service starts first, catches a wrong
+    // master key before any secret exists.
+    match keys.get(MASTER_CHECK) {
+        Some(check) => {
+            sealer
+                .open(
+                    &check.private_key_sealed,
+                    &signing::key_context(MASTER_CHECK),
+                )
+                .map_err(|_| anyhow::anyhow!(WRONG))?;
+        }
+        None => {
+            let record = wire::SigningKey {
+                kid: MASTER_CHECK.to_owned(),
+                algorithm: "none".to_owned(),
+                public_key_pem: String::new(),
+                private_key_sealed: sealer.seal(
+                    b"hookline master key check",
+                    &signing::key_context(MASTER_CHECK),
+                ),
+                created_at: wire::now_rfc3339(),
+                previous_keys: Vec::new(),
+            };
+            let registry = wire::Registry::bundled()?;
+            let bytes = registry.encode(&record)?;
+            let producer = kafka_io::producer(kafka, "hookline-master-check")?;
+            let written = kafka_io::send_durably(
+                &producer,
+                &topics.keys,
+                MASTER_CHECK.as_bytes(),
+                Some(&bytes),
+                None,
+                shutdown,
+            )
+            .await
+            .context("writing the master key check")?;
+            keys.apply(
+                MASTER_CHECK,
+                written.partition,
+                written.offset,
+                Some(record),
+            );
+        }
+    }
+    Ok(keys)
+}
+
+/// The record key of the master key check in the `keys` topic.
+pub const MASTER_CHECK: &str = "master-key-check";
+
+/// The record key of the account's signing key in the `keys` topic.
+pub const SIGNING_KEY: &str = "webhook-signing";
+
+/// Opens a sealed signing key.
+pub fn open_signing_key(
+    sealer: &signing::Sealer,
+    key: &wire::SigningKey,
+) -> anyhow::Result<signing::RsaKey> {
+    use base64::Engine as _;
+    let b64 = sealer.open(&key.private_key_sealed, &signing::key_context(&key.kid))?;
+    let der = base64::engine::general_purpose::STANDARD.decode(b64)?;
+    Ok(signing::RsaKey::from_pkcs8(&der, key.kid.clone())?)
+}
+
+/// The seal context of one part of a delivery (`body`, `signing-secret`,
+/// `header/<lower-case name>`): bound to its id, method and URL.
+fn delivery_part(d: &wire::RenderedDelivery, part: &str) -> String {
+    signing::delivery_context(&d.delivery_id, part, &d.method, &d.url)
+}
+
+fn header_part(name: &str) -> String {
+    format!("header/{}", name.to_ascii_lowercase())
+}
+
+/// Seals what a delivery carries of secrets before it is written to Kafka: the values
+/// of its sensitive headers, its signing secrets, and its body when it holds a secret
+/// (`body_sealed`). The dispatcher opens them at send time ([`open_delivery`]).
+pub fn seal_delivery(
+    sealer: &signing::Sealer,
+    mut d: wire::RenderedDelivery,
+) -> wire::RenderedDelivery {
+    let headers: Vec<String> = d
+        .sensitive_headers
+        .iter()
+        .map(|h| {
+            sealer.seal(
+                h.value.as_bytes(),
+                &delivery_part(&d, &header_part(&h.name)),
+            )
+        })
+        .collect();
+    let secrets: Vec<String> = d
+        .signing_secrets
+        .iter()
+        .map(|s| sealer.seal(s.as_bytes(), &delivery_part(&d, "signing-secret")))
+        .collect();
+    let body = d.body_sealed.then(|| {
+        sealer
+            .seal(&d.body, &delivery_part(&d, "body"))
+            .into_bytes()
+    });
+    for (h, sealed) in d.sensitive_headers.iter_mut().zip(headers) {
+        h.value = sealed;
+    }
+    d.signing_secrets = secrets;
+    if let Some(body) = body {
+        d.body = body;
+    }
+    d
+}
+
+/// The delivery with its sealed parts opened, for memory only. Values that are not
+/// sealed (written before sealing existed) pass as they are. Errors with
+/// `HL-SEAL-OPEN` when a part does not open with this key and context.
+pub fn open_delivery(
+    sealer: &signing::Sealer,
+    d: &wire::RenderedDelivery,
+) -> Result<wire::RenderedDelivery, &'static str> {
+    const CODE: &str = "HL-SEAL-OPEN";
+    let open = |v: &str, part: &str| -> Result<String, &'static str> {
+        if !signing::Sealer::is_sealed(v) {
+            return Ok(v.to_owned());
+        }
+        let plain = sealer.open(v, &delivery_part(d, part)).map_err(|_| CODE)?;
+        String::from_utf8(plain).map_err(|_| CODE)
+    };
+    let mut opened = d.clone();
+    for h in &mut opened.sensitive_headers {
+        h.value = open(&h.value, &header_part(&h.name))?;
+    }
+    for s in &mut opened.signing_secrets {
+        *s = open(s, "signing-secret")?;
+    }
+    if d.body_sealed {
+        let text = std::str::from_utf8(&d.body).map_err(|_| CODE)?;
+        opened.body = sealer
+            .open(text, &delivery_part(d, "body"))
+            .map_err(|_| CODE)?;
+    }
+    Ok(opened)
+}
+
+/// Opens, in memory, the sealed secrets of an endpoint read from Kafka (`api_key`,
+/// `secret`, `previous_secret`); values written before sealing existed pass as they
+/// are. On failure, names the field that did not open (it stays sealed).
+pub fn open_endpoint_secrets(
+    sealer: &signing::Sealer,
+    endpoint: &mut wire::Endpoint,
+) -> Result<(), &'static str> {
+    let id = endpoint.id.clone();
+    for (field, value) in [
+        ("api_key", &mut endpoint.api_key),
+        ("secret", &mut endpoint.secret),
+        ("previous_secret", &mut endpoint.previous_secret),
+    ] {
+        if let Some(sealed) = value.as_deref().filter(|v| signing::Sealer::is_sealed(v)) {
+            let plain = sealer
+                .open(sealed, &signing::endpoint_context(&id, field))
+                .map_err(|_| field)?;
+            *value = Some(String::from_utf8_lossy(&plain).into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Seals the sensitive fields of an event (trace text, transfer logs) before it is
+/// written to Kafka. Values already sealed, empty or absent are left alone.
+pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) {
+    for path in registry.sensitive_fields(&event.event_type) {
+        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path)
+            && !value.is_empty()
+            && !signing::Sealer::is_sealed(value)
+        {
+            *value = sealer.seal(value.as_bytes(), &signing::event_context(&event.id, path));
+        }
+    }
+}
+
+/// Opens the sealed sensitive fields of an event read from Kafka. Fields written in
+/// clear (by an engine that writes Avro itself) pass as they are.
+pub fn open_event(
+    sealer: &signing::Sealer,
+    registry: &wire::Registry,
+    event: &mut wire::Event,
+) -> Result<(), signing::SealError> {
+    for path in registry.sensitive_fields(&event.event_type) {
+        if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path)
+            && signing::Sealer::is_sealed(value)
+        {
+            let plain = sealer.open(value, &signing::event_context(&event.id, path))?;
+            *value = String::from_utf8(plain).map_err(|_| signing::SealError::CannotOpen)?;
+        }
+    }
+    Ok(())
+}
+
+/// The non-empty values of an event's sensitive fields, e.g. to check that a URL
+/// does not carry one.
+pub fn sensitive_values<'a>(registry: &wire::Registry, event: &'a wire::Event) -> Vec<&'a str> {
+    registry
+        .sensitive_fields(&event.event_type)
+        .iter()
+        .filter_map(|path| {
+            path.split('.')
+                .try_fold(&event.data, |v, k| v.get(k))
+                .and_then(serde_json::Value::as_str)
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn field_mut<'a>(data: &'a mut serde_json::Value, path: &str) -> Option<&'a mut serde_json::Value> {
+    path.split('.').try_fold(data, |v, k| v.get_mut(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "ziPT4SmMuMTwTwqeF6aldKiYNegAmm65VtVAqRVARKE=";
+
+    fn trace_event(registry: &wire::Registry, trace: &str) -> wire::Event {
+        let json = serde_json::json!({"id": "ev-1", "type": "transfer.sensitive_trace", "data": {
+            "transfer_id": "t-1", "destination_id": "d-1", "execution_context": "write_destination", "trace": trace}});
+        registry.event_from_json(&json).expect("valid").0
+    }
+
+    #[test]
+    fn sensitive_fields_are_sealed_for_kafka_and_open_only_in_their_event() {
+        let registry = wire::Registry::bundled().expect("schemas");
+        let sealer = signing::Sealer::from_base64(KEY).expect("key");
+        let mut event = trace_event(&registry, "ERROR: secret row 42");
+        seal_event(&sealer, &registry, &mut event);
+        let bytes = registry.encode_event(&event).expect("encodes");
+        assert!(
+            !bytes.windows(10).any(|w| w == b"secret row"),
+            "the trace reached the record in clear"
+        );
+        let mut read = registry.decode_event(&bytes).expect("decodes");
+        assert!(signing::Sealer::is_sealed(
+            read.data["trace"].as_str().expect("trace")
+        ));
+        let mut moved = read.clone();
+        open_event(&sealer, &registry, &mut read).expect("opens");
+        assert_eq!(read.data["trace"], "ERROR: secret row 42");
+        // Sealed for event ev-1, the value does not open in another event.
+        moved.id = "ev-2".to_owned();
+        assert!(open_event(&sealer, &registry, &mut moved).is_err());
+        // A trace written in clear by an engine passes as it is.
+        let mut clear = trace_event(&registry, "plain");
+        open_event(&sealer, &registry, &mut clear).expect("clear passes");
+        assert_eq!(clear.data["trace"], "plain");
+        assert_eq!(sensitive_values(&registry, &clear), ["plain"]);
+    }
+}
