@@ -74,11 +74,6 @@ pub struct Config {
     /// how long a crashed instance's open transaction holds back readers until the broker aborts it.
     #[serde(with = "humantime_serde")]
     pub aggregator_transaction_timeout: Duration,
-    /// How long one transactional call of the aggregator (adding offsets, commit, abort)
-    /// blocks before it is made again (`HOOKLINE_AGGREGATOR_CALL_TIMEOUT`). A commit that
-    /// timed out goes on in the broker, so the same commit is made again, never an abort.
-    #[serde(with = "humantime_serde")]
-    pub aggregator_call_timeout: Duration,
     /// A transfer whose end never arrives is flushed this long after its first trace
     /// (`HOOKLINE_SENSITIVE_TRACE_MAX_AGE`).
     #[serde(with = "humantime_serde")]
@@ -108,7 +103,6 @@ impl Default for Config {
             aggregator_group: String::new(),
             aggregator_commit_interval: Duration::from_millis(100),
             aggregator_transaction_timeout: Duration::from_secs(30),
-            aggregator_call_timeout: Duration::from_secs(30),
             sensitive_trace_max_age: Duration::from_secs(24 * 3600),
             sensitive_trace_max_body_bytes: 1024 * 1024,
             admin_addr: "127.0.0.1:8082".to_owned(),
@@ -237,7 +231,6 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
                 config.kafka.topic_prefix, config.instance_id
             ),
             transaction_timeout: config.aggregator_transaction_timeout,
-            call_timeout: config.aggregator_call_timeout,
             commit_interval: config.aggregator_commit_interval,
             max_age: config.sensitive_trace_max_age,
             max_body: config.sensitive_trace_max_body_bytes,

@@ -52,7 +52,7 @@ use self::flush::*;
 use self::rebalance::Rebalancing;
 use self::state::*;
 
-/// How long initialising transactions, a seek or a watermark query may block.
+/// How long one Kafka transaction call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long reading a changelog partition to its end may take.
 const READ_PATIENCE: Duration = Duration::from_secs(120);
@@ -65,8 +65,6 @@ pub(crate) struct Settings {
     pub instance_id: String,
     pub transactional_id: String,
     pub transaction_timeout: Duration,
-    /// How long adding offsets, a commit or an abort may block before it is made again.
-    pub call_timeout: Duration,
     pub commit_interval: Duration,
     pub max_age: Duration,
     pub max_body: usize,

@@ -88,16 +88,13 @@ impl Core {
                 .group_metadata()
                 .context("no consumer group metadata")?;
             self.again_while_retriable("adding offsets to the transaction", || {
-                self.producer.send_offsets_to_transaction(
-                    &offsets,
-                    &metadata,
-                    self.settings.call_timeout,
-                )
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
             })?;
         }
         let started = Instant::now();
         self.again_while_retriable("committing the transaction", || {
-            self.producer.commit_transaction(self.settings.call_timeout)
+            self.producer.commit_transaction(CALL_TIMEOUT)
         })?;
         self.committed.extend(txn.positions);
         let metrics = &self.shared.metrics;
@@ -180,7 +177,7 @@ impl Core {
     pub(super) fn abort(&mut self) -> anyhow::Result<()> {
         self.txn = None;
         loop {
-            match self.producer.abort_transaction(self.settings.call_timeout) {
+            match self.producer.abort_transaction(CALL_TIMEOUT) {
                 Ok(()) => return Ok(()),
                 Err(e) if is_fatal_kafka(&e) => {
                     return Err(anyhow::Error::from(e).context("aborting the transaction"));
