@@ -203,6 +203,17 @@ impl Template {
             Err(funcs::Outcome::Template(gotmpl::TemplateError::RangeIterLimit)) => {
                 Err(TemplateError::RangeLimit(self.limits.max_range_iterations))
             }
+            // Go cuts strings by bytes and writes half a character; hookline's strings
+            // are UTF-8, so it refuses rather than write something else.
+            Err(funcs::Outcome::Template(gotmpl::TemplateError::Exec(m)))
+                if m.contains("not on UTF-8 character boundary") =>
+            {
+                Err(TemplateError::Unsupported {
+                    line: 0,
+                    col: 0,
+                    feature: "slicing a string inside a UTF-8 character".to_owned(),
+                })
+            }
             Err(funcs::Outcome::Template(e)) => Err(TemplateError::Exec(safe_message(&e))),
         }
     }

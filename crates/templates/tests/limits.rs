@@ -88,6 +88,23 @@ fn unsupported_features_are_refused_with_their_position() {
 }
 
 #[test]
+fn a_string_cut_inside_a_character_is_refused() {
+    // Go slices strings by bytes: byte 8 falls inside "ü", and Go writes half of it.
+    let data = serde_json::json!({"S": "text «ü»"});
+    match render("{{slice .S 0 8}}", data.clone()) {
+        Err(TemplateError::Unsupported { feature, .. }) => {
+            assert!(feature.contains("inside a UTF-8 character"), "{feature}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    // On character boundaries it cuts as Go does.
+    assert_eq!(
+        render("{{slice .S 0 9}}", data).expect("renders"),
+        "text «ü".as_bytes()
+    );
+}
+
+#[test]
 fn parse_errors_carry_line_and_column() {
     match parse("ok\n{{if .X}}unclosed") {
         Err(TemplateError::Parse { line, .. }) => assert_eq!(line, 2),
