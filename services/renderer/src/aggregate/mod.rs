@@ -26,6 +26,7 @@ mod rebalance;
 mod registry_wait;
 mod state;
 mod txn;
+mod txn_policy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +52,7 @@ use self::changelog::*;
 use self::flush::*;
 use self::rebalance::Rebalancing;
 use self::state::*;
+use self::txn_policy::is_fatal;
 
 /// How long one Kafka transaction call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -389,16 +391,6 @@ fn transfer_id(event: &Event) -> Option<&str> {
         .get("transfer_id")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-}
-
-fn is_fatal(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<KafkaError>())
-        .any(is_fatal_kafka)
-}
-
-fn is_fatal_kafka(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::Transaction(r) if r.is_fatal())
 }
 
 fn now_ms() -> i64 {

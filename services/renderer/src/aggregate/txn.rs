@@ -1,7 +1,17 @@
-//! The transaction: writes queued in it, offsets advanced, commit (a retriable failure
-//! repeats the same call), and the recovery after a failure: abort, rewind, restore.
+//! The transaction: writes queued in it, offsets advanced, commit, and the recovery
+//! after a failure: abort, rewind, restore. Which failure leads where is decided in
+//! `txn_policy.rs`.
 
+use super::txn_policy;
 use super::*;
+
+/// Transactional calls are retried every half second until the service stops.
+fn patience<'a>(stopping: &'a dyn Fn() -> bool) -> txn_policy::Patience<'a> {
+    txn_policy::Patience {
+        stopping,
+        pause: Duration::from_millis(500),
+    }
+}
 
 impl Core {
     /// Queues a write in the transaction.
@@ -75,27 +85,26 @@ impl Core {
         let Some(txn) = self.txn.take() else {
             return Ok(());
         };
-        if !txn.positions.is_empty() {
-            let mut offsets = TopicPartitionList::new();
-            for (p, next) in &txn.positions {
-                offsets.add_partition_offset(
-                    &self.shared.topics.events,
-                    *p,
-                    Offset::Offset(*next),
-                )?;
-            }
-            let metadata = consumer
-                .group_metadata()
-                .context("no consumer group metadata")?;
-            self.again_while_retriable("adding offsets to the transaction", || {
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
-            })?;
+        let mut offsets = TopicPartitionList::new();
+        for (p, next) in &txn.positions {
+            offsets.add_partition_offset(&self.shared.topics.events, *p, Offset::Offset(*next))?;
         }
+        let metadata = if txn.positions.is_empty() {
+            None
+        } else {
+            Some(
+                consumer
+                    .group_metadata()
+                    .context("no consumer group metadata")?,
+            )
+        };
         let started = Instant::now();
-        self.again_while_retriable("committing the transaction", || {
-            self.producer.commit_transaction(CALL_TIMEOUT)
-        })?;
+        let stopping = || self.shutdown.is_cancelled();
+        txn_policy::commit(
+            &self.producer,
+            metadata.as_ref().map(|m| (&offsets, m)),
+            &patience(&stopping),
+        )?;
         self.committed.extend(txn.positions);
         let metrics = &self.shared.metrics;
         metrics
@@ -110,29 +119,6 @@ impl Core {
             .open_transfers
             .set(i64::try_from(open).unwrap_or(i64::MAX));
         Ok(())
-    }
-
-    /// Calls `call` again while it fails with an error librdkafka calls retriable: a
-    /// commit or an offsets call that timed out goes on in the background, and then
-    /// only the same call may follow (an abort would get a conflict, for ever).
-    /// Abortable and fatal errors are returned, for [`Self::recover`].
-    pub(super) fn again_while_retriable(
-        &self,
-        what: &'static str,
-        call: impl Fn() -> rdkafka::error::KafkaResult<()>,
-    ) -> anyhow::Result<()> {
-        loop {
-            match call() {
-                Ok(()) => return Ok(()),
-                Err(KafkaError::Transaction(e))
-                    if e.is_retriable() && !self.shutdown.is_cancelled() =>
-                {
-                    tracing::warn!(error = %e, "{what}: retrying the same call");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => return Err(anyhow::Error::from(e).context(what)),
-            }
-        }
     }
 
     pub(super) fn commit_or_rewind(&mut self, consumer: &GroupConsumer) -> anyhow::Result<()> {
@@ -176,25 +162,8 @@ impl Core {
     /// Aborts the open transaction, if any (retrying while the broker is away).
     pub(super) fn abort(&mut self) -> anyhow::Result<()> {
         self.txn = None;
-        loop {
-            match self.producer.abort_transaction(CALL_TIMEOUT) {
-                Ok(()) => return Ok(()),
-                Err(e) if is_fatal_kafka(&e) => {
-                    return Err(anyhow::Error::from(e).context("aborting the transaction"));
-                }
-                // No transaction in progress: nothing to abort.
-                Err(KafkaError::Transaction(r)) if r.code() == RDKafkaErrorCode::State => {
-                    return Ok(());
-                }
-                Err(e) if self.shutdown.is_cancelled() => {
-                    return Err(anyhow::Error::from(e).context("aborting the transaction"));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot abort the transaction yet; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-        }
+        let stopping = || self.shutdown.is_cancelled();
+        txn_policy::abort(&self.producer, &patience(&stopping))
     }
 
     /// Positions back to the committed offsets, state rebuilt from the changelog. The
