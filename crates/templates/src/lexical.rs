@@ -225,6 +225,13 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                             "illegal number syntax".to_owned(),
                         ));
                     }
+                    if octal_with_decimal_digits(&b[start..i]) {
+                        return Err(parse_error(
+                            src,
+                            offset + 2 + start,
+                            format!("integer overflow: {:?}", &inner[start..i]),
+                        ));
+                    }
                     (true, false)
                 }
                 c if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 => {
@@ -394,6 +401,17 @@ fn underscores_between_digits(number: &[u8]) -> bool {
                 && number[k - 1].is_ascii_alphanumeric()
                 && number.get(k + 1).is_some_and(u8::is_ascii_alphanumeric))
     })
+}
+
+/// A leading `0` makes Go read an integer as octal: `083`, `09` and `0_9` are no
+/// integer, and Go then refuses a number that parses only as a float but has no `.`
+/// or exponent as "integer overflow". gotmpl read them as decimal (`083` was 83; found
+/// by the differential fuzz target).
+fn octal_with_decimal_digits(number: &[u8]) -> bool {
+    number.len() > 1
+        && number[0] == b'0'
+        && number[1..].iter().all(|c| c.is_ascii_digit() || *c == b'_')
+        && number.iter().any(|c| matches!(c, b'8' | b'9'))
 }
 
 /// A byte of a name: ASCII letters, digits, `_`, and any byte of a non-ASCII character

@@ -489,6 +489,12 @@ fn null_fields() -> Vec<(String, Value)> {
         "{{print '\\x41' '\\'' 'ab'}}",
         "{{print \"\\400\"}}",
         "{{print \"\\uD800\"}}",
+        // Octal-looking integers with an 8 or a 9 (a fuzz find after the slice inside a character), and their kin.
+        "{{print 083}}",
+        "{{09}}",
+        "{{0_9}}",
+        "{{-083}}",
+        "{{print 017 00 0_0 08.5 09e1 0o17}}",
     ]
     .iter()
     .map(|t| ((*t).to_owned(), data.clone()))
