@@ -243,6 +243,9 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                     }
                     // A keyword leaves what follows to the parser (`if(…)` is Go's);
                     // a function name or a constant is an operand (`len(…)` is not).
+                    // A field may follow a function name (Go fails at execution), not
+                    // a constant (`nil.F`: Go's "unexpected . after term").
+                    let constant = matches!(&inner[start..i], "true" | "false" | "nil");
                     let keyword = matches!(
                         &inner[start..i],
                         "if" | "else"
@@ -255,7 +258,7 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                             | "break"
                             | "continue"
                     );
-                    (!keyword, true)
+                    (!keyword, !constant)
                 }
                 c if (c < 0x20 && !matches!(c, b'\t' | b'\r' | b'\n')) || c == 0x7f => {
                     // Go's lexer knows only these spaces; gotmpl took any.

@@ -495,6 +495,12 @@ fn null_fields() -> Vec<(String, Value)> {
         "{{0_9}}",
         "{{-083}}",
         "{{print 017 00 0_0 08.5 09e1 0o17}}",
+        // A field after a constant (the next find): Go refuses it at parse time.
+        "{{print nil.F}}",
+        "{{print true.F .S}}",
+        "{{false.x}}",
+        "{{print nil .F}}",
+        "{{len.L}}",
     ]
     .iter()
     .map(|t| ((*t).to_owned(), data.clone()))
