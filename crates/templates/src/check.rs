@@ -200,7 +200,7 @@ fn check_format(format: &str, src: &str, at: usize) -> Result<(), TemplateError>
     }
 }
 
-fn unsupported(src: &str, offset: usize, feature: &str) -> TemplateError {
+pub(crate) fn unsupported(src: &str, offset: usize, feature: &str) -> TemplateError {
     let (line, col) = position(src, offset);
     TemplateError::Unsupported {
         line,

@@ -199,6 +199,7 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                             "illegal number syntax".to_owned(),
                         ));
                     }
+                    signed_after_number(src, offset + 2, inner, start, i)?;
                     (true, false)
                 }
                 b'.' | b'$' => {
@@ -225,6 +226,7 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                             "illegal number syntax".to_owned(),
                         ));
                     }
+                    signed_after_number(src, offset + 2, inner, start, i)?;
                     if octal_with_decimal_digits(&b[start..i]) {
                         return Err(parse_error(
                             src,
@@ -404,6 +406,35 @@ fn underscores_between_digits(number: &[u8]) -> bool {
                 && number[k - 1].is_ascii_alphanumeric()
                 && number.get(k + 1).is_some_and(u8::is_ascii_alphanumeric))
     })
+}
+
+/// Go's lexer reads a number followed at once by `+` or `-` as a complex number
+/// (`1+2i`): one whose second part does not end in `i` (`1+2`, `.0+2.0`) is "bad number
+/// syntax"; a complex number is not supported. gotmpl read `1+2` as two numbers.
+fn signed_after_number(
+    src: &str,
+    at: usize,
+    inner: &str,
+    start: usize,
+    end: usize,
+) -> Result<(), TemplateError> {
+    let b = inner.as_bytes();
+    if !matches!(b.get(end), Some(b'+' | b'-')) {
+        return Ok(());
+    }
+    let second = number_end(b, end + 1, false);
+    if second > end + 1 && b[second - 1] == b'i' {
+        return Err(crate::check::unsupported(
+            src,
+            at + start,
+            "complex numbers",
+        ));
+    }
+    Err(parse_error(
+        src,
+        at + start,
+        format!("bad number syntax: {:?}", &inner[start..second]),
+    ))
 }
 
 /// A leading `0` makes Go read an integer as octal: `083`, `09` and `0_9` are no

@@ -501,6 +501,12 @@ fn null_fields() -> Vec<(String, Value)> {
         "{{false.x}}",
         "{{print nil .F}}",
         "{{len.L}}",
+        // A number followed at once by a sign (the next find): Go reads a complex number.
+        "{{eq .I .0+2.0}}",
+        "{{print 1+2}}",
+        "{{print 1-2 3}}",
+        "{{print 1 -2 +3}}",
+        "{{print 1e+3 0x1p-2}}",
     ]
     .iter()
     .map(|t| ((*t).to_owned(), data.clone()))
