@@ -15,6 +15,7 @@ mod funcs;
 mod gofmt;
 mod isprint_table;
 mod lexical;
+mod numbers;
 mod rewrite;
 mod strconv;
 
