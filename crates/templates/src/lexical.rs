@@ -152,7 +152,9 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
             continue;
         }
         let b = inner.as_bytes();
-        let starts_operand = |c: u8| matches!(c, b'"' | b'`' | b'\'' | b'$' | b'(');
+        // Go's parser wants a space, `|` or `)` after an operand: a quote, `$`, `(`, a
+        // name or a number right after one is "unexpected … in operand".
+        let starts_operand = |c: u8| matches!(c, b'"' | b'`' | b'\'' | b'$' | b'(') || word(c);
         let mut i = 0;
         // Whether the token just read is an operand, and whether a `.field` may follow it.
         let mut after: Option<bool> = None;

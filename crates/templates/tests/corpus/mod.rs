@@ -506,6 +506,12 @@ fn null_fields() -> Vec<(String, Value)> {
         "{{print 1+2}}",
         "{{print 1-2 3}}",
         "{{print 1 -2 +3}}",
+        // A name or a number right after an operand (the next find).
+        "{{or .E \"default\"not .B}}",
+        "{{print \"a\"1}}",
+        "{{print (1)x}}",
+        "{{print 'a'b}}",
+        "{{print `r`ü}}",
         "{{print 1e+3 0x1p-2}}",
     ]
     .iter()
