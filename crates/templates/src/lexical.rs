@@ -4,7 +4,8 @@
 use crate::TemplateError;
 use crate::check::parse_error;
 use crate::numbers::{
-    number_end, octal_with_decimal_digits, signed_after_number, underscores_between_digits,
+    hex_point_without_exponent, number_end, octal_with_decimal_digits, signed_after_number,
+    underscores_between_digits,
 };
 
 /// Every source-level refusal, in order.
@@ -232,6 +233,13 @@ fn adjacent_operands(src: &str) -> Result<(), TemplateError> {
                         ));
                     }
                     signed_after_number(src, offset + 2, inner, start, i)?;
+                    if hex_point_without_exponent(&b[start..i]) {
+                        return Err(parse_error(
+                            src,
+                            offset + 2 + start,
+                            format!("illegal number syntax: {:?}", &inner[start..i]),
+                        ));
+                    }
                     if octal_with_decimal_digits(&b[start..i]) {
                         return Err(parse_error(
                             src,

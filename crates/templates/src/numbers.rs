@@ -71,3 +71,11 @@ pub(crate) fn octal_with_decimal_digits(number: &[u8]) -> bool {
         && number[1..].iter().all(|c| c.is_ascii_digit() || *c == b'_')
         && number.iter().any(|c| matches!(c, b'8' | b'9'))
 }
+
+/// A hexadecimal number with a point is a float only with a `p` exponent (`0x1.8p1`):
+/// Go refuses `0x2.0B` as "illegal number syntax"; gotmpl read it as 2.04296875.
+pub(crate) fn hex_point_without_exponent(number: &[u8]) -> bool {
+    matches!(number, [b'0', b'x' | b'X', ..])
+        && number.contains(&b'.')
+        && !number.iter().any(|c| matches!(c, b'p' | b'P'))
+}

@@ -512,6 +512,12 @@ fn null_fields() -> Vec<(String, Value)> {
         "{{print (1)x}}",
         "{{print 'a'b}}",
         "{{print `r`ü}}",
+        // A hexadecimal point without an exponent (the next find), and numbers in bases.
+        "{{lt 1.5 0x2.0B}}",
+        "{{print 0x2.0B}}",
+        "{{print 0x1.8p1 0x.8p1 0X1P-2 0x_1.8p1 1.e3 0B11 0O17}}",
+        "{{0b1.0}}",
+        "{{0o78}}",
         "{{print 1e+3 0x1p-2}}",
     ]
     .iter()
