@@ -218,12 +218,23 @@ pub fn open_endpoint_secrets(
 pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &mut wire::Event) {
     for path in registry.sensitive_fields(&event.event_type) {
         if let Some(serde_json::Value::String(value)) = field_mut(&mut event.data, path)
-            && !value.is_empty()
-            && !signing::Sealer::is_sealed(value)
+            && let Some(sealed) = seal_field(sealer, &event.id, path, value)
         {
-            *value = sealer.seal(value.as_bytes(), &signing::event_context(&event.id, path));
+            *value = sealed;
         }
     }
+}
+
+/// One sensitive field of event `event_id` sealed, or `None` when it is empty or
+/// already sealed: what [`wire::Registry::event_from_json_sealing`] is given.
+pub fn seal_field(
+    sealer: &signing::Sealer,
+    event_id: &str,
+    path: &str,
+    value: &str,
+) -> Option<String> {
+    (!value.is_empty() && !signing::Sealer::is_sealed(value))
+        .then(|| sealer.seal(value.as_bytes(), &signing::event_context(event_id, path)))
 }
 
 /// Opens the sealed sensitive fields of an event read from Kafka. Fields written in
@@ -301,5 +312,46 @@ mod tests {
         open_event(&sealer, &registry, &mut clear).expect("clear passes");
         assert_eq!(clear.data["trace"], "plain");
         assert_eq!(sensitive_values(&registry, &clear), ["plain"]);
+    }
+
+    #[test]
+    fn sealing_while_encoding_writes_what_sealing_after_it_wrote() {
+        let registry = wire::Registry::bundled().expect("schemas");
+        let sealer = signing::Sealer::from_base64(KEY).expect("key");
+        let demo = include_str!("../../../ops/demo/transfer-error.json");
+        let mut error: serde_json::Value = serde_json::from_str(demo).expect("JSON");
+        error["id"] = "ev-1".into();
+        let trace = serde_json::json!({"id": "ev-2", "type": "transfer.sensitive_trace", "data": {
+            "transfer_id": "t-1", "destination_id": "d-1", "execution_context": "write_destination",
+            "trace": "ERROR: secret row 42"}});
+        let empty = serde_json::json!({"id": "ev-3", "type": "transfer.sensitive_trace", "data": {
+            "transfer_id": "t-1", "destination_id": "d-1", "execution_context": "write_destination",
+            "trace": ""}});
+        for mut json in [error, trace, empty] {
+            json["created_at"] = "2026-12-03T10:00:00Z".into();
+            // Before: validated and encoded, sealed, validated and encoded again.
+            let (mut before, _) = registry.event_from_json(&json).expect("valid");
+            seal_event(&sealer, &registry, &mut before);
+            let before_bytes = registry.encode_event(&before).expect("encodes");
+            let (now, now_bytes) = registry
+                .event_from_json_sealing(&json, |id, path, value| {
+                    seal_field(&sealer, id, path, value)
+                })
+                .expect("valid");
+            // Nonces differ, so compare what each record opens to, and the shapes.
+            let mut read_before = registry.decode_event(&before_bytes).expect("decodes");
+            let mut read_now = registry.decode_event(&now_bytes).expect("decodes");
+            assert_eq!(read_now, now, "the event returned is the one encoded");
+            let sealed_now = sensitive_values(&registry, &read_now);
+            assert_eq!(
+                sealed_now.len(),
+                sensitive_values(&registry, &read_before).len()
+            );
+            assert!(sealed_now.iter().all(|v| signing::Sealer::is_sealed(v)));
+            assert!(!now_bytes.windows(10).any(|w| w == b"secret row"));
+            open_event(&sealer, &registry, &mut read_before).expect("opens");
+            open_event(&sealer, &registry, &mut read_now).expect("opens");
+            assert_eq!(read_now, read_before);
+        }
     }
 }

@@ -12,6 +12,11 @@ use crate::error::WireError;
 use crate::json::{self, Names};
 use crate::registry::Registry;
 
+mod sample;
+mod sensitive;
+
+use self::sensitive::{avro_field_mut, json_string_mut, sensitive_paths};
+
 /// The payload version every delivery carries (as `version` and `api_version`).
 pub const DEFAULT_VERSION: &str = "2023-10-15";
 
@@ -104,32 +109,6 @@ impl Catalogue {
     }
 }
 
-/// Collects the dotted paths of the string fields marked `"hookline.sensitive": true`,
-/// looking into nested records (and records inside optional unions).
-fn sensitive_paths(record: &RecordSchema, prefix: &str, names: &Names, out: &mut Vec<String>) {
-    for field in &record.fields {
-        let path = if prefix.is_empty() {
-            field.name.clone()
-        } else {
-            format!("{prefix}.{}", field.name)
-        };
-        if field.custom_attributes.get("hookline.sensitive") == Some(&Json::Bool(true)) {
-            out.push(path.clone());
-        }
-        let inner = match json::deref(&field.schema, names) {
-            Schema::Union(u) => u
-                .variants()
-                .iter()
-                .map(|v| json::deref(v, names))
-                .find(|v| matches!(v, Schema::Record(_))),
-            other => Some(other),
-        };
-        if let Some(Schema::Record(nested)) = inner {
-            sensitive_paths(nested, &path, names, out);
-        }
-    }
-}
-
 fn envelope(schema: &Schema) -> Result<&RecordSchema, WireError> {
     match schema {
         Schema::Record(r) => Ok(r),
@@ -186,6 +165,17 @@ impl Registry {
     /// Validates a JSON event (`id` and `created_at` optional; `api_version` accepted for
     /// `version`) and returns it with its single-object encoding.
     pub fn event_from_json(&self, json: &Json) -> Result<(Event, Vec<u8>), WireError> {
+        self.event_from_json_sealing(json, |_, _, _| None)
+    }
+
+    /// [`Registry::event_from_json`], with each non-empty sensitive field replaced by
+    /// what `seal(event id, path, value)` returns (`None`: kept) before the one encoding:
+    /// the API's path, which otherwise validated and encoded every such event twice.
+    pub fn event_from_json_sealing(
+        &self,
+        json: &Json,
+        mut seal: impl FnMut(&str, &str, &str) -> Option<String>,
+    ) -> Result<(Event, Vec<u8>), WireError> {
         let schema = self.current(EVENT)?;
         let catalogue = self.catalogue();
         let Json::Object(obj) = json else {
@@ -236,9 +226,27 @@ impl Registry {
                 "event type has no record schema",
             ));
         };
-        let data_value = json::record_from_json(record, data_json, "data", &catalogue.names)?;
+        let mut data_value = json::record_from_json(record, data_json, "data", &catalogue.names)?;
         // Normalise through Avro so the JSON we hand back is exactly what readers will see.
-        let data = json::record_to_json(record, &data_value, "data", &catalogue.names)?;
+        let mut data = json::record_to_json(record, &data_value, "data", &catalogue.names)?;
+        for path in catalogue
+            .sensitive
+            .get(&branch)
+            .map_or(&[][..], Vec::as_slice)
+        {
+            let sealed = match json_string_mut(&mut data, path) {
+                Some(value) if !value.is_empty() => seal(&id, path, value),
+                _ => None,
+            };
+            if let Some(sealed) = sealed {
+                if let Some(Value::String(avro)) = avro_field_mut(&mut data_value, path) {
+                    avro.clone_from(&sealed);
+                }
+                if let Some(value) = json_string_mut(&mut data, path) {
+                    *value = sealed;
+                }
+            }
+        }
         let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
         let value = Value::Record(vec![
             ("id".to_owned(), Value::String(id.clone())),
@@ -428,64 +436,6 @@ impl Registry {
             data,
             key,
         })
-    }
-}
-
-impl Registry {
-    /// A made-up event of `event_type` with every field filled, for dry runs of
-    /// templates when an endpoint is created.
-    pub fn sample_event(&self, event_type: &str) -> Option<Event> {
-        let schema = self.current(EVENT).ok()?;
-        let catalogue = self.catalogue();
-        let branch = *catalogue.branches.get(event_type)?;
-        let Schema::Record(record) =
-            json::deref(&data_union(schema).ok()?[branch], &catalogue.names)
-        else {
-            return None;
-        };
-        let data = sample_record(record, &catalogue.names);
-        let key = partition_key(record, &data).unwrap_or_else(|| "sample".to_owned());
-        Some(Event {
-            id: "00000000-0000-0000-0000-000000000000".to_owned(),
-            event_type: event_type.to_owned(),
-            version: DEFAULT_VERSION.to_owned(),
-            created_at: "2023-10-15T19:19:08+00:00".to_owned(),
-            data,
-            key,
-        })
-    }
-}
-
-fn sample_record(record: &RecordSchema, names: &Names) -> Json {
-    let mut obj = Map::new();
-    for field in &record.fields {
-        let value = if field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true)) {
-            serde_json::json!({"id": "sample-id", "name": "sample"})
-        } else if field.custom_attributes.get("hookline.format") == Some(&Json::from("rfc3339")) {
-            Json::from("2023-10-15T19:19:08+00:00")
-        } else {
-            sample_value(&field.schema, &field.name, names)
-        };
-        obj.insert(field.name.clone(), value);
-    }
-    Json::Object(obj)
-}
-
-fn sample_value(schema: &Schema, name: &str, names: &Names) -> Json {
-    match json::deref(schema, names) {
-        Schema::Boolean => Json::Bool(true),
-        Schema::Int | Schema::Long => Json::from(1),
-        Schema::Float | Schema::Double => Json::from(1.5),
-        Schema::String => Json::from(format!("sample-{name}")),
-        Schema::Enum(e) => Json::from(e.symbols.first().cloned().unwrap_or_default()),
-        Schema::Array(a) => Json::Array(vec![sample_value(&a.items, name, names)]),
-        Schema::Record(r) => sample_record(r, names),
-        Schema::Union(u) => u
-            .variants()
-            .iter()
-            .find(|v| !matches!(v, Schema::Null))
-            .map_or(Json::Null, |v| sample_value(v, name, names)),
-        _ => Json::Null,
     }
 }
 

@@ -165,12 +165,13 @@ fn prepare(state: &AppState, input: &Value) -> Result<(wire::Event, Vec<u8>), Ap
             ApiError::internal(other.code())
         }
     };
-    let (mut event, mut bytes) = state.registry.event_from_json(input).map_err(encode_err)?;
     // Trace text and transfer logs reach Kafka sealed (guarantee 5).
-    if !service_kit::sensitive_values(&state.registry, &event).is_empty() {
-        service_kit::seal_event(&state.sealer, &state.registry, &mut event);
-        bytes = state.registry.encode_event(&event).map_err(encode_err)?;
-    }
+    let (event, bytes) = state
+        .registry
+        .event_from_json_sealing(input, |id, path, value| {
+            service_kit::seal_field(&state.sealer, id, path, value)
+        })
+        .map_err(encode_err)?;
     let bytes = framing::frame(state.events_schema_id, bytes).map_err(encode_err)?;
     Ok((event, bytes))
 }
