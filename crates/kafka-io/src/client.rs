@@ -21,6 +21,7 @@ use rdkafka::consumer::{
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 
+use crate::group::GroupHealth;
 use crate::offsets::OffsetTracker;
 use crate::stats::ConsumerStats;
 
@@ -200,6 +201,8 @@ pub struct CommitOnRevoke {
     tracker: Arc<Mutex<OffsetTracker>>,
     /// Where librdkafka's statistics go, and the group they are for.
     stats: Option<(ConsumerStats, String)>,
+    /// Whether the consumer is in its group, from the same statistics.
+    health: GroupHealth,
 }
 
 impl CommitOnRevoke {
@@ -207,10 +210,19 @@ impl CommitOnRevoke {
     pub fn tracker(&self) -> &Arc<Mutex<OffsetTracker>> {
         &self.tracker
     }
+
+    /// Whether the consumer is in its group.
+    pub fn health(&self) -> &GroupHealth {
+        &self.health
+    }
 }
 
 impl ClientContext for CommitOnRevoke {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(cgrp) = &statistics.cgrp {
+            self.health
+                .update(&cgrp.state, &cgrp.join_state, std::time::Instant::now());
+        }
         if let Some((stats, group)) = &self.stats {
             stats.update(group, &statistics);
         }
@@ -246,7 +258,9 @@ impl ConsumerContext for CommitOnRevoke {
 /// A group consumer whose offsets follow effects.
 pub type GroupConsumer = StreamConsumer<CommitOnRevoke>;
 
-/// Creates a group consumer subscribed to `topics`, reporting its lag to `stats`.
+/// Creates a group consumer subscribed to `topics`, reporting its lag to `stats`. It
+/// reports statistics either way: [`consume_lanes`](crate::consume_lanes) watches
+/// them for a member stuck out of its group.
 pub fn group_consumer(
     settings: &KafkaSettings,
     client_id: &str,
@@ -258,14 +272,13 @@ pub fn group_consumer(
     let context = CommitOnRevoke {
         tracker: tracker.clone(),
         stats: stats.map(|s| (s.clone(), group.to_owned())),
+        health: GroupHealth::default(),
     };
     let mut config = consumer_config(settings, client_id, group);
-    if stats.is_some() {
-        config.set(
-            "statistics.interval.ms",
-            crate::stats::STATS_INTERVAL_MS.to_string(),
-        );
-    }
+    config.set(
+        "statistics.interval.ms",
+        crate::stats::STATS_INTERVAL_MS.to_string(),
+    );
     let consumer: GroupConsumer = config.create_with_context(context)?;
     consumer.subscribe(topics)?;
     Ok((consumer, tracker))

@@ -90,6 +90,16 @@ pub enum Outcome {
 /// A handler at work: its ticket, lane, the record's size and outcome when it ends.
 type Work = std::pin::Pin<Box<dyn Future<Output = (Ticket, usize, usize, Outcome)> + Send>>;
 
+/// Why a consume loop returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Shutdown was asked for.
+    Shutdown,
+    /// The consumer has been out of its group too long (see [`crate::GroupHealth`]):
+    /// the caller replaces it ([`crate::consume_group`]).
+    Stuck(crate::group::Stuck),
+}
+
 /// Bounds of the loop.
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
@@ -120,7 +130,7 @@ pub struct Lane {
 
 /// Reads `consumer` until `shutdown`, handling each record with `handle`.
 ///
-/// At shutdown it stops reading, waits up to `drain_timeout` for records in flight,
+/// At shutdown (or when the consumer is stuck out of its group, see [`consume_lanes`]) it stops reading, waits up to `drain_timeout` for records in flight,
 /// commits what was stored and returns. Records not finished by then are read again
 /// by whoever owns the partition next: at least once.
 pub async fn consume_concurrently<F, Fut>(
@@ -129,7 +139,8 @@ pub async fn consume_concurrently<F, Fut>(
     options: &ConsumeOptions,
     shutdown: &CancellationToken,
     handle: F,
-) where
+) -> Ended
+where
     F: FnMut(Record) -> Fut,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
@@ -142,7 +153,7 @@ pub async fn consume_concurrently<F, Fut>(
         shutdown,
         handle,
     )
-    .await;
+    .await
 }
 
 /// The one lane of a consumer subscribed to one topic.
@@ -185,7 +196,9 @@ struct LaneState {
 ///
 /// At shutdown it stops reading, waits up to `drain_timeout` for records in flight,
 /// commits what was stored and returns. Records not finished by then are read again
-/// by whoever owns the partition next: at least once.
+/// by whoever owns the partition next: at least once. It returns the same way, with
+/// [`Ended::Stuck`], once the consumer's statistics say it has been out of its group
+/// too long.
 pub async fn consume_lanes<F, Fut>(
     consumer: &GroupConsumer,
     tracker: &Arc<Mutex<OffsetTracker>>,
@@ -193,7 +206,8 @@ pub async fn consume_lanes<F, Fut>(
     drain_timeout: Duration,
     shutdown: &CancellationToken,
     mut handle: F,
-) where
+) -> Ended
+where
     F: FnMut(Record) -> Fut,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
@@ -203,10 +217,10 @@ pub async fn consume_lanes<F, Fut>(
     let mut held: HashMap<(String, i32), Held> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let ended = loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ended::Shutdown,
             Some((ticket, lane, size, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 finish(consumer, tracker, ticket, outcome);
                 let state = &mut states[lane];
@@ -219,6 +233,9 @@ pub async fn consume_lanes<F, Fut>(
             }
             _ = tick.tick() => {
                 let now = std::time::Instant::now();
+                if let Some(stuck) = consumer.context().health().stuck(now) {
+                    break Ended::Stuck(stuck);
+                }
                 // A pause outlives a rebalance: resume what a lane paused, is assigned
                 // again and is not held, once a second.
                 for state in states.iter_mut() {
@@ -289,8 +306,9 @@ pub async fn consume_lanes<F, Fut>(
                 }
             }
         }
-    }
+    };
     drain(consumer, tracker, drain_timeout, in_flight).await;
+    ended
 }
 
 /// Hands `record` to `handle` on its own task, counted in its lane.

@@ -10,6 +10,7 @@ pub const MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 mod affinity;
 mod client;
 mod consume;
+mod group;
 mod offsets;
 mod pause;
 mod probe;
@@ -25,8 +26,9 @@ pub use client::{
     group_consumer, producer, producer_config,
 };
 pub use consume::{
-    ConsumeOptions, Lane, Outcome, Owner, Record, consume_concurrently, consume_lanes,
+    ConsumeOptions, Ended, Lane, Outcome, Owner, Record, consume_concurrently, consume_lanes,
 };
+pub use group::{GroupHealth, STUCK_AFTER, Stuck, consume_group};
 pub use offsets::{OffsetTracker, Ticket};
 pub use probe::KafkaProbe;
 pub use security::{KafkaSecurity, SaslMechanism, Secret, SecurityProtocol};

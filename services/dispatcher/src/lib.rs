@@ -267,14 +267,18 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         }
     }
     let subscribed: Vec<&str> = lane_topics.iter().map(String::as_str).collect();
-    let (consumer, tracker) = kafka_io::group_consumer(
-        &config.kafka,
-        "hookline-dispatcher",
-        &config.dispatcher_group,
-        &subscribed,
-        Some(&lag),
-    )
-    .context("creating consumer")?;
+    let (kafka, group) = (config.kafka.clone(), config.dispatcher_group.clone());
+    let new_consumer = || {
+        kafka_io::group_consumer(
+            &kafka,
+            "hookline-dispatcher",
+            &group,
+            &subscribed,
+            Some(&lag),
+        )
+    };
+    // The first joins now; another replaces it if it is ever stuck out of its group.
+    let mut first = Some(new_consumer().context("creating consumer")?);
     tracing::info!(topic = %topics.rendered_deliveries, group = %config.dispatcher_group, schedule = %schedule, "dispatcher started");
     let dispatcher = Arc::new(Dispatcher {
         // No endpoint has more than a quarter of the slots in flight.
@@ -307,16 +311,15 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         let dispatcher = dispatcher.clone();
         async move { dispatcher.handle(record).await }
     };
-    kafka_io::consume_lanes(
-        &consumer,
-        &tracker,
+    kafka_io::consume_group(
+        || first.take().map_or_else(new_consumer, Ok),
         &lanes,
         options.drain_timeout,
         &shutdown,
         handle,
     )
-    .await;
-    Ok(())
+    .await
+    .context("creating a consumer to replace one stuck out of its group")
 }
 
 /// Why a delivery goes to a retry tier.

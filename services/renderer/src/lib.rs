@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use dead_letter::DeadLetters;
-use kafka_io::{ConsumeOptions, KafkaSettings, Outcome, Record, SendError, Table, Topics};
+use kafka_io::{KafkaSettings, Outcome, Record, SendError, Table, Topics};
 use rdkafka::producer::FutureProducer;
 use serde::{Deserialize, Serialize};
 use service_kit::telemetry;
@@ -212,14 +212,22 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
     )
     .await
     .context("reading endpoints")?;
-    let (consumer, tracker) = kafka_io::group_consumer(
-        &config.kafka,
-        "hookline-renderer",
-        &config.renderer_group,
-        &[topics.events.as_str()],
-        Some(&lag),
-    )
-    .context("creating consumer")?;
+    let (kafka, group, events_topic) = (
+        config.kafka.clone(),
+        config.renderer_group.clone(),
+        topics.events.clone(),
+    );
+    let new_consumer = || {
+        kafka_io::group_consumer(
+            &kafka,
+            "hookline-renderer",
+            &group,
+            &[&events_topic],
+            Some(&lag),
+        )
+    };
+    // The first joins now; another replaces it if it is ever stuck out of its group.
+    let mut first = Some(new_consumer().context("creating consumer")?);
     tracing::info!(topic = %topics.events, group = %config.renderer_group, "renderer started");
     let environment = config.environment.clone();
     let aggregator = aggregate::start(
@@ -266,21 +274,31 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         shutdown: shutdown.clone(),
     });
     readiness.started();
-    let options = ConsumeOptions {
+    let lane = kafka_io::Lane {
+        topic: events_topic.clone(),
+        delay: None,
         max_in_flight: config.renderer_max_in_flight,
         max_in_flight_bytes: config
             .renderer_max_in_flight_mib
             .saturating_mul(1024 * 1024),
-        drain_timeout: config.shutdown_timeout,
     };
-    kafka_io::consume_concurrently(&consumer, &tracker, &options, &shutdown, |record| {
-        let renderer = renderer.clone();
-        async move { renderer.handle(record).await }
-    })
-    .await;
+    let consumed = kafka_io::consume_group(
+        || first.take().map_or_else(new_consumer, Ok),
+        &[lane],
+        config.shutdown_timeout,
+        &shutdown,
+        |record| {
+            let renderer = renderer.clone();
+            async move { renderer.handle(record).await }
+        },
+    )
+    .await
+    .context("creating a consumer to replace one stuck out of its group");
+    // The aggregator stops with the service, also when no consumer could replace one.
+    shutdown.cancel();
     let stopped = aggregator.await.context("the aggregator thread panicked")?;
     claim.release().await;
-    stopped
+    consumed.and(stopped)
 }
 
 impl Renderer {
