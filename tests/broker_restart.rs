@@ -139,6 +139,20 @@ async fn every_event_is_delivered_across_a_broker_restart() {
                     || l.contains("_in_flight ")
                     || l.starts_with("hookline_dispatcher_in_flight")
                     || l.starts_with("hookline_renderer_in_flight")
+                    // Counts along the path: ingested, rendered (or not subscribed),
+                    // attempted, retried, deferred, dead-lettered.
+                    || (!l.starts_with('#')
+                        && [
+                            "hookline_events_ingested",
+                            "hookline_renderer_events",
+                            "hookline_deliveries_rendered",
+                            "hookline_delivery_attempts_total",
+                            "hookline_retries_scheduled",
+                            "hookline_deliveries_deferred",
+                            "hookline_dead_letters",
+                        ]
+                        .iter()
+                        .any(|m| l.starts_with(m)))
             }) {
                 println!("{addr}: {line}");
             }
