@@ -33,6 +33,10 @@ async fn every_event_is_delivered_across_a_broker_restart() {
     env.insert("HOOKLINE_RETRY_SCHEDULE".into(), "2s".into());
     // Every delivery fails once: that is not an outage for the circuit breaker here.
     env.insert("HOOKLINE_CIRCUIT_FAILURES".into(), "100000".into());
+    env.insert(
+        "RUST_LOG".into(),
+        "info,renderer=debug,kafka_io::table=debug".into(),
+    );
     let logs = test_kit::repo_root()
         .join("target/e2e-logs")
         .join(kafka.topic_prefix.trim_end_matches('-'));

@@ -4,7 +4,10 @@
 //! [`Table::sync`] waits until everything written to the topic before the call has been
 //! applied, so a reader sees every write acknowledged before it asked. It compares the
 //! topic's high watermarks with what was applied, never with record timestamps, so a
-//! writer's clock cannot make a reader skip a write.
+//! writer's clock cannot make a reader skip a write. The high watermark, not the last
+//! stable offset: a transactional write whose commit returned can still be beyond the
+//! last stable offset for a moment (see `stuck::query_client`), so a sync also waits
+//! for transactions written before it to be decided.
 
 mod stuck;
 
@@ -168,6 +171,7 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
         loop {
             let progress = self.shared.progress.notified();
             if !self.behind(&high, low.as_ref()) {
+                tracing::debug!(topic = %self.topic, ?high, "table synced");
                 let mut synced_from = lock(&self.shared.synced_from);
                 if synced_from.is_none_or(|s| s < started) {
                     *synced_from = Some(started);
@@ -311,6 +315,7 @@ async fn follow<V>(
                         if let Offset::Offset(o) = e.offset()
                             && applied.get(&e.partition()).is_none_or(|a| *a < o)
                         {
+                            tracing::debug!(topic = %topic, partition = e.partition(), from = ?applied.get(&e.partition()), to = o, "table position applied");
                             applied.insert(e.partition(), o);
                             shared.advanced.fetch_add(1, Ordering::SeqCst);
                         }
@@ -327,6 +332,7 @@ async fn follow<V>(
             }
         };
         let (partition, offset) = (message.partition(), message.offset());
+        tracing::debug!(topic = %topic, partition, offset, "table record read");
         match message.key().map(std::str::from_utf8) {
             Some(Ok(key)) => match message.payload() {
                 None => apply(&shared, key, partition, offset, None),
