@@ -167,6 +167,11 @@ fn join(settings: &Settings, core: &Arc<Mutex<Core>>) -> anyhow::Result<GroupCon
         // polling for a while.
         .set("max.poll.interval.ms", "300000")
         .set("queued.max.messages.kbytes", "16384")
+        // Traces wait for their transfer's end and commits come every 100 ms, so fetches
+        // answered at 64 KiB or after `fetch.wait.max.ms` (100 ms) cost nothing visible.
+        // A fetch per small batch of events was 28-30% of the broker's fetches in
+        // scenario A (docs/BENCHMARKS.md, "The aggregator's fetches").
+        .set("fetch.min.bytes", "65536")
         .set(
             "statistics.interval.ms",
             kafka_io::STATS_INTERVAL_MS.to_string(),
