@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kafka_io::{Table, TopicSpec};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 
 /// A compacted topic of the test's own, and a table reading it.
@@ -206,8 +206,6 @@ async fn clients_left_without_brokers_are_replaced() {
 /// end a read_committed client is told) still stops before the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_sees_every_transactional_write_committed_before_it() {
-    use rdkafka::producer::{FutureProducer, Producer};
-
     let shutdown = CancellationToken::new();
     let (settings, topic, table) = table_of("table-txn", &shutdown).await;
     let producer: FutureProducer = kafka_io::producer_config(&settings, "test")
@@ -219,34 +217,12 @@ async fn a_sync_sees_every_transactional_write_committed_before_it() {
         .set("message.timeout.ms", "10000")
         .create()
         .expect("test setup");
-    let blocking = |f: Box<dyn FnOnce(&FutureProducer) + Send>| {
-        let p = producer.clone();
-        tokio::task::spawn_blocking(move || f(&p))
-    };
-    blocking(Box::new(|p| {
-        p.init_transactions(Duration::from_secs(30))
-            .expect("test setup");
-    }))
-    .await
-    .expect("test setup");
+    blocking(&producer, |p| p.init_transactions(TXN_CALL)).await;
     const WRITES: usize = 100;
     let mut missed = Vec::new();
     for i in 0..WRITES {
         let (key, value) = (format!("t{i}"), format!("v{i}"));
-        producer.begin_transaction().expect("begun");
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&value),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("acknowledged");
-        blocking(Box::new(|p| {
-            p.commit_transaction(Duration::from_secs(30))
-                .expect("committed");
-        }))
-        .await
-        .expect("test setup");
+        write_in_transaction(&producer, &topic, &key, &value, true).await;
         tokio::time::timeout(Duration::from_secs(30), table.sync())
             .await
             .expect("synced in time")
@@ -261,20 +237,7 @@ async fn a_sync_sees_every_transactional_write_committed_before_it() {
     );
     assert!(missed.is_empty(), "writes not seen: {missed:?}");
     // An aborted write last in its partition: a sync gets past it and never applies it.
-    producer.begin_transaction().expect("begun");
-    producer
-        .send(
-            FutureRecord::to(&topic).key("aborted").payload("never"),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("acknowledged");
-    blocking(Box::new(|p| {
-        p.abort_transaction(Duration::from_secs(30))
-            .expect("aborted");
-    }))
-    .await
-    .expect("test setup");
+    write_in_transaction(&producer, &topic, "aborted", "never", false).await;
     tokio::time::timeout(Duration::from_secs(30), table.sync())
         .await
         .expect("a sync past an aborted write in time")
@@ -285,4 +248,42 @@ async fn a_sync_sees_every_transactional_write_committed_before_it() {
         "an aborted write is not applied"
     );
     shutdown.cancel();
+}
+
+/// Bound on one transactional call in the test.
+const TXN_CALL: Duration = Duration::from_secs(30);
+
+/// Writes one record in a transaction of its own, then commits it or aborts it.
+async fn write_in_transaction(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &str,
+    commit: bool,
+) {
+    producer.begin_transaction().expect("begun");
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("acknowledged");
+    if commit {
+        blocking(producer, |p| p.commit_transaction(TXN_CALL)).await;
+    } else {
+        blocking(producer, |p| p.abort_transaction(TXN_CALL)).await;
+    }
+}
+
+/// Runs a blocking transactional call off the async threads; it must succeed.
+async fn blocking(
+    producer: &FutureProducer,
+    call: impl FnOnce(&FutureProducer) -> rdkafka::error::KafkaResult<()> + Send + 'static,
+) {
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || call(&p))
+        .await
+        .expect("test setup")
+        .expect("transactional call");
 }
