@@ -77,6 +77,13 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    c.bench_function("peek a transfer.error event's type", |b| {
+        b.iter(|| {
+            reader
+                .peek_type(&registry, black_box(&event_bytes))
+                .expect("peeked")
+        })
+    });
     c.bench_function("encode a rendered delivery", |b| {
         b.iter(|| registry.encode(black_box(&delivery)).expect("encodes"))
     });

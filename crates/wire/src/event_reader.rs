@@ -25,7 +25,7 @@ use crate::schema_registry::{RegistryError, SchemaRegistry};
 
 /// The first byte of the Confluent wire format.
 pub const SCHEMA_REGISTRY_MAGIC: u8 = 0x00;
-const SCHEMA_REGISTRY_HEADER: usize = 5;
+pub(crate) const SCHEMA_REGISTRY_HEADER: usize = 5;
 const SINGLE_OBJECT_HEADER: usize = 10;
 /// How long a registry failure answers for the registry, for the same id.
 const FAILURE_MEMORY: Duration = Duration::from_secs(1);
@@ -99,7 +99,7 @@ pub enum Read {
 }
 
 /// A registry id's writer schema, ready to read with.
-enum Writer {
+pub(crate) enum Writer {
     /// One of `schemas/`: the version's index in file order.
     Known(usize),
     /// Another schema, resolved to hookline's record by record.
@@ -122,6 +122,9 @@ pub struct EventReader {
     fetching: tokio::sync::Mutex<Option<(u32, Instant, RegistryError)>>,
     /// The named types of hookline's event schema, for resolving foreign data.
     names: HashMap<Name, &'static Schema>,
+    /// Per version of `schemas/event.*.avsc` (file order): whether its datum begins with
+    /// `id` and `type` ([`Self::peek_type`]).
+    peekable: Vec<bool>,
 }
 
 impl std::fmt::Debug for EventReader {
@@ -147,11 +150,17 @@ impl EventReader {
             })?
             .get_names()
             .clone();
+        let peekable = registry
+            .schemas_in_file_order(EVENT)?
+            .into_iter()
+            .map(crate::event_type::leads_with_type)
+            .collect();
         Ok(EventReader {
             client,
             writers: RwLock::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(None),
             names,
+            peekable,
         })
     }
 
@@ -163,13 +172,7 @@ impl EventReader {
             Ok(Framing::SchemaRegistry(id)) => id,
             Err(e) => return Read::Done(Err(e)),
         };
-        let writer = self
-            .writers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned();
-        match writer {
+        match self.writer_of(id) {
             Some(w) => {
                 Read::Done(self.read_with(registry, id, &w, &bytes[SCHEMA_REGISTRY_HEADER..]))
             }
@@ -239,6 +242,20 @@ impl EventReader {
             .unwrap_or_else(|p| p.into_inner())
             .entry(id)
             .or_insert(writer);
+    }
+
+    /// The writer schema of registry id `id`, if fetched.
+    pub(crate) fn writer_of(&self, id: u32) -> Option<Arc<Writer>> {
+        self.writers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Whether version `index` (file order) of the event schema can be peeked.
+    pub(crate) fn peekable(&self, index: usize) -> bool {
+        self.peekable.get(index).copied().unwrap_or(false)
     }
 
     fn cached(&self, id: u32) -> bool {

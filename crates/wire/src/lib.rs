@@ -10,6 +10,8 @@ mod error;
 mod event;
 #[cfg(feature = "schema-registry")]
 mod event_reader;
+#[cfg(feature = "schema-registry")]
+mod event_type;
 mod json;
 mod records;
 mod redacted;

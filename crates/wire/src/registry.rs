@@ -145,7 +145,7 @@ pub fn schema_files(record: &str) -> Vec<(&'static str, &'static str)> {
 
 /// Single-object encoding marker (Avro specification).
 const MARKER: [u8; 2] = [0xC3, 0x01];
-const HEADER_LEN: usize = 10;
+pub(crate) const HEADER_LEN: usize = 10;
 
 /// A CRC-64-AVRO (Rabin) schema fingerprint, little-endian as on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -405,6 +405,21 @@ impl Registry {
             Some((name, index)) if name == full_name => Some(*index),
             _ => None,
         }
+    }
+
+    /// Every version's schema of `full_name`, in file order (the order of the indexes
+    /// [`Self::version_with`] gives).
+    #[cfg_attr(not(feature = "schema-registry"), allow(dead_code))]
+    pub(crate) fn schemas_in_file_order(
+        &self,
+        full_name: &str,
+    ) -> Result<Vec<&'static Schema>, WireError> {
+        Ok(self
+            .family(full_name)?
+            .versions
+            .iter()
+            .map(|v| v.schema)
+            .collect())
     }
 
     /// The current schema of a record, for as long as the process lives.

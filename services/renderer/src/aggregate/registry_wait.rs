@@ -17,7 +17,8 @@ pub(super) struct Waiting {
 
 /// What reading an event's bytes came to.
 pub(super) enum Readable {
-    /// The event, or `None` when it is unreadable (the webhook path dead-letters it).
+    /// The event, or `None` when it is unreadable (the webhook path dead-letters it) or
+    /// of a type the aggregator does not gather, told from its first bytes.
     Now(Option<Event>),
     /// Its writer schema is being fetched (or an earlier event's is): the partition is
     /// paused there and will read this event again.
@@ -41,6 +42,12 @@ impl Core {
         }
         if self.unreadable.get(&p) == Some(&offset) {
             self.unreadable.remove(&p);
+            return Ok(Readable::Now(None));
+        }
+        // Most events are not the aggregator's: their type says so without a decode.
+        if let Some(event_type) = self.shared.events.peek_type(&self.shared.registry, bytes)
+            && !is_ours(event_type)
+        {
             return Ok(Readable::Now(None));
         }
         let id = match self.shared.events.read_cached(&self.shared.registry, bytes) {
