@@ -259,10 +259,7 @@ impl EventReader {
     }
 
     fn cached(&self, id: u32) -> bool {
-        self.writers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&id)
+        self.writer_of(id).is_some()
     }
 
     fn writer(&self, registry: &Registry, text: &str) -> Writer {

@@ -13,7 +13,7 @@ use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 
 use crate::event_reader::{EventReader, Framing, SCHEMA_REGISTRY_HEADER, Writer};
-use crate::registry::{Fingerprint, HEADER_LEN, Registry};
+use crate::registry::{Registry, single_object};
 
 /// Whether a writer schema of the envelope begins with `id` and `type`, both strings.
 pub(crate) fn leads_with_type(schema: &Schema) -> bool {
@@ -36,9 +36,11 @@ impl EventReader {
     pub fn peek_type<'a>(&self, registry: &Registry, bytes: &'a [u8]) -> Option<&'a str> {
         let (index, datum) = match Framing::of(bytes).ok()? {
             Framing::SingleObject => {
-                let fingerprint = Fingerprint(bytes.get(2..HEADER_LEN)?.try_into().ok()?);
-                let index = registry.version_with(crate::event::EVENT, fingerprint)?;
-                (index, &bytes[HEADER_LEN..])
+                let (fingerprint, datum) = single_object(bytes)?;
+                (
+                    registry.version_with(crate::event::EVENT, fingerprint)?,
+                    datum,
+                )
             }
             Framing::SchemaRegistry(id) => match self.writer_of(id)?.as_ref() {
                 Writer::Known(index) => (*index, &bytes[SCHEMA_REGISTRY_HEADER..]),
@@ -78,6 +80,9 @@ fn long(bytes: &[u8]) -> Option<(i64, &[u8])> {
 mod tests {
     use super::*;
     use crate::event_reader::schema_registry_frame;
+
+    /// The single-object header: marker and fingerprint.
+    const HEADER_LEN: usize = 10;
 
     const OWN: &str = include_str!("../../../schemas/event.v1.avsc");
 

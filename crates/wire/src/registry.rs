@@ -145,7 +145,7 @@ pub fn schema_files(record: &str) -> Vec<(&'static str, &'static str)> {
 
 /// Single-object encoding marker (Avro specification).
 const MARKER: [u8; 2] = [0xC3, 0x01];
-pub(crate) const HEADER_LEN: usize = 10;
+const HEADER_LEN: usize = 10;
 
 /// A CRC-64-AVRO (Rabin) schema fingerprint, little-endian as on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -355,12 +355,7 @@ impl Registry {
     /// Reads a single-object encoded record, resolving the writer's schema (found by
     /// fingerprint) to the current version of `full_name`.
     pub fn decode_value(&self, full_name: &str, bytes: &[u8]) -> Result<Value, WireError> {
-        if bytes.len() < HEADER_LEN || bytes[..2] != MARKER {
-            return Err(WireError::NotSingleObject);
-        }
-        let mut fp = [0u8; 8];
-        fp.copy_from_slice(&bytes[2..HEADER_LEN]);
-        let fingerprint = Fingerprint(fp);
+        let (fingerprint, datum) = single_object(bytes).ok_or(WireError::NotSingleObject)?;
         let (family_name, index) = self
             .by_fingerprint
             .get(&fingerprint)
@@ -371,7 +366,7 @@ impl Registry {
                 found: family_name.clone(),
             });
         }
-        self.read_datum(full_name, *index, &bytes[HEADER_LEN..])
+        self.read_datum(full_name, *index, datum)
     }
 
     /// Reads a datum (no header) written with version `index` (in file order) of
@@ -474,6 +469,14 @@ impl Registry {
         let family = self.family(full_name)?;
         Ok((&family.writer, family.fingerprints[family.current]))
     }
+}
+
+/// The writer's fingerprint and the datum of a single-object encoded record; `None`
+/// when `bytes` do not begin with the single-object header.
+pub(crate) fn single_object(bytes: &[u8]) -> Option<(Fingerprint, &[u8])> {
+    let (head, datum) = bytes.split_at_checked(HEADER_LEN)?;
+    let (marker, fingerprint) = head.split_at(MARKER.len());
+    (marker == MARKER).then(|| (Fingerprint(fingerprint.try_into().expect("8 bytes")), datum))
 }
 
 fn header(fingerprint: Fingerprint) -> Vec<u8> {
