@@ -451,12 +451,12 @@ impl Pipeline {
                     tokio::task::spawn_blocking(move || test_kit::group_behind(&kafka, &g, &t))
                         .await
                         .expect("lag check");
-                if behind == 0 {
+                if matches!(behind, Ok(0)) {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "{group} is {behind} records behind on {topic}"
+                    "{group} is not caught up on {topic}: {behind:?} records behind"
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
