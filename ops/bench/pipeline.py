@@ -15,6 +15,7 @@ Scenarios (issue 11; each can be changed with the flags below):
 import argparse
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,7 +100,9 @@ class KafkaRun(Run):
         window.update(cpu1=self.cpu(), busy1=machine_busy())
         self.stop_profiles()
         arrivals = self.collect()
-        window["peaks"] = self.stop_all()
+        # A service under callgrind writes its counts as it exits, slowly.
+        slow = {name: 120 for name in getattr(self.args, "callgrind", [])}
+        window["peaks"] = self.stop_all(grace=slow)
         return self.summarise(load, arrivals, window)
 
     def profile(self, names: list[str]) -> None:
@@ -161,7 +164,13 @@ class HooklineRun(KafkaRun):
         )
 
     def start_service(self, name: str) -> None:
-        self.start(name, [self.args.bin_dir / f"hookline-{name}"])
+        argv = [self.args.bin_dir / f"hookline-{name}"]
+        if name in self.args.callgrind:
+            # Instructions counted per function (valgrind, repeatable on a noisy
+            # machine); written when the service exits. Slow: use a small --n.
+            out = self.dir / f"{name}.callgrind.out"
+            argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
+        self.start(name, argv)
 
     def start_consumers(self) -> list[str]:
         self.start_service("renderer")
@@ -270,8 +279,21 @@ def main() -> int:
         action="store_true",
         help="profile the services with perf record; NAME.perf.txt in the run's folder",
     )
+    parser.add_argument(
+        "--callgrind",
+        type=lambda v: [n for n in v.split(",") if n],
+        default=[],
+        metavar="SERVICES",
+        help="run these services (comma-separated) under callgrind; NAME.callgrind.out in the "
+        "run's folder (slow: a small --n, and B so the setup is not counted as load)",
+    )
     parser.add_argument("--bin-dir", type=Path, required=True, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = set(args.callgrind) - set(HooklineRun.critical)
+    if unknown:
+        parser.error(f"--callgrind: no service {', '.join(sorted(unknown))}")
+    if args.callgrind and not shutil.which("valgrind"):
+        parser.error("--callgrind needs valgrind (Debian: apt-get install valgrind)")
     specs = scenarios(parser, args, OFFERED, ("n", "rate", "duration", "endpoints", "scheme"))
     broker = Broker()
     try:

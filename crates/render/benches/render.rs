@@ -37,6 +37,31 @@ fn bench(c: &mut Criterion) {
                 .expect("renders")
         })
     });
+    // The common webhook: a plain URL, no templates, the event's envelope as the body.
+    let error = registry
+        .sample_event("transfer.error")
+        .expect("a sample transfer.error");
+    let plain = render::compile(Endpoint {
+        id: "ep-plain".into(),
+        kind: "webhook".into(),
+        vendor: "generic_post".into(),
+        url: "https://hooks.example.com/in/transfers".into(),
+        events: vec!["*".into()],
+        active: true,
+        secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        signing_scheme: "standard_webhooks".into(),
+        ..Endpoint::default()
+    })
+    .expect("a plain webhook compiles");
+    c.bench_function(
+        "render a transfer.error for a plain webhook (no templates)",
+        |b| {
+            b.iter(|| {
+                render::render(black_box(&error), &plain, "prod", "2024-01-15T10:30:00Z")
+                    .expect("renders")
+            })
+        },
+    );
     c.bench_function("compile the seed Slack endpoint (parse templates)", |b| {
         b.iter(|| render::compile(black_box(endpoint.clone())).expect("compiles"))
     });

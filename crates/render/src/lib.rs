@@ -223,7 +223,11 @@ fn template_data_with(
         "Version": event.version,
         "Data": event.data,
         "Outcome": outcome(event).as_str(),
-        "Payload": if payload { event.envelope_json().to_string() } else { String::new() },
+        "Payload": if payload {
+            String::from_utf8(event.envelope_bytes()).unwrap_or_default()
+        } else {
+            String::new()
+        },
         "Secret": endpoint.secret.clone().unwrap_or_default(),
         "EndpointId": endpoint.id,
         "EndpointName": endpoint.name,
@@ -238,20 +242,28 @@ pub fn render(
     rendered_at: &str,
 ) -> Result<RenderedDelivery, RenderError> {
     let endpoint = &compiled.endpoint;
-    let data = templates::data_from_json(&template_data_with(
-        event,
-        endpoint,
-        environment,
-        compiled.uses_payload,
-    ));
+    // Built once, and only for a template that reads it: a webhook whose URL and
+    // headers are plain text (the common case) renders without it.
+    let data = std::cell::OnceCell::new();
+    let data = || {
+        data.get_or_init(|| {
+            templates::data_from_json(&template_data_with(
+                event,
+                endpoint,
+                environment,
+                compiled.uses_payload,
+            ))
+        })
+    };
+    let render_string = |t: &Template| match t.literal() {
+        Some(text) => Ok(text.to_owned()),
+        None => t.render_string(data()),
+    };
     let template_err = |field: &str| {
         let field = field.to_owned();
         move |error| RenderError::Template { field, error }
     };
-    let url_text = compiled
-        .url
-        .render_string(&data)
-        .map_err(template_err("url"))?;
+    let url_text = render_string(&compiled.url).map_err(template_err("url"))?;
     let url_text = match (url_text.trim(), endpoint.vendor.as_str()) {
         ("", "pagerduty") => vendors::PAGERDUTY_URL.to_owned(),
         ("", "datadog") => vendors::DATADOG_URL.to_owned(),
@@ -290,8 +302,11 @@ pub fn render(
                 .unwrap_or_else(|| default.to_owned());
             let body = match (method.as_str(), &compiled.body) {
                 ("GET" | "DELETE", _) => Vec::new(),
-                (_, Some(t)) => t.render(&data).map_err(template_err("body_template"))?,
-                (_, None) => json_bytes(&event.envelope_json()),
+                (_, Some(t)) => match t.literal() {
+                    Some(text) => text.as_bytes().to_vec(),
+                    None => t.render(data()).map_err(template_err("body_template"))?,
+                },
+                (_, None) => event.envelope_bytes(),
             };
             if vendor == "generic_get" && method == "GET" {
                 url.query_pairs_mut()
@@ -304,16 +319,14 @@ pub fn render(
         }
     };
     if let Some(t) = &compiled.header_template {
-        let text = t
-            .render_string(&data)
-            .map_err(template_err("header_template"))?;
+        let text = render_string(t).map_err(template_err("header_template"))?;
         for header in header_lines("header_template", &text)? {
             set(&mut sensitive, header);
         }
     }
     for (name, t) in &compiled.headers {
         let field = format!("headers.{name}");
-        let value = t.render_string(&data).map_err(template_err(&field))?;
+        let value = render_string(t).map_err(template_err(&field))?;
         set(&mut sensitive, valid_header(&field, name, value.trim())?);
     }
     let sets = |name: &str| {

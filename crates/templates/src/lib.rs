@@ -115,6 +115,9 @@ impl TemplateError {
 pub struct Template {
     inner: gotmpl::Template,
     limits: Limits,
+    /// The source of a template without actions, which Go prints as written whatever
+    /// the data: [`Template::literal`].
+    literal: Option<String>,
 }
 
 impl std::fmt::Debug for Template {
@@ -175,11 +178,27 @@ impl Template {
                 message: safe_message(&e),
             })?
             .add_parse_tree("main", rewrite::rewrite(tree));
-        Ok(Template { inner, limits })
+        // No `{{`, so no action and no comment: one text node, printed as written.
+        let literal = (!source.contains("{{") && source.len() <= limits.max_output_bytes)
+            .then(|| source.to_owned());
+        Ok(Template {
+            inner,
+            limits,
+            literal,
+        })
+    }
+
+    /// What the template prints when that does not depend on the data: the source of a
+    /// template without actions. A caller can then skip building the data.
+    pub fn literal(&self) -> Option<&str> {
+        self.literal.as_deref()
     }
 
     /// Renders with `data` (see [`data_from_json`]).
     pub fn render(&self, data: &Value) -> Result<Vec<u8>, TemplateError> {
+        if let Some(text) = &self.literal {
+            return Ok(text.as_bytes().to_vec());
+        }
         let mut out = Capped {
             buf: Vec::with_capacity(256),
             limit: self.limits.max_output_bytes,
@@ -282,5 +301,53 @@ impl Write for Capped {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A template without actions prints its source, as the executed template does.
+    #[test]
+    fn a_literal_prints_what_the_executed_template_prints() {
+        let data = Value::Nil;
+        for source in [
+            "https://hooks.example.com/in?a=1&b=%7B",
+            "",
+            " \n\t",
+            "}} stray closers } and a lone { brace",
+            "caf\u{e9} \u{1f980} \\n",
+        ] {
+            let fast = Template::parse("t", source, Limits::default()).unwrap();
+            assert_eq!(fast.literal(), Some(source));
+            let mut slow = fast.clone();
+            slow.literal = None;
+            assert_eq!(
+                fast.render(&data).unwrap(),
+                slow.render(&data).unwrap(),
+                "{source:?}"
+            );
+            assert_eq!(fast.render(&data).unwrap(), source.as_bytes());
+        }
+        for source in ["{{.Id}}", "a{{/* c */}}b", "{{- \" x \" -}}"] {
+            let t = Template::parse("t", source, Limits::default()).unwrap();
+            assert_eq!(t.literal(), None, "{source:?}");
+        }
+    }
+
+    /// A literal longer than the output limit is refused as the executed one is.
+    #[test]
+    fn a_literal_over_the_output_limit_is_refused() {
+        let limits = Limits {
+            max_output_bytes: 4,
+            ..Limits::default()
+        };
+        let t = Template::parse("t", "12345", limits).unwrap();
+        assert_eq!(t.literal(), None);
+        assert!(matches!(
+            t.render(&Value::Nil),
+            Err(TemplateError::OutputLimit(4))
+        ));
     }
 }

@@ -226,9 +226,19 @@ impl Registry {
                 "event type has no record schema",
             ));
         };
-        let mut data_value = json::record_from_json(record, data_json, "data", &catalogue.names)?;
+        let mut data_value = json::record_from_json(
+            record,
+            data_json,
+            &json::Path::Root("data"),
+            &catalogue.names,
+        )?;
         // Normalise through Avro so the JSON we hand back is exactly what readers will see.
-        let mut data = json::record_to_json(record, &data_value, "data", &catalogue.names)?;
+        let mut data = json::record_to_json(
+            record,
+            &data_value,
+            &json::Path::Root("data"),
+            &catalogue.names,
+        )?;
         for path in catalogue
             .sensitive
             .get(&branch)
@@ -426,7 +436,12 @@ impl Registry {
                 "event type has no record schema",
             ));
         };
-        let data = json::record_to_json(record, &data_value, "data", &catalogue.names)?;
+        let data = json::record_to_json(
+            record,
+            &data_value,
+            &json::Path::Root("data"),
+            &catalogue.names,
+        )?;
         let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
         Ok(Event {
             id,
@@ -453,6 +468,27 @@ impl Event {
         );
         obj.insert("data".to_owned(), self.data.clone());
         Json::Object(obj)
+    }
+
+    /// [`Event::envelope_json`] serialised, the same bytes, without copying the data.
+    pub fn envelope_bytes(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Envelope<'a> {
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            version: &'a str,
+            api_version: &'a str,
+            created_at: &'a str,
+            data: &'a Json,
+        }
+        serde_json::to_vec(&Envelope {
+            event_type: &self.event_type,
+            version: &self.version,
+            api_version: &self.version,
+            created_at: &self.created_at,
+            data: &self.data,
+        })
+        .unwrap_or_default()
     }
 }
 

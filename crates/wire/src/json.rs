@@ -50,26 +50,34 @@ pub(crate) fn deref<'a>(schema: &'a Schema, names: &'a Names) -> &'a Schema {
 pub(crate) fn record_from_json(
     record: &RecordSchema,
     json: &Json,
-    path: &str,
+    path: &Path<'_>,
     names: &Names,
 ) -> Result<Value, WireError> {
     let Json::Object(obj) = json else {
-        return Err(WireError::invalid(path, "must be a JSON object"));
+        return Err(WireError::invalid(
+            path.to_string(),
+            "must be a JSON object",
+        ));
     };
     if let Some(unknown) = obj.keys().find(|k| !record.lookup.contains_key(k.as_str())) {
         return Err(WireError::invalid(
-            join(path, unknown),
+            path.field(unknown).to_string(),
             "is not a field of this type",
         ));
     }
     let mut fields = Vec::with_capacity(record.fields.len());
     for field in &record.fields {
-        let field_path = join(path, &field.name);
+        let field_path = path.field(&field.name);
         let value = match obj.get(&field.name) {
             Some(v) => field_from_json(field, v, &field_path, names)?,
             None => match &field.default {
                 Some(default) => value_from_json(&field.schema, default, &field_path, names)?,
-                None => return Err(WireError::invalid(field_path, "missing required field")),
+                None => {
+                    return Err(WireError::invalid(
+                        field_path.to_string(),
+                        "missing required field",
+                    ));
+                }
             },
         };
         fields.push((field.name.clone(), value));
@@ -80,7 +88,7 @@ pub(crate) fn record_from_json(
 fn field_from_json(
     field: &RecordField,
     json: &Json,
-    path: &str,
+    path: &Path<'_>,
     names: &Names,
 ) -> Result<Value, WireError> {
     let is_json_text = field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true));
@@ -88,17 +96,23 @@ fn field_from_json(
         field.custom_attributes.get("hookline.format") == Some(&Json::from("rfc3339"));
     if is_json_text && !json.is_null() {
         if !json.is_object() {
-            return Err(WireError::invalid(path, "must be a JSON object"));
+            return Err(WireError::invalid(
+                path.to_string(),
+                "must be a JSON object",
+            ));
         }
         let text = serde_json::to_string(json)
-            .map_err(|_| WireError::invalid(path, "cannot be serialised"))?;
+            .map_err(|_| WireError::invalid(path.to_string(), "cannot be serialised"))?;
         return value_from_json(&field.schema, &Json::String(text), path, names);
     }
     if is_timestamp
         && let Json::String(s) = json
         && !crate::is_rfc3339(s)
     {
-        return Err(WireError::invalid(path, "must be an RFC 3339 timestamp"));
+        return Err(WireError::invalid(
+            path.to_string(),
+            "must be an RFC 3339 timestamp",
+        ));
     }
     value_from_json(&field.schema, json, path, names)
 }
@@ -107,10 +121,10 @@ fn field_from_json(
 pub(crate) fn value_from_json(
     schema: &Schema,
     json: &Json,
-    path: &str,
+    path: &Path<'_>,
     names: &Names,
 ) -> Result<Value, WireError> {
-    let wrong = |what: &str| WireError::invalid(path, format!("must be {what}"));
+    let wrong = |what: &str| WireError::invalid(path.to_string(), format!("must be {what}"));
     match (deref(schema, names), json) {
         (Schema::Null, Json::Null) => Ok(Value::Null),
         (Schema::Boolean, Json::Bool(b)) => Ok(Value::Boolean(*b)),
@@ -139,7 +153,7 @@ pub(crate) fn value_from_json(
         (Schema::Array(a), Json::Array(items)) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| value_from_json(&a.items, item, &format!("{path}[{i}]"), names))
+            .map(|(i, item)| value_from_json(&a.items, item, &path.index(i), names))
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array),
         (Schema::Map(m), Json::Object(obj)) => obj
@@ -147,7 +161,7 @@ pub(crate) fn value_from_json(
             .map(|(k, v)| {
                 Ok((
                     k.clone(),
-                    value_from_json(&m.types, v, &join(path, k), names)?,
+                    value_from_json(&m.types, v, &path.field(k), names)?,
                 ))
             })
             .collect::<Result<HashMap<_, _>, _>>()
@@ -161,7 +175,10 @@ pub(crate) fn value_from_json(
         (Schema::Array(_), _) => Err(wrong("an array")),
         (Schema::Map(_), _) => Err(wrong("a JSON object")),
         (Schema::Null, _) => Err(wrong("null")),
-        _ => Err(WireError::invalid(path, "has a type events cannot carry")),
+        _ => Err(WireError::invalid(
+            path.to_string(),
+            "has a type events cannot carry",
+        )),
     }
 }
 
@@ -170,7 +187,7 @@ pub(crate) fn value_from_json(
 fn union_from_json(
     u: &UnionSchema,
     json: &Json,
-    path: &str,
+    path: &Path<'_>,
     names: &Names,
 ) -> Result<Value, WireError> {
     let variants = u.variants();
@@ -178,7 +195,7 @@ fn union_from_json(
     if json.is_null() {
         return match null_at {
             Some(i) => Ok(Value::Union(i as u32, Box::new(Value::Null))),
-            None => Err(WireError::invalid(path, "must not be null")),
+            None => Err(WireError::invalid(path.to_string(), "must not be null")),
         };
     }
     let others: Vec<_> = variants
@@ -192,7 +209,7 @@ fn union_from_json(
             Box::new(value_from_json(schema, json, path, names)?),
         )),
         _ => Err(WireError::invalid(
-            path,
+            path.to_string(),
             "is ambiguous (union of several types)",
         )),
     }
@@ -202,22 +219,24 @@ fn union_from_json(
 pub(crate) fn record_to_json(
     record: &RecordSchema,
     value: &Value,
-    path: &str,
+    path: &Path<'_>,
     names: &Names,
 ) -> Result<Json, WireError> {
     let Value::Record(fields) = value else {
-        return Err(WireError::invalid(path, "is not a record"));
+        return Err(WireError::invalid(path.to_string(), "is not a record"));
     };
     let mut obj = Map::with_capacity(fields.len());
     for ((name, v), field) in fields.iter().zip(&record.fields) {
-        let field_path = join(path, name);
+        let field_path = path.field(name);
         let is_json_text = field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true));
         let mut json = value_to_json(&field.schema, v, &field_path, names)?;
         if is_json_text && let Json::String(text) = &json {
             json = serde_json::from_str::<Json>(text)
                 .ok()
                 .filter(Json::is_object)
-                .ok_or_else(|| WireError::invalid(&field_path, "must hold a JSON object"))?;
+                .ok_or_else(|| {
+                    WireError::invalid(field_path.to_string(), "must hold a JSON object")
+                })?;
         }
         obj.insert(name.clone(), json);
     }
@@ -228,7 +247,7 @@ pub(crate) fn record_to_json(
 pub(crate) fn value_to_json(
     schema: &Schema,
     value: &Value,
-    path: &str,
+    path: &Path<'_>,
     names: &Names,
 ) -> Result<Json, WireError> {
     let schema = deref(schema, names);
@@ -244,7 +263,7 @@ pub(crate) fn value_to_json(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| value_to_json(&a.items, v, &format!("{path}[{i}]"), names))
+                .map(|(i, v)| value_to_json(&a.items, v, &path.index(i), names))
                 .collect::<Result<_, _>>()?,
         ),
         (Schema::Map(m), Value::Map(entries)) => {
@@ -254,27 +273,78 @@ pub(crate) fn value_to_json(
             for k in keys {
                 obj.insert(
                     k.clone(),
-                    value_to_json(&m.types, &entries[k], &join(path, k), names)?,
+                    value_to_json(&m.types, &entries[k], &path.field(k), names)?,
                 );
             }
             Json::Object(obj)
         }
         (Schema::Record(r), v @ Value::Record(_)) => record_to_json(r, v, path, names)?,
         (Schema::Union(u), Value::Union(i, inner)) => {
-            let branch = u
-                .variants()
-                .get(*i as usize)
-                .ok_or_else(|| WireError::invalid(path, "has an unknown union branch"))?;
+            let branch = u.variants().get(*i as usize).ok_or_else(|| {
+                WireError::invalid(path.to_string(), "has an unknown union branch")
+            })?;
             value_to_json(branch, inner, path, names)?
         }
-        _ => return Err(WireError::invalid(path, "has a type events cannot carry")),
+        _ => {
+            return Err(WireError::invalid(
+                path.to_string(),
+                "has a type events cannot carry",
+            ));
+        }
     })
 }
 
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
+/// Where a value sits in a document (`data.error.code`, `data.items[2]`), for error
+/// messages: a chain of borrows, written out only when an error names it, so a
+/// conversion that succeeds builds no path text.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Path<'a> {
+    /// The document, or a named part of it (`data`); empty for the top.
+    Root(&'a str),
+    /// A field (or map key) of the parent.
+    Field(&'a Path<'a>, &'a str),
+    /// An item of the parent array.
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    fn field(&'a self, name: &'a str) -> Path<'a> {
+        Path::Field(self, name)
+    }
+
+    fn index(&'a self, i: usize) -> Path<'a> {
+        Path::Index(self, i)
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(name) => f.write_str(name),
+            Path::Field(Path::Root(""), name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Path;
+
+    #[test]
+    fn a_path_is_written_as_the_dotted_field_names() {
+        let top = Path::Root("");
+        let data = Path::Root("data");
+        let error = data.field("error");
+        let models = error.field("models");
+        assert_eq!(models.index(1).to_string(), "data.error.models[1]");
+        assert_eq!(
+            models.index(1).field("id").to_string(),
+            "data.error.models[1].id"
+        );
+        assert_eq!(top.field("type").to_string(), "type");
+        assert_eq!(top.to_string(), "");
+        assert_eq!(data.to_string(), "data");
     }
 }

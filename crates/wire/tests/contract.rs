@@ -223,6 +223,24 @@ fn the_seed_transfer_error_round_trips() {
 }
 
 #[test]
+fn the_envelope_serialises_to_the_same_bytes_without_a_copy() {
+    let reg = registry();
+    let types = reg.event_types();
+    assert!(types.len() > 3, "{types:?}");
+    for t in types {
+        let event = reg.sample_event(t).expect("a sample of every type");
+        let body = event.envelope_bytes();
+        assert_eq!(
+            body,
+            serde_json::to_vec(&event.envelope_json()).unwrap(),
+            "{t}"
+        );
+        let back: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back["data"], event.data, "{t}");
+    }
+}
+
+#[test]
 fn every_catalogue_type_is_known() {
     let reg = registry();
     let mut expected = vec![

@@ -46,10 +46,12 @@ pub async fn attempt(
 ) -> (AttemptOutcome, Attempt) {
     let started_at = wire::now_rfc3339();
     let clock = Instant::now();
-    let (outcome, body) = if guard::refuses_literal(guard, &delivery.url) {
-        (AttemptOutcome::Refused, Vec::new())
-    } else {
-        send(client, delivery, signature, timeout).await
+    // Parsed once, for the guard and for the request.
+    let (outcome, body) = match reqwest::Url::parse(&delivery.url) {
+        Ok(url) if guard::refuses_literal(guard, &url) => (AttemptOutcome::Refused, Vec::new()),
+        Ok(url) => send(client, url, delivery, signature, timeout).await,
+        // As reqwest's builder error for the same URL would be.
+        Err(_) => (AttemptOutcome::Invalid, Vec::new()),
     };
     let (status, error_code) = match &outcome {
         AttemptOutcome::Status { code, .. } => (Some(i32::from(*code)), None),
@@ -88,6 +90,7 @@ fn excerpt(body: &[u8]) -> Option<String> {
 /// Sends one request; returns its outcome and the first bytes of the response body.
 async fn send(
     client: &reqwest::Client,
+    url: reqwest::Url,
     delivery: &RenderedDelivery,
     signature: &[(String, String)],
     timeout: Duration,
@@ -99,7 +102,7 @@ async fn send(
         return (AttemptOutcome::Invalid, Vec::new());
     };
     let mut request = client
-        .request(method, &delivery.url)
+        .request(method, url)
         .headers(headers)
         .timeout(timeout);
     if !delivery.body.is_empty() {

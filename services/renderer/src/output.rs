@@ -14,7 +14,9 @@ impl Renderer {
         process: &Span,
     ) -> Outcome {
         let endpoint = endpoint_of(compiled);
-        let delivery_id = render::delivery_id(&event.id, &endpoint.id);
+        // A hash and a UUID's text: only where it is shown (the rendered delivery
+        // carries its own).
+        let delivery_id = || render::delivery_id(&event.id, &endpoint.id);
         // One child per rendered delivery; its record carries the child's context, which
         // every attempt of the delivery is parented in.
         let span = if process.is_none() {
@@ -30,7 +32,7 @@ impl Renderer {
                 messaging.destination.name = %self.topics.rendered_deliveries,
                 hookline.event.id = %event.id,
                 hookline.endpoint.id = %endpoint.id,
-                hookline.delivery.id = %delivery_id,
+                hookline.delivery.id = %delivery_id(),
             )
         };
         let mut headers = telemetry::span_headers(&span);
@@ -78,7 +80,7 @@ impl Renderer {
         let mut letter = self.dead_letters.letter(record, code, &reason);
         letter.event_id = Some(event.id.clone());
         letter.endpoint_id = Some(endpoint.id.clone());
-        letter.delivery_id = Some(delivery_id);
+        letter.delivery_id = Some(delivery_id());
         letter.payload = if delivery.is_none() {
             record.payload.clone()
         } else {
