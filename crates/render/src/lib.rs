@@ -255,15 +255,14 @@ pub fn render(
             ))
         })
     };
-    let render_string = |t: &Template| match t.literal() {
-        Some(text) => Ok(text.to_owned()),
-        None => t.render_string(data()),
-    };
     let template_err = |field: &str| {
         let field = field.to_owned();
         move |error| RenderError::Template { field, error }
     };
-    let url_text = render_string(&compiled.url).map_err(template_err("url"))?;
+    let url_text = compiled
+        .url
+        .render_string_with(data)
+        .map_err(template_err("url"))?;
     let url_text = match (url_text.trim(), endpoint.vendor.as_str()) {
         ("", "pagerduty") => vendors::PAGERDUTY_URL.to_owned(),
         ("", "datadog") => vendors::DATADOG_URL.to_owned(),
@@ -302,10 +301,7 @@ pub fn render(
                 .unwrap_or_else(|| default.to_owned());
             let body = match (method.as_str(), &compiled.body) {
                 ("GET" | "DELETE", _) => Vec::new(),
-                (_, Some(t)) => match t.literal() {
-                    Some(text) => text.as_bytes().to_vec(),
-                    None => t.render(data()).map_err(template_err("body_template"))?,
-                },
+                (_, Some(t)) => t.render_with(data).map_err(template_err("body_template"))?,
                 (_, None) => event.envelope_bytes(),
             };
             if vendor == "generic_get" && method == "GET" {
@@ -319,14 +315,16 @@ pub fn render(
         }
     };
     if let Some(t) = &compiled.header_template {
-        let text = render_string(t).map_err(template_err("header_template"))?;
+        let text = t
+            .render_string_with(data)
+            .map_err(template_err("header_template"))?;
         for header in header_lines("header_template", &text)? {
             set(&mut sensitive, header);
         }
     }
     for (name, t) in &compiled.headers {
         let field = format!("headers.{name}");
-        let value = render_string(t).map_err(template_err(&field))?;
+        let value = t.render_string_with(data).map_err(template_err(&field))?;
         set(&mut sensitive, valid_header(&field, name, value.trim())?);
     }
     let sets = |name: &str| {

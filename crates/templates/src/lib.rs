@@ -116,7 +116,7 @@ pub struct Template {
     inner: gotmpl::Template,
     limits: Limits,
     /// The source of a template without actions, which Go prints as written whatever
-    /// the data: [`Template::literal`].
+    /// the data: [`Template::render_with`] then never asks for the data.
     literal: Option<String>,
 }
 
@@ -188,17 +188,22 @@ impl Template {
         })
     }
 
-    /// What the template prints when that does not depend on the data: the source of a
-    /// template without actions. A caller can then skip building the data.
-    pub fn literal(&self) -> Option<&str> {
-        self.literal.as_deref()
-    }
-
     /// Renders with `data` (see [`data_from_json`]).
     pub fn render(&self, data: &Value) -> Result<Vec<u8>, TemplateError> {
+        self.render_with(|| data)
+    }
+
+    /// Renders with the data `data` gives, asked for only when the output depends on
+    /// it: a template without actions prints its source, so a caller whose templates
+    /// are plain text never builds the data.
+    pub fn render_with<'d>(
+        &self,
+        data: impl FnOnce() -> &'d Value,
+    ) -> Result<Vec<u8>, TemplateError> {
         if let Some(text) = &self.literal {
             return Ok(text.as_bytes().to_vec());
         }
+        let data = data();
         let mut out = Capped {
             buf: Vec::with_capacity(256),
             limit: self.limits.max_output_bytes,
@@ -240,7 +245,16 @@ impl Template {
 
     /// Renders to a string (templates of text: URLs, headers).
     pub fn render_string(&self, data: &Value) -> Result<String, TemplateError> {
-        let bytes = self.render(data)?;
+        self.render_string_with(|| data)
+    }
+
+    /// [`Template::render_string`] with the data asked for as [`Template::render_with`]
+    /// asks for it.
+    pub fn render_string_with<'d>(
+        &self,
+        data: impl FnOnce() -> &'d Value,
+    ) -> Result<String, TemplateError> {
+        let bytes = self.render_with(data)?;
         String::from_utf8(bytes)
             .map_err(|_| TemplateError::Exec("output is not valid UTF-8".to_owned()))
     }
@@ -320,7 +334,7 @@ mod tests {
             "caf\u{e9} \u{1f980} \\n",
         ] {
             let fast = Template::parse("t", source, Limits::default()).unwrap();
-            assert_eq!(fast.literal(), Some(source));
+            assert_eq!(fast.literal.as_deref(), Some(source));
             let mut slow = fast.clone();
             slow.literal = None;
             assert_eq!(
@@ -328,11 +342,18 @@ mod tests {
                 slow.render(&data).unwrap(),
                 "{source:?}"
             );
-            assert_eq!(fast.render(&data).unwrap(), source.as_bytes());
+            let unasked = fast.render_with(|| panic!("a literal needs no data"));
+            assert_eq!(unasked.unwrap(), source.as_bytes());
         }
         for source in ["{{.Id}}", "a{{/* c */}}b", "{{- \" x \" -}}"] {
             let t = Template::parse("t", source, Limits::default()).unwrap();
-            assert_eq!(t.literal(), None, "{source:?}");
+            assert_eq!(t.literal, None, "{source:?}");
+            let mut asked = false;
+            let _ = t.render_with(|| {
+                asked = true;
+                &data
+            });
+            assert!(asked, "{source:?}");
         }
     }
 
@@ -344,7 +365,7 @@ mod tests {
             ..Limits::default()
         };
         let t = Template::parse("t", "12345", limits).unwrap();
-        assert_eq!(t.literal(), None);
+        assert_eq!(t.literal, None);
         assert!(matches!(
             t.render(&Value::Nil),
             Err(TemplateError::OutputLimit(4))

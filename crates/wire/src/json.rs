@@ -54,14 +54,11 @@ pub(crate) fn record_from_json(
     names: &Names,
 ) -> Result<Value, WireError> {
     let Json::Object(obj) = json else {
-        return Err(WireError::invalid(
-            path.to_string(),
-            "must be a JSON object",
-        ));
+        return Err(WireError::invalid(path, "must be a JSON object"));
     };
     if let Some(unknown) = obj.keys().find(|k| !record.lookup.contains_key(k.as_str())) {
         return Err(WireError::invalid(
-            path.field(unknown).to_string(),
+            &path.field(unknown),
             "is not a field of this type",
         ));
     }
@@ -73,10 +70,7 @@ pub(crate) fn record_from_json(
             None => match &field.default {
                 Some(default) => value_from_json(&field.schema, default, &field_path, names)?,
                 None => {
-                    return Err(WireError::invalid(
-                        field_path.to_string(),
-                        "missing required field",
-                    ));
+                    return Err(WireError::invalid(&field_path, "missing required field"));
                 }
             },
         };
@@ -96,23 +90,17 @@ fn field_from_json(
         field.custom_attributes.get("hookline.format") == Some(&Json::from("rfc3339"));
     if is_json_text && !json.is_null() {
         if !json.is_object() {
-            return Err(WireError::invalid(
-                path.to_string(),
-                "must be a JSON object",
-            ));
+            return Err(WireError::invalid(path, "must be a JSON object"));
         }
         let text = serde_json::to_string(json)
-            .map_err(|_| WireError::invalid(path.to_string(), "cannot be serialised"))?;
+            .map_err(|_| WireError::invalid(path, "cannot be serialised"))?;
         return value_from_json(&field.schema, &Json::String(text), path, names);
     }
     if is_timestamp
         && let Json::String(s) = json
         && !crate::is_rfc3339(s)
     {
-        return Err(WireError::invalid(
-            path.to_string(),
-            "must be an RFC 3339 timestamp",
-        ));
+        return Err(WireError::invalid(path, "must be an RFC 3339 timestamp"));
     }
     value_from_json(&field.schema, json, path, names)
 }
@@ -124,7 +112,7 @@ pub(crate) fn value_from_json(
     path: &Path<'_>,
     names: &Names,
 ) -> Result<Value, WireError> {
-    let wrong = |what: &str| WireError::invalid(path.to_string(), format!("must be {what}"));
+    let wrong = |what: &str| WireError::invalid(path, format!("must be {what}"));
     match (deref(schema, names), json) {
         (Schema::Null, Json::Null) => Ok(Value::Null),
         (Schema::Boolean, Json::Bool(b)) => Ok(Value::Boolean(*b)),
@@ -175,10 +163,7 @@ pub(crate) fn value_from_json(
         (Schema::Array(_), _) => Err(wrong("an array")),
         (Schema::Map(_), _) => Err(wrong("a JSON object")),
         (Schema::Null, _) => Err(wrong("null")),
-        _ => Err(WireError::invalid(
-            path.to_string(),
-            "has a type events cannot carry",
-        )),
+        _ => Err(WireError::invalid(path, "has a type events cannot carry")),
     }
 }
 
@@ -195,7 +180,7 @@ fn union_from_json(
     if json.is_null() {
         return match null_at {
             Some(i) => Ok(Value::Union(i as u32, Box::new(Value::Null))),
-            None => Err(WireError::invalid(path.to_string(), "must not be null")),
+            None => Err(WireError::invalid(path, "must not be null")),
         };
     }
     let others: Vec<_> = variants
@@ -209,7 +194,7 @@ fn union_from_json(
             Box::new(value_from_json(schema, json, path, names)?),
         )),
         _ => Err(WireError::invalid(
-            path.to_string(),
+            path,
             "is ambiguous (union of several types)",
         )),
     }
@@ -223,7 +208,7 @@ pub(crate) fn record_to_json(
     names: &Names,
 ) -> Result<Json, WireError> {
     let Value::Record(fields) = value else {
-        return Err(WireError::invalid(path.to_string(), "is not a record"));
+        return Err(WireError::invalid(path, "is not a record"));
     };
     let mut obj = Map::with_capacity(fields.len());
     for ((name, v), field) in fields.iter().zip(&record.fields) {
@@ -234,9 +219,7 @@ pub(crate) fn record_to_json(
             json = serde_json::from_str::<Json>(text)
                 .ok()
                 .filter(Json::is_object)
-                .ok_or_else(|| {
-                    WireError::invalid(field_path.to_string(), "must hold a JSON object")
-                })?;
+                .ok_or_else(|| WireError::invalid(&field_path, "must hold a JSON object"))?;
         }
         obj.insert(name.clone(), json);
     }
@@ -280,16 +263,14 @@ pub(crate) fn value_to_json(
         }
         (Schema::Record(r), v @ Value::Record(_)) => record_to_json(r, v, path, names)?,
         (Schema::Union(u), Value::Union(i, inner)) => {
-            let branch = u.variants().get(*i as usize).ok_or_else(|| {
-                WireError::invalid(path.to_string(), "has an unknown union branch")
-            })?;
+            let branch = u
+                .variants()
+                .get(*i as usize)
+                .ok_or_else(|| WireError::invalid(path, "has an unknown union branch"))?;
             value_to_json(branch, inner, path, names)?
         }
         _ => {
-            return Err(WireError::invalid(
-                path.to_string(),
-                "has a type events cannot carry",
-            ));
+            return Err(WireError::invalid(path, "has a type events cannot carry"));
         }
     })
 }
@@ -314,6 +295,13 @@ impl<'a> Path<'a> {
 
     fn index(&'a self, i: usize) -> Path<'a> {
         Path::Index(self, i)
+    }
+}
+
+/// An error names the path written out (`WireError::invalid(path, …)`).
+impl From<&Path<'_>> for String {
+    fn from(path: &Path<'_>) -> String {
+        path.to_string()
     }
 }
 
