@@ -12,6 +12,8 @@ use crate::error::WireError;
 use crate::json::{self, Names};
 use crate::registry::Registry;
 
+mod direct;
+mod foreign;
 mod sample;
 mod sensitive;
 
@@ -55,15 +57,18 @@ impl std::fmt::Debug for Event {
 
 /// The event schema's catalogue, computed once per registry.
 pub(crate) struct Catalogue {
-    names: Names,
+    names: Names<'static>,
     /// event type -> index of its branch in the `data` union
     branches: std::collections::HashMap<String, usize>,
     /// branch index -> dotted paths (inside `data`) of its `hookline.sensitive` fields
     sensitive: std::collections::HashMap<usize, Vec<String>>,
+    /// Whether data of the current schema is read straight into JSON; if so, by branch
+    /// index, the paths of its JSON text fields ([`direct`]).
+    direct: Option<Vec<Vec<String>>>,
 }
 
 impl Catalogue {
-    pub(crate) fn new(event_schema: &Schema) -> Result<Self, WireError> {
+    pub(crate) fn new(event_schema: &'static Schema) -> Result<Self, WireError> {
         let mut names = Names::new();
         json::collect_names(event_schema, &mut names);
         let mut branches = std::collections::HashMap::new();
@@ -82,10 +87,12 @@ impl Catalogue {
             sensitive_paths(r, "", &names, &mut paths);
             sensitive.insert(i, paths);
         }
+        let direct = direct::json_text_paths(event_schema, &names);
         Ok(Catalogue {
             names,
             branches,
             sensitive,
+            direct,
         })
     }
 
@@ -94,6 +101,7 @@ impl Catalogue {
             names: Names::new(),
             branches: std::collections::HashMap::new(),
             sensitive: std::collections::HashMap::new(),
+            direct: None,
         }
     }
 
@@ -285,106 +293,37 @@ impl Registry {
     /// Reads an event written with any known version of the event schema, and checks
     /// that its type matches its data.
     pub fn decode_event(&self, bytes: &[u8]) -> Result<Event, WireError> {
-        let value = self.decode_value(EVENT, bytes)?;
-        self.event_from_value(value)
+        let (index, datum) = self.locate(EVENT, bytes)?;
+        self.read_event_datum(index, datum)
     }
 
-    /// An event from an envelope written with another schema than hookline's (an
-    /// engine's evolved copy, found through a Schema Registry): the `data` branch is
-    /// chosen by the event's `type` and must be the record of the same name, then
-    /// resolved field by field (Avro's rules: defaults for missing fields, extra fields
-    /// skipped). Choosing by type, not by shape, keeps one type's data from being read
-    /// as another type whose fields it happens to fit.
-    #[cfg_attr(not(feature = "schema-registry"), allow(dead_code))]
-    pub(crate) fn event_from_foreign(
-        &self,
-        value: Value,
-        writer_branches: &[Option<String>],
-        names: &std::collections::HashMap<apache_avro::schema::Name, &'static Schema>,
-    ) -> Result<Event, WireError> {
-        let Value::Record(fields) = value else {
-            return Err(WireError::Datum("event is not a record".to_owned()));
-        };
-        let mut envelope = Vec::with_capacity(5);
-        let mut event_type = None;
-        let mut version = None;
-        let mut data = None;
-        for (name, v) in fields {
-            let v = match v {
-                Value::Union(_, inner) if name != "data" => *inner,
-                v => v,
-            };
-            match (name.as_str(), v) {
-                ("type", Value::String(t)) => event_type = Some(t),
-                ("version", Value::String(t)) => version = Some(t),
-                ("id" | "created_at", v @ Value::String(_)) => envelope.push((name, v)),
-                ("data", Value::Union(i, inner)) => data = Some((i as usize, *inner)),
-                _ => {}
+    /// Reads an event datum written with version `index` (file order) of the event
+    /// schema: straight into JSON when written with the current version and the schema
+    /// allows it ([`direct`]), else through the value tree.
+    pub(crate) fn read_event_datum(&self, index: usize, datum: &[u8]) -> Result<Event, WireError> {
+        let paths = match &self.catalogue().direct {
+            Some(paths) if self.is_current(EVENT, index) => paths,
+            _ => {
+                let value = self.read_datum(EVENT, index, datum)?;
+                return self.event_from_value(value);
             }
-        }
-        let (Some(event_type), Some((writer_branch, inner))) = (event_type, data) else {
-            return Err(WireError::Datum("event envelope is incomplete".to_owned()));
         };
-        let catalogue = self.catalogue();
-        let Some(&branch) = catalogue.branches.get(&event_type) else {
-            return Err(WireError::invalid(
-                "type",
-                "unknown event type (not in schemas/event)",
-            ));
-        };
-        let reader_branch = &data_union(self.current(EVENT)?)?[branch];
-        let Schema::Record(record) = json::deref(reader_branch, &catalogue.names) else {
-            return Err(WireError::invalid(
-                "data",
-                "event type has no record schema",
-            ));
-        };
-        if writer_branches
-            .get(writer_branch)
-            .and_then(Option::as_deref)
-            != Some(record.name.name())
-        {
-            return Err(WireError::invalid("type", "does not match the data record"));
-        }
-        let data = inner
-            .resolve_with_names(reader_branch, names)
-            .map_err(|_| {
-                WireError::Datum(format!(
-                    "data record {} does not resolve to hookline's",
-                    record.name.name()
-                ))
-            })?;
-        envelope.push(("type".to_owned(), Value::String(event_type)));
-        envelope.push((
-            "version".to_owned(),
-            Value::String(version.unwrap_or_else(|| DEFAULT_VERSION.to_owned())),
-        ));
-        envelope.push((
-            "data".to_owned(),
-            Value::Union(u32::try_from(branch).unwrap_or(u32::MAX), Box::new(data)),
-        ));
-        self.event_from_value(Value::Record(envelope))
-    }
-
-    /// The unqualified names of the records in the `data` union of an event schema, by
-    /// branch (`None` for a branch that is not a record).
-    #[cfg_attr(not(feature = "schema-registry"), allow(dead_code))]
-    pub(crate) fn data_branch_names(schema: &Schema) -> Result<Vec<Option<String>>, WireError> {
-        let mut names = Names::new();
-        json::collect_names(schema, &mut names);
-        Ok(data_union(schema)?
-            .iter()
-            .map(|b| match json::deref(b, &names) {
-                Schema::Record(r) => Some(r.name.name().to_owned()),
-                _ => None,
-            })
-            .collect())
+        let d: direct::Datum = self.deserialize_datum(EVENT, datum)?;
+        let mut data = d.data;
+        self.event_from_parts(
+            [d.id, d.event_type, d.version, d.created_at],
+            d.branch,
+            |_| {
+                if let Some(paths) = paths.get(d.branch) {
+                    direct::parse_json_text(&mut data, paths)?;
+                }
+                Ok(data)
+            },
+        )
     }
 
     /// An event from its envelope, read as the current event schema.
     pub(crate) fn event_from_value(&self, value: Value) -> Result<Event, WireError> {
-        let schema = self.current(EVENT)?;
-        let catalogue = self.catalogue();
         let Value::Record(fields) = value else {
             return Err(WireError::Datum("event is not a record".to_owned()));
         };
@@ -413,6 +352,22 @@ impl Registry {
         else {
             return Err(WireError::Datum("event envelope is incomplete".to_owned()));
         };
+        let names = &self.catalogue().names;
+        self.event_from_parts([id, event_type, version, created_at], branch, |record| {
+            json::record_to_json(record, &data_value, &json::Path::Root("data"), names)
+        })
+    }
+
+    /// An event from its envelope's strings (`id`, `type`, `version`, `created_at`) and
+    /// its data's branch, whose JSON `data` gives: checks that the type is the branch's.
+    fn event_from_parts(
+        &self,
+        [id, event_type, version, created_at]: [String; 4],
+        branch: usize,
+        data: impl FnOnce(&RecordSchema) -> Result<Json, WireError>,
+    ) -> Result<Event, WireError> {
+        let schema = self.current(EVENT)?;
+        let catalogue = self.catalogue();
         match catalogue.branches.get(&event_type) {
             Some(b) if *b == branch => {}
             Some(_) => return Err(WireError::invalid("type", "does not match the data record")),
@@ -436,12 +391,7 @@ impl Registry {
                 "event type has no record schema",
             ));
         };
-        let data = json::record_to_json(
-            record,
-            &data_value,
-            &json::Path::Root("data"),
-            &catalogue.names,
-        )?;
+        let data = data(record)?;
         let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
         Ok(Event {
             id,

@@ -294,9 +294,7 @@ impl EventReader {
         mut datum: &[u8],
     ) -> Result<Event, WireError> {
         match writer {
-            Writer::Known(index) => registry
-                .read_datum(EVENT, *index, datum)
-                .and_then(|value| registry.event_from_value(value)),
+            Writer::Known(index) => registry.read_event_datum(*index, datum),
             Writer::Foreign { reader, branches } => {
                 let value = reader
                     .read_value(&mut datum)

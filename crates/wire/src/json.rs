@@ -13,23 +13,23 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::WireError;
 
-/// Named types of a schema, to follow `Schema::Ref`s.
-pub(crate) type Names = HashMap<Name, Schema>;
+/// Named types of a schema, to follow `Schema::Ref`s: borrowed from the schema.
+pub(crate) type Names<'s> = HashMap<Name, &'s Schema>;
 
 /// Collects every named type defined inside `schema`.
-pub(crate) fn collect_names(schema: &Schema, names: &mut Names) {
+pub(crate) fn collect_names<'s>(schema: &'s Schema, names: &mut Names<'s>) {
     match schema {
         Schema::Record(r) => {
-            names.insert(r.name.clone(), schema.clone());
+            names.insert(r.name.clone(), schema);
             for f in &r.fields {
                 collect_names(&f.schema, names);
             }
         }
         Schema::Enum(e) => {
-            names.insert(e.name.clone(), schema.clone());
+            names.insert(e.name.clone(), schema);
         }
         Schema::Fixed(f) => {
-            names.insert(f.name.clone(), schema.clone());
+            names.insert(f.name.clone(), schema);
         }
         Schema::Array(a) => collect_names(&a.items, names),
         Schema::Map(m) => collect_names(&m.types, names),
@@ -39,9 +39,9 @@ pub(crate) fn collect_names(schema: &Schema, names: &mut Names) {
 }
 
 /// Follows a reference to the named type it stands for.
-pub(crate) fn deref<'a>(schema: &'a Schema, names: &'a Names) -> &'a Schema {
+pub(crate) fn deref<'a>(schema: &'a Schema, names: &Names<'a>) -> &'a Schema {
     match schema {
-        Schema::Ref { name } => names.get(name).unwrap_or(schema),
+        Schema::Ref { name } => names.get(name).copied().unwrap_or(schema),
         other => other,
     }
 }
@@ -51,7 +51,7 @@ pub(crate) fn record_from_json(
     record: &RecordSchema,
     json: &Json,
     path: &Path<'_>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> Result<Value, WireError> {
     let Json::Object(obj) = json else {
         return Err(WireError::invalid(path, "must be a JSON object"));
@@ -83,7 +83,7 @@ fn field_from_json(
     field: &RecordField,
     json: &Json,
     path: &Path<'_>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> Result<Value, WireError> {
     let is_json_text = field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true));
     let is_timestamp =
@@ -110,7 +110,7 @@ pub(crate) fn value_from_json(
     schema: &Schema,
     json: &Json,
     path: &Path<'_>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> Result<Value, WireError> {
     let wrong = |what: &str| WireError::invalid(path, format!("must be {what}"));
     match (deref(schema, names), json) {
@@ -173,7 +173,7 @@ fn union_from_json(
     u: &UnionSchema,
     json: &Json,
     path: &Path<'_>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> Result<Value, WireError> {
     let variants = u.variants();
     let null_at = variants.iter().position(|v| matches!(v, Schema::Null));
@@ -205,7 +205,7 @@ pub(crate) fn record_to_json(
     record: &RecordSchema,
     value: &Value,
     path: &Path<'_>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> Result<Json, WireError> {
     let Value::Record(fields) = value else {
         return Err(WireError::invalid(path, "is not a record"));
@@ -231,7 +231,7 @@ pub(crate) fn value_to_json(
     schema: &Schema,
     value: &Value,
     path: &Path<'_>,
-    names: &Names,
+    names: &Names<'_>,
 ) -> Result<Json, WireError> {
     let schema = deref(schema, names);
     Ok(match (schema, value) {

@@ -6,6 +6,7 @@
 //! Architecture invariant: only this crate knows Avro. Services hand it typed records
 //! or JSON events and get bytes back, and the other way round.
 
+mod bundled;
 mod error;
 mod event;
 #[cfg(feature = "schema-registry")]
@@ -18,7 +19,9 @@ mod redacted;
 mod registry;
 #[cfg(feature = "schema-registry")]
 mod schema_registry;
+mod value_ser;
 
+pub use bundled::{BUNDLED_SCHEMAS, schema_files};
 pub use error::WireError;
 pub use event::{DEFAULT_VERSION, ENVELOPE_FIELDS, Event};
 #[cfg(feature = "schema-registry")]
@@ -32,7 +35,7 @@ pub use records::{
     RenderedDelivery, Replay, RetiredKey, SigningKey,
 };
 pub use redacted::Redacted;
-pub use registry::{BUNDLED_SCHEMAS, Fingerprint, MAX_ALLOCATION_BYTES, Registry, schema_files};
+pub use registry::{Fingerprint, MAX_ALLOCATION_BYTES, Registry};
 #[cfg(feature = "schema-registry")]
 pub use schema_registry::{
     Compatibility, Registered, RegistryError, RegistrySettings, SchemaRegistry,

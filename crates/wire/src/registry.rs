@@ -12,136 +12,12 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::bundled::{BUNDLED_SCHEMAS, version_of};
 use crate::error::WireError;
 use crate::event::{Catalogue, EVENT};
+use crate::json::{self, Names};
 use crate::records::Record;
-
-/// The schema files compiled into every binary: `(file name, text)`.
-///
-/// A file is named `<record>.v<N>.avsc`; the highest `N` of a record is the version
-/// writers use, and every version stays readable. A test checks this list matches
-/// the `schemas/` folder.
-pub const BUNDLED_SCHEMAS: &[(&str, &str)] = &[
-    (
-        "event.v1.avsc",
-        include_str!("../../../schemas/event.v1.avsc"),
-    ),
-    (
-        "endpoint.v1.avsc",
-        include_str!("../../../schemas/endpoint.v1.avsc"),
-    ),
-    (
-        "endpoint.v2.avsc",
-        include_str!("../../../schemas/endpoint.v2.avsc"),
-    ),
-    (
-        "endpoint.v3.avsc",
-        include_str!("../../../schemas/endpoint.v3.avsc"),
-    ),
-    (
-        "endpoint.v4.avsc",
-        include_str!("../../../schemas/endpoint.v4.avsc"),
-    ),
-    (
-        "endpoint.v5.avsc",
-        include_str!("../../../schemas/endpoint.v5.avsc"),
-    ),
-    (
-        "endpoint.v6.avsc",
-        include_str!("../../../schemas/endpoint.v6.avsc"),
-    ),
-    (
-        "endpoint-request.v1.avsc",
-        include_str!("../../../schemas/endpoint-request.v1.avsc"),
-    ),
-    (
-        "delivery-summary.v1.avsc",
-        include_str!("../../../schemas/delivery-summary.v1.avsc"),
-    ),
-    (
-        "instance-claim.v1.avsc",
-        include_str!("../../../schemas/instance-claim.v1.avsc"),
-    ),
-    (
-        "rendered-delivery.v1.avsc",
-        include_str!("../../../schemas/rendered-delivery.v1.avsc"),
-    ),
-    (
-        "rendered-delivery.v2.avsc",
-        include_str!("../../../schemas/rendered-delivery.v2.avsc"),
-    ),
-    (
-        "rendered-delivery.v3.avsc",
-        include_str!("../../../schemas/rendered-delivery.v3.avsc"),
-    ),
-    (
-        "rendered-delivery.v4.avsc",
-        include_str!("../../../schemas/rendered-delivery.v4.avsc"),
-    ),
-    (
-        "rendered-delivery.v5.avsc",
-        include_str!("../../../schemas/rendered-delivery.v5.avsc"),
-    ),
-    (
-        "dead-letter.v1.avsc",
-        include_str!("../../../schemas/dead-letter.v1.avsc"),
-    ),
-    (
-        "dead-letter.v2.avsc",
-        include_str!("../../../schemas/dead-letter.v2.avsc"),
-    ),
-    (
-        "dead-letter.v3.avsc",
-        include_str!("../../../schemas/dead-letter.v3.avsc"),
-    ),
-    (
-        "dead-letter.v4.avsc",
-        include_str!("../../../schemas/dead-letter.v4.avsc"),
-    ),
-    (
-        "dead-letter.v5.avsc",
-        include_str!("../../../schemas/dead-letter.v5.avsc"),
-    ),
-    (
-        "signing-key.v1.avsc",
-        include_str!("../../../schemas/signing-key.v1.avsc"),
-    ),
-    (
-        "signing-key.v2.avsc",
-        include_str!("../../../schemas/signing-key.v2.avsc"),
-    ),
-    (
-        "aggregated-trace.v1.avsc",
-        include_str!("../../../schemas/aggregated-trace.v1.avsc"),
-    ),
-    (
-        "delivery-attempt.v1.avsc",
-        include_str!("../../../schemas/delivery-attempt.v1.avsc"),
-    ),
-    (
-        "delivery-attempt.v2.avsc",
-        include_str!("../../../schemas/delivery-attempt.v2.avsc"),
-    ),
-    (
-        "replay.v1.avsc",
-        include_str!("../../../schemas/replay.v1.avsc"),
-    ),
-];
-
-/// Every bundled version of one record's schema, oldest first: `(file name, text)`;
-/// `record` is the file name's stem, e.g. `event`.
-pub fn schema_files(record: &str) -> Vec<(&'static str, &'static str)> {
-    let mut found: Vec<(u32, &'static str, &'static str)> = BUNDLED_SCHEMAS
-        .iter()
-        .filter(|(file, _)| {
-            file.strip_prefix(record)
-                .is_some_and(|rest| rest.starts_with(".v"))
-        })
-        .filter_map(|(file, text)| Some((version_of(file)?, *file, *text)))
-        .collect();
-    found.sort_by_key(|(v, _, _)| *v);
-    found.into_iter().map(|(_, f, t)| (f, t)).collect()
-}
+use crate::value_ser::Typed;
 
 /// Single-object encoding marker (Avro specification).
 const MARKER: [u8; 2] = [0xC3, 0x01];
@@ -192,6 +68,8 @@ struct Family {
     readers: Vec<GenericDatumReader<'static>>,
     /// A writer of the current version.
     writer: GenericDatumWriter<'static>,
+    /// The named types of the current version, for [`Typed`] values.
+    names: Names<'static>,
 }
 
 impl Family {
@@ -229,12 +107,15 @@ impl Family {
             })
             .collect::<Result<_, _>>()
             .map_err(built)?;
+        let mut names = Names::new();
+        json::collect_names(newest, &mut names);
         Ok(Family {
             current,
             versions,
             fingerprints,
             readers,
             writer,
+            names,
         })
     }
 }
@@ -336,25 +217,72 @@ impl Registry {
     }
 
     /// Writes a generic value as single-object encoding with the record's current schema.
+    /// The value must be of the schema's types, its records' fields in schema order
+    /// (what the JSON conversion builds).
     pub fn encode_value(&self, full_name: &str, value: Value) -> Result<Vec<u8>, WireError> {
-        let (writer, fingerprint) = self.writer(full_name)?;
-        let mut out = header(fingerprint);
-        writer
-            .write_value_ref(&mut out, &value)
+        let family = self.family(full_name)?;
+        let mut out = header(family.fingerprints[family.current]);
+        let typed = Typed {
+            value: &value,
+            schema: family.versions[family.current].schema,
+            names: &family.names,
+        };
+        family
+            .writer
+            .write_ser(&mut out, &typed)
             .map_err(|e| encode_err(full_name, &e))?;
         Ok(out)
     }
 
-    /// Reads a typed record written with any known version of its schema.
+    /// Reads a typed record written with any known version of its schema. A record
+    /// written with the current version is deserialised straight from its bytes; an
+    /// older one through a generic value resolved to the current version.
     pub fn decode<T: Record + DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, WireError> {
-        let value = self.decode_value(T::FULL_NAME, bytes)?;
+        let (index, datum) = self.locate(T::FULL_NAME, bytes)?;
+        if self.is_current(T::FULL_NAME, index) {
+            return self.deserialize_datum(T::FULL_NAME, datum);
+        }
+        let value = self.read_datum(T::FULL_NAME, index, datum)?;
         apache_avro::from_value::<T>(&value)
             .map_err(|_| WireError::Datum(format!("datum does not fit {}", T::FULL_NAME)))
+    }
+
+    /// Whether version `index` (file order) of `full_name` is its current version.
+    pub(crate) fn is_current(&self, full_name: &str, index: usize) -> bool {
+        self.family(full_name).is_ok_and(|f| f.current == index)
+    }
+
+    /// Deserialises a datum (no header) written with the current version of
+    /// `full_name`, with no value tree in between.
+    pub(crate) fn deserialize_datum<T: DeserializeOwned>(
+        &self,
+        full_name: &str,
+        mut datum: &[u8],
+    ) -> Result<T, WireError> {
+        let family = self.family(full_name)?;
+        // The current version's reader has no reader schema to resolve to, which
+        // `read_deser` requires (it panics otherwise): see `Family::new`.
+        let read = family.readers[family.current]
+            .read_deser::<T>(&mut datum)
+            .map_err(|e| datum_err(full_name, &e))?;
+        trailing(full_name, datum)?;
+        Ok(read)
     }
 
     /// Reads a single-object encoded record, resolving the writer's schema (found by
     /// fingerprint) to the current version of `full_name`.
     pub fn decode_value(&self, full_name: &str, bytes: &[u8]) -> Result<Value, WireError> {
+        let (index, datum) = self.locate(full_name, bytes)?;
+        self.read_datum(full_name, index, datum)
+    }
+
+    /// The version (index in file order) a single-object encoded `full_name` was
+    /// written with, and its datum.
+    pub(crate) fn locate<'b>(
+        &self,
+        full_name: &str,
+        bytes: &'b [u8],
+    ) -> Result<(usize, &'b [u8]), WireError> {
         let (fingerprint, datum) = single_object(bytes).ok_or(WireError::NotSingleObject)?;
         let (family_name, index) = self
             .by_fingerprint
@@ -366,7 +294,7 @@ impl Registry {
                 found: family_name.clone(),
             });
         }
-        self.read_datum(full_name, *index, datum)
+        Ok((*index, datum))
     }
 
     /// Reads a datum (no header) written with version `index` (in file order) of
@@ -385,11 +313,7 @@ impl Registry {
         let value = reader
             .read_value(&mut datum)
             .map_err(|e| datum_err(full_name, &e))?;
-        if !datum.is_empty() {
-            return Err(WireError::Datum(format!(
-                "trailing bytes after {full_name} datum"
-            )));
-        }
+        trailing(full_name, datum)?;
         Ok(value)
     }
 
@@ -479,6 +403,17 @@ pub(crate) fn single_object(bytes: &[u8]) -> Option<(Fingerprint, &[u8])> {
     (marker == MARKER).then(|| (Fingerprint(fingerprint.try_into().expect("8 bytes")), datum))
 }
 
+/// An error when bytes are left after a datum.
+fn trailing(full_name: &str, rest: &[u8]) -> Result<(), WireError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(WireError::Datum(format!(
+            "trailing bytes after {full_name} datum"
+        )))
+    }
+}
+
 fn header(fingerprint: Fingerprint) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MARKER);
@@ -507,24 +442,5 @@ fn encode_err(full_name: &str, err: &apache_avro::Error) -> WireError {
     WireError::Encode {
         schema: full_name.to_owned(),
         reason: kind,
-    }
-}
-
-fn version_of(file: &str) -> Option<u32> {
-    let stem = file.strip_suffix(".avsc")?;
-    let (_, v) = stem.rsplit_once(".v")?;
-    v.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn version_is_read_from_the_file_name() {
-        assert_eq!(version_of("event.v1.avsc"), Some(1));
-        assert_eq!(version_of("rendered-delivery.v12.avsc"), Some(12));
-        assert_eq!(version_of("event.avsc"), None);
-        assert_eq!(version_of("event.vx.avsc"), None);
     }
 }

@@ -611,3 +611,83 @@ fn a_length_prefix_larger_than_any_record_is_refused_unallocated() {
     assert_eq!(err.code(), "HL-WIRE-UNDECODABLE");
     assert!(err.to_string().contains("allocate"), "{err}");
 }
+
+/// A record of the current version is deserialised straight from its bytes: it reads
+/// what the generic value path reads, and refuses what that path refuses (a truncated
+/// datum, bytes after the datum) with the same codes.
+#[test]
+fn typed_decoding_reads_what_the_value_path_reads() {
+    let reg = registry();
+    let retried = RenderedDelivery {
+        transfer_id: Some("t1".into()),
+        timeout_ms: Some(2_000),
+        insecure_tls: true,
+        max_rps: Some(-1),
+        due_at_ms: Some(i64::MIN),
+        body_sealed: true,
+        body: (0..=255).collect(),
+        signing_secrets: vec!["s1".into(), String::new()],
+        attempts: vec![Attempt {
+            attempt: 3,
+            started_at: "2023-10-15T19:19:08+00:00".into(),
+            duration_ms: i64::MAX,
+            status: None,
+            error_code: Some("HL-HTTP-TIMEOUT".into()),
+            response: None,
+        }],
+        ..delivery()
+    };
+    let bytes = reg.encode(&retried).unwrap();
+    let typed = reg.decode::<RenderedDelivery>(&bytes).unwrap();
+    let value = reg
+        .decode_value("hookline.internal.RenderedDelivery", &bytes)
+        .unwrap();
+    assert_eq!(
+        typed,
+        apache_avro::from_value::<RenderedDelivery>(&value).unwrap()
+    );
+    assert_eq!(typed, retried);
+
+    for cut in [bytes.len() - 1, bytes.len() / 2, 11] {
+        let err = reg.decode::<RenderedDelivery>(&bytes[..cut]).unwrap_err();
+        assert_eq!(err.code(), "HL-WIRE-UNDECODABLE", "cut at {cut}: {err:?}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let err = reg.decode::<RenderedDelivery>(&longer).unwrap_err();
+    assert_eq!(err.code(), "HL-WIRE-UNDECODABLE", "{err:?}");
+    assert!(err.to_string().contains("trailing"), "{err}");
+    // The right header, then bytes that are no datum of the schema.
+    let mut garbage = bytes[..10].to_vec();
+    garbage.extend_from_slice(&[0x7f; 40]);
+    let err = reg.decode::<RenderedDelivery>(&garbage).unwrap_err();
+    assert_eq!(err.code(), "HL-WIRE-UNDECODABLE", "{err:?}");
+}
+
+/// Events are written through the schema-aware serializer: byte for byte what
+/// apache-avro's generic encoder writes for the same value (every event type's sample,
+/// and arrays empty and long).
+#[test]
+fn events_encode_as_the_generic_encoder_does() {
+    let reg = registry();
+    let schema = reg.current("hookline.events.Event").unwrap();
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .unwrap();
+    let mut events: Vec<serde_json::Value> = reg
+        .event_types()
+        .into_iter()
+        .map(|t| json!({"type": t, "data": reg.sample_event(t).unwrap().data}))
+        .collect();
+    for models in [json!([]), json!(["a", "b", "c", "d"])] {
+        let mut e = transfer_error();
+        e["data"]["error"]["models"] = models;
+        events.push(e);
+    }
+    for json in &events {
+        let (_, bytes) = reg.event_from_json(json).unwrap();
+        let value = reg.decode_value("hookline.events.Event", &bytes).unwrap();
+        let generic = writer.write_value_to_vec(value).unwrap();
+        assert_eq!(&bytes[10..], &generic[..], "{}", json["type"]);
+    }
+}

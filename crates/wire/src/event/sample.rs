@@ -32,7 +32,7 @@ impl Registry {
     }
 }
 
-fn sample_record(record: &RecordSchema, names: &Names) -> Json {
+fn sample_record(record: &RecordSchema, names: &Names<'_>) -> Json {
     let mut obj = Map::new();
     for field in &record.fields {
         let value = if field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true)) {
@@ -47,7 +47,7 @@ fn sample_record(record: &RecordSchema, names: &Names) -> Json {
     Json::Object(obj)
 }
 
-fn sample_value(schema: &Schema, name: &str, names: &Names) -> Json {
+fn sample_value(schema: &Schema, name: &str, names: &Names<'_>) -> Json {
     match json::deref(schema, names) {
         Schema::Boolean => Json::Bool(true),
         Schema::Int | Schema::Long => Json::from(1),

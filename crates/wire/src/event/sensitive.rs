@@ -12,7 +12,7 @@ use crate::json::{self, Names};
 pub(super) fn sensitive_paths(
     record: &RecordSchema,
     prefix: &str,
-    names: &Names,
+    names: &Names<'_>,
     out: &mut Vec<String>,
 ) {
     for field in &record.fields {
