@@ -85,7 +85,7 @@ fn field_from_json(
     path: &Path<'_>,
     names: &Names<'_>,
 ) -> Result<Value, WireError> {
-    let is_json_text = field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true));
+    let is_json_text = is_json_text(field);
     let is_timestamp =
         field.custom_attributes.get("hookline.format") == Some(&Json::from("rfc3339"));
     if is_json_text && !json.is_null() {
@@ -200,6 +200,20 @@ fn union_from_json(
     }
 }
 
+/// Whether a field carries a JSON object as text (`"hookline.json": true`).
+pub(crate) fn is_json_text(field: &RecordField) -> bool {
+    field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true))
+}
+
+/// The JSON object the text of a JSON text field holds; anything else is an error
+/// naming `path`.
+pub(crate) fn object_from_text(text: &str, path: &Path<'_>) -> Result<Json, WireError> {
+    serde_json::from_str::<Json>(text)
+        .ok()
+        .filter(Json::is_object)
+        .ok_or_else(|| WireError::invalid(path, "must hold a JSON object"))
+}
+
 /// Converts an Avro record of `record` into a JSON object, in schema field order.
 pub(crate) fn record_to_json(
     record: &RecordSchema,
@@ -213,13 +227,11 @@ pub(crate) fn record_to_json(
     let mut obj = Map::with_capacity(fields.len());
     for ((name, v), field) in fields.iter().zip(&record.fields) {
         let field_path = path.field(name);
-        let is_json_text = field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true));
         let mut json = value_to_json(&field.schema, v, &field_path, names)?;
-        if is_json_text && let Json::String(text) = &json {
-            json = serde_json::from_str::<Json>(text)
-                .ok()
-                .filter(Json::is_object)
-                .ok_or_else(|| WireError::invalid(&field_path, "must hold a JSON object"))?;
+        if is_json_text(field)
+            && let Json::String(text) = &json
+        {
+            json = object_from_text(text, &field_path)?;
         }
         obj.insert(name.clone(), json);
     }

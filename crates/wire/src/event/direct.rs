@@ -13,17 +13,15 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value as Json};
 
+use super::sensitive::json_mut;
 use crate::error::WireError;
 use crate::json::{self, Names};
 
-/// The envelope's fields, in the only order the direct read accepts.
-const ENVELOPE: [(&str, bool); 5] = [
-    ("id", false),
-    ("type", false),
-    ("version", false),
-    ("created_at", false),
-    ("data", true),
-];
+/// The envelope's fields, in the only order the direct read accepts: four strings,
+/// then the data union.
+const ENVELOPE: [&str; 5] = ["id", "type", "version", "created_at", "data"];
+/// Where an error in the data points.
+const DATA: json::Path<'static> = json::Path::Root("data");
 
 /// An event's envelope as written: its strings, and its data's branch and JSON.
 pub(super) struct Datum {
@@ -47,11 +45,11 @@ pub(super) fn json_text_paths(schema: &Schema, names: &Names<'_>) -> Option<Vec<
         return None;
     }
     let mut data = None;
-    for (field, (name, is_data)) in envelope.fields.iter().zip(ENVELOPE) {
-        match (&field.schema, is_data) {
+    for (field, name) in envelope.fields.iter().zip(ENVELOPE) {
+        match (&field.schema, name) {
             _ if field.name != name => return None,
-            (Schema::String, false) => {}
-            (Schema::Union(u), true) => data = Some(u.variants()),
+            (Schema::Union(u), "data") => data = Some(u.variants()),
+            (Schema::String, _) if name != "data" => {}
             _ => return None,
         }
     }
@@ -83,7 +81,7 @@ fn record_paths(
         } else {
             format!("{prefix}.{}", field.name)
         };
-        if field.custom_attributes.get("hookline.json") == Some(&Json::Bool(true)) {
+        if json::is_json_text(field) {
             let text = match &field.schema {
                 Schema::String => true,
                 Schema::Union(u) => {
@@ -134,16 +132,10 @@ fn plain(schema: &Schema, names: &Names<'_>) -> bool {
 /// each must hold a JSON object.
 pub(super) fn parse_json_text(data: &mut Json, paths: &[String]) -> Result<(), WireError> {
     for path in paths {
-        let Some(value) = path.split('.').try_fold(&mut *data, |v, k| v.get_mut(k)) else {
-            continue;
-        };
-        if let Json::String(text) = value {
-            *value = serde_json::from_str::<Json>(text)
-                .ok()
-                .filter(Json::is_object)
-                .ok_or_else(|| {
-                    WireError::invalid(format!("data.{path}"), "must hold a JSON object")
-                })?;
+        if let Some(value) = json_mut(data, path)
+            && let Json::String(text) = value
+        {
+            *value = json::object_from_text(text, &json::Path::Field(&DATA, path))?;
         }
     }
     Ok(())
@@ -165,20 +157,16 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Datum, A::Error> {
+        // The field order was checked against the schema (`json_text_paths`): the
+        // four strings, then the data.
         let mut strings: [String; 4] = Default::default();
-        let mut data = None;
-        // The field order was checked against the schema (`json_text_paths`).
-        for (i, (_, is_data)) in ENVELOPE.iter().enumerate() {
-            map.next_key_seed(Key)?
-                .ok_or_else(|| de::Error::custom("event envelope is incomplete"))?;
-            if *is_data {
-                data = Some(map.next_value_seed(Branch)?);
-            } else {
-                strings[i] = map.next_value()?;
-            }
+        for string in &mut strings {
+            next_key(&mut map)?;
+            *string = map.next_value()?;
         }
+        next_key(&mut map)?;
+        let (branch, data) = map.next_value_seed(Branch)?;
         let [id, event_type, version, created_at] = strings;
-        let (branch, data) = data.ok_or_else(|| de::Error::custom("no data"))?;
         Ok(Datum {
             id,
             event_type,
@@ -188,6 +176,13 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
             data,
         })
     }
+}
+
+/// Reads past the next field's name, which the schema fixes.
+fn next_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    map.next_key_seed(Key)?
+        .map(drop)
+        .ok_or_else(|| de::Error::custom("event envelope is incomplete"))
 }
 
 /// A record field's or an enum symbol's name.

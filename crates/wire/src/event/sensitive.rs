@@ -38,9 +38,14 @@ pub(super) fn sensitive_paths(
     }
 }
 
+/// The value at a dotted path inside an event's `data`, as JSON.
+pub(super) fn json_mut<'a>(data: &'a mut Json, path: &str) -> Option<&'a mut Json> {
+    path.split('.').try_fold(data, |v, k| v.get_mut(k))
+}
+
 /// The string at a dotted path inside an event's `data`, as JSON.
 pub(super) fn json_string_mut<'a>(data: &'a mut Json, path: &str) -> Option<&'a mut String> {
-    match path.split('.').try_fold(data, |v, k| v.get_mut(k))? {
+    match json_mut(data, path)? {
         Json::String(s) => Some(s),
         _ => None,
     }
