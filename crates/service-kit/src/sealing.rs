@@ -226,7 +226,8 @@ pub fn seal_event(sealer: &signing::Sealer, registry: &wire::Registry, event: &m
 }
 
 /// One sensitive field of event `event_id` sealed, or `None` when it is empty or
-/// already sealed: what [`wire::Registry::event_from_json_sealing`] is given.
+/// already sealed: what [`wire::Registry::encode_event_json_sealing`] (the API's path)
+/// and [`wire::Registry::event_from_json_sealing`] are given.
 pub fn seal_field(
     sealer: &signing::Sealer,
     event_id: &str,

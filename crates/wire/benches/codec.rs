@@ -1,5 +1,6 @@
 //! What the Avro codec costs per event on the pipeline's hot path: the renderer decodes
-//! an event and encodes a rendered delivery, the dispatcher decodes it.
+//! an event and encodes a rendered delivery, the dispatcher decodes it, `POST /events`
+//! validates and encodes one.
 //! `cargo bench -p wire`; figures in docs/BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -96,6 +97,14 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("validate a JSON event and encode it (POST /events)", |b| {
         b.iter(|| registry.event_from_json(black_box(&sample)).expect("valid"))
+    });
+    // What `POST /events` keeps of it: the encoding, id, type and key, no data JSON.
+    c.bench_function("validate a JSON event and encode it, API's part", |b| {
+        b.iter(|| {
+            registry
+                .encode_event_json_sealing(black_box(&sample), |_, _, _| None)
+                .expect("valid")
+        })
     });
 }
 

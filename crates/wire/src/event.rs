@@ -14,10 +14,14 @@ use crate::registry::Registry;
 
 mod direct;
 mod foreign;
+mod ingest;
+mod key;
 mod sample;
 mod sensitive;
 
-use self::sensitive::{avro_field_mut, json_string_mut, sensitive_paths};
+pub use self::ingest::EncodedEvent;
+use self::key::partition_key;
+use self::sensitive::sensitive_paths;
 
 /// The payload version every delivery carries (as `version` and `api_version`).
 pub const DEFAULT_VERSION: &str = "2023-10-15";
@@ -84,7 +88,7 @@ impl Catalogue {
                 }
             }
             let mut paths = Vec::new();
-            sensitive_paths(r, "", &names, &mut paths);
+            sensitive_paths(r, "", &names, &mut paths)?;
             sensitive.insert(i, paths);
         }
         let direct = direct::json_text_paths(event_schema, &names);
@@ -168,126 +172,6 @@ impl Registry {
     /// True when the current event schema carries `event_type`.
     pub fn knows_event_type(&self, event_type: &str) -> bool {
         self.catalogue().knows(event_type)
-    }
-
-    /// Validates a JSON event (`id` and `created_at` optional; `api_version` accepted for
-    /// `version`) and returns it with its single-object encoding.
-    pub fn event_from_json(&self, json: &Json) -> Result<(Event, Vec<u8>), WireError> {
-        self.event_from_json_sealing(json, |_, _, _| None)
-    }
-
-    /// [`Registry::event_from_json`], with each non-empty sensitive field replaced by
-    /// what `seal(event id, path, value)` returns (`None`: kept) before the one encoding:
-    /// the API's path, which otherwise validated and encoded every such event twice.
-    pub fn event_from_json_sealing(
-        &self,
-        json: &Json,
-        mut seal: impl FnMut(&str, &str, &str) -> Option<String>,
-    ) -> Result<(Event, Vec<u8>), WireError> {
-        let schema = self.current(EVENT)?;
-        let catalogue = self.catalogue();
-        let Json::Object(obj) = json else {
-            return Err(WireError::invalid("", "event must be a JSON object"));
-        };
-        if let Some(unknown) = obj.keys().find(|k| !ENVELOPE_FIELDS.contains(&k.as_str())) {
-            return Err(WireError::invalid(
-                unknown.as_str(),
-                "is not an envelope field",
-            ));
-        }
-        let event_type = match obj.get("type") {
-            Some(Json::String(t)) => t.clone(),
-            Some(_) => return Err(WireError::invalid("type", "must be a string")),
-            None => return Err(WireError::invalid("type", "missing required field")),
-        };
-        let branch = *catalogue.branches.get(&event_type).ok_or_else(|| {
-            WireError::invalid("type", "unknown event type (not in schemas/event)")
-        })?;
-        let id = optional_string(obj, "id")?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        if id.is_empty() {
-            return Err(WireError::invalid("id", "must not be empty"));
-        }
-        let created_at = optional_string(obj, "created_at")?.unwrap_or_else(crate::now_rfc3339);
-        if !crate::is_rfc3339(&created_at) {
-            return Err(WireError::invalid(
-                "created_at",
-                "must be an RFC 3339 timestamp",
-            ));
-        }
-        let version = match (
-            optional_string(obj, "version")?,
-            optional_string(obj, "api_version")?,
-        ) {
-            (Some(v), Some(a)) if v != a => {
-                return Err(WireError::invalid("api_version", "differs from version"));
-            }
-            (Some(v), _) | (None, Some(v)) => v,
-            (None, None) => DEFAULT_VERSION.to_owned(),
-        };
-        let data_json = obj
-            .get("data")
-            .ok_or_else(|| WireError::invalid("data", "missing required field"))?;
-        let branches = data_union(schema)?;
-        let Schema::Record(record) = json::deref(&branches[branch], &catalogue.names) else {
-            return Err(WireError::invalid(
-                "data",
-                "event type has no record schema",
-            ));
-        };
-        let mut data_value = json::record_from_json(
-            record,
-            data_json,
-            &json::Path::Root("data"),
-            &catalogue.names,
-        )?;
-        // Normalise through Avro so the JSON we hand back is exactly what readers will see.
-        let mut data = json::record_to_json(
-            record,
-            &data_value,
-            &json::Path::Root("data"),
-            &catalogue.names,
-        )?;
-        for path in catalogue
-            .sensitive
-            .get(&branch)
-            .map_or(&[][..], Vec::as_slice)
-        {
-            let sealed = match json_string_mut(&mut data, path) {
-                Some(value) if !value.is_empty() => seal(&id, path, value),
-                _ => None,
-            };
-            if let Some(sealed) = sealed {
-                if let Some(Value::String(avro)) = avro_field_mut(&mut data_value, path) {
-                    avro.clone_from(&sealed);
-                }
-                if let Some(value) = json_string_mut(&mut data, path) {
-                    *value = sealed;
-                }
-            }
-        }
-        let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
-        let value = Value::Record(vec![
-            ("id".to_owned(), Value::String(id.clone())),
-            ("type".to_owned(), Value::String(event_type.clone())),
-            ("version".to_owned(), Value::String(version.clone())),
-            ("created_at".to_owned(), Value::String(created_at.clone())),
-            (
-                "data".to_owned(),
-                Value::Union(branch as u32, Box::new(data_value)),
-            ),
-        ]);
-        let bytes = self.encode_value(EVENT, value)?;
-        Ok((
-            Event {
-                id,
-                event_type,
-                version,
-                created_at,
-                data,
-                key,
-            },
-            bytes,
-        ))
     }
 
     /// Reads an event written with any known version of the event schema, and checks
@@ -392,19 +276,33 @@ impl Registry {
             ));
         };
         let data = data(record)?;
+        Ok(Event::keyed(
+            [id, event_type, version, created_at],
+            record,
+            data,
+        ))
+    }
+}
+
+impl Event {
+    /// An event from its envelope's strings (`id`, `type`, `version`, `created_at`) and
+    /// its data of `record`, keyed by the record's `hookline.key` paths, else by its id.
+    fn keyed(
+        [id, event_type, version, created_at]: [String; 4],
+        record: &RecordSchema,
+        data: Json,
+    ) -> Event {
         let key = partition_key(record, &data).unwrap_or_else(|| id.clone());
-        Ok(Event {
+        Event {
             id,
             event_type,
             version,
             created_at,
             data,
             key,
-        })
+        }
     }
-}
 
-impl Event {
     /// The JSON body receivers get: `{type, version, api_version, created_at, data}`.
     /// The id travels in the delivery id header instead.
     pub fn envelope_json(&self) -> Json {
@@ -440,27 +338,4 @@ impl Event {
         })
         .unwrap_or_default()
     }
-}
-
-fn optional_string(obj: &Map<String, Json>, name: &str) -> Result<Option<String>, WireError> {
-    match obj.get(name) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(WireError::invalid(name, "must be a string")),
-    }
-}
-
-/// The first non-empty value among the record's `hookline.key` paths.
-fn partition_key(record: &RecordSchema, data: &Json) -> Option<String> {
-    let Some(Json::Array(paths)) = record.attributes.get("hookline.key") else {
-        return None;
-    };
-    paths.iter().filter_map(Json::as_str).find_map(|path| {
-        let found = path.split('.').try_fold(data, |v, part| v.get(part))?;
-        match found {
-            Json::String(s) if !s.is_empty() => Some(s.clone()),
-            Json::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    })
 }

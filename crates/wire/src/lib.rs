@@ -23,7 +23,7 @@ mod value_ser;
 
 pub use bundled::{BUNDLED_SCHEMAS, schema_files};
 pub use error::WireError;
-pub use event::{DEFAULT_VERSION, ENVELOPE_FIELDS, Event};
+pub use event::{DEFAULT_VERSION, ENVELOPE_FIELDS, EncodedEvent, Event};
 #[cfg(feature = "schema-registry")]
 pub use event_reader::{
     EventReader, Framing, Read, ReadError, SCHEMA_REGISTRY_MAGIC, schema_registry_frame,

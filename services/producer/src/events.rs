@@ -146,18 +146,18 @@ async fn ingest(
     input: &Value,
     trace: Option<&OwnedHeaders>,
 ) -> Result<String, ApiError> {
-    let (event, bytes) = prepare(state, input).inspect_err(|_| {
+    let event = prepare(state, input).inspect_err(|_| {
         state.metrics.ingested(None, "invalid");
     })?;
     let event_type = event.event_type.clone();
-    let sent = send(state, event, &bytes, trace).await;
+    let sent = send(state, event, trace).await;
     let outcome = if sent.is_ok() { "accepted" } else { "failed" };
     state.metrics.ingested(Some(&event_type), outcome);
     sent
 }
 
-/// Validates and encodes one event, its sensitive fields sealed.
-fn prepare(state: &AppState, input: &Value) -> Result<(wire::Event, Vec<u8>), ApiError> {
+/// Validates and encodes one event, its sensitive fields sealed, framed for `events`.
+fn prepare(state: &AppState, input: &Value) -> Result<wire::EncodedEvent, ApiError> {
     let encode_err = |e: wire::WireError| match e {
         wire::WireError::Invalid { field, reason } => ApiError::invalid(field, reason),
         other => {
@@ -166,29 +166,29 @@ fn prepare(state: &AppState, input: &Value) -> Result<(wire::Event, Vec<u8>), Ap
         }
     };
     // Trace text and transfer logs reach Kafka sealed (guarantee 5).
-    let (event, bytes) = state
+    let mut event = state
         .registry
-        .event_from_json_sealing(input, |id, path, value| {
+        .encode_event_json_sealing(input, |id, path, value| {
             service_kit::seal_field(&state.sealer, id, path, value)
         })
         .map_err(encode_err)?;
-    let bytes = framing::frame(state.events_schema_id, bytes).map_err(encode_err)?;
-    Ok((event, bytes))
+    event.bytes = framing::frame(state.events_schema_id, std::mem::take(&mut event.bytes))
+        .map_err(encode_err)?;
+    Ok(event)
 }
 
 /// Produces one event and waits for Kafka's acknowledgement; returns its id. The record
 /// carries the request span's trace context (`trace`).
 async fn send(
     state: &AppState,
-    event: wire::Event,
-    bytes: &[u8],
+    event: wire::EncodedEvent,
     trace: Option<&OwnedHeaders>,
 ) -> Result<String, ApiError> {
     kafka_io::send_durably(
         &state.producer,
         &state.topics.events,
         event.key.as_bytes(),
-        Some(bytes),
+        Some(&event.bytes),
         trace,
         &state.shutdown,
     )

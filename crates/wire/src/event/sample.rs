@@ -3,7 +3,8 @@
 use apache_avro::schema::{RecordSchema, Schema};
 use serde_json::{Map, Value as Json};
 
-use super::{DEFAULT_VERSION, EVENT, Event, data_union, partition_key};
+use super::key::partition_key;
+use super::{DEFAULT_VERSION, EVENT, Event, data_union};
 use crate::json::{self, Names};
 use crate::registry::Registry;
 
