@@ -324,7 +324,17 @@ impl Dispatcher {
             .and_then(|ms| u64::try_from(ms).ok())
             .filter(|ms| *ms > 0)
             .map_or(self.config.delivery_timeout, Duration::from_millis);
-        Ok(deliver::attempt(client, &self.guard, delivery, &signature, number, timeout).await)
+        let url = self.urls.parse(&delivery.url);
+        Ok(deliver::attempt(
+            client,
+            &self.guard,
+            delivery,
+            url,
+            &signature,
+            number,
+            timeout,
+        )
+        .await)
     }
 
     /// Whether deliveries to this endpoint stop: it failed for longer than

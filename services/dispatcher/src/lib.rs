@@ -134,6 +134,7 @@ struct Dispatcher {
     /// For endpoints with `validate_tls: false` only.
     insecure_client: reqwest::Client,
     guard: Arc<guard::Guard>,
+    urls: deliver::Urls,
     producer: FutureProducer,
     dead_letters: DeadLetters,
     sealer: signing::Sealer,
@@ -295,6 +296,7 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> anyhow::Res
         client,
         insecure_client,
         guard,
+        urls: deliver::Urls::default(),
         producer,
         dead_letters,
         sealer,

@@ -241,8 +241,17 @@ async fn send(state: &AppState, mut delivery: RenderedDelivery, open: &Endpoint)
             } else {
                 &tester.client
             };
-            let (outcome, attempt) =
-                deliver::attempt(client, &tester.guard, &delivery, &signature, 1, timeout).await;
+            let url = reqwest::Url::parse(&delivery.url);
+            let (outcome, attempt) = deliver::attempt(
+                client,
+                &tester.guard,
+                &delivery,
+                url,
+                &signature,
+                1,
+                timeout,
+            )
+            .await;
             (outcome, attempt, signature)
         }
         Err(code) => (
