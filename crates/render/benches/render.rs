@@ -62,6 +62,43 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+    // A fan-out: one event for ten such webhooks, rendered alone for each of them and
+    // through one EventRender (the renderer's way, which serialises the body once).
+    let ten: Vec<render::Compiled> = (0..10)
+        .map(|i| {
+            let mut c = plain.endpoint.clone();
+            c.id = format!("ep-plain-{i}");
+            render::compile(c).expect("a plain webhook compiles")
+        })
+        .collect();
+    c.bench_function(
+        "render a transfer.error for ten plain webhooks, each alone",
+        |b| {
+            b.iter(|| {
+                for c in &ten {
+                    black_box(
+                        render::render(black_box(&error), c, "prod", "2024-01-15T10:30:00Z")
+                            .expect("renders"),
+                    );
+                }
+            })
+        },
+    );
+    c.bench_function(
+        "render a transfer.error for ten plain webhooks, one EventRender",
+        |b| {
+            b.iter(|| {
+                let rendering = render::EventRender::new(black_box(&error));
+                for c in &ten {
+                    black_box(
+                        rendering
+                            .render(c, "prod", "2024-01-15T10:30:00Z")
+                            .expect("renders"),
+                    );
+                }
+            })
+        },
+    );
     c.bench_function("compile the seed Slack endpoint (parse templates)", |b| {
         b.iter(|| render::compile(black_box(endpoint.clone())).expect("compiles"))
     });

@@ -4,6 +4,7 @@
 //! events; the producer calls it with sample events to refuse a bad endpoint at creation.
 //! Sensitive-trace endpoints get one request per batch of a transfer's traces ([`traces`]).
 
+mod request;
 pub mod subscription;
 pub mod traces;
 pub mod vendors;
@@ -13,6 +14,9 @@ use templates::{Limits, Template, TemplateError};
 use uuid::Uuid;
 use wire::{Endpoint, Event, Header, Registry, RenderedDelivery};
 
+pub use request::RESERVED_HEADERS;
+use request::{endpoint_url, set, valid_header};
+pub(crate) use request::{header_lines, request_url};
 pub use subscription::{Outcome, outcome, subscribed, type_matches, valid_pattern};
 pub use traces::{
     CompiledTraces, FlushReason, SAMPLE_TRACES, TraceBatch, TracesRequest, compile_traces,
@@ -87,11 +91,15 @@ impl RenderError {
 }
 
 /// An endpoint with its templates parsed once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Compiled {
-    /// The configuration.
+    /// The configuration. What is derived from it here is not derived again: change
+    /// the endpoint and compile it anew.
     pub endpoint: Endpoint,
     url: Template,
+    /// The request URL of a URL without actions, the same for every event (or why it
+    /// is not one, reported at each render as a templated URL's would be).
+    plain_url: Option<Result<url::Url, RenderError>>,
     header_template: Option<Template>,
     headers: Vec<(String, Template)>,
     body: Option<Template>,
@@ -99,6 +107,18 @@ pub struct Compiled {
     uses_payload: bool,
     /// Whether the body template can put the secret in the body (then it is sealed).
     body_has_secret: bool,
+}
+
+/// Neither the URL (a Slack URL is a credential) nor what the templates hold.
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("endpoint", &self.endpoint)
+            .field("plain_url", &self.plain_url.is_some())
+            .field("uses_payload", &self.uses_payload)
+            .field("body_has_secret", &self.body_has_secret)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parses an endpoint's templates.
@@ -142,9 +162,11 @@ pub fn compile(endpoint: Endpoint) -> Result<Compiled, RenderError> {
     // with a secret, every templated body is sealed. PagerDuty's body carries the key.
     let body_has_secret = (endpoint.body_template.is_some() && endpoint.secret.is_some())
         || endpoint.vendor == "pagerduty";
+    let plain_url = url.literal().map(|text| endpoint_url(text, &endpoint));
     Ok(Compiled {
         endpoint,
         url,
+        plain_url,
         header_template,
         headers,
         body,
@@ -167,14 +189,16 @@ pub fn delivery_id(event_id: &str, endpoint_id: &str) -> String {
 /// .Timestamp .DestinationId`, and `.SensitiveTraces .SourceIds .ModelIds` as JSON
 /// text), so the seed's templates work on webhooks too.
 pub fn template_data(event: &Event, endpoint: &Endpoint, environment: &str) -> Value {
-    template_data_with(event, endpoint, environment, true)
+    template_data_with(event, endpoint, environment, Some(&event.envelope_bytes()))
 }
 
+/// [`template_data`] with the envelope given (`.Payload`), or none for templates that
+/// do not read it.
 fn template_data_with(
     event: &Event,
     endpoint: &Endpoint,
     environment: &str,
-    payload: bool,
+    payload: Option<&[u8]>,
 ) -> Value {
     let d = &event.data;
     let first = |paths: &[&str]| {
@@ -223,11 +247,7 @@ fn template_data_with(
         "Version": event.version,
         "Data": event.data,
         "Outcome": outcome(event).as_str(),
-        "Payload": if payload {
-            String::from_utf8(event.envelope_bytes()).unwrap_or_default()
-        } else {
-            String::new()
-        },
+        "Payload": payload.and_then(|p| std::str::from_utf8(p).ok()).unwrap_or_default(),
         "Secret": endpoint.secret.clone().unwrap_or_default(),
         "EndpointId": endpoint.id,
         "EndpointName": endpoint.name,
@@ -241,6 +261,61 @@ pub fn render(
     environment: &str,
     rendered_at: &str,
 ) -> Result<RenderedDelivery, RenderError> {
+    EventRender::new(event).render(compiled, environment, rendered_at)
+}
+
+/// An event being rendered for its endpoints: what their requests share (the
+/// envelope, every plain webhook's body) is built once, however many there are.
+pub struct EventRender<'e> {
+    event: &'e Event,
+    envelope: std::sync::OnceLock<Vec<u8>>,
+}
+
+/// The event as `Event` prints it: the envelope holds its data, which may be secret.
+impl std::fmt::Debug for EventRender<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRender")
+            .field("event", self.event)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'e> EventRender<'e> {
+    /// Nothing is built until an endpoint needs it.
+    pub fn new(event: &'e Event) -> Self {
+        EventRender {
+            event,
+            envelope: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &'e Event {
+        self.event
+    }
+
+    fn envelope(&self) -> &[u8] {
+        self.envelope.get_or_init(|| self.event.envelope_bytes())
+    }
+
+    /// The request `compiled` gets for the event (as [`render`]).
+    pub fn render(
+        &self,
+        compiled: &Compiled,
+        environment: &str,
+        rendered_at: &str,
+    ) -> Result<RenderedDelivery, RenderError> {
+        render_shared(self, compiled, environment, rendered_at)
+    }
+}
+
+fn render_shared(
+    shared: &EventRender<'_>,
+    compiled: &Compiled,
+    environment: &str,
+    rendered_at: &str,
+) -> Result<RenderedDelivery, RenderError> {
+    let event = shared.event;
     let endpoint = &compiled.endpoint;
     // Built once, and only for a template that reads it: a webhook whose URL and
     // headers are plain text (the common case) renders without it.
@@ -251,7 +326,7 @@ pub fn render(
                 event,
                 endpoint,
                 environment,
-                compiled.uses_payload,
+                compiled.uses_payload.then(|| shared.envelope()),
             ))
         })
     };
@@ -259,16 +334,16 @@ pub fn render(
         let field = field.to_owned();
         move |error| RenderError::Template { field, error }
     };
-    let url_text = compiled
-        .url
-        .render_string_with(data)
-        .map_err(template_err("url"))?;
-    let url_text = match (url_text.trim(), endpoint.vendor.as_str()) {
-        ("", "pagerduty") => vendors::PAGERDUTY_URL.to_owned(),
-        ("", "datadog") => vendors::DATADOG_URL.to_owned(),
-        (u, _) => u.to_owned(),
+    let mut url = match &compiled.plain_url {
+        Some(url) => url.clone()?,
+        None => {
+            let text = compiled
+                .url
+                .render_string_with(data)
+                .map_err(template_err("url"))?;
+            endpoint_url(&text, endpoint)?
+        }
     };
-    let mut url = request_url(&url_text, endpoint.secret.as_deref())?;
     let mut headers = Vec::new();
     let mut sensitive = Vec::new();
     let (method, body) = match endpoint.vendor.as_str() {
@@ -302,7 +377,7 @@ pub fn render(
             let body = match (method.as_str(), &compiled.body) {
                 ("GET" | "DELETE", _) => Vec::new(),
                 (_, Some(t)) => t.render_with(data).map_err(template_err("body_template"))?,
-                (_, None) => event.envelope_bytes(),
+                (_, None) => shared.envelope().to_vec(),
             };
             if vendor == "generic_get" && method == "GET" {
                 url.query_pairs_mut()
@@ -423,102 +498,4 @@ fn until_is_after(until: &str, now: &str) -> bool {
 
 fn json_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
-}
-
-/// The URL of a request from its rendered text: absolute http(s), and without the
-/// secret in it (URLs are logged).
-pub(crate) fn request_url(text: &str, secret: Option<&str>) -> Result<url::Url, RenderError> {
-    if let Some(secret) = secret.filter(|s| !s.is_empty())
-        && text.contains(secret)
-    {
-        return Err(RenderError::invalid(
-            "url",
-            "must not carry the secret (URLs are logged); use a header",
-        ));
-    }
-    absolute_url(text)
-}
-
-fn absolute_url(text: &str) -> Result<url::Url, RenderError> {
-    let url = url::Url::parse(text)
-        .map_err(|e| RenderError::invalid("url", format!("not an absolute URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(RenderError::invalid(
-            "url",
-            "must be an absolute http or https URL",
-        ));
-    }
-    Ok(url)
-}
-
-/// Headers a template may not set: they frame the request, or hookline sets them
-/// (the delivery id, the signatures), and a second copy would confuse receivers.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "content-encoding",
-    "host",
-    "connection",
-    "hookline-delivery-id",
-    "x-prequel-webhook-timestamp",
-    "x-prequel-webhook-signature",
-    "x-prequel-webhook-digest",
-    "x-prequel-webhook-key-id",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-fivetran-signature-256",
-    "x-webhook-signature",
-];
-
-fn valid_header(field: &str, name: &str, value: &str) -> Result<Header, RenderError> {
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if name.is_empty() || !name.chars().all(token) {
-        return Err(RenderError::invalid(
-            field,
-            "a header name must be a token (letters, digits, -)",
-        ));
-    }
-    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(RenderError::invalid(
-            field,
-            format!("{name} is set by hookline and cannot be templated"),
-        ));
-    }
-    if value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(RenderError::invalid(
-            field,
-            format!("the value of {name} has control characters"),
-        ));
-    }
-    Ok(Header::new(name, value))
-}
-
-/// The headers of a rendered header template: one `Key: Value` per line, blank lines
-/// skipped, a later line replacing an earlier one of the same name.
-pub(crate) fn header_lines(field: &str, text: &str) -> Result<Vec<Header>, RenderError> {
-    let mut headers = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(RenderError::invalid(
-                field,
-                format!("line {} is not `Key: Value`", i + 1),
-            ));
-        };
-        set(
-            &mut headers,
-            valid_header(field, name.trim(), value.trim())?,
-        );
-    }
-    Ok(headers)
-}
-
-/// Adds or replaces (case-insensitively) a header.
-fn set(headers: &mut Vec<Header>, header: Header) {
-    headers.retain(|h| !h.name.eq_ignore_ascii_case(&header.name));
-    headers.push(header);
 }

@@ -188,6 +188,11 @@ impl Template {
         })
     }
 
+    /// The text of a template without actions, which every render prints as written.
+    pub fn literal(&self) -> Option<&str> {
+        self.literal.as_deref()
+    }
+
     /// Renders with `data` (see [`data_from_json`]).
     pub fn render(&self, data: &Value) -> Result<Vec<u8>, TemplateError> {
         self.render_with(|| data)

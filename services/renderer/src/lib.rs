@@ -427,9 +427,11 @@ impl Renderer {
         } else {
             "rendered"
         });
+        // The event's body is serialised once for all its endpoints.
+        let rendering = render::EventRender::new(&event);
         let outputs = subscribers
             .iter()
-            .map(|compiled| self.output(record, &event, compiled, &rendered_at, span));
+            .map(|compiled| self.output(record, &rendering, compiled, &rendered_at, span));
         let outcomes = futures::future::join_all(outputs).await;
         if outcomes.iter().all(|o| *o == Outcome::Done) {
             Outcome::Done

@@ -8,11 +8,12 @@ impl Renderer {
     pub(crate) async fn output(
         &self,
         record: &Record,
-        event: &Event,
+        rendering: &render::EventRender<'_>,
         compiled: &Compiled,
         rendered_at: &str,
         process: &Span,
     ) -> Outcome {
+        let event = rendering.event();
         let endpoint = endpoint_of(compiled);
         // A hash and a UUID's text: only where it is shown (the rendered delivery
         // carries its own).
@@ -41,7 +42,8 @@ impl Renderer {
         }
         let headers = telemetry::kafka_headers(&headers);
         let rendered = match compiled.as_ref() {
-            Ok(c) => render::render(event, c, &self.environment, rendered_at)
+            Ok(c) => rendering
+                .render(c, &self.environment, rendered_at)
                 .and_then(|d| self.guard_sensitive(event, d))
                 .map(|d| seal_delivery(&self.sealer, d)),
             Err((_, e)) => Err(e.clone()),
