@@ -2,32 +2,19 @@
 //! a URL without actions is checked once, when the endpoint is compiled, and an
 //! event's body is serialised once for all its endpoints.
 
-use serde_json::json;
-use wire::{Endpoint, Event, Registry};
+use wire::{Endpoint, Event};
 
-fn event() -> Event {
-    let registry = Registry::bundled().expect("bundled schemas");
-    let json = json!({"type": "transfer.error", "created_at": "2023-10-15T19:19:08+00:00", "data": {"error": {
-        "destination_id": "d-1", "destination_name": "Foo Bar", "id_in_provider_system": "acme", "models": ["users"],
-        "is_full_refresh": true, "transfer_id": "t-1", "transfer_status": "PARTIAL_ERROR", "transfer_error_type": "third_party",
-        "transfer_log": "SECRET STACK TRACE", "transfer_log_pretty": "Credentials expired", "transfer_started_at": "2023-10-15T16:19:08+00:00",
-        "transfer_ended_at": null, "in_app_url": "https://app/t-1"}}});
-    registry.event_from_json(&json).expect("a valid event").0
-}
+mod common;
+
+use common::transfer_error as event;
 
 fn endpoint(id: &str, vendor: &str, url: &str) -> Endpoint {
     Endpoint {
         id: id.into(),
-        kind: "webhook".into(),
-        name: "n".into(),
-        vendor: vendor.into(),
-        url: url.into(),
-        events: vec!["*".into()],
-        active: true,
         secret: Some("s3cret".into()),
         api_key: Some("K3Y".into()),
         signing_scheme: "standard_webhooks".into(),
-        ..Endpoint::default()
+        ..common::endpoint(vendor, url)
     }
 }
 
