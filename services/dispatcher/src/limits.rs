@@ -7,12 +7,13 @@
 //!   or a connection error. A black hole therefore holds a handful of requests, not its
 //!   maximum.
 //! - **Waiting** is in memory, first come first served. The endpoint's pace is its
-//!   recent attempt duration, or the age of its oldest attempt still out when that is
-//!   longer and nothing was answered since it started, so a hanging endpoint is seen as
-//!   slow before any of its attempts ends, while one attempt of an endpoint that keeps
-//!   answering (held up in a busy dispatcher, say) does not make it slow; it is slow at
-//!   [`SLOW_PACE`]. A healthy endpoint's backlog waits its turn however long
-//!   it is (a busy dispatcher slows attempts too, and deferring would only add work),
+//!   recent attempt duration (an average over time: see [`PACE_WINDOW`]), or the age of
+//!   its oldest attempt still out when that is longer and nothing was answered since it
+//!   started, so a hanging endpoint is seen as slow before any of its attempts ends,
+//!   while one attempt of an endpoint that keeps answering (held up in a busy
+//!   dispatcher, say) does not make it slow; it is slow at [`SLOW_PACE`]. A healthy
+//!   endpoint's backlog waits its turn however long it is (a busy dispatcher slows
+//!   attempts too, and deferring would only add work),
 //!   and is never rewritten to a retry tier for being long. Until its pace is known
 //!   (its first attempt ended), only a few of an endpoint's deliveries may wait.
 //! - **Deferral** (back to a retry tier, without an attempt) is for a slow endpoint
@@ -40,6 +41,12 @@ pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(5);
 pub const QUEUE_DEADLINE: Duration = Duration::from_secs(10);
 /// An endpoint whose attempts take this long (or one attempt out for this long) is slow.
 pub const SLOW_PACE: Duration = Duration::from_secs(1);
+/// The pace averages attempt durations over time, not over attempts: one weighs
+/// `1 - e^(-gap / PACE_WINDOW)`, `gap` being the time since the previous one ended.
+/// Attempts held up together by one moment's hiccup (new connections waiting for a
+/// lost SYN) count about once, so an endpoint that kept answering is not made slow by
+/// them (an average per attempt was, and deferred its deliveries for 10 to 15 s).
+pub const PACE_WINDOW: Duration = Duration::from_secs(1);
 /// Longest deferral of a busy endpoint's delivery.
 pub const MAX_DEFERRAL: Duration = Duration::from_secs(5 * 60);
 /// A rate-limit wait up to this is slept out holding the turn; longer ones defer.
@@ -97,8 +104,11 @@ struct Queue {
     unknown_waiting: usize,
     /// Turns granted to waiters that have not started yet.
     granted: usize,
-    /// Recent attempt duration (an exponential average), once one was seen.
+    /// Recent attempt duration (an average over time, see [`PACE_WINDOW`]), once one
+    /// was seen.
     latency: Option<Duration>,
+    /// When an attempt last ended.
+    ended_at: Option<Instant>,
     /// When an attempt was last answered.
     answered_at: Option<Instant>,
     /// Deferrals since a delivery last got its turn: the backlog gone to the tiers.
@@ -274,6 +284,7 @@ impl EndpointState {
                 unknown_waiting,
                 granted: 0,
                 latency: None,
+                ended_at: None,
                 answered_at: None,
                 deferrals: 0,
             }),
@@ -394,14 +405,24 @@ impl EndpointState {
         Ok(turn)
     }
 
-    /// Records how an attempt went: its duration sets the pace, and its outcome the
-    /// number of requests at once (one more after an answer, half after a timeout or a
+    /// Records how an attempt went: its duration moves the pace (by the time since the
+    /// previous attempt ended, see [`PACE_WINDOW`]), and its outcome the number of
+    /// requests at once (one more after an answer, half after a timeout or a
     /// connection error).
     pub fn observe(&self, took: Duration, pace: Pace) {
         let mut queue = lock(&self.queue);
-        queue.latency = Some(queue.latency.map_or(took, |l| (l * 7 + took) / 8));
+        let now = Instant::now();
+        queue.latency = Some(match (queue.latency, queue.ended_at) {
+            (Some(latency), Some(ended)) => {
+                let gap = now.saturating_duration_since(ended).as_secs_f64();
+                let weight = 1.0 - (-gap / PACE_WINDOW.as_secs_f64()).exp();
+                latency.mul_f64(1.0 - weight) + took.mul_f64(weight)
+            }
+            _ => took,
+        });
+        queue.ended_at = Some(now);
         if pace == Pace::Answered {
-            queue.answered_at = Some(Instant::now());
+            queue.answered_at = Some(now);
         }
         queue.limit = match pace {
             Pace::Answered => (queue.limit + 1).min(queue.max),

@@ -283,3 +283,37 @@ async fn a_rate_limit_holds_for_sends_that_woke_late() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn attempts_held_up_together_count_about_once() {
+    let endpoints = Endpoints::new(50, 100, settings());
+    let state = endpoints.get("ep", None, None, "t1");
+    let slow = |state: &EndpointState| lock(&state.queue).slow(Instant::now());
+    // Answered every 10 ms, in 50 ms each.
+    for _ in 0..100 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        state.observe(Duration::from_millis(50), Pace::Answered);
+    }
+    // Ten attempts on new connections waited 1.5 s for a lost SYN and end together: one
+    // moment's hiccup, not the endpoint's pace (an average per attempt put it at 1.1 s).
+    tokio::time::advance(Duration::from_millis(10)).await;
+    for _ in 0..10 {
+        state.observe(Duration::from_millis(1500), Pace::Answered);
+    }
+    assert!(!slow(&state), "it kept answering in 50 ms");
+    // Its answers take 1.5 s for a second and more: that is its pace.
+    for _ in 0..12 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        state.observe(Duration::from_millis(1500), Pace::Answered);
+    }
+    assert!(slow(&state), "slow for over a second");
+
+    // Nothing answered for 1.5 s, then everything at once: 1.5 s was its pace.
+    let quiet = endpoints.get("quiet", None, None, "t1");
+    quiet.observe(Duration::from_millis(50), Pace::Answered);
+    tokio::time::advance(Duration::from_millis(1500)).await;
+    for _ in 0..10 {
+        quiet.observe(Duration::from_millis(1500), Pace::Answered);
+    }
+    assert!(slow(&quiet), "no answer for 1.5 s");
+}
