@@ -63,9 +63,13 @@ def main() -> int:
         help="hookline's Kafka profile (HOOKLINE_KAFKA_PROFILE)",
     )
     parser.add_argument("--keep-topics", action="store_true", help="leave the run's topics")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="profile the three processes with perf record; NAME.perf.txt in the run's folder",
+    )
     parser.add_argument("--bin-dir", type=Path, required=True, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.perf = False
     specs = scenarios(parser, args, OFFERED, ("n", "rate", "duration", "endpoints"))
     broker = Broker()
     try:

@@ -45,7 +45,7 @@ pub struct KafkaSettings {
     /// `snappy`, `gzip` or `none`.
     pub kafka_compression: String,
     /// Records a group consumer prefetches, in KiB (`queued.max.messages.kbytes`,
-    /// `HOOKLINE_KAFKA_PREFETCH_KIB`); unset: librdkafka's 64 MiB.
+    /// `HOOKLINE_KAFKA_PREFETCH_KIB`); unset: [`DEFAULT_PREFETCH_KIB`].
     pub kafka_prefetch_kib: Option<u32>,
     /// TLS and SASL (`HOOKLINE_KAFKA_SECURITY_PROTOCOL`, `HOOKLINE_KAFKA_SASL_*`,
     /// `HOOKLINE_KAFKA_SSL_*`).
@@ -161,6 +161,18 @@ pub fn producer(
     producer_config(settings, client_id).create()
 }
 
+/// What a group consumer prefetches unless `HOOKLINE_KAFKA_PREFETCH_KIB` says otherwise:
+/// 4 MiB, not librdkafka's 64 MiB. A loop whose lane is full pauses its partitions, and a
+/// pause drops what was prefetched for them (`crate::pause`), so a large prefetch is read
+/// from the broker again at every pause. A lane's own bound holds what waits; the
+/// prefetch only has to cover the next fetch's round trip (docs/BENCHMARKS.md).
+pub const DEFAULT_PREFETCH_KIB: u32 = 4096;
+
+/// How long a partition waits before its next fetch once the prefetch is full
+/// (`fetch.queue.backoff.ms`). librdkafka's 1 s leaves a consumer with a small prefetch
+/// idle for most of that second after its loop has caught up.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// Settings of a group consumer that stores offsets itself and reads committed data.
 pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -> ClientConfig {
     let mut config = base_config(settings, client_id);
@@ -187,10 +199,15 @@ pub fn consumer_config(settings: &KafkaSettings, client_id: &str, group: &str) -
             "fetch.min.bytes",
             settings.kafka_profile.fetch_min_bytes().to_string(),
         )
-        .set("enable.partition.eof", "false");
-    if let Some(kib) = settings.kafka_prefetch_kib {
-        config.set("queued.max.messages.kbytes", kib.to_string());
-    }
+        .set("enable.partition.eof", "false")
+        .set(
+            "queued.max.messages.kbytes",
+            settings
+                .kafka_prefetch_kib
+                .unwrap_or(DEFAULT_PREFETCH_KIB)
+                .to_string(),
+        )
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     config
 }
 
