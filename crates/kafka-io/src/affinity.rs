@@ -118,7 +118,7 @@ pub async fn adopt_offsets(
             }
         }
         let have = target.committed_offsets(all, Duration::from_secs(10))?;
-        let mut adopt = TopicPartitionList::new();
+        let mut asks = Vec::new();
         for (topic, old_group) in &from {
             let mut missing = TopicPartitionList::new();
             for p in 0..partitions {
@@ -129,13 +129,32 @@ pub async fn adopt_offsets(
                     missing.add_partition(topic, p);
                 }
             }
-            if missing.count() == 0 {
-                continue;
+            if missing.count() > 0 {
+                asks.push((old_group, missing));
             }
-            let old = reader(old_group)?.committed_offsets(missing, Duration::from_secs(10))?;
-            for e in old.elements() {
+        }
+        // A tier that never held a record has no offsets in either group, so every
+        // start asks its old group again: the old groups are asked at once, not one
+        // round trip after another (each is a client of its own).
+        let answers: Vec<Result<TopicPartitionList, KafkaError>> = std::thread::scope(|s| {
+            let asking: Vec<_> = asks
+                .into_iter()
+                .map(|(old_group, missing)| {
+                    s.spawn(move || {
+                        reader(old_group)?.committed_offsets(missing, Duration::from_secs(10))
+                    })
+                })
+                .collect();
+            asking
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Err(KafkaError::Canceled)))
+                .collect()
+        });
+        let mut adopt = TopicPartitionList::new();
+        for old in answers {
+            for e in old?.elements() {
                 if let Offset::Offset(offset) = e.offset() {
-                    adopt.add_partition_offset(topic, e.partition(), Offset::Offset(offset))?;
+                    adopt.add_partition_offset(e.topic(), e.partition(), Offset::Offset(offset))?;
                 }
             }
         }

@@ -101,6 +101,20 @@ impl<V: Clone + Send + Sync + 'static> Table<V> {
             })
             .await?
         };
+        // The reader learns where the partitions are before it is assigned them: a fresh
+        // client assigned `Beginning` before it knows a partition's leader asks for that
+        // offset 500 ms later (librdkafka's `rd_kafka_toppar_offset_request`), which
+        // was most of a table's start (docs/benchmarks/issue-11-steps-2.md). A failure
+        // here only leaves that wait.
+        let consumer = {
+            let topic = topic.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let _ = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10));
+                consumer
+            })
+            .await
+            .map_err(|_| KafkaError::Canceled)?
+        };
         let mut assignment = TopicPartitionList::new();
         for p in &partitions {
             assignment.add_partition_offset(topic, *p, Offset::Beginning)?;
