@@ -156,3 +156,48 @@ def test_events_accepted_by_the_api_are_readable_by_fastavro(pipeline):
     assert event["type"] == "transfer.started"
     assert event["data"]["transfer_id"] == "t-9"
     assert event["data"]["is_full_refresh"] is True
+
+
+CODECS = ["gzip", "snappy", "lz4", "zstd"]
+
+
+def test_events_in_every_kafka_codec_are_delivered(pipeline, receiver):
+    """A transfer engine's producer may compress with any codec Kafka has; the renderer
+    reads them all. Each event is large and repetitive, so each batch is compressed
+    (librdkafka sends a batch as it is when compressing would not shrink it)."""
+    pipeline.call(
+        "POST",
+        "/webhooks",
+        {
+            "webhook": {
+                "name": "codecs",
+                "vendor": "generic_post",
+                "url": receiver.url,
+                "events": ["recipient.updated"],
+            }
+        },
+    )
+    schema = load("event.v1.avsc")
+    for codec in CODECS:
+        event = {
+            "id": str(uuid.uuid4()),
+            "type": "recipient.updated",
+            "version": "2023-10-15",
+            "created_at": "2023-10-15T19:19:08+00:00",
+            "data": (
+                "hookline.events.ResourceChange",
+                {
+                    "current_resource": json.dumps({"id": codec, "notes": "abcd" * 2048}),
+                    "previous_resource": None,
+                },
+            ),
+        }
+        producer = Producer({"bootstrap.servers": brokers(), "compression.type": codec})
+        producer.produce(
+            f"{pipeline.prefix}events", key=codec.encode(), value=single_object(schema, event)
+        )
+        assert producer.flush(30) == 0, codec
+
+    got = receiver.wait_for(len(CODECS))
+    delivered = sorted(json.loads(r["body"])["data"]["current_resource"]["id"] for r in got)
+    assert delivered == sorted(CODECS)
