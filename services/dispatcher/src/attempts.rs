@@ -24,7 +24,6 @@ impl Dispatcher {
         &self,
         record: &Record,
         mut delivery: RenderedDelivery,
-        opened: &RenderedDelivery,
     ) -> Result<Outcome, Halt> {
         let scheme =
             signing::Scheme::parse(&delivery.signing_scheme).unwrap_or(signing::Scheme::None);
@@ -133,11 +132,26 @@ impl Dispatcher {
                     }
                 }
             }
-            let span = trace::attempt_span(&record.headers, opened, number);
+            // Opened only for its attempt: in a fan-out thousands of deliveries wait
+            // for their turns, and none of them holds an opened copy (its secrets in
+            // the clear) meanwhile.
+            let opened = match self.open(&delivery) {
+                Ok(opened) => opened,
+                Err(code) => {
+                    drop(turn);
+                    if probe {
+                        lock(&endpoint.circuit).release_probe(Instant::now());
+                    }
+                    return Ok(Box::pin(self.unopenable(record, delivery, code)).await);
+                }
+            };
+            let span = trace::attempt_span(&record.headers, &opened, number);
             let sent = Instant::now();
-            let (outcome, mut attempt) = Box::pin(self.attempt(opened, scheme, rsa, number))
+            let attempted = Box::pin(self.attempt(&opened, scheme, rsa, number))
                 .instrument(span.clone())
-                .await?;
+                .await;
+            drop(opened);
+            let (outcome, mut attempt) = attempted?;
             trace::attempt_outcome(&span, &outcome);
             let seconds = f64::from(u32::try_from(attempt.duration_ms).unwrap_or(u32::MAX));
             self.metrics.attempt(&outcome, seconds / 1000.0);
