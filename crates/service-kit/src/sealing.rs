@@ -159,13 +159,24 @@ pub fn seal_delivery(
     d
 }
 
-/// The delivery with its sealed parts opened, for memory only. Values that are not
+/// A delivery's sealed parts, opened (in memory only): what an attempt needs besides
+/// the delivery's clear fields. No `Debug`: it holds secrets.
+pub struct OpenedParts {
+    /// The sensitive headers, their values opened.
+    pub sensitive_headers: Vec<wire::Header>,
+    /// The HMAC secrets, opened, current first.
+    pub signing_secrets: Vec<String>,
+    /// The body, opened, when it was sealed (`body_sealed`); `None`: the delivery's own.
+    pub body: Option<Vec<u8>>,
+}
+
+/// Opens a delivery's sealed parts without copying the rest of it. Values that are not
 /// sealed (written before sealing existed) pass as they are. Errors with
 /// `HL-SEAL-OPEN` when a part does not open with this key and context.
-pub fn open_delivery(
+pub fn open_parts(
     sealer: &signing::Sealer,
     d: &wire::RenderedDelivery,
-) -> Result<wire::RenderedDelivery, &'static str> {
+) -> Result<OpenedParts, &'static str> {
     const CODE: &str = "HL-SEAL-OPEN";
     let open = |v: &str, part: &str| -> Result<String, &'static str> {
         if !signing::Sealer::is_sealed(v) {
@@ -174,18 +185,50 @@ pub fn open_delivery(
         let plain = sealer.open(v, &delivery_part(d, part)).map_err(|_| CODE)?;
         String::from_utf8(plain).map_err(|_| CODE)
     };
-    let mut opened = d.clone();
-    for h in &mut opened.sensitive_headers {
-        h.value = open(&h.value, &header_part(&h.name))?;
-    }
-    for s in &mut opened.signing_secrets {
-        *s = open(s, "signing-secret")?;
-    }
-    if d.body_sealed {
+    let sensitive_headers = d
+        .sensitive_headers
+        .iter()
+        .map(|h| {
+            Ok(wire::Header {
+                name: h.name.clone(),
+                value: open(&h.value, &header_part(&h.name))?,
+            })
+        })
+        .collect::<Result<_, &'static str>>()?;
+    let signing_secrets = d
+        .signing_secrets
+        .iter()
+        .map(|s| open(s, "signing-secret"))
+        .collect::<Result<_, _>>()?;
+    let body = if d.body_sealed {
         let text = std::str::from_utf8(&d.body).map_err(|_| CODE)?;
-        opened.body = sealer
-            .open(text, &delivery_part(d, "body"))
-            .map_err(|_| CODE)?;
+        Some(
+            sealer
+                .open(text, &delivery_part(d, "body"))
+                .map_err(|_| CODE)?,
+        )
+    } else {
+        None
+    };
+    Ok(OpenedParts {
+        sensitive_headers,
+        signing_secrets,
+        body,
+    })
+}
+
+/// The delivery with its sealed parts opened, for memory only (a copy; see
+/// [`open_parts`]). Errors with `HL-SEAL-OPEN` as it does.
+pub fn open_delivery(
+    sealer: &signing::Sealer,
+    d: &wire::RenderedDelivery,
+) -> Result<wire::RenderedDelivery, &'static str> {
+    let parts = open_parts(sealer, d)?;
+    let mut opened = d.clone();
+    opened.sensitive_headers = parts.sensitive_headers;
+    opened.signing_secrets = parts.signing_secrets;
+    if let Some(body) = parts.body {
+        opened.body = body;
     }
     Ok(opened)
 }
@@ -354,5 +397,48 @@ mod tests {
             open_event(&sealer, &registry, &mut read_now).expect("opens");
             assert_eq!(read_now, read_before);
         }
+    }
+
+    #[test]
+    fn a_delivery_seals_and_its_parts_open_only_under_its_own_id_method_and_url() {
+        use signing::Sealer;
+        let sealer = Sealer::from_base64(KEY).expect("key");
+        let clear = wire::RenderedDelivery {
+            delivery_id: "d-1".into(),
+            method: "POST".into(),
+            url: "https://hooks.example.com/in".into(),
+            headers: vec![wire::Header::new("Content-Type", "application/json")],
+            sensitive_headers: vec![wire::Header::new("Authorization", "Bearer sk-1")],
+            signing_secrets: vec!["whsec_a".into(), "whsec_b".into()],
+            body_sealed: true,
+            body: b"{\"trace\":\"secret\"}".to_vec(),
+            ..wire::RenderedDelivery::default()
+        };
+        let sealed = seal_delivery(&sealer, clear.clone());
+        assert!(Sealer::is_sealed(&sealed.sensitive_headers[0].value));
+        assert!(sealed.signing_secrets.iter().all(|s| Sealer::is_sealed(s)));
+        assert_ne!(sealed.body, clear.body);
+
+        let parts = open_parts(&sealer, &sealed).expect("opens");
+        assert_eq!(parts.sensitive_headers, clear.sensitive_headers);
+        assert_eq!(parts.signing_secrets, clear.signing_secrets);
+        assert_eq!(parts.body.as_deref(), Some(clear.body.as_slice()));
+        assert!(open_delivery(&sealer, &sealed).expect("opens") == clear);
+
+        // A body that was never sealed is the delivery's own.
+        let plain = wire::RenderedDelivery {
+            body_sealed: false,
+            body: b"{}".to_vec(),
+            ..sealed.clone()
+        };
+        assert!(open_parts(&sealer, &plain).expect("opens").body.is_none());
+        // Moved to another URL, or under another master key, nothing opens.
+        let moved = wire::RenderedDelivery {
+            url: "https://elsewhere.example.com/in".into(),
+            ..sealed.clone()
+        };
+        assert!(open_parts(&sealer, &moved).is_err_and(|code| code == "HL-SEAL-OPEN"));
+        let other = Sealer::from_base64(&Sealer::new_master_key()).expect("key");
+        assert!(open_parts(&other, &sealed).is_err());
     }
 }

@@ -247,17 +247,16 @@ impl Sealer {
 }
 
 fn open_with(key: &LessSafeKey, body: &str, context: &str) -> Result<Vec<u8>, SealError> {
-    let raw = B64.decode(body).map_err(|_| SealError::CannotOpen)?;
-    if raw.len() < NONCE_LEN {
-        return Err(SealError::CannotOpen);
-    }
-    let (nonce, rest) = raw.split_at(NONCE_LEN);
+    let mut raw = B64.decode(body).map_err(|_| SealError::CannotOpen)?;
+    let nonce = raw.get(..NONCE_LEN).ok_or(SealError::CannotOpen)?;
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::CannotOpen)?;
-    let mut buf = rest.to_vec();
-    let plain = key
-        .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
-        .map_err(|_| SealError::CannotOpen)?;
-    Ok(plain.to_vec())
+    // Opened where it was decoded: the plaintext moves to the front, no copy.
+    let len = key
+        .open_within(nonce, Aad::from(context.as_bytes()), &mut raw, NONCE_LEN..)
+        .map_err(|_| SealError::CannotOpen)?
+        .len();
+    raw.truncate(len);
+    Ok(raw)
 }
 
 /// A key id as it may be shown: 8 hex digits at most, anything else dropped.
@@ -400,6 +399,14 @@ mod tests {
             "plain",
         ] {
             assert!(a.open(bad, "endpoint/e1/secret").is_err(), "{bad}");
+        }
+        // A nonce and less than a tag: refused, under either format.
+        let short = B64.encode([0u8; NONCE_LEN + 5]);
+        for bad in [
+            format!("hl1:{short}"),
+            format!("{PREFIX}{}:{short}", a.key_id()),
+        ] {
+            assert!(a.open(&bad, "endpoint/e1/secret").is_err(), "{bad}");
         }
         assert_eq!(Sealer::sealed_under("plain"), None);
         assert_eq!(Sealer::sealed_under("hl1:AAAA"), Some(SealedUnder::Legacy));

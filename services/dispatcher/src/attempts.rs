@@ -135,17 +135,26 @@ impl Dispatcher {
             // Opened only for its attempt: in a fan-out thousands of deliveries wait
             // for their turns, and none of them holds an opened copy (its secrets in
             // the clear) meanwhile.
-            let opened = match self.open(&delivery) {
+            let opened = match deliver::Opened::open(&self.sealer, &delivery) {
                 Ok(opened) => opened,
                 Err(code) => {
                     drop(turn);
                     if probe {
                         lock(&endpoint.circuit).release_probe(Instant::now());
                     }
-                    return Ok(Box::pin(self.unopenable(record, delivery, code)).await);
+                    // No attempt can be made, and a retry would not open it either.
+                    let reason = "the delivery's sealed parts do not open with this \
+                                  HOOKLINE_MASTER_KEY";
+                    return Ok(Box::pin(self.dead_letter(
+                        record,
+                        delivery,
+                        code,
+                        reason.to_owned(),
+                    ))
+                    .await);
                 }
             };
-            let span = trace::attempt_span(&record.headers, &opened, number);
+            let span = trace::attempt_span(&record.headers, &delivery, number);
             let sent = Instant::now();
             let attempted = Box::pin(self.attempt(&opened, scheme, rsa, number))
                 .instrument(span.clone())
@@ -286,29 +295,30 @@ impl Dispatcher {
     /// One signed attempt.
     pub(crate) async fn attempt(
         &self,
-        delivery: &RenderedDelivery,
+        opened: &deliver::Opened<'_>,
         scheme: signing::Scheme,
         rsa: Option<Arc<signing::RsaKey>>,
         number: i32,
     ) -> Result<(AttemptOutcome, Attempt), Halt> {
+        let delivery = opened.delivery;
         if self.shutdown.is_cancelled() {
             return Err(Halt::Shutdown);
         }
         let now = time::OffsetDateTime::now_utc();
         let signed = match rsa {
             Some(key) if scheme == signing::Scheme::PrequelRsa => {
-                self.rsa_signer.headers(key, &delivery.body, now).await
+                self.rsa_signer.headers(key, opened.body(), now).await
             }
             _ => {
                 let request = signing::Request {
                     method: &delivery.method,
                     url: &delivery.url,
-                    body: &delivery.body,
+                    body: opened.body(),
                     id: &delivery.delivery_id,
                 };
                 let keys = signing::Keys {
                     rsa: None,
-                    secrets: &delivery.signing_secrets,
+                    secrets: opened.signing_secrets(),
                 };
                 signing::sign(scheme, request, keys, now)
             }
@@ -342,7 +352,7 @@ impl Dispatcher {
         Ok(deliver::attempt(
             client,
             &self.guard,
-            delivery,
+            opened,
             url,
             &signature,
             number,

@@ -67,12 +67,55 @@ impl Urls {
     }
 }
 
+/// A delivery as one attempt sends it: its clear fields, and its sealed parts opened
+/// for that attempt only.
+pub struct Opened<'a> {
+    /// The delivery as read (its sealed parts still sealed).
+    pub delivery: &'a RenderedDelivery,
+    parts: service_kit::OpenedParts,
+}
+
+impl<'a> Opened<'a> {
+    /// Opens `delivery`'s sealed parts; `HL-SEAL-OPEN` when one does not open.
+    pub fn open(
+        sealer: &signing::Sealer,
+        delivery: &'a RenderedDelivery,
+    ) -> Result<Self, &'static str> {
+        Ok(Opened {
+            delivery,
+            parts: service_kit::open_parts(sealer, delivery)?,
+        })
+    }
+
+    /// A delivery rendered in memory and never sealed (the API's test delivery).
+    pub fn clear(delivery: &'a RenderedDelivery) -> Self {
+        Opened {
+            delivery,
+            parts: service_kit::OpenedParts {
+                sensitive_headers: delivery.sensitive_headers.clone(),
+                signing_secrets: delivery.signing_secrets.clone(),
+                body: None,
+            },
+        }
+    }
+
+    /// The body to send: opened when it was sealed.
+    pub fn body(&self) -> &[u8] {
+        self.parts.body.as_deref().unwrap_or(&self.delivery.body)
+    }
+
+    /// The HMAC secrets, opened, current first.
+    pub fn signing_secrets(&self) -> &[String] {
+        &self.parts.signing_secrets
+    }
+}
+
 /// Makes one attempt to `url` (the delivery's, parsed) and reports its outcome and its
 /// record for the dead letter.
 pub async fn attempt(
     client: &reqwest::Client,
     guard: &Guard,
-    delivery: &RenderedDelivery,
+    opened: &Opened<'_>,
     url: Result<reqwest::Url, url::ParseError>,
     signature: &[(String, String)],
     number: i32,
@@ -82,7 +125,7 @@ pub async fn attempt(
     let clock = Instant::now();
     let (outcome, body) = match url {
         Ok(url) if guard::refuses_literal(guard, &url) => (AttemptOutcome::Refused, Vec::new()),
-        Ok(url) => send(client, url, delivery, signature, timeout).await,
+        Ok(url) => send(client, url, opened, signature, timeout).await,
         // As reqwest's builder error for the same URL would be.
         Err(_) => (AttemptOutcome::Invalid, Vec::new()),
     };
@@ -124,22 +167,23 @@ fn excerpt(body: &[u8]) -> Option<String> {
 async fn send(
     client: &reqwest::Client,
     url: reqwest::Url,
-    delivery: &RenderedDelivery,
+    opened: &Opened<'_>,
     signature: &[(String, String)],
     timeout: Duration,
 ) -> (AttemptOutcome, Vec<u8>) {
-    let Ok(method) = reqwest::Method::from_bytes(delivery.method.as_bytes()) else {
+    let Ok(method) = reqwest::Method::from_bytes(opened.delivery.method.as_bytes()) else {
         return (AttemptOutcome::Invalid, Vec::new());
     };
-    let Some(headers) = headers(delivery, signature) else {
+    let Some(headers) = headers(opened, signature) else {
         return (AttemptOutcome::Invalid, Vec::new());
     };
     let mut request = client
         .request(method, url)
         .headers(headers)
         .timeout(timeout);
-    if !delivery.body.is_empty() {
-        request = request.body(delivery.body.clone());
+    let body = opened.body();
+    if !body.is_empty() {
+        request = request.body(body.to_vec());
     }
     match request.send().await {
         Ok(mut response) => {
@@ -176,14 +220,15 @@ async fn send(
 /// The headers a request goes out with: the delivery's (its sensitive ones marked so),
 /// then the signature's, the delivery id and the user agent; `None` when one is not a
 /// valid header.
-pub fn headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(
-        delivery.headers.len() + delivery.sensitive_headers.len() + signature.len() + 2,
-    );
-    for h in delivery.headers.iter().chain(&delivery.sensitive_headers) {
+pub fn headers(opened: &Opened<'_>, signature: &[(String, String)]) -> Option<HeaderMap> {
+    let delivery = opened.delivery;
+    let sensitive = &opened.parts.sensitive_headers;
+    let mut map =
+        HeaderMap::with_capacity(delivery.headers.len() + sensitive.len() + signature.len() + 2);
+    for h in delivery.headers.iter().chain(sensitive) {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let mut value = HeaderValue::from_str(&h.value).ok()?;
-        if delivery.sensitive_headers.iter().any(|s| s.name == h.name) {
+        if sensitive.iter().any(|s| s.name == h.name) {
             value.set_sensitive(true);
         }
         map.append(name, value);

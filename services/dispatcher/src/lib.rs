@@ -407,13 +407,6 @@ impl Dispatcher {
             _ = self.shutdown.cancelled() => Err(Halt::Shutdown),
         }
     }
-
-    /// The delivery with its sealed parts opened, for one attempt (in memory only).
-    fn open(&self, delivery: &RenderedDelivery) -> Result<RenderedDelivery, &'static str> {
-        let mut opened = service_kit::open_delivery(&self.sealer, delivery)?;
-        opened.attempts = Vec::new();
-        Ok(opened)
-    }
 }
 
 /// Unix ms of `t`.

@@ -113,36 +113,6 @@ impl Dispatcher {
             .await
     }
 
-    /// Dead-letters a delivery whose sealed parts do not open with this dispatcher's
-    /// master keys: no attempt can be made, and a retry would not open it either.
-    pub(crate) async fn unopenable(
-        &self,
-        record: &Record,
-        delivery: RenderedDelivery,
-        code: &'static str,
-    ) -> Outcome {
-        if !record.still_owned() {
-            return Outcome::Abandoned;
-        }
-        tracing::warn!(delivery_id = %delivery.delivery_id, code, "cannot open the delivery's sealed parts; dead-lettered");
-        let mut letter = self.dead_letters.letter(
-            record,
-            code,
-            "the delivery's sealed parts do not open with this HOOKLINE_MASTER_KEY",
-        );
-        letter.delivery_id = Some(delivery.delivery_id.clone());
-        letter.endpoint_id = Some(delivery.endpoint_id.clone());
-        letter.delivery = Some(delivery);
-        self.dead_letters
-            .write(
-                &self.registry,
-                letter,
-                telemetry::carried(&record.headers).as_ref(),
-                &self.shutdown,
-            )
-            .await
-    }
-
     /// Records an attempt's outcome in the attempt log. Not waited for: the log is for
     /// people, and a record lost in a crash costs no delivery.
     pub(crate) fn log(

@@ -245,7 +245,7 @@ async fn send(state: &AppState, mut delivery: RenderedDelivery, open: &Endpoint)
             let (outcome, attempt) = deliver::attempt(
                 client,
                 &tester.guard,
-                &delivery,
+                &deliver::Opened::clear(&delivery),
                 url,
                 &signature,
                 1,
@@ -338,7 +338,7 @@ async fn sign(
 /// The headers as they went out, the values of sensitive ones (a secret, an API key)
 /// masked.
 fn sent_headers(delivery: &RenderedDelivery, signature: &[(String, String)]) -> Vec<SentHeader> {
-    let Some(map) = deliver::headers(delivery, signature) else {
+    let Some(map) = deliver::headers(&deliver::Opened::clear(delivery), signature) else {
         return Vec::new();
     };
     map.iter()
