@@ -179,7 +179,7 @@ class HooklineRun(KafkaRun):
 
     def result_fields(self) -> dict:
         fields = {"ingest": "kafka" if self.spec.get("log_bytes") else self.args.ingest}
-        if self.args.otlp:
+        if self.args.otlp or self.args.spans:
             fields["traces"] = "otlp"
         if self.args.batch > 1:
             fields["batch"] = self.args.batch
@@ -189,10 +189,15 @@ class HooklineRun(KafkaRun):
 
     def setup(self) -> None:
         self.start_receiver()
-        if self.args.otlp:
-            # Every span exported (100% sampling) to a sink that answers 200 at once.
+        if self.args.otlp or self.args.spans:
+            # Every span exported (100% sampling) to a sink that answers 200 at once;
+            # with --spans one that also keeps them, for ops/bench/hops.
             port_file = self.dir / "otlp.port"
-            self.start("otlp", [self.args.hlbench, "receive", "-port-file", port_file])
+            if self.args.spans:
+                sink = Path(__file__).with_name("otlp_sink.py")
+                self.start("otlp", [sys.executable, sink, self.dir / "spans", port_file])
+            else:
+                self.start("otlp", [self.args.hlbench, "receive", "-port-file", port_file])
             otlp_port = port_written("the OTLP sink", port_file, self.procs["otlp"], 10)
             self.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
             self.env["OTEL_TRACES_SAMPLER"] = "always_on"
@@ -273,6 +278,11 @@ def main() -> int:
         "--otlp",
         action="store_true",
         help="export every trace span (100%% sampling) to a local OTLP sink",
+    )
+    parser.add_argument(
+        "--spans",
+        action="store_true",
+        help="as --otlp, and keep every span in the run's folder (spans/) for ops/bench/hops",
     )
     parser.add_argument(
         "--perf",
