@@ -392,7 +392,15 @@ impl EndpointState {
                 pause,
             )
         };
-        tokio::time::sleep(pause).await;
+        // Only a paced turn sleeps: the timer rounds up to its next 1 ms tick, even a
+        // sleep of zero. An unpaced one yields once: run after what the I/O driver has
+        // ready, sends under load still leave together (sent at once, a saturated
+        // fan-out lost 4-7%). docs/benchmarks/issue-11-steps-2.md
+        if pause.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(pause).await;
+        }
         // The reservation is a plan; the send is when this task runs. Turns that woke
         // late (the runtime was busy) would go together and crowd the next second.
         loop {
