@@ -83,8 +83,8 @@ pub enum KafkaProfile {
     /// 1, `fetch.wait.max.ms` 100). Serves both as far as one setting can: under load,
     /// batches fill behind the requests in flight anyway.
     Balanced,
-    /// `linger.ms` 0: every record leaves at once (more, smaller requests; about 5%
-    /// less throughput measured).
+    /// `linger.ms` 0: every record leaves at once (more, smaller requests). Measured on
+    /// 2026-12-05: about 1 ms less per event at low rates, 10-20% less throughput.
     Latency,
     /// `linger.ms` 10 and consumers that wait for 64 KiB or 100 ms: fewer, larger
     /// requests (less broker CPU per event at moderate rates), up to ~100 ms more per hop
