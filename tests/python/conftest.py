@@ -130,6 +130,11 @@ class Pipeline:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
 
+    def add_webhook(self, name: str, url: str, events: list[str], **fields) -> dict:
+        """Creates a generic POST webhook (`fields` adds to or overrides its body)."""
+        webhook = {"name": name, "vendor": "generic_post", "url": url, "events": events}
+        return self.call("POST", "/webhooks", {"webhook": webhook | fields})
+
     def stop(self) -> None:
         for p in self.procs:
             p.terminate()

@@ -58,18 +58,7 @@ def read_all(topic: str, want: int, timeout: float = 30.0) -> list:
 
 
 def test_an_event_written_by_fastavro_is_delivered(pipeline, receiver):
-    pipeline.call(
-        "POST",
-        "/webhooks",
-        {
-            "webhook": {
-                "name": "py",
-                "vendor": "generic_post",
-                "url": receiver.url,
-                "events": ["recipient.updated"],
-            }
-        },
-    )
+    pipeline.add_webhook("py", receiver.url, ["recipient.updated"])
     schema = load("event.v1.avsc")
     event = {
         "id": str(uuid.uuid4()),
@@ -165,18 +154,7 @@ def test_events_in_every_kafka_codec_are_delivered(pipeline, receiver):
     """A transfer engine's producer may compress with any codec Kafka has; the renderer
     reads them all. Each event is large and repetitive, so each batch is compressed
     (librdkafka sends a batch as it is when compressing would not shrink it)."""
-    pipeline.call(
-        "POST",
-        "/webhooks",
-        {
-            "webhook": {
-                "name": "codecs",
-                "vendor": "generic_post",
-                "url": receiver.url,
-                "events": ["recipient.updated"],
-            }
-        },
-    )
+    pipeline.add_webhook("codecs", receiver.url, ["recipient.updated"])
     schema = load("event.v1.avsc")
     for codec in CODECS:
         event = {

@@ -53,18 +53,8 @@ def test_metrics_pass_promtool_and_prometheus_counts_every_delivery(
     pipeline, receiver, tmp_path: Path
 ):
     bin_dir = Path(PROMETHEUS)
-    pipeline.call(
-        "POST",
-        "/webhooks",
-        {
-            "webhook": {
-                "name": "metrics",
-                "vendor": "generic_post",
-                "url": receiver.url,
-                "events": ["transfer.error"],
-                "signing_scheme": "standard_webhooks",
-            }
-        },
+    pipeline.add_webhook(
+        "metrics", receiver.url, ["transfer.error"], signing_scheme="standard_webhooks"
     )
     for n in range(EVENTS):
         pipeline.call("POST", "/events", transfer_error(n))

@@ -134,18 +134,7 @@ def completed_event(transfer: str) -> dict:
 
 
 def webhook(pipeline, receiver, events: list[str]) -> None:
-    pipeline.call(
-        "POST",
-        "/webhooks",
-        {
-            "webhook": {
-                "name": "sr",
-                "vendor": "generic_post",
-                "url": receiver.url,
-                "events": events,
-            }
-        },
-    )
+    pipeline.add_webhook("sr", receiver.url, events)
 
 
 def trace_endpoint(pipeline, receiver) -> None:

@@ -106,19 +106,12 @@ def run(start_pipeline, receiver, collector: Collector) -> None:
     )
     secret = f"canary-secret-{uuid.uuid4().hex}"
     trace_text = f"canary-trace-{uuid.uuid4().hex}"
-    pipeline.call(
-        "POST",
-        "/webhooks",
-        {
-            "webhook": {
-                "name": "traced",
-                "vendor": "generic_post",
-                "url": receiver.url + "?token=" + secret,
-                "events": ["transfer.error"],
-                "api_key": secret,
-                "signing_scheme": "standard_webhooks",
-            }
-        },
+    pipeline.add_webhook(
+        "traced",
+        receiver.url + "?token=" + secret,
+        ["transfer.error"],
+        api_key=secret,
+        signing_scheme="standard_webhooks",
     )
     receiver.script = [500]
     event = transfer_error(1)
@@ -277,18 +270,7 @@ def replayed(pipeline, receiver, collector: Collector) -> None:
     """A delivery answered 400 is dead-lettered in its trace; its replay starts a new
     trace, linked to the original, in which the new attempt is parented."""
     base = receiver.url.rsplit("/", 1)[0]
-    pipeline.call(
-        "POST",
-        "/webhooks",
-        {
-            "webhook": {
-                "name": "replayed",
-                "vendor": "generic_post",
-                "url": f"{base}/replay",
-                "events": ["transfer.started"],
-            }
-        },
-    )
+    pipeline.add_webhook("replayed", f"{base}/replay", ["transfer.started"])
     receiver.script = [400]
     started = {
         "type": "transfer.started",

@@ -99,13 +99,7 @@ struct Fixture {
 }
 
 async fn fixture(test: &str, letters: &[DeadLetter], endpoints: &[Endpoint]) -> Fixture {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings(test);
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .expect("test setup");
-    let registry = Registry::bundled().expect("test setup");
+    let (kafka, topics, registry) = test_kit::kafka_stack(test).await;
     let records: Vec<(&str, Vec<u8>)> = endpoints
         .iter()
         .map(|e| (e.id.as_str(), registry.encode(e).expect("test setup")))

@@ -75,6 +75,19 @@ pub fn kafka_settings(test: &str) -> KafkaSettings {
     }
 }
 
+/// What a test against the broker starts from: logs on, settings on a fresh topic
+/// prefix, every hookline topic created under it, and the bundled schemas.
+pub async fn kafka_stack(test: &str) -> (KafkaSettings, kafka_io::Topics, wire::Registry) {
+    init_logs();
+    let kafka = kafka_settings(test);
+    let topics = kafka_io::Topics::new(&kafka.topic_prefix);
+    kafka_io::ensure_topics(&kafka, &topics.specs())
+        .await
+        .expect("test setup: the topics");
+    let registry = wire::Registry::bundled().expect("test setup: the bundled schemas");
+    (kafka, topics, registry)
+}
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Captured {

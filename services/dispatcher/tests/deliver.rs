@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_io::Topics;
 use test_kit::{Answer, Receiver};
 use tokio_util::sync::CancellationToken;
-use wire::{Header, Registry, RenderedDelivery};
+use wire::{Header, RenderedDelivery};
 
 fn delivery(id: &str, endpoint: &str, url: String) -> RenderedDelivery {
     RenderedDelivery {
@@ -44,13 +43,7 @@ fn config(kafka: kafka_io::KafkaSettings) -> dispatcher::Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_retries_and_dead_letters() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("dispatcher");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("dispatcher").await;
 
     // /ok answers 200; /flaky 503 twice (with Retry-After) then 200; /gone 410; /down always 500.
     let receiver = Receiver::scripted(|req, n| match req.uri.as_str() {
@@ -169,13 +162,7 @@ const HANG: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("isolation");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("isolation").await;
     let receiver = Receiver::scripted(|req, _| match req.uri.as_str() {
         "/hang" => Answer {
             delay: HANG,
@@ -239,13 +226,7 @@ async fn a_hanging_endpoint_does_not_hold_up_a_healthy_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_too_large_for_kafka_is_written_smaller_not_lost() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("dlq-large");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("dlq-large").await;
     let receiver = Receiver::scripted(|_, _| Answer::status(410)).await;
     // An incompressible body just under the record limit: the delivery fits, its dead
     // letter (delivery + reason + attempts, a few hundred bytes more) does not.
@@ -304,13 +285,7 @@ async fn a_dead_letter_too_large_for_kafka_is_written_smaller_not_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_and_names_resolving_to_it_are_refused_unless_allowed() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("ssrf");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("ssrf").await;
     let receiver = Receiver::ok().await;
     let by_name = receiver.url("/name").replace("127.0.0.1", "localhost");
     let deliveries = [
@@ -367,13 +342,7 @@ async fn loopback_and_names_resolving_to_it_are_refused_unless_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_endpoint_timeouts_and_response_excerpts() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("transport");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("transport").await;
     let receiver = Receiver::scripted(|req, _| match req.uri.as_str() {
         "/slow" => Answer {
             delay: Duration::from_secs(5),
@@ -510,13 +479,7 @@ async fn self_signed_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_tls_false_accepts_a_self_signed_certificate_and_only_then() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("tls");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("tls").await;
     let (url, served) = self_signed_receiver().await;
     // Both bodies are small JSON; the insecure one goes first in its own partition key.
     let insecure = RenderedDelivery {

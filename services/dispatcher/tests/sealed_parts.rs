@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use kafka_io::Topics;
 use test_kit::{Answer, Receiver};
 use tokio_util::sync::CancellationToken;
-use wire::{Header, Registry, RenderedDelivery};
+use wire::{Header, RenderedDelivery};
 
 fn sealed(sealer: &signing::Sealer, id: &str, url: String) -> RenderedDelivery {
     let delivery = RenderedDelivery {
@@ -29,13 +28,7 @@ fn sealed(sealer: &signing::Sealer, id: &str, url: String) -> RenderedDelivery {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_parts_open_for_the_attempt_or_the_delivery_is_dead_lettered() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("sealed-parts");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("sealed-parts").await;
     let receiver = Receiver::scripted(|_, _| Answer::status(200)).await;
     let ours = signing::Sealer::from_base64(test_kit::MASTER_KEY).unwrap();
     let other = signing::Sealer::from_base64(&signing::Sealer::new_master_key()).unwrap();

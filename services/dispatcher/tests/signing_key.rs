@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use kafka_io::Topics;
 use test_kit::{Answer, Receiver};
 use tokio_util::sync::CancellationToken;
-use wire::{Registry, RenderedDelivery};
+use wire::RenderedDelivery;
 
 fn delivery(id: &str, endpoint: &str, url: String, scheme: &str) -> RenderedDelivery {
     RenderedDelivery {
@@ -53,13 +52,7 @@ fn signing_key() -> wire::SigningKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rsa_deliveries_without_a_key_do_not_hold_up_other_endpoints() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("no-key");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("no-key").await;
     let receiver = Receiver::scripted(|_, _| Answer::status(200)).await;
 
     // No signing key exists (no producer has started). On one partition, as many RSA

@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use kafka_io::Topics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use wire::{Endpoint, Registry, RenderedDelivery};
+use wire::{Endpoint, RenderedDelivery};
 
 fn started(transfer: &str) -> serde_json::Value {
     json!({"type": "transfer.started", "data": {"transfer_id": transfer, "destination_id": "d", "source_ids": ["s"],
@@ -42,13 +41,7 @@ fn committed(settings: &kafka_io::KafkaSettings, group: &str, topic: &str) -> i6
 
 #[tokio::test]
 async fn a_panicking_render_is_dead_lettered_and_commits_go_on() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("renderer-panic");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("renderer-panic").await;
     let endpoint = Endpoint {
         id: "ep-a".into(),
         kind: "webhook".into(),

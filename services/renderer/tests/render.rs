@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use kafka_io::Topics;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use wire::{Endpoint, Registry, RenderedDelivery};
+use wire::{Endpoint, RenderedDelivery};
 
 fn endpoint(id: &str, events: &[&str], active: bool) -> Endpoint {
     Endpoint {
@@ -31,13 +30,7 @@ fn started(transfer: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn events_fan_out_to_subscribed_endpoints_and_poison_is_dead_lettered() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("renderer");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("renderer").await;
 
     // Endpoints exist before the renderer starts, and one is written after it started.
     let a = endpoint("ep-a", &["transfer.started"], true);

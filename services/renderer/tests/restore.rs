@@ -6,20 +6,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kafka_io::Topics;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use wire::{Endpoint, Registry, RenderedDelivery};
+use wire::{Endpoint, RenderedDelivery};
 
 #[tokio::test]
 async fn a_restore_that_fails_for_a_while_stops_nothing() {
-    test_kit::init_logs();
-    let kafka = test_kit::kafka_settings("renderer-restore");
-    let topics = Topics::new(&kafka.topic_prefix);
-    kafka_io::ensure_topics(&kafka, &topics.specs())
-        .await
-        .unwrap();
-    let registry = Registry::bundled().unwrap();
+    let (kafka, topics, registry) = test_kit::kafka_stack("renderer-restore").await;
     let now = wire::now_rfc3339();
     let webhook = Endpoint {
         id: "ep-hook".into(),
