@@ -5,8 +5,10 @@
 //! so every delivery of one body signed with one key in one second carries the same
 //! signature: an event fanned out to many endpoints needs one RSA operation, not one per
 //! endpoint. Concurrent attempts that want the same signature wait for the first one's
-//! operation. The operation itself (about a millisecond for 2048 bits) runs on tokio's
-//! blocking pool, so it never holds an async worker.
+//! operation. The operation itself (0.25–0.3 ms for 2048 bits on the benchmark machine)
+//! runs on tokio's blocking pool, so it never holds an async worker. The pool gives each
+//! waiting signature a thread; bounding them to the cores was measured slower or no
+//! faster (docs/benchmarks/issue-11-steps-2.md).
 //!
 //! Memory: signatures are kept for the current and the previous second only, and at most
 //! [`MEMO_CAP`] of them; past the cap an attempt signs without memoising.
